@@ -1,0 +1,161 @@
+//! Assembly and lifecycle: build the engine, hub and router from a [`Config`], serve until
+//! the shutdown future resolves, then drain.
+//!
+//! Drain order on shutdown: readiness turns 503 and new upgrades are refused while the listener
+//! keeps answering (so a load balancer sees the instance leave), open sockets close with 1001
+//! spread over `drain_secs`, then the HTTP server and the engine's tasks stop.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::domain::token::TokenKeys;
+use crate::engine::memory::MemoryEngine;
+use crate::engine::redis::{RedisEngine, RedisSettings};
+use crate::engine::{Engine, EngineError, EngineSettings};
+use crate::hub::Hub;
+use crate::metrics::Metrics;
+use crate::transport::{AppState, router};
+
+/// Time allowed past the drain window for sessions and tasks to finish before exiting anyway.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+#[derive(Debug, Error)]
+pub enum StartError {
+    #[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
+    Config(Vec<String>),
+    #[error("cannot start the engine: {0}")]
+    Engine(#[from] EngineError),
+    #[error("cannot serve: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Binds `config.listen` and runs until `shutdown` resolves.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
+    config.validate().map_err(StartError::Config)?;
+    let listener = TcpListener::bind(&config.listen).await?;
+    run_with_listener(config, listener, shutdown).await
+}
+
+/// Serves on an already bound listener (tests bind `127.0.0.1:0`) until `shutdown` resolves.
+pub async fn run_with_listener(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StartError> {
+    config.validate().map_err(StartError::Config)?;
+    let instance_id = if config.instance_id.is_empty() {
+        default_instance_id()
+    } else {
+        config.instance_id.clone()
+    };
+    let secret = if config.jwt_secret.is_empty() {
+        tracing::warn!(
+            "no jwt_secret configured: using a random one. Tokens die with this process and no \
+             other instance can verify them. Set DRAWBRIDGE_JWT_SECRET for anything but local use."
+        );
+        hex::encode(rand::random::<[u8; 32]>())
+    } else {
+        config.jwt_secret.clone()
+    };
+
+    let hub = Arc::new(Hub::new());
+    let tasks = TaskTracker::new();
+    let stop_tasks = CancellationToken::new();
+    let settings = EngineSettings {
+        instance_id: instance_id.clone(),
+        room_ttl: config.room_ttl(),
+        log_max: config.log_max_ops,
+        redo_max: config.redo_max,
+    };
+    let engine: Arc<dyn Engine> = if config.redis_url.is_empty() {
+        tracing::info!("no redis_url: embedded in-memory engine, single instance only");
+        Arc::new(MemoryEngine::new(settings, hub.clone()))
+    } else {
+        let redis = RedisSettings {
+            url: config.redis_url.clone(),
+            key_prefix: config.key_prefix.clone(),
+            pool_size: config.redis_pool_size,
+        };
+        Arc::new(
+            RedisEngine::start(&redis, settings, hub.clone(), &tasks, stop_tasks.clone()).await?,
+        )
+    };
+
+    let state = Arc::new(AppState {
+        origins: config.origins(),
+        instance_id: instance_id.clone(),
+        engine,
+        hub,
+        tokens: TokenKeys::new(secret.as_bytes(), config.access_token_ttl_secs),
+        draining: CancellationToken::new(),
+        sessions: TaskTracker::new(),
+        connection_slots: Arc::new(Semaphore::new(config.max_connections)),
+        next_conn: AtomicU64::new(0),
+        metrics: Metrics::default(),
+        config,
+    });
+
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, instance = %instance_id, "listening");
+    let stop_http = CancellationToken::new();
+    let server = axum::serve(
+        listener,
+        router(state.clone()).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(stop_http.clone().cancelled_owned());
+    let server = tokio::spawn(server.into_future());
+
+    shutdown.await;
+    let drain = Duration::from_secs(state.config.drain_secs);
+    tracing::info!(?drain, "draining");
+    state.draining.cancel();
+    state.sessions.close();
+    if tokio::time::timeout(drain + SHUTDOWN_GRACE, state.sessions.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("sessions still open after the drain window");
+    }
+    stop_http.cancel();
+    if tokio::time::timeout(SHUTDOWN_GRACE, server).await.is_err() {
+        tracing::warn!("http server did not stop in time");
+    }
+    stop_tasks.cancel();
+    tasks.close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("background tasks did not stop in time");
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// `<hostname>-<random>`: readable in `redis-cli`, unique per process.
+fn default_instance_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .unwrap_or_else(|| "drawbridge".into());
+    let host: String = host
+        .trim()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        .take(40)
+        .collect();
+    let suffix = &uuid::Uuid::new_v4().simple().to_string()[..8];
+    format!(
+        "{}-{suffix}",
+        if host.is_empty() { "drawbridge" } else { &host }
+    )
+}

@@ -1,0 +1,240 @@
+//! One configuration struct, read from `config/default.toml` (or the file named by
+//! `DRAWBRIDGE_CONFIG`) and overridden by `DRAWBRIDGE_*` environment variables.
+//! [`Config::validate`] reports every bad value at once.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// host:port to listen on.
+    pub listen: String,
+    /// Redis URL; empty runs the embedded in-memory engine (single instance only).
+    pub redis_url: String,
+    /// Prepended to every Redis key and channel.
+    pub key_prefix: String,
+    /// Connections in the Redis pool.
+    pub redis_pool_size: usize,
+    /// HS256 secret shared by every instance; required with Redis.
+    pub jwt_secret: String,
+    /// Access token lifetime.
+    pub access_token_ttl_secs: u64,
+    /// Unique per process; empty picks `<hostname>-<random>`.
+    pub instance_id: String,
+    /// Rooms live this long after their last activity; 0 keeps them forever.
+    pub room_ttl_secs: u64,
+    /// Sequenced ops kept per room for `REPLAY`.
+    pub log_max_ops: usize,
+    /// Undone strokes a user can redo, per room.
+    pub redo_max: usize,
+    /// Largest accepted text frame; larger ones get `ERROR TOO_LARGE`.
+    pub max_frame_bytes: usize,
+    /// Most points in one stroke.
+    pub max_points: usize,
+    /// Frames queued per connection before it counts as a slow consumer (closed with 1013).
+    pub send_queue: usize,
+    /// Protocol ping interval; a connection silent for two intervals is closed.
+    pub ping_interval_secs: u64,
+    /// On SIGTERM, open sockets are closed with 1001 spread over this window.
+    pub drain_secs: u64,
+    /// Comma-separated allowed `Origin`s for the WebSocket and CORS; empty allows all.
+    pub allowed_origins: String,
+    /// WebSocket upgrades per IP per minute, shared by all instances; 0 = unlimited.
+    pub ws_upgrades_per_minute: u32,
+    /// Cursor moves relayed per connection per second (extra ones are dropped silently).
+    pub cursor_per_sec: u32,
+    /// Sequenced ops accepted per connection per second (extra ones get `RATE_LIMITED`).
+    pub ops_per_sec: u32,
+    /// Open WebSocket connections this instance accepts.
+    pub max_connections: usize,
+    /// tungstenite read buffer per connection; small keeps idle connections cheap.
+    pub ws_read_buffer: usize,
+    /// tungstenite write buffer per connection.
+    pub ws_write_buffer: usize,
+    /// `text` or `json`.
+    pub log_format: String,
+    /// A `tracing` filter, e.g. `info` or `drawbridge=debug`.
+    pub log: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: "0.0.0.0:8080".into(),
+            redis_url: String::new(),
+            key_prefix: String::new(),
+            redis_pool_size: 16,
+            jwt_secret: String::new(),
+            access_token_ttl_secs: 900,
+            instance_id: String::new(),
+            room_ttl_secs: 86_400,
+            log_max_ops: 10_000,
+            redo_max: 100,
+            max_frame_bytes: 64 * 1024,
+            max_points: 5_000,
+            send_queue: 1_024,
+            ping_interval_secs: 10,
+            drain_secs: 10,
+            allowed_origins: String::new(),
+            ws_upgrades_per_minute: 600,
+            cursor_per_sec: 20,
+            ops_per_sec: 100,
+            max_connections: 100_000,
+            ws_read_buffer: 4 * 1024,
+            ws_write_buffer: 4 * 1024,
+            log_format: "text".into(),
+            log: "info".into(),
+        }
+    }
+}
+
+impl Config {
+    /// Defaults, then the TOML file (if present), then `DRAWBRIDGE_*` variables.
+    pub fn load() -> Result<Self, Vec<String>> {
+        let file =
+            std::env::var("DRAWBRIDGE_CONFIG").unwrap_or_else(|_| "config/default.toml".into());
+        Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::file(file))
+            .merge(
+                Env::prefixed("DRAWBRIDGE_")
+                    .ignore(&["config"])
+                    .map(|k| k.as_str().to_lowercase().into()),
+            )
+            .extract::<Config>()
+            .map_err(|e| e.into_iter().map(|e| e.to_string()).collect())
+    }
+
+    /// Every invalid value, so an operator fixes them all in one go.
+    pub fn validate(&self) -> Result<(), Vec<String>> {
+        let mut errors = Vec::new();
+        let mut check = |ok: bool, msg: &str| {
+            if !ok {
+                errors.push(msg.to_owned());
+            }
+        };
+        check(
+            self.listen.parse::<SocketAddr>().is_ok(),
+            "listen must be host:port with a literal IP, e.g. 0.0.0.0:8080",
+        );
+        check(
+            self.redis_url.is_empty()
+                || self.redis_url.starts_with("redis://")
+                || self.redis_url.starts_with("rediss://")
+                || self.redis_url.starts_with("redis+unix://")
+                || self.redis_url.starts_with("unix://"),
+            "redis_url must be empty (embedded engine) or a redis:// URL",
+        );
+        check(
+            self.redis_url.is_empty() || !self.jwt_secret.is_empty(),
+            "jwt_secret is required with redis_url: every instance must verify the same tokens",
+        );
+        check(
+            self.jwt_secret.is_empty() || self.jwt_secret.len() >= 16,
+            "jwt_secret must be at least 16 bytes",
+        );
+        check(
+            !self
+                .key_prefix
+                .contains(['*', '?', '[', ']', '\\', '{', '}']),
+            "key_prefix must not contain glob characters or braces",
+        );
+        check(
+            self.instance_id.is_empty()
+                || self
+                    .instance_id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)),
+            "instance_id may only hold letters, digits, '-', '_' and '.'",
+        );
+        check(
+            self.redis_pool_size > 0,
+            "redis_pool_size must be at least 1",
+        );
+        check(
+            self.access_token_ttl_secs > 0,
+            "access_token_ttl_secs must be positive",
+        );
+        check(self.log_max_ops > 0, "log_max_ops must be at least 1");
+        check(self.redo_max > 0, "redo_max must be at least 1");
+        check(
+            self.max_frame_bytes >= 1024,
+            "max_frame_bytes must be at least 1024",
+        );
+        check(self.max_points > 0, "max_points must be at least 1");
+        check(self.send_queue >= 8, "send_queue must be at least 8");
+        check(
+            self.ping_interval_secs > 0,
+            "ping_interval_secs must be positive",
+        );
+        check(self.cursor_per_sec > 0, "cursor_per_sec must be positive");
+        check(self.ops_per_sec > 0, "ops_per_sec must be positive");
+        check(self.max_connections > 0, "max_connections must be positive");
+        check(
+            self.ws_read_buffer >= 512,
+            "ws_read_buffer must be at least 512",
+        );
+        check(
+            self.ws_write_buffer >= 512,
+            "ws_write_buffer must be at least 512",
+        );
+        check(
+            matches!(self.log_format.as_str(), "text" | "json"),
+            "log_format must be text or json",
+        );
+        check(
+            tracing_subscriber::EnvFilter::try_new(&self.log).is_ok(),
+            "log must be a tracing filter such as info or drawbridge=debug",
+        );
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+
+    pub fn room_ttl(&self) -> Option<Duration> {
+        (self.room_ttl_secs > 0).then(|| Duration::from_secs(self.room_ttl_secs))
+    }
+
+    pub fn origins(&self) -> Vec<String> {
+        self.allowed_origins
+            .split(',')
+            .map(|o| o.trim().trim_end_matches('/').to_owned())
+            .filter(|o| !o.is_empty())
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_file_matches_the_defaults() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/default.toml");
+        let from_file: Config = Figment::from(Toml::file(path))
+            .extract()
+            .expect("default.toml");
+        assert_eq!(from_file, Config::default());
+    }
+
+    #[test]
+    fn every_bad_value_is_reported_at_once() {
+        let config = Config {
+            listen: "nowhere".into(),
+            redis_url: "redis://127.0.0.1:1".into(),
+            send_queue: 0,
+            log_format: "xml".into(),
+            ..Config::default()
+        };
+        let errors = config.validate().expect_err("invalid");
+        assert_eq!(errors.len(), 4, "{errors:#?}");
+        assert!(errors.iter().any(|e| e.contains("jwt_secret is required")));
+        assert!(Config::default().validate().is_ok());
+    }
+}

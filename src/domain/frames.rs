@@ -1,0 +1,336 @@
+//! Server→client frames (`PROTOCOL.md` §1.2), built once as JSON text and shared by every recipient.
+//!
+//! Stored pieces (strokes, users, log entries) are already JSON, so they are spliced in as
+//! [`RawValue`]s rather than parsed and printed again. The Redis scripts build the sequenced and
+//! presence frames themselves; the shared engine suite checks both engines agree on the result.
+
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+use super::identity::Identity;
+use super::ids::{RoomId, StrokeId, UserId};
+
+#[derive(Serialize)]
+struct Message<'a, P> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    payload: P,
+}
+
+/// `{"type": kind, "payload": payload}` as one JSON text.
+pub fn message<P: Serialize>(kind: &str, payload: P) -> String {
+    // Serializing our own structs and RawValues cannot fail; keep a valid frame regardless.
+    serde_json::to_string(&Message { kind, payload })
+        .unwrap_or_else(|_| format!(r#"{{"type":"{kind}","payload":{{}}}}"#))
+}
+
+/// Turns stored JSON texts into raw values for splicing; an entry that is not JSON (which only
+/// a hand edit in `redis-cli` could produce) is left out rather than corrupting the frame.
+pub fn raw_list(items: &[String]) -> Vec<&RawValue> {
+    items
+        .iter()
+        .filter_map(|s| serde_json::from_str::<&RawValue>(s).ok())
+        .collect()
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct InitialState<'a> {
+    room_id: &'a RoomId,
+    strokes: Vec<&'a RawValue>,
+    seq: u64,
+    epoch: &'a str,
+    users: Vec<&'a RawValue>,
+}
+
+pub fn initial_state(
+    room: &RoomId,
+    strokes: &[String],
+    seq: u64,
+    epoch: &str,
+    users: &[String],
+) -> String {
+    message(
+        "INITIAL_STATE",
+        InitialState {
+            room_id: room,
+            strokes: raw_list(strokes),
+            seq,
+            epoch,
+            users: raw_list(users),
+        },
+    )
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Replay<'a> {
+    room_id: &'a RoomId,
+    epoch: &'a str,
+    from_seq: u64,
+    seq: u64,
+    events: &'a [&'a RawValue],
+}
+
+/// `events` are the frames of the missed sequenced events, in order.
+pub fn replay(room: &RoomId, epoch: &str, from_seq: u64, seq: u64, events: &[&RawValue]) -> String {
+    message(
+        "REPLAY",
+        Replay {
+            room_id: room,
+            epoch,
+            from_seq,
+            seq,
+            events,
+        },
+    )
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct CanvasUpdate<'a> {
+    room_id: &'a RoomId,
+    canvas_data: &'a RawValue,
+    user_id: &'a UserId,
+    seq: u64,
+}
+
+pub fn canvas_update(room: &RoomId, stroke: &RawValue, user: &UserId, seq: u64) -> String {
+    message(
+        "CANVAS_UPDATE",
+        CanvasUpdate {
+            room_id: room,
+            canvas_data: stroke,
+            user_id: user,
+            seq,
+        },
+    )
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Undo<'a> {
+    room_id: &'a RoomId,
+    user_id: &'a UserId,
+    stroke_id: &'a StrokeId,
+    seq: u64,
+}
+
+pub fn undo(room: &RoomId, user: &UserId, stroke: &StrokeId, seq: u64) -> String {
+    message(
+        "UNDO",
+        Undo {
+            room_id: room,
+            user_id: user,
+            stroke_id: stroke,
+            seq,
+        },
+    )
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Redo<'a> {
+    room_id: &'a RoomId,
+    user_id: &'a UserId,
+    stroke: &'a RawValue,
+    seq: u64,
+}
+
+pub fn redo(room: &RoomId, user: &UserId, stroke: &RawValue, seq: u64) -> String {
+    message(
+        "REDO",
+        Redo {
+            room_id: room,
+            user_id: user,
+            stroke,
+            seq,
+        },
+    )
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Ack<'a> {
+    op_id: Option<&'a str>,
+    seq: u64,
+    stroke_id: &'a StrokeId,
+    duplicate: bool,
+}
+
+pub fn ack(op_id: Option<&str>, seq: u64, stroke: &StrokeId, duplicate: bool) -> String {
+    message(
+        "ACK",
+        Ack {
+            op_id,
+            seq,
+            stroke_id: stroke,
+            duplicate,
+        },
+    )
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct CursorMove<'a> {
+    room_id: &'a RoomId,
+    user_id: &'a UserId,
+    username: &'a str,
+    color: &'a str,
+    x: f64,
+    y: f64,
+}
+
+pub fn cursor_move(room: &RoomId, who: &Identity, x: f64, y: f64) -> String {
+    message(
+        "CURSOR_MOVE",
+        CursorMove {
+            room_id: room,
+            user_id: &who.user_id,
+            username: &who.username,
+            color: &who.color,
+            x,
+            y,
+        },
+    )
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RoomUser<'a> {
+    room_id: &'a RoomId,
+    user_id: &'a UserId,
+}
+
+pub fn cursor_leave(room: &RoomId, user: &UserId) -> String {
+    message(
+        "CURSOR_LEAVE",
+        RoomUser {
+            room_id: room,
+            user_id: user,
+        },
+    )
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct UserJoined<'a> {
+    room_id: &'a RoomId,
+    #[serde(flatten)]
+    who: &'a Identity,
+}
+
+pub fn user_joined(room: &RoomId, who: &Identity) -> String {
+    message("USER_JOINED", UserJoined { room_id: room, who })
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct UserLeft<'a> {
+    room_id: &'a RoomId,
+    user_id: &'a UserId,
+    count: usize,
+}
+
+pub fn user_left(room: &RoomId, user: &UserId, count: usize) -> String {
+    message(
+        "USER_LEFT",
+        UserLeft {
+            room_id: room,
+            user_id: user,
+            count,
+        },
+    )
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Count<'a> {
+    room_id: &'a RoomId,
+    count: usize,
+}
+
+pub fn user_count(room: &RoomId, count: usize) -> String {
+    message(
+        "USER_COUNT_UPDATED",
+        Count {
+            room_id: room,
+            count,
+        },
+    )
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RoomOnly<'a> {
+    room_id: &'a str,
+}
+
+pub fn room_expired(room: &str) -> String {
+    message("ROOM_EXPIRED", RoomOnly { room_id: room })
+}
+
+#[derive(Serialize)]
+struct ErrorPayload<'a> {
+    code: &'a str,
+    message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    r#ref: Option<&'a str>,
+}
+
+/// `ERROR {code, message, ref?}`; `ref` echoes the offending op's id when there is one.
+pub fn error(code: &str, text: &str, reference: Option<&str>) -> String {
+    message(
+        "ERROR",
+        ErrorPayload {
+            code,
+            message: text,
+            r#ref: reference,
+        },
+    )
+}
+
+pub fn pong() -> String {
+    message("PONG", serde_json::Map::new())
+}
+
+/// A presence entry as stored and as listed in `INITIAL_STATE.users`.
+pub fn member(who: &Identity) -> String {
+    serde_json::to_string(who).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_have_the_documented_shape() {
+        let room = RoomId::new("r");
+        let who = Identity::new(UserId::new("u"), "Ann".into());
+        let v: serde_json::Value = serde_json::from_str(&user_joined(&room, &who)).expect("json");
+        assert_eq!(v["type"], "USER_JOINED");
+        assert_eq!(v["payload"]["roomId"], "r");
+        assert_eq!(v["payload"]["username"], "Ann");
+        assert_eq!(v["payload"]["color"], who.color.as_str());
+
+        let stroke = serde_json::from_str::<&RawValue>(r#"{"a":1.5}"#).expect("raw");
+        let v: serde_json::Value =
+            serde_json::from_str(&canvas_update(&room, stroke, &who.user_id, 7)).expect("json");
+        assert_eq!(v["payload"]["canvasData"]["a"], 1.5);
+        assert_eq!(v["payload"]["seq"], 7);
+    }
+
+    #[test]
+    fn initial_state_skips_entries_that_are_not_json() {
+        let v: serde_json::Value = serde_json::from_str(&initial_state(
+            &RoomId::new("r"),
+            &[r#"{"s":1}"#.into(), "not json".into()],
+            3,
+            "e1",
+            &[],
+        ))
+        .expect("json");
+        assert_eq!(v["payload"]["strokes"].as_array().map(Vec::len), Some(1));
+        assert_eq!(v["payload"]["epoch"], "e1");
+    }
+}

@@ -1,0 +1,178 @@
+//! All shared state lives behind [`Engine`]: rooms, strokes, the op log, presence, rate-limit
+//! counters. [`memory::MemoryEngine`] serves a single instance with no Redis; [`redis::RedisEngine`]
+//! lets any number of instances share one Redis. Both deliver room events to the local
+//! [`Hub`](crate::hub::Hub) and pass the same test suite (`tests/engine_suite.rs`).
+
+pub mod memory;
+pub mod redis;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use thiserror::Error;
+
+use crate::domain::{ConnKey, Identity, RoomId, Stroke, StrokeId, UserId};
+
+#[derive(Debug, Error)]
+pub enum EngineError {
+    /// Shared state is out of reach: nothing was applied; the client may retry.
+    #[error("shared state is unreachable: {0}")]
+    Unavailable(String),
+    /// A bug or corrupted state: logged with details, reported to clients without them.
+    #[error("engine failure: {0}")]
+    Internal(String),
+}
+
+pub type EngineResult<T> = Result<T, EngineError>;
+
+/// Settings every engine shares, taken from the configuration.
+#[derive(Clone, Debug)]
+pub struct EngineSettings {
+    /// Identifies this instance in presence entries and its liveness key.
+    pub instance_id: String,
+    /// Idle lifetime of a room; `None` keeps rooms forever.
+    pub room_ttl: Option<Duration>,
+    /// How many sequenced ops each room's log keeps for `REPLAY`.
+    pub log_max: usize,
+    /// How many undone strokes a user can redo, per room.
+    pub redo_max: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoomInfo {
+    pub room_id: RoomId,
+    /// Unix milliseconds; `None` when rooms never expire.
+    pub expires_at: Option<u64>,
+}
+
+pub struct JoinRequest<'a> {
+    pub room: &'a RoomId,
+    pub conn: &'a ConnKey,
+    pub who: &'a Identity,
+    /// `(last seq seen, epoch)` from a reconnecting client.
+    pub since: Option<(u64, &'a str)>,
+}
+
+#[derive(Debug)]
+pub enum JoinOutcome {
+    /// The room does not exist or has expired.
+    Missing,
+    Joined(RoomView),
+}
+
+/// The room as the joiner gets it: stored JSON texts, spliced into the reply unparsed.
+#[derive(Debug)]
+pub struct RoomView {
+    pub seq: u64,
+    pub epoch: String,
+    /// One entry per distinct user present.
+    pub users: Vec<String>,
+    pub body: ViewBody,
+}
+
+#[derive(Debug)]
+pub enum ViewBody {
+    /// Every visible stroke, oldest first.
+    Snapshot(Vec<String>),
+    /// The frames of the events after the client's `since`, in order.
+    Replay { from_seq: u64, events: Vec<String> },
+}
+
+/// A sequenced op.
+pub struct Op<'a> {
+    pub who: &'a Identity,
+    pub conn: &'a ConnKey,
+    /// Makes the op idempotent; `None` applies it unconditionally.
+    pub op_id: Option<&'a str>,
+    pub kind: OpKind,
+}
+
+pub enum OpKind {
+    Stroke(Stroke),
+    /// Undo the named stroke, or the caller's latest visible one.
+    Undo(Option<StrokeId>),
+    /// Redo the named undone stroke, or the caller's most recently undone one.
+    Redo(Option<StrokeId>),
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum OpOutcome {
+    Applied {
+        seq: u64,
+        stroke_id: StrokeId,
+    },
+    /// The op id was seen before: the original result, nothing changed.
+    Duplicate {
+        seq: u64,
+        stroke_id: StrokeId,
+    },
+    RoomMissing,
+    NothingToUndo,
+    NothingToRedo,
+    /// The named stroke belongs to someone else.
+    Forbidden,
+}
+
+/// The log after some seq, for filling a hole in local delivery.
+#[derive(Debug)]
+pub struct LogSlice {
+    pub epoch: String,
+    pub events: Vec<crate::hub::Delivery>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum RateDecision {
+    Allowed { remaining: u32, reset: Duration },
+    Limited { retry_after: Duration },
+}
+
+#[async_trait]
+pub trait Engine: Send + Sync + 'static {
+    async fn create_room(&self, creator: &UserId) -> EngineResult<RoomInfo>;
+
+    async fn room_exists(&self, room: &RoomId) -> EngineResult<bool>;
+
+    /// Adds the connection to the room's presence (telling the room) and returns the state to
+    /// send it: a replay when `since` allows, a snapshot otherwise.
+    async fn join(&self, req: JoinRequest<'_>) -> EngineResult<JoinOutcome>;
+
+    /// Removes the connection's presence and tells the room. Leaving twice is harmless.
+    async fn leave(&self, room: &RoomId, conn: &ConnKey) -> EngineResult<()>;
+
+    /// Applies a sequenced op atomically: next seq, log, visible strokes, publication.
+    async fn apply(&self, room: &RoomId, op: Op<'_>) -> EngineResult<OpOutcome>;
+
+    /// Relays an unsequenced frame (cursor moves) to the room, except `except`.
+    async fn publish_transient(
+        &self,
+        room: &RoomId,
+        except: &ConnKey,
+        frame: String,
+    ) -> EngineResult<()>;
+
+    /// The logged events after `after`, or `None` when the log no longer reaches back that far.
+    async fn events_after(&self, room: &RoomId, after: u64) -> EngineResult<Option<LogSlice>>;
+
+    /// Removes presence entries of instances that are no longer alive, telling the room.
+    async fn sweep_presence(&self, room: &RoomId) -> EngineResult<usize>;
+
+    /// Counts one hit of `kind` by `subject` (an IP) against `limit` per `window`, shared by
+    /// every instance.
+    async fn rate_limit(
+        &self,
+        kind: &str,
+        subject: &str,
+        limit: u32,
+        window: Duration,
+    ) -> EngineResult<RateDecision>;
+
+    /// Whether shared state is reachable and room events are flowing.
+    fn is_ready(&self) -> bool;
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

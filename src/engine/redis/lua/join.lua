@@ -1,0 +1,23 @@
+-- JOIN: ARGV 5 presence field (conn key), 6 member JSON, 7 userId as JSON, 8 USER_JOINED frame,
+-- 9 since ('' = none), 10 client's epoch, 11 conn key as JSON.
+-- Returns {'missing'} | {'replay', seq, epoch, users, events} | {'snapshot', seq, epoch, users, strokes}.
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end
+local before = distinct_users()
+local was_present = before[ARGV[7]]
+redis.call('HSET', KEYS[4], ARGV[5], ARGV[6])
+local _, users = distinct_users()
+touch()
+if not was_present then publish_frame(ARGV[8], ARGV[11]) end
+publish_frame(count_frame(#users), nil)
+
+local seq = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
+local epoch = redis.call('HGET', KEYS[1], 'epoch') or ''
+local since = tonumber(ARGV[9])
+if since and ARGV[10] == epoch and since <= seq then
+  local len = redis.call('LLEN', KEYS[3])
+  local first = seq - len + 1
+  if since + 1 >= first then
+    return {'replay', seq, epoch, users, redis.call('LRANGE', KEYS[3], since + 1 - first, -1)}
+  end
+end
+return {'snapshot', seq, epoch, users, redis.call('LRANGE', KEYS[2], 0, -1)}

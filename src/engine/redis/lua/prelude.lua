@@ -1,0 +1,52 @@
+-- Shared by every room script. KEYS, always in this order:
+--   1 room:{id} (hash)  2 :strokes (list)  3 :log (list)  4 :users (hash)  5 :ops (hash)  6 :undone (hash)
+-- ARGV 1..4, always: channel, room TTL in ms (0 = forever), expiresAt (unix ms), room id as JSON.
+-- Stored JSON is produced by the gateway with a fixed field order ({"userId":..,"strokeId":..,...}),
+-- so scripts find strokes and users by prefix without decoding them.
+local channel, ttl_ms, expires_at, room_json = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
+
+-- The JSON string token that starts at `pos` (a '"'), escapes included.
+local function string_token(s, pos)
+  if string.byte(s, pos) ~= 34 then return nil end
+  local i = pos + 1
+  while true do
+    local c = string.byte(s, i)
+    if c == nil then return nil end
+    if c == 92 then i = i + 2
+    elseif c == 34 then return string.sub(s, pos, i)
+    else i = i + 1 end
+  end
+end
+
+-- Present users, one entry per distinct userId: a set of userId tokens and the member JSONs.
+local function distinct_users()
+  local seen, list = {}, {}
+  for _, v in ipairs(redis.call('HVALS', KEYS[4])) do
+    local uid = string_token(v, 11) -- after '{"userId":'
+    if uid and not seen[uid] then
+      seen[uid] = true
+      list[#list + 1] = v
+    end
+  end
+  return seen, list
+end
+
+-- Activity keeps every key of the room alive for another TTL.
+local function touch()
+  if ttl_ms > 0 then
+    for i = 1, 6 do redis.call('PEXPIRE', KEYS[i], ttl_ms) end
+    redis.call('HSET', KEYS[1], 'expiresAt', expires_at)
+  end
+end
+
+local function publish_frame(frame, except_json)
+  if except_json then
+    redis.call('PUBLISH', channel, '{"except":' .. except_json .. ',"frame":' .. frame .. '}')
+  else
+    redis.call('PUBLISH', channel, '{"frame":' .. frame .. '}')
+  end
+end
+
+local function count_frame(count)
+  return '{"type":"USER_COUNT_UPDATED","payload":{"roomId":' .. room_json .. ',"count":' .. count .. '}}'
+end

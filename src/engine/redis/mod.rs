@@ -1,0 +1,509 @@
+//! The Redis engine: every piece of shared state in Redis, so any instance can serve any client.
+//!
+//! Each sequenced op is one Lua script (`lua/apply.lua`) that assigns the room's next seq,
+//! updates the visible strokes, appends to the log and publishes, atomically. Each instance
+//! runs one `PSUBSCRIBE room:*` ([`pubsub`]) and hands every event to its hub; a heartbeat
+//! ([`liveness`]) keeps `instance:<id>` alive so other instances can sweep presence of dead ones.
+
+mod keys;
+mod liveness;
+mod pubsub;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_redis::{Pool, Runtime};
+use redis::{AsyncCommands, Script, Value};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use keys::Keys;
+
+use super::{
+    Engine, EngineError, EngineResult, EngineSettings, JoinOutcome, JoinRequest, LogSlice, Op,
+    OpKind, OpOutcome, RateDecision, RoomInfo, RoomView, ViewBody, now_ms,
+};
+use crate::domain::ids::instance_of;
+use crate::domain::{ConnKey, RoomId, StrokeId, UserId, frames};
+use crate::hub::Hub;
+
+/// How long one Redis round trip may take before the op is reported `UNAVAILABLE`.
+const OP_TIMEOUT: Duration = Duration::from_secs(3);
+
+macro_rules! room_script {
+    ($file:literal) => {
+        Script::new(concat!(
+            include_str!("lua/prelude.lua"),
+            include_str!($file)
+        ))
+    };
+}
+
+struct Scripts {
+    join: Script,
+    leave: Script,
+    apply: Script,
+    events_after: Script,
+    rate: Script,
+}
+
+impl Scripts {
+    fn new() -> Self {
+        Self {
+            join: room_script!("lua/join.lua"),
+            leave: room_script!("lua/leave.lua"),
+            apply: room_script!("lua/apply.lua"),
+            events_after: room_script!("lua/events_after.lua"),
+            rate: Script::new(include_str!("lua/rate.lua")),
+        }
+    }
+}
+
+/// Connection settings for [`RedisEngine::start`].
+#[derive(Clone, Debug)]
+pub struct RedisSettings {
+    pub url: String,
+    /// Prepended to every key and channel, so several deployments can share one Redis.
+    pub key_prefix: String,
+    pub pool_size: usize,
+}
+
+pub struct RedisEngine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: Pool,
+    /// For the pub/sub connection, which the pool cannot provide.
+    client: redis::Client,
+    keys: Keys,
+    settings: EngineSettings,
+    hub: Arc<Hub>,
+    scripts: Scripts,
+    /// The pub/sub connection is subscribed and relaying.
+    pubsub_up: AtomicBool,
+    /// The last heartbeat reached Redis.
+    redis_up: AtomicBool,
+}
+
+impl RedisEngine {
+    /// Connects lazily: an instance whose Redis is down still starts, reports not-ready, and
+    /// keeps retrying in the background.
+    pub async fn start(
+        redis: &RedisSettings,
+        settings: EngineSettings,
+        hub: Arc<Hub>,
+        tasks: &TaskTracker,
+        shutdown: CancellationToken,
+    ) -> EngineResult<Self> {
+        let client = redis::Client::open(redis.url.as_str())
+            .map_err(|e| EngineError::Internal(format!("bad redis url: {e}")))?;
+        let mut pool_config = deadpool_redis::Config::from_url(redis.url.clone());
+        let mut pool = deadpool_redis::PoolConfig::new(redis.pool_size);
+        pool.timeouts.wait = Some(OP_TIMEOUT);
+        pool.timeouts.create = Some(OP_TIMEOUT);
+        pool.timeouts.recycle = Some(OP_TIMEOUT);
+        pool_config.pool = Some(pool);
+        let pool = pool_config
+            .create_pool(Some(Runtime::Tokio1))
+            .map_err(|e| EngineError::Internal(format!("redis pool: {e}")))?;
+        let inner = Arc::new(Inner {
+            pool,
+            client,
+            keys: Keys::new(&redis.key_prefix),
+            settings,
+            hub,
+            scripts: Scripts::new(),
+            pubsub_up: AtomicBool::new(false),
+            redis_up: AtomicBool::new(false),
+        });
+        // Announce this instance before it serves anyone, so no other instance sweeps the
+        // presence of its first clients.
+        inner.heartbeat().await;
+        tasks.spawn(pubsub::run(inner.clone(), shutdown.clone()));
+        tasks.spawn(liveness::run(inner.clone(), shutdown));
+        Ok(Self { inner })
+    }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> EngineError {
+    EngineError::Unavailable(e.to_string())
+}
+
+fn bad_reply(what: &str) -> EngineError {
+    EngineError::Internal(format!("unexpected reply from redis: {what}"))
+}
+
+fn json<T: serde::Serialize + ?Sized>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_default()
+}
+
+fn text(value: Value) -> EngineResult<String> {
+    match value {
+        Value::BulkString(bytes) => String::from_utf8(bytes).map_err(|_| bad_reply("non-utf8")),
+        Value::SimpleString(s) => Ok(s),
+        Value::Int(n) => Ok(n.to_string()),
+        other => Err(bad_reply(&format!("{other:?}"))),
+    }
+}
+
+fn number(value: Value) -> EngineResult<u64> {
+    match value {
+        Value::Int(n) => u64::try_from(n).map_err(|_| bad_reply("negative")),
+        other => text(other)?.parse().map_err(|_| bad_reply("not a number")),
+    }
+}
+
+fn texts(value: Value) -> EngineResult<Vec<String>> {
+    match value {
+        Value::Array(items) => items.into_iter().map(text).collect(),
+        Value::Nil => Ok(Vec::new()),
+        other => Err(bad_reply(&format!("{other:?}"))),
+    }
+}
+
+/// A script reply `{tag, ...}` split into its tag and the rest.
+fn tagged(value: Value) -> EngineResult<(String, std::vec::IntoIter<Value>)> {
+    let Value::Array(items) = value else {
+        return Err(bad_reply("not an array"));
+    };
+    let mut items = items.into_iter();
+    let tag = text(items.next().ok_or_else(|| bad_reply("empty"))?)?;
+    Ok((tag, items))
+}
+
+fn next(items: &mut std::vec::IntoIter<Value>) -> EngineResult<Value> {
+    items.next().ok_or_else(|| bad_reply("too short"))
+}
+
+impl Inner {
+    async fn conn(&self) -> EngineResult<deadpool_redis::Connection> {
+        self.pool.get().await.map_err(unavailable)
+    }
+
+    async fn with_timeout<T>(
+        &self,
+        fut: impl Future<Output = redis::RedisResult<T>>,
+    ) -> EngineResult<T> {
+        match tokio::time::timeout(OP_TIMEOUT, fut).await {
+            Ok(result) => result.map_err(unavailable),
+            Err(_) => Err(unavailable("redis did not answer in time")),
+        }
+    }
+
+    /// Runs a room script with the six room keys and the four common arguments.
+    async fn room_script(
+        &self,
+        script: &Script,
+        room: &RoomId,
+        args: &[&str],
+    ) -> EngineResult<Value> {
+        let ttl_ms = self.settings.room_ttl.map_or(0, |t| t.as_millis() as u64);
+        let expires_at = if ttl_ms == 0 { 0 } else { now_ms() + ttl_ms };
+        let mut invocation = script.prepare_invoke();
+        for key in self.keys.room_keys(room) {
+            invocation.key(key);
+        }
+        invocation
+            .arg(self.keys.channel(room))
+            .arg(ttl_ms)
+            .arg(expires_at)
+            .arg(json(room));
+        for arg in args {
+            invocation.arg(*arg);
+        }
+        let mut conn = self.conn().await?;
+        self.with_timeout(invocation.invoke_async(&mut conn)).await
+    }
+
+    async fn events_after(&self, room: &RoomId, after: u64) -> EngineResult<Option<LogSlice>> {
+        let reply = self
+            .room_script(&self.scripts.events_after, room, &[&after.to_string()])
+            .await?;
+        let (tag, mut items) = tagged(reply)?;
+        if tag != "ok" {
+            return Ok(None);
+        }
+        let _seq = number(next(&mut items)?)?;
+        let epoch = text(next(&mut items)?)?;
+        let events = texts(next(&mut items)?)?
+            .iter()
+            .filter_map(|e| pubsub::parse_envelope(e.as_bytes()))
+            .collect();
+        Ok(Some(LogSlice { epoch, events }))
+    }
+
+    async fn leave(&self, room: &RoomId, field: &str) -> EngineResult<()> {
+        self.room_script(&self.scripts.leave, room, &[field])
+            .await?;
+        Ok(())
+    }
+
+    async fn heartbeat(&self) -> bool {
+        let key = self.keys.instance(&self.settings.instance_id);
+        let ok = match self.conn().await {
+            Ok(mut conn) => self
+                .with_timeout(conn.pset_ex::<_, _, ()>(
+                    key,
+                    now_ms(),
+                    liveness::INSTANCE_TTL.as_millis() as u64,
+                ))
+                .await
+                .is_ok(),
+            Err(_) => false,
+        };
+        self.redis_up.store(ok, Ordering::Relaxed);
+        ok
+    }
+
+    async fn sweep_presence(&self, room: &RoomId) -> EngineResult<usize> {
+        let [_, _, _, users, _, _] = self.keys.room_keys(room);
+        let mut conn = self.conn().await?;
+        let fields: Vec<String> = self.with_timeout(conn.hkeys(&users)).await?;
+        let others: HashSet<&str> = fields
+            .iter()
+            .map(|f| instance_of(f))
+            .filter(|i| *i != self.settings.instance_id)
+            .collect();
+        let mut dead = Vec::new();
+        for instance in others {
+            let alive: bool = self
+                .with_timeout(conn.exists(self.keys.instance(instance)))
+                .await?;
+            if !alive {
+                dead.push(instance);
+            }
+        }
+        drop(conn);
+        let mut swept = 0;
+        for field in &fields {
+            if dead.contains(&instance_of(field)) {
+                self.leave(room, field).await?;
+                swept += 1;
+            }
+        }
+        Ok(swept)
+    }
+}
+
+#[async_trait]
+impl Engine for RedisEngine {
+    async fn create_room(&self, creator: &UserId) -> EngineResult<RoomInfo> {
+        let inner = &self.inner;
+        let room_id = RoomId::random();
+        let now = now_ms();
+        let ttl = inner.settings.room_ttl;
+        let expires_at = ttl.map(|t| now + t.as_millis() as u64);
+        let key = inner.keys.room(&room_id);
+        let epoch = uuid::Uuid::new_v4().simple().to_string();
+        let mut pipe = redis::pipe();
+        pipe.atomic().hset_multiple(
+            &key,
+            &[
+                ("createdAt", now.to_string()),
+                ("expiresAt", expires_at.unwrap_or(0).to_string()),
+                ("creator", creator.to_string()),
+                ("epoch", epoch),
+                ("seq", "0".to_owned()),
+            ],
+        );
+        if let Some(ttl) = ttl {
+            pipe.pexpire(&key, ttl.as_millis() as i64);
+        }
+        let mut conn = inner.conn().await?;
+        inner
+            .with_timeout(pipe.query_async::<()>(&mut conn))
+            .await?;
+        Ok(RoomInfo {
+            room_id,
+            expires_at,
+        })
+    }
+
+    async fn room_exists(&self, room: &RoomId) -> EngineResult<bool> {
+        let mut conn = self.inner.conn().await?;
+        self.inner
+            .with_timeout(conn.exists(self.inner.keys.room(room)))
+            .await
+    }
+
+    async fn join(&self, req: JoinRequest<'_>) -> EngineResult<JoinOutcome> {
+        let inner = &self.inner;
+        // Sweeping here means a joiner never sees ghosts left by a crashed instance.
+        if let Err(e) = inner.sweep_presence(req.room).await {
+            tracing::debug!(room = %req.room, error = %e, "presence sweep failed");
+        }
+        let (since, epoch) = req
+            .since
+            .map_or((String::new(), ""), |(s, e)| (s.to_string(), e));
+        let reply = inner
+            .room_script(
+                &inner.scripts.join,
+                req.room,
+                &[
+                    req.conn.as_str(),
+                    &frames::member(req.who),
+                    &json(&req.who.user_id),
+                    &frames::user_joined(req.room, req.who),
+                    &since,
+                    epoch,
+                    &json(req.conn.as_str()),
+                ],
+            )
+            .await?;
+        let (tag, mut items) = tagged(reply)?;
+        if tag == "missing" {
+            return Ok(JoinOutcome::Missing);
+        }
+        let seq = number(next(&mut items)?)?;
+        let epoch = text(next(&mut items)?)?;
+        let users = texts(next(&mut items)?)?;
+        let list = texts(next(&mut items)?)?;
+        let body = match tag.as_str() {
+            "replay" => ViewBody::Replay {
+                from_seq: req.since.map_or(0, |(s, _)| s) + 1,
+                events: list
+                    .iter()
+                    .filter_map(|e| pubsub::envelope_frame(e).map(str::to_owned))
+                    .collect(),
+            },
+            "snapshot" => ViewBody::Snapshot(list),
+            other => return Err(bad_reply(other)),
+        };
+        Ok(JoinOutcome::Joined(RoomView {
+            seq,
+            epoch,
+            users,
+            body,
+        }))
+    }
+
+    async fn leave(&self, room: &RoomId, conn: &ConnKey) -> EngineResult<()> {
+        self.inner.leave(room, conn.as_str()).await
+    }
+
+    async fn apply(&self, room: &RoomId, op: Op<'_>) -> EngineResult<OpOutcome> {
+        let inner = &self.inner;
+        let (kind, stroke, target) = match &op.kind {
+            OpKind::Stroke(s) => ("stroke", json(s), json(&s.stroke_id)),
+            OpKind::Undo(id) => (
+                "undo",
+                String::new(),
+                id.as_ref().map(json).unwrap_or_default(),
+            ),
+            OpKind::Redo(id) => (
+                "redo",
+                String::new(),
+                id.as_ref().map(json).unwrap_or_default(),
+            ),
+        };
+        let reply = inner
+            .room_script(
+                &inner.scripts.apply,
+                room,
+                &[
+                    kind,
+                    op.op_id.unwrap_or(""),
+                    &json(op.conn.as_str()),
+                    &json(&op.who.user_id),
+                    op.who.user_id.as_str(),
+                    &stroke,
+                    &target,
+                    &inner.settings.log_max.to_string(),
+                    &inner.settings.redo_max.to_string(),
+                ],
+            )
+            .await?;
+        let (tag, mut items) = tagged(reply)?;
+        let stroke_id = |sid: &str| {
+            serde_json::from_str::<String>(sid)
+                .map(StrokeId::new)
+                .map_err(|_| bad_reply("stroke id"))
+        };
+        Ok(match tag.as_str() {
+            "ok" => {
+                let seq = number(next(&mut items)?)?;
+                let sid = text(next(&mut items)?)?;
+                OpOutcome::Applied {
+                    seq,
+                    stroke_id: stroke_id(&sid)?,
+                }
+            }
+            "duplicate" => {
+                let prev = text(next(&mut items)?)?;
+                let (seq, sid) = prev.split_once('|').ok_or_else(|| bad_reply("op record"))?;
+                OpOutcome::Duplicate {
+                    seq: seq.parse().map_err(|_| bad_reply("op seq"))?,
+                    stroke_id: stroke_id(sid)?,
+                }
+            }
+            "missing" => OpOutcome::RoomMissing,
+            "forbidden" => OpOutcome::Forbidden,
+            "nothing_to_undo" => OpOutcome::NothingToUndo,
+            "nothing_to_redo" => OpOutcome::NothingToRedo,
+            other => return Err(bad_reply(other)),
+        })
+    }
+
+    async fn publish_transient(
+        &self,
+        room: &RoomId,
+        except: &ConnKey,
+        frame: String,
+    ) -> EngineResult<()> {
+        let inner = &self.inner;
+        let envelope = format!(
+            r#"{{"except":{},"lossy":true,"frame":{frame}}}"#,
+            json(except.as_str())
+        );
+        let mut conn = inner.conn().await?;
+        inner
+            .with_timeout(conn.publish::<_, _, ()>(inner.keys.channel(room), envelope))
+            .await
+    }
+
+    async fn events_after(&self, room: &RoomId, after: u64) -> EngineResult<Option<LogSlice>> {
+        self.inner.events_after(room, after).await
+    }
+
+    async fn sweep_presence(&self, room: &RoomId) -> EngineResult<usize> {
+        self.inner.sweep_presence(room).await
+    }
+
+    async fn rate_limit(
+        &self,
+        kind: &str,
+        subject: &str,
+        limit: u32,
+        window: Duration,
+    ) -> EngineResult<RateDecision> {
+        let inner = &self.inner;
+        let mut conn = inner.conn().await?;
+        let (hits, left_ms): (u64, i64) = inner
+            .with_timeout(
+                inner
+                    .scripts
+                    .rate
+                    .key(inner.keys.rate(kind, subject))
+                    .arg(window.as_millis() as u64)
+                    .invoke_async(&mut conn),
+            )
+            .await?;
+        let left = Duration::from_millis(left_ms.max(0) as u64);
+        Ok(if hits > u64::from(limit) {
+            RateDecision::Limited { retry_after: left }
+        } else {
+            RateDecision::Allowed {
+                remaining: limit - hits as u32,
+                reset: left,
+            }
+        })
+    }
+
+    fn is_ready(&self) -> bool {
+        self.inner.pubsub_up.load(Ordering::Relaxed) && self.inner.redis_up.load(Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,193 @@
+//! The one pub/sub connection of an instance: `PSUBSCRIBE room:*`, and every message handed to
+//! the hub in seq order.
+//!
+//! Ordering repair lives here. When the hub reports a hole (this instance missed messages,
+//! e.g. Redis cut the subscriber off), the missing events are read from the room's log and
+//! delivered first. After a reconnect every local room is refilled from its last delivered
+//! seq the same way. Where the log no longer reaches back, the room's sessions re-join.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use tokio_util::sync::CancellationToken;
+
+use super::Inner;
+use crate::domain::{ConnKey, RoomId};
+use crate::hub::{Delivered, Delivery};
+
+/// Reconnect backoff bounds.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// A subscriber that gets no answer to a PING this long after sending it is presumed dead
+/// (a half-open TCP connection would otherwise look like a quiet one forever).
+const PING_EVERY: Duration = Duration::from_secs(5);
+const PING_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// What every published message looks like:
+/// `{"seq":N,"origin":"<conn>","frame":{...}}` for sequenced events (also the log's entries),
+/// `{"except":"<conn>","lossy":true,"frame":{...}}` for transient ones.
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    seq: Option<u64>,
+    #[serde(borrow)]
+    origin: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    except: Option<Cow<'a, str>>,
+    #[serde(default)]
+    lossy: bool,
+    #[serde(borrow)]
+    frame: &'a RawValue,
+}
+
+pub(super) fn parse_envelope(payload: &[u8]) -> Option<Delivery> {
+    let env: Envelope<'_> = serde_json::from_slice(payload).ok()?;
+    Some(Delivery {
+        seq: env.seq,
+        origin: env.origin.or(env.except).map(|k| ConnKey::from_raw(&k)),
+        lossy: env.lossy,
+        frame: Bytes::copy_from_slice(env.frame.get().as_bytes()),
+    })
+}
+
+/// The client frame inside a logged envelope.
+pub(super) fn envelope_frame(envelope: &str) -> Option<&str> {
+    serde_json::from_str::<Envelope<'_>>(envelope)
+        .ok()
+        .map(|e| e.frame.get())
+}
+
+pub(super) async fn run(inner: Arc<Inner>, shutdown: CancellationToken) {
+    let mut backoff = BACKOFF_MIN;
+    while !shutdown.is_cancelled() {
+        match subscribe(&inner).await {
+            Ok((sink, stream)) => {
+                backoff = BACKOFF_MIN;
+                inner.pubsub_up.store(true, Ordering::Relaxed);
+                tracing::info!("subscribed to room events");
+                refill(&inner).await;
+                relay(&inner, sink, stream, &shutdown).await;
+                inner.pubsub_up.store(false, Ordering::Relaxed);
+                if shutdown.is_cancelled() {
+                    return;
+                }
+                tracing::warn!("lost the pub/sub connection; reconnecting");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?backoff, "cannot subscribe to room events")
+            }
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+async fn subscribe(
+    inner: &Inner,
+) -> redis::RedisResult<(redis::aio::PubSubSink, redis::aio::PubSubStream)> {
+    let connect = async {
+        let pubsub = inner.client.get_async_pubsub().await?;
+        let (mut sink, stream) = pubsub.split();
+        sink.psubscribe(inner.keys.channel_pattern()).await?;
+        Ok((sink, stream))
+    };
+    match tokio::time::timeout(super::OP_TIMEOUT, connect).await {
+        Ok(result) => result,
+        Err(_) => Err(redis::RedisError::from((
+            redis::ErrorKind::Io,
+            "timed out subscribing",
+        ))),
+    }
+}
+
+async fn relay(
+    inner: &Inner,
+    mut sink: redis::aio::PubSubSink,
+    mut stream: redis::aio::PubSubStream,
+    shutdown: &CancellationToken,
+) {
+    let mut ping = tokio::time::interval(PING_EVERY);
+    ping.tick().await;
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            msg = stream.next() => match msg {
+                Some(msg) => handle(inner, msg.get_channel_name(), msg.get_payload_bytes()).await,
+                None => return,
+            },
+            _ = ping.tick() => {
+                let answered = tokio::time::timeout(PING_TIMEOUT, sink.ping::<()>()).await;
+                if !matches!(answered, Ok(Ok(()))) {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+async fn handle(inner: &Inner, channel: &str, payload: &[u8]) {
+    let Some(room) = inner.keys.room_of_channel(channel) else {
+        return;
+    };
+    // Most rooms have no member on any given instance: skip them before parsing.
+    if !inner.hub.is_local(&room) {
+        return;
+    }
+    let Some(event) = parse_envelope(payload) else {
+        tracing::warn!(%room, "unreadable room message");
+        return;
+    };
+    if let Delivered::Gap { after } = inner.hub.deliver(&room, &event) {
+        tracing::info!(%room, after, seq = ?event.seq, "filling a hole from the log");
+        fill(inner, &room, after).await;
+        inner.hub.deliver(&room, &event);
+    }
+}
+
+/// Delivers the logged events after `after`; where that is impossible, makes the room re-join.
+async fn fill(inner: &Inner, room: &RoomId, after: u64) {
+    match inner.events_after(room, after).await {
+        Ok(Some(slice)) => {
+            for event in &slice.events {
+                inner.hub.deliver(room, event);
+            }
+        }
+        Ok(None) => inner.hub.resync(room),
+        Err(e) => {
+            tracing::warn!(%room, error = %e, "cannot read the log; sessions will re-join");
+            inner.hub.resync(room);
+        }
+    }
+}
+
+async fn refill(inner: &Inner) {
+    for (room, position) in inner.hub.positions() {
+        if let Some(after) = position {
+            fill(inner, &room, after).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelopes_parse_both_kinds() {
+        let d = parse_envelope(br#"{"seq":3,"origin":"a/1","frame":{"type":"X"}}"#).expect("seq");
+        assert_eq!(d.seq, Some(3));
+        assert_eq!(d.origin.as_ref().map(ConnKey::as_str), Some("a/1"));
+        assert_eq!(&d.frame[..], br#"{"type":"X"}"#);
+        let d = parse_envelope(br#"{"except":"a/2","lossy":true,"frame":{}}"#).expect("transient");
+        assert!(d.lossy && d.seq.is_none());
+        assert!(parse_envelope(b"nope").is_none());
+    }
+}

@@ -1,0 +1,304 @@
+//! The local fan-out: which of this instance's sockets are in which room, and delivery of one
+//! room event to them.
+//!
+//! Engines call [`Hub::deliver`] with an event whose frame is already serialized; the hub clones
+//! the shared bytes into each member's bounded queue and never waits. A member whose queue is
+//! full is cut loose (its session closes with 1013) unless the event is lossy (cursor moves),
+//! which is simply dropped for that member. Cost is per member of the room, not per connection
+//! on the instance.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
+use tokio_util::sync::CancellationToken;
+
+use crate::domain::{ConnKey, RoomId};
+
+/// What a session's writer receives, stamped with the [`Member::generation`] it was queued for.
+#[derive(Debug)]
+pub struct Outbound {
+    pub generation: u64,
+    pub item: Item,
+}
+
+#[derive(Debug)]
+pub enum Item {
+    /// A frame for the client. `seq` is set on sequenced events so a session that has just
+    /// sent a snapshot can drop what the snapshot already covers.
+    Frame { seq: Option<u64>, bytes: Bytes },
+    /// This connection's own op has gone out at `seq`: its `ACK` goes now, in order.
+    Own { seq: u64 },
+    /// This instance missed events the log can no longer supply: the session must re-join.
+    Resync,
+}
+
+/// One room event as an engine hands it over.
+#[derive(Clone, Debug)]
+pub struct Delivery {
+    /// Set on sequenced events (strokes, undo, redo).
+    pub seq: Option<u64>,
+    /// Sequenced: the connection whose op this is (it gets [`Outbound::Own`]).
+    /// Transient: the connection that must not receive it (the sender, or the joiner).
+    pub origin: Option<ConnKey>,
+    /// May be dropped for a slow member instead of closing it.
+    pub lossy: bool,
+    pub frame: Bytes,
+}
+
+/// What happened to a delivery, so the engine can repair ordering.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Delivered {
+    /// Handed to every member (or the room has none here).
+    Done,
+    /// Already delivered: a replayed or duplicated event.
+    Stale,
+    /// Events after `after` and before this one are missing; nothing was delivered.
+    Gap { after: u64 },
+}
+
+/// A socket's place in a room.
+pub struct Member {
+    pub key: ConnKey,
+    /// Which of the session's memberships this is: items queued for a room the session has
+    /// since left carry an old generation and are dropped.
+    pub generation: u64,
+    pub tx: mpsc::Sender<Outbound>,
+    /// Cancelled when the member could not keep up; its session closes with 1013.
+    pub overflow: CancellationToken,
+}
+
+#[derive(Default)]
+struct LocalRoom {
+    members: Vec<Member>,
+    /// Highest seq handed to members, to detect gaps and drop repeats.
+    last_seq: Option<u64>,
+}
+
+/// Counters the metrics endpoint reports.
+#[derive(Default)]
+pub struct HubStats {
+    pub delivered: AtomicU64,
+    pub dropped_lossy: AtomicU64,
+    pub overflowed: AtomicU64,
+}
+
+#[derive(Default)]
+pub struct Hub {
+    // A plain mutex: it is never held across an await, and delivery under it is a few
+    // non-blocking channel sends.
+    rooms: Mutex<HashMap<RoomId, LocalRoom>>,
+    pub stats: HubStats,
+}
+
+impl Hub {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn add(&self, room: &RoomId, member: Member) {
+        let mut rooms = self.rooms.lock();
+        let local = rooms.entry(room.clone()).or_default();
+        local.members.retain(|m| m.key != member.key);
+        local.members.push(member);
+    }
+
+    pub fn remove(&self, room: &RoomId, key: &ConnKey) {
+        let mut rooms = self.rooms.lock();
+        if let Some(local) = rooms.get_mut(room) {
+            local.members.retain(|m| &m.key != key);
+            if local.members.is_empty() {
+                rooms.remove(room);
+            }
+        }
+    }
+
+    /// Records the seq a joiner's snapshot was taken at, when the hub has no position for the
+    /// room yet; later events are then checked for gaps from there.
+    pub fn note_seq(&self, room: &RoomId, seq: u64) {
+        if let Some(local) = self.rooms.lock().get_mut(room) {
+            local.last_seq.get_or_insert(seq);
+        }
+    }
+
+    /// Every local room with its delivered position, for refilling after a pub/sub outage.
+    pub fn positions(&self) -> Vec<(RoomId, Option<u64>)> {
+        self.rooms
+            .lock()
+            .iter()
+            .map(|(id, r)| (id.clone(), r.last_seq))
+            .collect()
+    }
+
+    pub fn rooms(&self) -> Vec<RoomId> {
+        self.rooms.lock().keys().cloned().collect()
+    }
+
+    pub fn is_local(&self, room: &RoomId) -> bool {
+        self.rooms.lock().contains_key(room)
+    }
+
+    /// Tells every member to re-join and forgets the position, so the next event is accepted.
+    pub fn resync(&self, room: &RoomId) {
+        let mut rooms = self.rooms.lock();
+        if let Some(local) = rooms.get_mut(room) {
+            local.last_seq = None;
+            local.members.retain(|m| {
+                match m.tx.try_send(Outbound {
+                    generation: m.generation,
+                    item: Item::Resync,
+                }) {
+                    Ok(()) => true,
+                    Err(_) => {
+                        m.overflow.cancel();
+                        false
+                    }
+                }
+            });
+        }
+    }
+
+    pub fn deliver(&self, room: &RoomId, event: &Delivery) -> Delivered {
+        let mut rooms = self.rooms.lock();
+        let Some(local) = rooms.get_mut(room) else {
+            return Delivered::Done;
+        };
+        if let Some(seq) = event.seq {
+            match local.last_seq {
+                Some(last) if seq <= last => return Delivered::Stale,
+                Some(last) if seq > last + 1 => return Delivered::Gap { after: last },
+                _ => local.last_seq = Some(seq),
+            }
+        }
+        let stats = &self.stats;
+        local.members.retain(|m| {
+            let mine = event.origin.as_ref() == Some(&m.key);
+            let item = match (event.seq, mine) {
+                (Some(seq), true) => Item::Own { seq },
+                (None, true) => return true,
+                (seq, false) => Item::Frame {
+                    seq,
+                    bytes: event.frame.clone(),
+                },
+            };
+            match m.tx.try_send(Outbound {
+                generation: m.generation,
+                item,
+            }) {
+                Ok(()) => {
+                    stats.delivered.fetch_add(1, Ordering::Relaxed);
+                    true
+                }
+                Err(TrySendError::Full(_)) if event.lossy => {
+                    stats.dropped_lossy.fetch_add(1, Ordering::Relaxed);
+                    true
+                }
+                Err(TrySendError::Full(_)) => {
+                    stats.overflowed.fetch_add(1, Ordering::Relaxed);
+                    m.overflow.cancel();
+                    false
+                }
+                Err(TrySendError::Closed(_)) => false,
+            }
+        });
+        if local.members.is_empty() {
+            rooms.remove(room);
+        }
+        Delivered::Done
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(
+        hub: &Hub,
+        room: &RoomId,
+        n: u64,
+        cap: usize,
+    ) -> (mpsc::Receiver<Outbound>, CancellationToken) {
+        let (tx, rx) = mpsc::channel(cap);
+        let overflow = CancellationToken::new();
+        hub.add(
+            room,
+            Member {
+                key: ConnKey::new("i", n),
+                generation: 0,
+                tx,
+                overflow: overflow.clone(),
+            },
+        );
+        (rx, overflow)
+    }
+
+    fn seq_event(seq: u64, origin: u64) -> Delivery {
+        Delivery {
+            seq: Some(seq),
+            origin: Some(ConnKey::new("i", origin)),
+            lossy: false,
+            frame: Bytes::from_static(b"{}"),
+        }
+    }
+
+    #[test]
+    fn origin_gets_own_marker_others_get_the_frame() {
+        let hub = Hub::new();
+        let room = RoomId::new("r");
+        let (mut a, _) = member(&hub, &room, 1, 8);
+        let (mut b, _) = member(&hub, &room, 2, 8);
+        assert_eq!(hub.deliver(&room, &seq_event(1, 1)), Delivered::Done);
+        assert!(matches!(
+            a.try_recv().map(|o| o.item),
+            Ok(Item::Own { seq: 1 })
+        ));
+        assert!(matches!(
+            b.try_recv().map(|o| o.item),
+            Ok(Item::Frame { seq: Some(1), .. })
+        ));
+    }
+
+    #[test]
+    fn repeats_are_stale_and_holes_are_reported_without_delivery() {
+        let hub = Hub::new();
+        let room = RoomId::new("r");
+        let (mut a, _) = member(&hub, &room, 1, 8);
+        hub.note_seq(&room, 4);
+        assert_eq!(hub.deliver(&room, &seq_event(4, 9)), Delivered::Stale);
+        assert_eq!(
+            hub.deliver(&room, &seq_event(6, 9)),
+            Delivered::Gap { after: 4 }
+        );
+        assert!(a.try_recv().is_err());
+        assert_eq!(hub.deliver(&room, &seq_event(5, 9)), Delivered::Done);
+        assert_eq!(hub.deliver(&room, &seq_event(6, 9)), Delivered::Done);
+    }
+
+    #[test]
+    fn a_full_queue_drops_lossy_events_and_cuts_loose_on_others() {
+        let hub = Hub::new();
+        let room = RoomId::new("r");
+        let (_slow, overflow) = member(&hub, &room, 1, 1);
+        let (mut fast, _) = member(&hub, &room, 2, 8);
+        let cursor = Delivery {
+            seq: None,
+            origin: None,
+            lossy: true,
+            frame: Bytes::from_static(b"c"),
+        };
+        hub.deliver(&room, &cursor);
+        hub.deliver(&room, &cursor);
+        assert!(
+            !overflow.is_cancelled(),
+            "lossy events never cut a member loose"
+        );
+        hub.deliver(&room, &seq_event(1, 9));
+        assert!(overflow.is_cancelled());
+        for _ in 0..3 {
+            assert!(fast.try_recv().is_ok(), "the fast member is not slowed");
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! The HTTP routes of `PROTOCOL.md` §2 (canonical under `/api/v1`, Canvas aliases beside them),
+//! health and readiness, metrics, and the bundled whiteboard page.
+
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
+
+use super::AppState;
+use super::error::ApiError;
+use super::ws;
+use crate::domain::{RoomId, UserId};
+
+/// Every HTTP response names the instance that served it, for debugging behind a balancer.
+const INSTANCE_HEADER: &str = "x-drawbridge-instance";
+
+pub fn router(app: Arc<AppState>) -> Router {
+    let cors = cors(&app.origins);
+    let instance = HeaderValue::from_str(&app.instance_id)
+        .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+    Router::new()
+        .route("/", get(root))
+        .route("/ws", get(ws::upgrade))
+        .route("/assets/{file}", get(asset))
+        .route("/healthz", get(health))
+        .route("/health", get(health))
+        .route("/readyz", get(ready))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/auth/guest", post(guest))
+        .route("/api/v1/rooms", post(create_room))
+        .route("/api/user/rooms", post(create_room))
+        .route("/api/v1/rooms/{room_id}", get(room_exists))
+        .route("/api/user/rooms/{room_id}", get(room_exists))
+        .layer(cors)
+        .layer(SetResponseHeaderLayer::overriding(
+            HeaderName::from_static(INSTANCE_HEADER),
+            instance,
+        ))
+        .with_state(app)
+}
+
+/// Credentials are allowed, so the origin is echoed, never `*`.
+fn cors(origins: &[String]) -> CorsLayer {
+    let allow = if origins.is_empty() {
+        AllowOrigin::mirror_request()
+    } else {
+        let list: Vec<HeaderValue> = origins.iter().filter_map(|o| o.parse().ok()).collect();
+        AllowOrigin::list(list)
+    };
+    CorsLayer::new()
+        .allow_origin(allow)
+        .allow_credentials(true)
+        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+        .allow_headers([CONTENT_TYPE, AUTHORIZATION])
+}
+
+#[derive(rust_embed::Embed)]
+#[folder = "web/"]
+struct Web;
+
+/// `/` is the page for browsers and the WebSocket for Canvas clients, which connect to the
+/// bare host.
+async fn root(
+    state: State<Arc<AppState>>,
+    peer: ConnectInfo<std::net::SocketAddr>,
+    request: Request,
+) -> Response {
+    if ws::wants_upgrade(request.headers()) {
+        return ws::upgrade(state, peer, request).await;
+    }
+    serve_asset("index.html")
+}
+
+async fn asset(Path(file): Path<String>) -> Response {
+    serve_asset(&file)
+}
+
+fn serve_asset(file: &str) -> Response {
+    let Some(content) = Web::get(file) else {
+        return ApiError::new(StatusCode::NOT_FOUND, "NOT_FOUND", "no such file").into_response();
+    };
+    let mime = match file.rsplit_once('.').map(|(_, ext)| ext) {
+        Some("html") => "text/html; charset=utf-8",
+        Some("js") => "text/javascript; charset=utf-8",
+        Some("css") => "text/css; charset=utf-8",
+        Some("svg") => "image/svg+xml",
+        Some("png") => "image/png",
+        _ => "application/octet-stream",
+    };
+    (
+        [(CONTENT_TYPE, mime), (CACHE_CONTROL, "no-cache")],
+        content.data.into_owned(),
+    )
+        .into_response()
+}
+
+async fn health() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok"}))
+}
+
+async fn ready(State(app): State<Arc<AppState>>) -> Response {
+    if app.draining.is_cancelled() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "draining"})),
+        )
+            .into_response()
+    } else if !app.engine.is_ready() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "redis unreachable"})),
+        )
+            .into_response()
+    } else {
+        Json(json!({"status": "ready"})).into_response()
+    }
+}
+
+async fn metrics(State(app): State<Arc<AppState>>) -> Response {
+    (
+        [(
+            CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        app.metrics.render(&app.hub),
+    )
+        .into_response()
+}
+
+/// The caller's user id and name from `Authorization: Bearer <access token>`.
+fn caller(app: &AppState, headers: &axum::http::HeaderMap) -> Result<(UserId, String), ApiError> {
+    let token = headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| ApiError::unauthorized("missing bearer token"))?;
+    let claims = app
+        .tokens
+        .verify(token.trim(), crate::unix_now())
+        .map_err(|e| ApiError::unauthorized(e.to_string()))?;
+    Ok((UserId::new(claims.user_id), claims.name))
+}
+
+#[derive(Deserialize)]
+struct GuestRequest {
+    name: Option<String>,
+}
+
+const MAX_NAME_CHARS: usize = 40;
+
+/// A name-only access token: guests join rooms through invite links without an account.
+async fn guest(
+    State(app): State<Arc<AppState>>,
+    body: Option<Json<GuestRequest>>,
+) -> Result<Response, ApiError> {
+    let name = body
+        .and_then(|Json(b)| b.name)
+        .map(|n| n.trim().to_owned())
+        .unwrap_or_default();
+    if name.is_empty()
+        || name.chars().count() > MAX_NAME_CHARS
+        || name.chars().any(char::is_control)
+    {
+        return Err(ApiError::bad_request(format!(
+            "name must be 1 to {MAX_NAME_CHARS} printable characters"
+        )));
+    }
+    let user = UserId::new(format!("guest-{}", uuid::Uuid::new_v4().simple()));
+    let token = app
+        .tokens
+        .issue(&user, &name, None, true, true, crate::unix_now())
+        .map_err(|_| {
+            ApiError::from(crate::engine::EngineError::Internal("token signing".into()))
+        })?;
+    Ok(Json(json!({
+        "success": true,
+        "accessToken": token,
+        "expiresIn": app.tokens.access_ttl_secs(),
+        "user": {"userId": user, "name": name, "email": null, "guest": true},
+    }))
+    .into_response())
+}
+
+/// The body is optional and ignored: Canvas posts nothing, not even a content type.
+async fn create_room(
+    State(app): State<Arc<AppState>>,
+    headers: axum::http::HeaderMap,
+) -> Result<Response, ApiError> {
+    let (user, _) = caller(&app, &headers)?;
+    let info = app.engine.create_room(&user).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "success": true,
+            "data": {"roomId": info.room_id, "expiresAt": info.expires_at},
+        })),
+    )
+        .into_response())
+}
+
+async fn room_exists(
+    State(app): State<Arc<AppState>>,
+    headers: axum::http::HeaderMap,
+    Path(room_id): Path<String>,
+) -> Result<Response, ApiError> {
+    caller(&app, &headers)?;
+    let exists = match RoomId::parse(&room_id) {
+        Some(room) => app.engine.room_exists(&room).await?,
+        None => false,
+    };
+    if exists {
+        Ok(Json(json!({"success": true})).into_response())
+    } else {
+        Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "ROOM_NOT_FOUND",
+            "room does not exist or has expired",
+        ))
+    }
+}

@@ -1,0 +1,44 @@
+//! HTTP and WebSocket: parse, authorize, call the domain and the engine, write. Nothing here
+//! holds shared state of its own beyond this instance's sockets.
+
+mod error;
+mod http;
+mod protocol;
+mod session;
+mod ws;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use error::ApiError;
+pub use http::router;
+
+use crate::config::Config;
+use crate::domain::token::TokenKeys;
+use crate::engine::Engine;
+use crate::hub::Hub;
+use crate::metrics::Metrics;
+
+/// Everything a request or a session needs, shared by all of them.
+pub struct AppState {
+    pub config: Config,
+    /// Parsed once from `config.allowed_origins`; empty allows every origin.
+    pub origins: Vec<String>,
+    pub instance_id: String,
+    pub engine: Arc<dyn Engine>,
+    pub hub: Arc<Hub>,
+    pub tokens: TokenKeys,
+    /// Cancelled on SIGTERM: readiness turns 503, upgrades are refused, sessions close with 1001.
+    pub draining: CancellationToken,
+    /// Every WebSocket session, so shutdown can wait for them to finish.
+    pub sessions: TaskTracker,
+    /// Caps open sockets; a permit lives as long as its session.
+    pub connection_slots: Arc<Semaphore>,
+    /// Numbers this instance's connections for their [`ConnKey`](crate::domain::ConnKey).
+    pub next_conn: AtomicU64,
+    pub metrics: Metrics,
+}

@@ -1,0 +1,517 @@
+//! One WebSocket session: reads client messages, applies them through the engine, and writes
+//! what the hub queues for it, all in one task so a socket costs one task and two buffers.
+//!
+//! Ordering rules kept here:
+//! - after a join, sequenced frames at or below the snapshot's seq are dropped (the snapshot
+//!   has them), so the client sees every seq once;
+//! - an op's `ACK` is sent when the hub hands back the op's own event ([`Item::Own`]), so
+//!   it never overtakes an earlier event of the room, and a client can use the highest seq it
+//!   has seen, ACKs included, as `since`.
+
+use std::collections::VecDeque;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
+use futures::{Sink, SinkExt, Stream, StreamExt};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::AppState;
+use super::protocol::{ClientMessage, ParseError};
+use crate::domain::stroke::StrokeLimits;
+use crate::domain::{ConnKey, Identity, RoomId, StrokeId, frames};
+use crate::engine::{EngineError, JoinOutcome, JoinRequest, Op, OpKind, OpOutcome, ViewBody};
+use crate::hub::{Item, Member, Outbound};
+
+/// Bad frames tolerated before the connection is closed for abuse.
+const MAX_STRIKES: u32 = 10;
+
+pub mod close {
+    pub const GOING_AWAY: u16 = 1001;
+    pub const POLICY: u16 = 1008;
+    pub const TOO_BIG: u16 = 1009;
+    pub const INTERNAL: u16 = 1011;
+    pub const SLOW_CONSUMER: u16 = 1013;
+}
+
+/// The room this session is in.
+struct Joined {
+    room: RoomId,
+    epoch: String,
+    /// Highest seq the client has been sent.
+    last_seq: u64,
+}
+
+struct Session<S> {
+    app: Arc<AppState>,
+    socket: S,
+    who: Identity,
+    key: ConnKey,
+    tx: mpsc::Sender<Outbound>,
+    overflow: CancellationToken,
+    joined: Option<Joined>,
+    /// Bumped on every join, see [`Member::generation`].
+    generation: u64,
+    /// ACK frames waiting for their op's own event, by seq.
+    pending_acks: VecDeque<(u64, String)>,
+    cursor_limit: DefaultDirectRateLimiter,
+    op_limit: DefaultDirectRateLimiter,
+    strikes: u32,
+}
+
+/// What handling one client frame asks of the loop.
+enum Flow {
+    Continue,
+    Close(u16, &'static str),
+}
+
+pub async fn run<S>(
+    app: Arc<AppState>,
+    socket: S,
+    who: Identity,
+    expires_at: u64,
+    _slot: OwnedSemaphorePermit,
+) where
+    S: Stream<Item = Result<Message, axum::Error>> + Sink<Message, Error = axum::Error> + Unpin,
+{
+    let n = app.next_conn.fetch_add(1, Ordering::Relaxed);
+    let key = ConnKey::new(&app.instance_id, n);
+    let (tx, rx) = mpsc::channel(app.config.send_queue);
+    let per_sec = |n: u32| Quota::per_second(NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN));
+    let mut session = Session {
+        cursor_limit: RateLimiter::direct(per_sec(app.config.cursor_per_sec)),
+        op_limit: RateLimiter::direct(per_sec(app.config.ops_per_sec)),
+        app,
+        socket,
+        who,
+        key,
+        tx,
+        overflow: CancellationToken::new(),
+        joined: None,
+        generation: 0,
+        pending_acks: VecDeque::new(),
+        strikes: 0,
+    };
+    session.app.metrics.connections.inc();
+    tracing::debug!(conn = %session.key, user = %session.who.user_id, "session open");
+    let reason = session.serve(rx, expires_at).await;
+    session.leave_room().await;
+    session.app.metrics.connections.dec();
+    tracing::debug!(conn = %session.key, reason, "session closed");
+}
+
+impl<S> Session<S>
+where
+    S: Stream<Item = Result<Message, axum::Error>> + Sink<Message, Error = axum::Error> + Unpin,
+{
+    async fn serve(&mut self, mut rx: mpsc::Receiver<Outbound>, expires_at: u64) -> &'static str {
+        let ping_every = Duration::from_secs(self.app.config.ping_interval_secs);
+        let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
+        let mut last_heard = Instant::now();
+        let token_left = Duration::from_secs(expires_at.saturating_sub(crate::unix_now()));
+        let expiry = tokio::time::sleep(token_left);
+        tokio::pin!(expiry);
+        // On SIGTERM each session waits a random share of the drain window before closing, so
+        // the reconnecting clients spread over the other instances instead of stampeding.
+        let draining = self.app.draining.clone();
+        let drain_ms = self.app.config.drain_secs * 1000;
+        let drain = async move {
+            draining.cancelled().await;
+            let spread = if drain_ms == 0 {
+                0
+            } else {
+                rand::random_range(0..drain_ms)
+            };
+            tokio::time::sleep(Duration::from_millis(spread)).await;
+        };
+        tokio::pin!(drain);
+        let overflow = self.overflow.clone();
+        loop {
+            let flow = tokio::select! {
+                biased;
+                () = overflow.cancelled() => {
+                    self.app.metrics.slow_consumers.inc();
+                    Flow::Close(close::SLOW_CONSUMER, "slow consumer: reconnect with since")
+                }
+                () = &mut drain => Flow::Close(close::GOING_AWAY, "instance draining: reconnect"),
+                () = &mut expiry => Flow::Close(close::POLICY, "token expired"),
+                incoming = self.socket.next() => match incoming {
+                    Some(Ok(message)) => {
+                        last_heard = Instant::now();
+                        self.on_message(message).await
+                    }
+                    _ => return "client went away",
+                },
+                Some(out) = rx.recv() => match self.on_outbound(out).await {
+                    Ok(flow) => flow,
+                    Err(_) => return "write failed",
+                },
+                _ = ping.tick() => {
+                    if last_heard.elapsed() > ping_every * 2 {
+                        return "missed two pings";
+                    }
+                    match self.socket.send(Message::Ping(Default::default())).await {
+                        Ok(()) => Flow::Continue,
+                        Err(_) => return "write failed",
+                    }
+                }
+            };
+            if let Flow::Close(code, reason) = flow {
+                let frame = CloseFrame {
+                    code,
+                    reason: Utf8Bytes::from_static(reason),
+                };
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(1),
+                    self.socket.send(Message::Close(Some(frame))),
+                )
+                .await;
+                return reason;
+            }
+        }
+    }
+
+    async fn send_text(&mut self, text: impl Into<Utf8Bytes>) -> Result<(), axum::Error> {
+        self.app.metrics.frames_out.inc();
+        self.socket.send(Message::Text(text.into())).await
+    }
+
+    /// Best effort: a failed write shows up as the socket ending on the next read.
+    async fn reply(&mut self, text: String) {
+        let _ = self.send_text(text).await;
+    }
+
+    async fn error(&mut self, code: &str, message: &str, reference: Option<&str>) {
+        self.reply(frames::error(code, message, reference)).await;
+    }
+
+    async fn on_outbound(&mut self, out: Outbound) -> Result<Flow, axum::Error> {
+        if out.generation != self.generation || self.joined.is_none() {
+            return Ok(Flow::Continue);
+        }
+        match out.item {
+            Item::Frame { seq: None, bytes } => self.send_shared(bytes).await?,
+            Item::Frame {
+                seq: Some(seq),
+                bytes,
+            } => {
+                let Some(joined) = self.joined.as_mut() else {
+                    return Ok(Flow::Continue);
+                };
+                if seq <= joined.last_seq {
+                    return Ok(Flow::Continue);
+                }
+                joined.last_seq = seq;
+                self.send_shared(bytes).await?;
+            }
+            Item::Own { seq } => {
+                if let Some(joined) = self.joined.as_mut() {
+                    joined.last_seq = joined.last_seq.max(seq);
+                }
+                while self.pending_acks.front().is_some_and(|(s, _)| *s <= seq) {
+                    if let Some((_, ack)) = self.pending_acks.pop_front() {
+                        self.send_text(ack).await?;
+                    }
+                }
+            }
+            Item::Resync => {
+                if let Some(joined) = self.joined.take() {
+                    let since = Some((joined.last_seq, joined.epoch.clone()));
+                    if !self.join(joined.room, since).await {
+                        // The client is no longer in step and we cannot bring it back:
+                        // closing makes it reconnect and re-join with its `since`.
+                        return Ok(Flow::Close(
+                            close::INTERNAL,
+                            "lost sync: reconnect with since",
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(Flow::Continue)
+    }
+
+    async fn send_shared(&mut self, bytes: bytes::Bytes) -> Result<(), axum::Error> {
+        match Utf8Bytes::try_from(bytes) {
+            Ok(text) => self.send_text(text).await,
+            // Frames come from our own serializer; a non-UTF-8 one is a bug, not worth a close.
+            Err(_) => Ok(()),
+        }
+    }
+
+    async fn strike(&mut self, code: &str, message: &str, close_code: u16) -> Flow {
+        self.strikes += 1;
+        self.error(code, message, None).await;
+        if self.strikes >= MAX_STRIKES {
+            Flow::Close(close_code, "too many bad frames")
+        } else {
+            Flow::Continue
+        }
+    }
+
+    async fn on_message(&mut self, message: Message) -> Flow {
+        self.app.metrics.frames_in.inc();
+        let text = match message {
+            Message::Text(text) => text,
+            Message::Binary(_) => {
+                return self
+                    .strike(
+                        "BAD_MESSAGE",
+                        "binary frames are not supported",
+                        close::POLICY,
+                    )
+                    .await;
+            }
+            // Pings are answered by the library; pongs and closes only prove liveness here.
+            _ => return Flow::Continue,
+        };
+        if text.len() > self.app.config.max_frame_bytes {
+            let message = format!("frame exceeds {} bytes", self.app.config.max_frame_bytes);
+            return self.strike("TOO_LARGE", &message, close::TOO_BIG).await;
+        }
+        match ClientMessage::parse(text.as_str()) {
+            Ok(message) => self.dispatch(message).await,
+            Err(ParseError::Unknown(kind)) => {
+                self.error("UNKNOWN_TYPE", &format!("unknown type {kind}"), None)
+                    .await;
+                Flow::Continue
+            }
+            Err(ParseError::Bad(why)) => self.strike("BAD_MESSAGE", &why, close::POLICY).await,
+        }
+    }
+
+    async fn dispatch(&mut self, message: ClientMessage) -> Flow {
+        match message {
+            ClientMessage::Ping => self.reply(frames::pong()).await,
+            ClientMessage::JoinRoom(join) => {
+                let Some(room) = RoomId::parse(&join.room_id) else {
+                    self.reply(frames::room_expired(&join.room_id)).await;
+                    return Flow::Continue;
+                };
+                let since = join.since.zip(join.epoch);
+                self.join(room, since).await;
+            }
+            ClientMessage::LeaveRoom(leave) => {
+                if self.in_room(&leave.room_id).await.is_some() {
+                    self.leave_room().await;
+                }
+            }
+            ClientMessage::CursorMove(cursor) => {
+                let Some(room) = self.in_room(&cursor.room_id).await else {
+                    return Flow::Continue;
+                };
+                if !(cursor.x.is_finite() && cursor.y.is_finite())
+                    || self.cursor_limit.check().is_err()
+                {
+                    return Flow::Continue;
+                }
+                let frame = frames::cursor_move(&room, &self.who, cursor.x, cursor.y);
+                // Cursors are ephemeral: one lost while Redis blips is not worth an error.
+                let _ = self
+                    .app
+                    .engine
+                    .publish_transient(&room, &self.key, frame)
+                    .await;
+            }
+            ClientMessage::CanvasUpdate(update) => {
+                let Some(room) = self.in_room(&update.room_id).await else {
+                    return Flow::Continue;
+                };
+                let limits = StrokeLimits {
+                    max_points: self.app.config.max_points,
+                };
+                let claimed_id = update.canvas_data.stroke_id.clone();
+                match update
+                    .canvas_data
+                    .validate(&self.who.user_id, &room, limits)
+                {
+                    Ok(stroke) => {
+                        let op_id = update.op_id.unwrap_or_else(|| stroke.stroke_id.to_string());
+                        self.apply(room, Some(op_id), OpKind::Stroke(stroke)).await;
+                    }
+                    Err(e) => {
+                        let reference = update.op_id.or(claimed_id);
+                        self.error("BAD_STROKE", &e.to_string(), reference.as_deref())
+                            .await;
+                    }
+                }
+            }
+            ClientMessage::Undo(undo) => {
+                if let Some(room) = self.in_room(&undo.room_id).await {
+                    let target = undo.stroke_id.map(StrokeId::new);
+                    self.apply(room, undo.op_id, OpKind::Undo(target)).await;
+                }
+            }
+            ClientMessage::Redo(redo) => {
+                if let Some(room) = self.in_room(&redo.room_id).await {
+                    let target = redo.stroke.and_then(|s| s.stroke_id).map(StrokeId::new);
+                    self.apply(room, redo.op_id, OpKind::Redo(target)).await;
+                }
+            }
+        }
+        Flow::Continue
+    }
+
+    /// The joined room, if `room_id` names it; otherwise tells the client `NOT_IN_ROOM`.
+    async fn in_room(&mut self, room_id: &str) -> Option<RoomId> {
+        match &self.joined {
+            Some(joined) if joined.room.as_str() == room_id => Some(joined.room.clone()),
+            _ => {
+                self.error("NOT_IN_ROOM", "join the room first", None).await;
+                None
+            }
+        }
+    }
+
+    /// Joins `room`, answering with `INITIAL_STATE`, `REPLAY` or why not; true when joined.
+    async fn join(&mut self, room: RoomId, since: Option<(u64, String)>) -> bool {
+        if self.joined.is_some() {
+            self.leave_room().await;
+        }
+        let app = self.app.clone();
+        self.generation += 1;
+        app.hub.add(
+            &room,
+            Member {
+                key: self.key.clone(),
+                generation: self.generation,
+                tx: self.tx.clone(),
+                overflow: self.overflow.clone(),
+            },
+        );
+        let outcome = app
+            .engine
+            .join(JoinRequest {
+                room: &room,
+                conn: &self.key,
+                who: &self.who,
+                since: since.as_ref().map(|(seq, epoch)| (*seq, epoch.as_str())),
+            })
+            .await;
+        let view = match outcome {
+            Ok(JoinOutcome::Joined(view)) => view,
+            Ok(JoinOutcome::Missing) => {
+                app.hub.remove(&room, &self.key);
+                self.reply(frames::room_expired(room.as_str())).await;
+                return false;
+            }
+            Err(e) => {
+                app.hub.remove(&room, &self.key);
+                self.engine_error(e, None).await;
+                return false;
+            }
+        };
+        app.hub.note_seq(&room, view.seq);
+        let frame = match &view.body {
+            ViewBody::Snapshot(strokes) => {
+                frames::initial_state(&room, strokes, view.seq, &view.epoch, &view.users)
+            }
+            ViewBody::Replay { from_seq, events } => {
+                let events = frames::raw_list(events);
+                frames::replay(&room, &view.epoch, *from_seq, view.seq, &events)
+            }
+        };
+        self.joined = Some(Joined {
+            room,
+            epoch: view.epoch,
+            last_seq: view.seq,
+        });
+        self.reply(frame).await;
+        true
+    }
+
+    /// Leaves the current room: presence removed and the room told. Pending ACKs go out first
+    /// (their ops are durable), and queued frames of the room are dropped.
+    async fn leave_room(&mut self) {
+        let Some(joined) = self.joined.take() else {
+            return;
+        };
+        self.app.hub.remove(&joined.room, &self.key);
+        while let Some((_, ack)) = self.pending_acks.pop_front() {
+            self.reply(ack).await;
+        }
+        if let Err(e) = self.app.engine.leave(&joined.room, &self.key).await {
+            // Presence of a live instance can only be cleared by that instance: if this fails,
+            // the entry lingers until the room expires; log it.
+            tracing::warn!(room = %joined.room, conn = %self.key, error = %e, "leave failed");
+        }
+    }
+
+    async fn apply(&mut self, room: RoomId, op_id: Option<String>, kind: OpKind) {
+        if self.op_limit.check().is_err() {
+            self.error(
+                "RATE_LIMITED",
+                "too many operations; slow down",
+                op_id.as_deref(),
+            )
+            .await;
+            return;
+        }
+        let app = self.app.clone();
+        let op = Op {
+            who: &self.who,
+            conn: &self.key,
+            op_id: op_id.as_deref(),
+            kind,
+        };
+        let outcome = app.engine.apply(&room, op).await;
+        let reference = op_id.as_deref();
+        match outcome {
+            Ok(OpOutcome::Applied { seq, stroke_id }) => {
+                app.metrics.ops_applied.inc();
+                self.pending_acks
+                    .push_back((seq, frames::ack(reference, seq, &stroke_id, false)));
+            }
+            Ok(OpOutcome::Duplicate { seq, stroke_id }) => {
+                self.reply(frames::ack(reference, seq, &stroke_id, true))
+                    .await;
+            }
+            Ok(OpOutcome::RoomMissing) => {
+                self.joined = None;
+                app.hub.remove(&room, &self.key);
+                self.reply(frames::room_expired(room.as_str())).await;
+            }
+            Ok(OpOutcome::NothingToUndo) => {
+                self.error("NOTHING_TO_UNDO", "no stroke of yours to undo", reference)
+                    .await;
+            }
+            Ok(OpOutcome::NothingToRedo) => {
+                self.error(
+                    "NOTHING_TO_REDO",
+                    "no undone stroke of yours to redo",
+                    reference,
+                )
+                .await;
+            }
+            Ok(OpOutcome::Forbidden) => {
+                self.error(
+                    "FORBIDDEN",
+                    "that stroke belongs to someone else",
+                    reference,
+                )
+                .await;
+            }
+            Err(e) => self.engine_error(e, reference).await,
+        }
+    }
+
+    async fn engine_error(&mut self, e: EngineError, reference: Option<&str>) {
+        let message = match &e {
+            EngineError::Unavailable(detail) => {
+                tracing::warn!(conn = %self.key, %detail, "op not applied: redis unavailable");
+                "shared state is unreachable: not applied; retry with the same opId".to_owned()
+            }
+            EngineError::Internal(detail) => {
+                let id = uuid::Uuid::new_v4().simple().to_string();
+                tracing::error!(error_id = %id, conn = %self.key, %detail, "engine failure");
+                format!("not applied (internal error {id}); retry with the same opId")
+            }
+        };
+        self.error("UNAVAILABLE", &message, reference).await;
+    }
+}

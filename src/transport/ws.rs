@@ -1,0 +1,234 @@
+//! The WebSocket upgrade: every check of `PROTOCOL.md` §1 happens here, before the `101`,
+//! and is answered with a plain status and a short JSON body.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::http::header::{AUTHORIZATION, ORIGIN, RETRY_AFTER, SEC_WEBSOCKET_PROTOCOL};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use super::AppState;
+use super::error::ApiError;
+use super::session;
+use crate::domain::token::TokenError;
+use crate::engine::RateDecision;
+
+/// Hard cap enforced by tungstenite; frames between the configured limit and this get a polite
+/// `ERROR TOO_LARGE`, larger ones end the connection.
+const HARD_FRAME_CAP_FACTOR: usize = 4;
+
+/// Whether a request asks for a WebSocket (so `/` can serve both the page and Canvas clients).
+pub fn wants_upgrade(headers: &HeaderMap) -> bool {
+    headers
+        .get(axum::http::header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+}
+
+pub async fn upgrade(
+    State(app): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+) -> Response {
+    let (mut parts, _body) = request.into_parts();
+    let ws = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
+        Ok(ws) => ws,
+        Err(rejection) => return rejection.into_response(),
+    };
+    match check(&app, peer.ip(), &parts.headers, parts.uri.query()).await {
+        Ok(admitted) => accept(app, ws, admitted),
+        Err(response) => {
+            app.metrics.upgrades_refused.inc();
+            response
+        }
+    }
+}
+
+struct Admitted {
+    who: crate::domain::Identity,
+    expires_at: u64,
+    protocol: Option<String>,
+    slot: tokio::sync::OwnedSemaphorePermit,
+}
+
+fn refuse(status: StatusCode, code: &'static str, message: &str) -> Response {
+    ApiError::new(status, code, message).into_response()
+}
+
+async fn check(
+    app: &Arc<AppState>,
+    ip: IpAddr,
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> Result<Admitted, Response> {
+    if !app.origins.is_empty() {
+        let origin = headers
+            .get(ORIGIN)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if !app
+            .origins
+            .iter()
+            .any(|o| o == origin.trim_end_matches('/'))
+        {
+            return Err(refuse(
+                StatusCode::FORBIDDEN,
+                "FORBIDDEN",
+                "origin not allowed",
+            ));
+        }
+    }
+    let (token, protocol) = token_of(headers, query)
+        .ok_or_else(|| refuse(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", "missing token"))?;
+    let (who, expires_at) =
+        app.tokens
+            .identity(&token, crate::unix_now())
+            .map_err(|e| match e {
+                TokenError::Unverified => {
+                    refuse(StatusCode::FORBIDDEN, "UNVERIFIED", &e.to_string())
+                }
+                other => refuse(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", &other.to_string()),
+            })?;
+    if app.draining.is_cancelled() {
+        return Err(refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "DRAINING",
+            "instance is shutting down; reconnect",
+        ));
+    }
+    if !app.engine.is_ready() {
+        return Err(refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "UNAVAILABLE",
+            "shared state is unreachable; retry shortly",
+        ));
+    }
+    let limit = app.config.ws_upgrades_per_minute;
+    if limit > 0 {
+        match app
+            .engine
+            .rate_limit("ws", &ip.to_string(), limit, Duration::from_secs(60))
+            .await
+        {
+            Ok(RateDecision::Allowed { .. }) => {}
+            Ok(RateDecision::Limited { retry_after }) => {
+                let mut response = refuse(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "RATE_LIMITED",
+                    "too many connections",
+                );
+                let secs = retry_after.as_secs().max(1).to_string();
+                if let Ok(value) = secs.parse() {
+                    response.headers_mut().insert(RETRY_AFTER, value);
+                }
+                return Err(response);
+            }
+            Err(_) => {
+                return Err(refuse(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "UNAVAILABLE",
+                    "shared state is unreachable; retry shortly",
+                ));
+            }
+        }
+    }
+    let slot = app
+        .connection_slots
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| {
+            refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "FULL",
+                "instance is at its connection limit",
+            )
+        })?;
+    Ok(Admitted {
+        who,
+        expires_at,
+        protocol,
+        slot,
+    })
+}
+
+/// The token from `?token=`, `Authorization: Bearer`, or the subprotocol `bearer.<jwt>` (the
+/// one way a browser can send it without the URL); the subprotocol must then be echoed.
+fn token_of(headers: &HeaderMap, query: Option<&str>) -> Option<(String, Option<String>)> {
+    if let Some(token) =
+        query.and_then(|q| url_params(q).find(|(k, _)| k == "token").map(|(_, v)| v))
+    {
+        return Some((token, None));
+    }
+    if let Some(bearer) = headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    {
+        return Some((bearer.trim().to_owned(), None));
+    }
+    headers
+        .get_all(SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .find_map(|p| {
+            p.strip_prefix("bearer.")
+                .map(|t| (t.to_owned(), Some(p.to_owned())))
+        })
+}
+
+fn url_params(query: &str) -> impl Iterator<Item = (String, String)> + '_ {
+    form_urlencoded::parse(query.as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned()))
+}
+
+fn accept(app: Arc<AppState>, ws: WebSocketUpgrade, admitted: Admitted) -> Response {
+    let config = &app.config;
+    let mut ws = ws
+        .read_buffer_size(config.ws_read_buffer)
+        .write_buffer_size(config.ws_write_buffer)
+        .max_message_size(config.max_frame_bytes * HARD_FRAME_CAP_FACTOR)
+        .max_frame_size(config.max_frame_bytes * HARD_FRAME_CAP_FACTOR);
+    if let Some(protocol) = admitted.protocol {
+        ws = ws.protocols([protocol]);
+    }
+    let sessions = app.sessions.clone();
+    ws.on_upgrade(move |socket| {
+        sessions.track_future(session::run(
+            app,
+            socket,
+            admitted.who,
+            admitted.expires_at,
+            admitted.slot,
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_comes_from_query_header_or_subprotocol() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(
+            token_of(&headers, Some("a=1&token=t%2E1")),
+            Some(("t.1".into(), None))
+        );
+        headers.insert(
+            SEC_WEBSOCKET_PROTOCOL,
+            "json, bearer.abc".parse().expect("header"),
+        );
+        assert_eq!(
+            token_of(&headers, None),
+            Some(("abc".into(), Some("bearer.abc".into())))
+        );
+        headers.insert(AUTHORIZATION, "Bearer xyz".parse().expect("header"));
+        assert_eq!(token_of(&headers, None), Some(("xyz".into(), None)));
+        assert_eq!(token_of(&HeaderMap::new(), Some("a=1")), None);
+    }
+}
