@@ -1,0 +1,235 @@
+//! The `--chart` SVG: latency percentiles (log scale) and throughput per second, with the
+//! measured window marked; for latejoin, each join's time. Text is left to the SVG viewer's
+//! fonts, so rendering needs no font files.
+
+use std::path::Path;
+
+use anyhow::{Result, anyhow};
+use plotters::coord::Shift;
+use plotters::prelude::*;
+
+use crate::report::{Report, Second};
+use crate::scenario::Mode;
+
+/// A plotted line: legend, colour, and the value it takes from each second.
+type Series = (&'static str, RGBColor, fn(&Second) -> f64);
+
+const SIZE: (u32, u32) = (1200, 820);
+
+/// Writes the chart of `report` to `path`.
+pub fn render(report: &Report, path: &Path) -> Result<()> {
+    let root = SVGBackend::new(path, SIZE).into_drawing_area();
+    draw(report, &root).map_err(|e| anyhow!("drawing the chart: {e}"))?;
+    root.present()
+        .map_err(|e| anyhow!("writing {}: {e}", path.display()))?;
+    Ok(())
+}
+
+type Area<'a> = DrawingArea<SVGBackend<'a>, Shift>;
+type DrawResult<T> = Result<T, DrawingAreaErrorKind<std::io::Error>>;
+
+fn title(report: &Report) -> String {
+    let sc = &report.scenario;
+    let name = sc
+        .preset
+        .map_or_else(|| "custom".to_owned(), |p| format!("{p:?}").to_lowercase());
+    format!(
+        "drawbridge loadtest: {name}, {} conns, {} rooms, {} strokes/s, {} cursor/s per conn",
+        report.connections.planned, sc.rooms, sc.strokes_per_sec, sc.cursor_per_sec
+    )
+}
+
+fn draw(report: &Report, root: &Area<'_>) -> DrawResult<()> {
+    root.fill(&WHITE)?;
+    let root = root.titled(&title(report), ("sans-serif", 22))?;
+    if report.scenario.mode == Mode::Latejoin {
+        return draw_joins(report, &root);
+    }
+    let (top, bottom) = root.split_vertically(SIZE.1 as i32 / 2);
+    draw_latency(report, &top)?;
+    draw_throughput(report, &bottom)?;
+    Ok(())
+}
+
+fn x_range(report: &Report) -> f64 {
+    (report.timeline.len() as f64)
+        .max(report.measured_to_s)
+        .max(1.0)
+}
+
+fn draw_latency(report: &Report, area: &Area<'_>) -> DrawResult<()> {
+    let tl = &report.timeline;
+    let series: [Series; 6] = [
+        ("stroke p50", RGBColor(44, 160, 44), |s| s.stroke_p50_ms),
+        ("stroke p90", RGBColor(31, 119, 180), |s| s.stroke_p90_ms),
+        ("stroke p99", RGBColor(255, 127, 14), |s| s.stroke_p99_ms),
+        ("stroke max", RGBColor(214, 39, 40), |s| s.stroke_max_ms),
+        ("cursor p99", RGBColor(148, 103, 189), |s| s.cursor_p99_ms),
+        ("ack p99", RGBColor(127, 127, 127), |s| s.ack_p99_ms),
+    ];
+    let max = tl
+        .iter()
+        .flat_map(|s| series.iter().map(move |(_, _, f)| f(s)))
+        .fold(1.0f64, f64::max);
+    let (lo, hi) = (0.05f64, max * 2.0);
+    let mut chart = ChartBuilder::on(area)
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(64)
+        .caption(
+            "end-to-end latency per second (ms, log scale)",
+            ("sans-serif", 16),
+        )
+        .build_cartesian_2d(0f64..x_range(report), (lo..hi).log_scale())?;
+    chart
+        .configure_mesh()
+        .x_desc("seconds since start")
+        .y_desc("ms")
+        .draw()?;
+    window_marks(&mut chart, report, lo, hi)?;
+    for (name, color, f) in series {
+        let points: Vec<(f64, f64)> = tl
+            .iter()
+            .filter(|s| f(s) > 0.0)
+            .map(|s| (f64::from(s.t) + 0.5, f(s)))
+            .collect();
+        if points.is_empty() {
+            continue;
+        }
+        chart
+            .draw_series(LineSeries::new(points, color.stroke_width(2)))?
+            .label(name)
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+            });
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()?;
+    Ok(())
+}
+
+fn draw_throughput(report: &Report, area: &Area<'_>) -> DrawResult<()> {
+    let tl = &report.timeline;
+    let series: [Series; 5] = [
+        ("strokes sent/s", RGBColor(31, 119, 180), |s| {
+            s.strokes_sent as f64
+        }),
+        ("strokes delivered/s", RGBColor(44, 160, 44), |s| {
+            s.strokes_delivered as f64
+        }),
+        ("cursors delivered/s", RGBColor(148, 103, 189), |s| {
+            s.cursors_delivered as f64
+        }),
+        ("acks/s", RGBColor(127, 127, 127), |s| s.acks as f64),
+        ("joins/s", RGBColor(255, 127, 14), |s| s.joins as f64),
+    ];
+    let max = tl
+        .iter()
+        .flat_map(|s| series.iter().map(move |(_, _, f)| f(s)))
+        .fold(1.0f64, f64::max)
+        * 1.1;
+    let mut chart = ChartBuilder::on(area)
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(64)
+        .caption("throughput per second", ("sans-serif", 16))
+        .build_cartesian_2d(0f64..x_range(report), 0f64..max)?;
+    chart
+        .configure_mesh()
+        .x_desc("seconds since start")
+        .y_desc("messages/s")
+        .draw()?;
+    window_marks(&mut chart, report, 0.0, max)?;
+    for (name, color, f) in series {
+        if tl.iter().all(|s| f(s) == 0.0) {
+            continue;
+        }
+        let points: Vec<(f64, f64)> = tl.iter().map(|s| (f64::from(s.t) + 0.5, f(s))).collect();
+        chart
+            .draw_series(LineSeries::new(points, color.stroke_width(2)))?
+            .label(name)
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+            });
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()?;
+    Ok(())
+}
+
+/// Grey verticals at the start and end of the measured window.
+fn window_marks<'a, Y>(
+    chart: &mut ChartContext<
+        'a,
+        SVGBackend<'a>,
+        Cartesian2d<plotters::coord::types::RangedCoordf64, Y>,
+    >,
+    report: &Report,
+    lo: f64,
+    hi: f64,
+) -> DrawResult<()>
+where
+    Y: Ranged<ValueType = f64>,
+{
+    for x in [report.measured_from_s, report.measured_to_s] {
+        chart.draw_series(LineSeries::new(
+            vec![(x, lo), (x, hi)],
+            RGBColor(160, 160, 160).stroke_width(1),
+        ))?;
+    }
+    Ok(())
+}
+
+fn draw_joins(report: &Report, area: &Area<'_>) -> DrawResult<()> {
+    let samples = &report.joins.samples_ms;
+    let max = samples.iter().copied().fold(1.0f64, f64::max) * 1.2;
+    let n = samples.len().max(1) as f64;
+    let b = &report.joins.initial_state_bytes;
+    let caption = format!(
+        "JOIN_ROOM → INITIAL_STATE per join (ms); p50 {:.2} ms, p99 {:.2} ms, INITIAL_STATE {} bytes",
+        report.joins.time.p50_ms, report.joins.time.p99_ms, b.p50
+    );
+    let mut chart = ChartBuilder::on(area)
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(64)
+        .caption(caption, ("sans-serif", 16))
+        .build_cartesian_2d(0f64..n, 0f64..max)?;
+    chart
+        .configure_mesh()
+        .x_desc("join #")
+        .y_desc("ms")
+        .draw()?;
+    let color = RGBColor(31, 119, 180);
+    chart
+        .draw_series(LineSeries::new(
+            samples.iter().enumerate().map(|(i, v)| (i as f64, *v)),
+            color.stroke_width(2),
+        ))?
+        .label("join time")
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
+    let p50 = report.joins.time.p50_ms;
+    let grey = RGBColor(214, 39, 40);
+    chart
+        .draw_series(LineSeries::new(
+            vec![(0.0, p50), (n, p50)],
+            grey.stroke_width(1),
+        ))?
+        .label("p50")
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], grey.stroke_width(1)));
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()?;
+    Ok(())
+}

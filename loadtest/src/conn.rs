@@ -1,0 +1,615 @@
+//! One simulated client: a task that connects, joins its room, sends on its schedule, reads
+//! everything the server sends, and recovers after a slow-consumer close (1013), a drain (1001)
+//! or a dropped socket by re-joining with `since`/`epoch` and resending its unacknowledged ops
+//! (the server answers those with `duplicate: true` if they had been applied).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::{Instant, MissedTickBehavior, interval_at, sleep, sleep_until, timeout};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
+
+use crate::auth::User;
+use crate::proto::{self, Incoming, Outgoing, StrokeTag};
+use crate::scenario::Scenario;
+use crate::seq::{Mark, SeqTracker};
+use crate::stats::{Kind, Recorder, Tallies, now_us};
+use crate::target::Target;
+
+pub type Ws = WebSocketStream<TcpStream>;
+
+/// How often a connection hands its samples to the collector even when its batch is not full,
+/// so the live line and the drain see fresh numbers.
+const FLUSH_EVERY: Duration = Duration::from_millis(250);
+/// Consecutive failed connection attempts before a client gives up.
+const MAX_ATTEMPTS: u32 = 8;
+/// How long a closing client waits for the server's close frame.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
+/// Whether connections should keep going.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    Running,
+    /// Close the socket, hand over the measurements, end.
+    Closing,
+}
+
+/// Small buffers: thousands of idle sockets must not cost a 128 KiB read buffer each.
+pub fn ws_config(max_message: usize) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(8 * 1024)
+        .write_buffer_size(0)
+        .max_write_buffer_size(4 << 20)
+        .max_message_size(Some(max_message))
+        .max_frame_size(Some(max_message))
+}
+
+/// TCP connect plus WebSocket handshake, within `limit`.
+pub async fn connect(
+    target: &Target,
+    token: &str,
+    config: WebSocketConfig,
+    limit: Duration,
+) -> Result<Ws, String> {
+    let attempt = async {
+        let stream = TcpStream::connect(target.addr)
+            .await
+            .map_err(|e| format!("connect: {}", e.kind()))?;
+        let _ = stream.set_nodelay(true);
+        let (ws, _) =
+            tokio_tungstenite::client_async_with_config(target.ws_url(token), stream, Some(config))
+                .await
+                .map_err(|e| match e {
+                    tungstenite::Error::Http(resp) => format!("http {}", resp.status().as_u16()),
+                    other => format!("handshake: {other}"),
+                })?;
+        Ok(ws)
+    };
+    timeout(limit, attempt)
+        .await
+        .unwrap_or_else(|_| Err("connect: timeout".to_owned()))
+}
+
+/// What a connection is told at spawn time.
+pub struct ConnPlan {
+    pub index: u32,
+    pub room_index: usize,
+    pub room_id: Arc<str>,
+    pub target: Arc<Target>,
+    pub user: User,
+    /// When to open the socket (ramp-up).
+    pub start_at: Instant,
+}
+
+/// What every connection shares.
+pub struct Shared {
+    pub scenario: Arc<Scenario>,
+    /// Members currently joined, per room: the number of deliveries a send should produce.
+    pub members: Arc<[AtomicI64]>,
+    /// No sends at or after this.
+    pub send_until: Instant,
+    pub phase: watch::Receiver<Phase>,
+    pub ws_config: WebSocketConfig,
+}
+
+/// The answer to a `JOIN_ROOM`.
+#[derive(Debug, PartialEq, Eq)]
+pub enum JoinReply {
+    Initial { bytes: usize, strokes: usize },
+    Replay,
+    Expired,
+    Error(String),
+}
+
+/// Why a session (one socket) ended.
+enum Ended {
+    /// Told to close, or done.
+    Finished,
+    /// The server closed or the socket broke: worth reconnecting.
+    Dropped,
+    /// The server refused us for good (policy, bad token): do not reconnect.
+    Refused,
+}
+
+/// A client's state that outlives any one socket.
+pub struct Client {
+    pub index: u32,
+    out: Outgoing,
+    pub tracker: SeqTracker,
+    pub recorder: Recorder,
+    /// Sent ops awaiting their ACK, by stroke number, kept for resending after a reconnect.
+    pending: BTreeMap<u64, Utf8Bytes>,
+    next_n: u64,
+    buf: String,
+    /// Ops refused with an `ERROR` over the client's life (tallies reset at every flush).
+    pub rejected_total: u64,
+}
+
+impl Client {
+    pub fn new(
+        index: u32,
+        room_id: &str,
+        user_id: &str,
+        points: usize,
+        recorder: Recorder,
+    ) -> Self {
+        Self {
+            index,
+            out: Outgoing::new(room_id, user_id, index, points),
+            tracker: SeqTracker::default(),
+            recorder,
+            pending: BTreeMap::new(),
+            next_n: 0,
+            buf: String::with_capacity(256 + points * 24),
+            rejected_total: 0,
+        }
+    }
+
+    fn unacked_delta(&self, d: i64) {
+        self.recorder
+            .collector()
+            .unacked
+            .fetch_add(d, Ordering::Relaxed);
+    }
+
+    /// Sends `JOIN_ROOM` (resuming when possible) and waits for its answer, handling whatever
+    /// else arrives meanwhile.
+    pub async fn join(&mut self, ws: &mut Ws, limit: Duration) -> Result<JoinReply, String> {
+        let frame = self.out.join(self.tracker.resume_point());
+        let sent = now_us();
+        ws.send(Message::text(frame))
+            .await
+            .map_err(|e| format!("send: {e}"))?;
+        let wait = async {
+            loop {
+                match ws.next().await {
+                    Some(Ok(Message::Text(t))) => {
+                        let now = now_us();
+                        if let Some(reply) = self.on_frame(&t, now) {
+                            if matches!(reply, JoinReply::Initial { .. } | JoinReply::Replay) {
+                                self.recorder
+                                    .record(Kind::Join, now - sent.min(now), now, now);
+                            }
+                            if let JoinReply::Initial { bytes, .. } = reply {
+                                self.recorder
+                                    .record(Kind::InitialBytes, bytes as u64, now, now);
+                            }
+                            return Ok(reply);
+                        }
+                    }
+                    Some(Ok(Message::Close(f))) => {
+                        return Err(format!("closed {}", close_code(f.as_ref())));
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => return Err(format!("read: {e}")),
+                    None => return Err("eof".to_owned()),
+                }
+            }
+        };
+        timeout(limit, wait)
+            .await
+            .unwrap_or_else(|_| Err("join: timeout".to_owned()))
+    }
+
+    /// Handles one server frame; returns a join answer if it was one.
+    pub fn on_frame(&mut self, text: &str, now: u64) -> Option<JoinReply> {
+        self.recorder.frame();
+        let msg = match proto::parse(text) {
+            Ok(m) => m,
+            Err(_) => {
+                self.recorder.tallies.parse_errors += 1;
+                return None;
+            }
+        };
+        let t = &mut self.recorder.tallies;
+        match msg {
+            Incoming::CanvasUpdate { seq, stroke_id } => {
+                Tallies::bump(&mut t.received_types, "CANVAS_UPDATE");
+                let mark = self.tracker.live_event(seq);
+                match StrokeTag::parse(&stroke_id) {
+                    Some(tag) if tag.conn == self.index => t.self_echo += 1,
+                    Some(tag) if mark == Mark::New => {
+                        let lat = now.saturating_sub(tag.sent_us);
+                        self.recorder
+                            .record(Kind::StrokeDelivered, lat, tag.sent_us, now);
+                    }
+                    Some(_) => {}
+                    None => t.foreign += 1,
+                }
+                None
+            }
+            Incoming::Sequenced { seq } => {
+                self.tracker.live_event(seq);
+                None
+            }
+            Incoming::Ack {
+                seq,
+                stroke_id,
+                duplicate,
+            } => {
+                Tallies::bump(&mut t.received_types, "ACK");
+                self.tracker.ack(seq);
+                match StrokeTag::parse(&stroke_id) {
+                    Some(tag) if tag.conn == self.index => {
+                        let was_pending = self.pending.remove(&tag.n).is_some();
+                        if was_pending {
+                            self.unacked_delta(-1);
+                        }
+                        if duplicate || !was_pending {
+                            self.recorder.tallies.duplicate_acks += 1;
+                        } else {
+                            let lat = now.saturating_sub(tag.sent_us);
+                            self.recorder.record(Kind::Ack, lat, tag.sent_us, now);
+                        }
+                    }
+                    _ => t.foreign += 1,
+                }
+                None
+            }
+            Incoming::Cursor { x } => {
+                Tallies::bump(&mut t.received_types, "CURSOR_MOVE");
+                if let Some(lat) = proto::cursor_latency_us(x, now) {
+                    self.recorder
+                        .record(Kind::CursorDelivered, lat, now.saturating_sub(lat), now);
+                }
+                None
+            }
+            Incoming::InitialState {
+                seq,
+                epoch,
+                strokes,
+            } => {
+                Tallies::bump(&mut t.received_types, "INITIAL_STATE");
+                self.tracker.initial_state(seq, &epoch);
+                Some(JoinReply::Initial {
+                    bytes: text.len(),
+                    strokes,
+                })
+            }
+            Incoming::Replay { epoch, events, .. } => {
+                Tallies::bump(&mut t.received_types, "REPLAY");
+                self.tracker.replay_epoch(&epoch);
+                for ev in events {
+                    match proto::parse(ev.get()) {
+                        Ok(Incoming::CanvasUpdate { seq, stroke_id }) => {
+                            let mark = self.tracker.replayed_event(seq);
+                            if let Some(tag) = StrokeTag::parse(&stroke_id)
+                                && tag.conn != self.index
+                                && mark == Mark::New
+                            {
+                                let lat = now.saturating_sub(tag.sent_us);
+                                self.recorder
+                                    .record(Kind::StrokeReplayed, lat, tag.sent_us, now);
+                            }
+                        }
+                        Ok(Incoming::Sequenced { seq }) => {
+                            self.tracker.replayed_event(seq);
+                        }
+                        _ => self.recorder.tallies.parse_errors += 1,
+                    }
+                }
+                Some(JoinReply::Replay)
+            }
+            Incoming::RoomExpired => {
+                t.room_expired += 1;
+                Some(JoinReply::Expired)
+            }
+            Incoming::Error { code, reference } => {
+                Tallies::bump(&mut t.errors, &code);
+                // A refused op will never be acknowledged: stop waiting for it.
+                if let Some(tag) = reference.as_deref().and_then(StrokeTag::parse)
+                    && tag.conn == self.index
+                    && self.pending.remove(&tag.n).is_some()
+                {
+                    t.rejected_ops += 1;
+                    self.rejected_total += 1;
+                    self.unacked_delta(-1);
+                }
+                self.recorder.record(Kind::Error, 0, now, now);
+                Some(JoinReply::Error(code.into_owned()))
+            }
+            Incoming::Other { kind } => {
+                Tallies::bump(&mut t.received_types, &kind);
+                None
+            }
+        }
+    }
+
+    /// Builds and sends the next stroke.
+    pub async fn send_stroke(&mut self, ws: &mut Ws, expected: u64, lag_us: u64) -> bool {
+        let now = now_us();
+        let tag = StrokeTag {
+            conn: self.index,
+            n: self.next_n,
+            sent_us: now,
+        };
+        self.next_n += 1;
+        self.out.stroke(tag, &mut self.buf);
+        let text = Utf8Bytes::from(self.buf.as_str());
+        self.pending.insert(tag.n, text.clone());
+        self.unacked_delta(1);
+        let r = &mut self.recorder;
+        r.record(Kind::StrokeSent, 0, now, now);
+        r.record(Kind::StrokeExpected, expected, now, now);
+        r.record(Kind::SendLag, lag_us, now, now);
+        ws.send(Message::Text(text)).await.is_ok()
+    }
+
+    async fn send_cursor(&mut self, ws: &mut Ws, expected: u64, lag_us: u64) -> bool {
+        let now = now_us();
+        self.out.cursor(now, self.index, &mut self.buf);
+        let r = &mut self.recorder;
+        r.record(Kind::CursorSent, 0, now, now);
+        r.record(Kind::CursorExpected, expected, now, now);
+        r.record(Kind::SendLag, lag_us, now, now);
+        ws.send(Message::text(self.buf.as_str())).await.is_ok()
+    }
+
+    /// After a re-join: the ops whose ACK never came are sent again with the same op id.
+    async fn resend_pending(&mut self, ws: &mut Ws) -> bool {
+        let frames: Vec<Utf8Bytes> = self.pending.values().cloned().collect();
+        self.recorder.tallies.resent_ops += frames.len() as u64;
+        for f in frames {
+            if ws.feed(Message::Text(f)).await.is_err() {
+                return false;
+            }
+        }
+        ws.flush().await.is_ok()
+    }
+
+    /// Number of ops still unacknowledged.
+    pub fn unacked(&self) -> usize {
+        self.pending.len()
+    }
+}
+
+/// The code of a close frame, as text ("none" when the server sent no code).
+pub fn close_code(f: Option<&tungstenite::protocol::CloseFrame>) -> String {
+    f.map_or_else(|| "none".to_owned(), |f| u16::from(f.code).to_string())
+}
+
+/// A send schedule at `per_sec`, phase-shifted per connection so sends spread over the period.
+fn schedule(per_sec: f64, index: u32) -> Option<tokio::time::Interval> {
+    if per_sec <= 0.0 {
+        return None;
+    }
+    let period = Duration::from_secs_f64(1.0 / per_sec);
+    // Golden-ratio spacing spreads any number of connections evenly over one period.
+    let frac = (f64::from(index) * 0.618_033_988_749_895).fract();
+    let mut iv = interval_at(Instant::now() + period.mul_f64(frac), period);
+    // A stall (or a reconnect) must not turn into a burst the server never sees from real users.
+    iv.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    Some(iv)
+}
+
+async fn tick(iv: &mut Option<tokio::time::Interval>) -> Instant {
+    match iv {
+        Some(iv) => iv.tick().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn lag_us(scheduled: Instant) -> u64 {
+    Instant::now()
+        .saturating_duration_since(scheduled)
+        .as_micros() as u64
+}
+
+/// Runs one client until the run closes (or it gives up).
+pub async fn run_client(plan: ConnPlan, shared: Arc<Shared>, recorder: Recorder) {
+    let sc = &shared.scenario;
+    let mut client = Client::new(
+        plan.index,
+        &plan.room_id,
+        &plan.user.user_id,
+        sc.points_per_stroke,
+        recorder,
+    );
+    let mut phase = shared.phase.clone();
+    tokio::select! {
+        _ = sleep_until(plan.start_at) => {}
+        _ = phase.wait_for(|p| *p == Phase::Closing) => {
+            client.recorder.finish(plan.room_index, client.tracker.finish());
+            return;
+        }
+    }
+    let members = &shared.members[plan.room_index];
+    let mut strokes = None;
+    let mut cursors = None;
+    let mut failures = 0u32;
+    let mut sessions = 0u32;
+    loop {
+        if *phase.borrow() == Phase::Closing {
+            break;
+        }
+        let mut ws = match connect(
+            &plan.target,
+            &plan.user.token,
+            shared.ws_config,
+            sc.connect_timeout,
+        )
+        .await
+        {
+            Ok(ws) => ws,
+            Err(e) => {
+                let now = now_us();
+                client.recorder.tallies.connect_failures += 1;
+                Tallies::bump(&mut client.recorder.tallies.errors, &e);
+                client.recorder.record(Kind::Error, 0, now, now);
+                failures += 1;
+                if !sc.reconnect || failures >= MAX_ATTEMPTS || e.starts_with("http 4") {
+                    break;
+                }
+                backoff(failures, &mut phase).await;
+                continue;
+            }
+        };
+        if sessions > 0 {
+            let now = now_us();
+            client.recorder.record(Kind::Reconnect, 0, now, now);
+        }
+        sessions += 1;
+        match client.join(&mut ws, sc.connect_timeout).await {
+            Ok(JoinReply::Initial { .. } | JoinReply::Replay) => failures = 0,
+            Ok(JoinReply::Expired) => {
+                client.recorder.tallies.join_failures += 1;
+                break;
+            }
+            Ok(JoinReply::Error(_)) | Err(_) => {
+                client.recorder.tallies.join_failures += 1;
+                failures += 1;
+                let _ = ws.close(None).await;
+                if !sc.reconnect || failures >= MAX_ATTEMPTS {
+                    break;
+                }
+                backoff(failures, &mut phase).await;
+                continue;
+            }
+        }
+        members.fetch_add(1, Ordering::Relaxed);
+        client
+            .recorder
+            .collector()
+            .joined
+            .fetch_add(1, Ordering::Relaxed);
+        if strokes.is_none() && cursors.is_none() {
+            strokes = schedule(sc.strokes_per_sec, plan.index);
+            cursors = schedule(sc.cursor_per_sec, plan.index.wrapping_add(7));
+        }
+        let ended = if client.resend_pending(&mut ws).await {
+            session(
+                &mut client,
+                &mut ws,
+                &shared,
+                members,
+                &mut phase,
+                &mut strokes,
+                &mut cursors,
+            )
+            .await
+        } else {
+            Ended::Dropped
+        };
+        members.fetch_sub(1, Ordering::Relaxed);
+        client
+            .recorder
+            .collector()
+            .joined
+            .fetch_sub(1, Ordering::Relaxed);
+        match ended {
+            Ended::Finished | Ended::Refused => break,
+            Ended::Dropped if !sc.reconnect => break,
+            Ended::Dropped => {}
+        }
+    }
+    client
+        .recorder
+        .finish(plan.room_index, client.tracker.finish());
+}
+
+async fn backoff(failures: u32, phase: &mut watch::Receiver<Phase>) {
+    let wait = Duration::from_millis(100u64 << failures.min(5)).min(Duration::from_secs(3));
+    tokio::select! {
+        _ = sleep(wait) => {}
+        _ = phase.wait_for(|p| *p == Phase::Closing) => {}
+    }
+}
+
+/// One socket's life after its join.
+async fn session(
+    client: &mut Client,
+    ws: &mut Ws,
+    shared: &Shared,
+    members: &AtomicI64,
+    phase: &mut watch::Receiver<Phase>,
+    strokes: &mut Option<tokio::time::Interval>,
+    cursors: &mut Option<tokio::time::Interval>,
+) -> Ended {
+    let mut flush = tokio::time::interval(FLUSH_EVERY);
+    flush.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let others = || members.load(Ordering::Relaxed).saturating_sub(1).max(0) as u64;
+    loop {
+        let sending = Instant::now() < shared.send_until;
+        tokio::select! {
+            msg = ws.next() => match msg {
+                Some(Ok(Message::Text(t))) => {
+                    client.on_frame(&t, now_us());
+                }
+                Some(Ok(Message::Close(f))) => {
+                    let code = close_code(f.as_ref());
+                    Tallies::bump(&mut client.recorder.tallies.close_codes, &code);
+                    // Policy (1008), too big (1009): a reconnect would only repeat it.
+                    return if matches!(code.as_str(), "1008" | "1009") {
+                        Ended::Refused
+                    } else {
+                        Ended::Dropped
+                    };
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => {
+                    let now = now_us();
+                    Tallies::bump(&mut client.recorder.tallies.errors, &format!("read: {}", short(&e)));
+                    client.recorder.record(Kind::Error, 0, now, now);
+                    return Ended::Dropped;
+                }
+                None => {
+                    Tallies::bump(&mut client.recorder.tallies.close_codes, "eof");
+                    return Ended::Dropped;
+                }
+            },
+            at = tick(strokes), if sending => {
+                if !client.send_stroke(ws, others(), lag_us(at)).await {
+                    return Ended::Dropped;
+                }
+            }
+            at = tick(cursors), if sending => {
+                if !client.send_cursor(ws, others(), lag_us(at)).await {
+                    return Ended::Dropped;
+                }
+            }
+            _ = flush.tick() => client.recorder.flush(),
+            r = phase.changed() => {
+                if r.is_err() || *phase.borrow() == Phase::Closing {
+                    close_gracefully(client, ws).await;
+                    return Ended::Finished;
+                }
+            }
+        }
+    }
+}
+
+/// Sends a close frame and reads until the server's, so nothing in flight is counted as lost
+/// because we hung up first.
+async fn close_gracefully(client: &mut Client, ws: &mut Ws) {
+    if ws.close(None).await.is_err() {
+        return;
+    }
+    let _ = timeout(CLOSE_WAIT, async {
+        while let Some(Ok(msg)) = ws.next().await {
+            if let Message::Text(t) = msg {
+                client.on_frame(&t, now_us());
+            }
+        }
+    })
+    .await;
+}
+
+/// An error's text without the long tail some tungstenite errors carry.
+fn short(e: &tungstenite::Error) -> String {
+    match e {
+        tungstenite::Error::Io(io) => format!("io {:?}", io.kind()),
+        tungstenite::Error::Protocol(p) => format!("protocol {p}"),
+        tungstenite::Error::Capacity(c) => format!("capacity {c}"),
+        other => {
+            let s = other.to_string();
+            s.chars().take(60).collect()
+        }
+    }
+}

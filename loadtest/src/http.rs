@@ -1,0 +1,190 @@
+//! The few HTTP calls the tool makes (guest tokens, room creation, readiness), as plain HTTP/1.1
+//! over a `TcpStream`: the targets are local and unencrypted, and a full client would cost more
+//! build time than all the rest of the tool.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::target::Target;
+
+/// Longest a single call may take; the server is local, so anything slower is a failure.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Responses we read are small JSON documents; refuse anything absurd.
+const MAX_RESPONSE: usize = 1 << 20;
+
+/// A response: status and body.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+/// Sends one request with `Connection: close` and reads the whole response.
+pub async fn call(
+    target: &Target,
+    method: &str,
+    path: &str,
+    bearer: Option<&str>,
+    json_body: Option<&str>,
+) -> Result<Response> {
+    tokio::time::timeout(
+        CALL_TIMEOUT,
+        call_inner(target, method, path, bearer, json_body),
+    )
+    .await
+    .with_context(|| format!("{method} {path} on {} timed out", target.url))?
+}
+
+async fn call_inner(
+    target: &Target,
+    method: &str,
+    path: &str,
+    bearer: Option<&str>,
+    json_body: Option<&str>,
+) -> Result<Response> {
+    let mut stream = TcpStream::connect(target.addr)
+        .await
+        .with_context(|| format!("connect to {}", target.addr))?;
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nAccept: application/json\r\n",
+        target.authority
+    );
+    if let Some(token) = bearer {
+        req.push_str(&format!("Authorization: Bearer {token}\r\n"));
+    }
+    let body = json_body.unwrap_or("");
+    if json_body.is_some() {
+        req.push_str("Content-Type: application/json\r\n");
+    }
+    req.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+    req.push_str(body);
+    stream.write_all(req.as_bytes()).await?;
+
+    let mut raw = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            break;
+        }
+        raw.extend_from_slice(&chunk[..n]);
+        if raw.len() > MAX_RESPONSE {
+            bail!("response to {method} {path} is larger than {MAX_RESPONSE} bytes");
+        }
+    }
+    parse_response(&raw).with_context(|| format!("bad response to {method} {path}"))
+}
+
+/// Parses a complete HTTP/1.1 response (read until the server closed), including a chunked body.
+pub fn parse_response(raw: &[u8]) -> Result<Response> {
+    let head_end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .context("no end of headers")?;
+    let head = std::str::from_utf8(&raw[..head_end]).context("headers are not UTF-8")?;
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().context("empty response")?;
+    let status: u16 = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .with_context(|| format!("bad status line {status_line:?}"))?;
+    let mut chunked = false;
+    let mut length = None;
+    for line in lines {
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        let value = value.trim();
+        if name.eq_ignore_ascii_case("transfer-encoding") && value.eq_ignore_ascii_case("chunked") {
+            chunked = true;
+        } else if name.eq_ignore_ascii_case("content-length") {
+            length = value.parse::<usize>().ok();
+        }
+    }
+    let rest = &raw[head_end + 4..];
+    let body = if chunked {
+        dechunk(rest)?
+    } else if let Some(len) = length {
+        rest.get(..len)
+            .context("body shorter than Content-Length")?
+            .to_vec()
+    } else {
+        rest.to_vec()
+    };
+    Ok(Response { status, body })
+}
+
+fn dechunk(mut rest: &[u8]) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = rest
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .context("truncated chunk size")?;
+        let size_text = std::str::from_utf8(&rest[..line_end])?;
+        let size_text = size_text.split(';').next().unwrap_or("").trim();
+        let size = usize::from_str_radix(size_text, 16).context("bad chunk size")?;
+        rest = &rest[line_end + 2..];
+        if size == 0 {
+            return Ok(out);
+        }
+        out.extend_from_slice(rest.get(..size).context("truncated chunk")?);
+        rest = rest.get(size + 2..).context("truncated chunk end")?;
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RoomCreated {
+    data: RoomData,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RoomData {
+    room_id: String,
+}
+
+/// `POST /api/v1/rooms` → the new room's id.
+pub async fn create_room(target: &Target, token: &str) -> Result<String> {
+    let resp = call(target, "POST", "/api/v1/rooms", Some(token), None).await?;
+    if resp.status != 201 && resp.status != 200 {
+        bail!(
+            "POST /api/v1/rooms on {} answered {}: {}",
+            target.url,
+            resp.status,
+            String::from_utf8_lossy(&resp.body)
+        );
+    }
+    let parsed: RoomCreated =
+        serde_json::from_slice(&resp.body).context("POST /api/v1/rooms: unexpected body")?;
+    Ok(parsed.data.room_id)
+}
+
+/// `GET /readyz` answered 200.
+pub async fn is_ready(target: &Target) -> bool {
+    matches!(call(target, "GET", "/readyz", None, None).await, Ok(r) if r.status == 200)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_plain_and_chunked_bodies() {
+        let r =
+            parse_response(b"HTTP/1.1 201 Created\r\ncontent-length: 2\r\n\r\n{}").expect("plain");
+        assert_eq!((r.status, r.body.as_slice()), (201, &b"{}"[..]));
+        let r = parse_response(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n",
+        )
+        .expect("chunked");
+        assert_eq!(r.body, b"abcde");
+        assert!(parse_response(b"HTTP/1.1 200 OK\r\n").is_err());
+    }
+}

@@ -1,0 +1,562 @@
+//! The result of a run: a serializable [`Report`] (the `--out` JSON), the verdict, and the
+//! terminal table.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::scenario::{Mode, Scenario};
+use crate::stats::{Aggregate, Bucket};
+
+/// Percentiles of a latency histogram recorded in µs, reported in ms.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Latency {
+    pub count: u64,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub max_ms: f64,
+    pub mean_ms: f64,
+}
+
+impl Latency {
+    pub fn from_us(h: &Histogram<u64>) -> Self {
+        if h.is_empty() {
+            return Self::default();
+        }
+        let ms = |v: u64| v as f64 / 1000.0;
+        Self {
+            count: h.len(),
+            p50_ms: ms(h.value_at_quantile(0.5)),
+            p90_ms: ms(h.value_at_quantile(0.9)),
+            p99_ms: ms(h.value_at_quantile(0.99)),
+            p999_ms: ms(h.value_at_quantile(0.999)),
+            max_ms: ms(h.max()),
+            mean_ms: h.mean() / 1000.0,
+        }
+    }
+}
+
+/// Sizes (bytes) of a histogram recorded in bytes.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Sizes {
+    pub count: u64,
+    pub min: u64,
+    pub p50: u64,
+    pub max: u64,
+}
+
+impl Sizes {
+    fn from(h: &Histogram<u64>) -> Self {
+        if h.is_empty() {
+            return Self::default();
+        }
+        Self {
+            count: h.len(),
+            min: h.min(),
+            p50: h.value_at_quantile(0.5),
+            max: h.max(),
+        }
+    }
+}
+
+/// One kind of relayed message in the measured window.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Delivery {
+    pub sent: u64,
+    /// Deliveries seen by receivers (live or, for strokes, replayed after a reconnect).
+    pub delivered: u64,
+    /// Sum over sends of the other members joined at send time.
+    pub expected: u64,
+    /// delivered / expected (1 when nothing was expected).
+    pub delivery_ratio: f64,
+    /// Of `delivered`, how many came inside a `REPLAY` rather than live.
+    pub replayed: u64,
+    /// End to end: sender's send time to receiver's receive time.
+    pub latency: Latency,
+}
+
+impl Delivery {
+    fn new(sent: u64, delivered: u64, expected: u64, replayed: u64, h: &Histogram<u64>) -> Self {
+        Self {
+            sent,
+            delivered,
+            expected,
+            delivery_ratio: if expected == 0 {
+                1.0
+            } else {
+                delivered as f64 / expected as f64
+            },
+            replayed,
+            latency: Latency::from_us(h),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Acks {
+    pub acked: u64,
+    /// Sent but neither acknowledged nor refused when the run ended.
+    pub unacked_at_end: u64,
+    /// Refused with an `ERROR` naming the op.
+    pub rejected: u64,
+    /// `duplicate: true` answers (to ops resent after a reconnect).
+    pub duplicates: u64,
+    pub resent: u64,
+    /// Send → ACK.
+    pub latency: Latency,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Joins {
+    pub count: u64,
+    /// `JOIN_ROOM` → `INITIAL_STATE`/`REPLAY`.
+    pub time: Latency,
+    pub initial_state_bytes: Sizes,
+    /// Latejoin: strokes in each `INITIAL_STATE` (min, max).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub initial_state_strokes: Option<(usize, usize)>,
+    /// Latejoin: each join's time in order (ms), for the chart.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub samples_ms: Vec<f64>,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Connections {
+    pub planned: usize,
+    /// Joined at the moment sending stopped.
+    pub joined_at_end: i64,
+    pub connect_failures: u64,
+    pub join_failures: u64,
+    pub room_expired: u64,
+    pub reconnects: u64,
+    /// Close codes received from the server (`eof`: the socket ended without one).
+    pub close_codes: BTreeMap<String, u64>,
+    /// `ERROR` codes received and local connection errors.
+    pub errors: BTreeMap<String, u64>,
+    pub received_types: BTreeMap<String, u64>,
+    pub parse_errors: u64,
+}
+
+/// `seq` checks over every (room, receiver).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Sequencing {
+    pub rooms: usize,
+    pub receivers: usize,
+    /// (receiver, seq) pairs after its join, up to the room's last seq, never seen in any way.
+    pub gaps: u64,
+    /// Live events delivered twice.
+    pub duplicates: u64,
+    /// Of the gaps, ops that had been acknowledged to their sender.
+    pub lost_acked: u64,
+    pub out_of_order: u64,
+    pub stale: u64,
+    pub replay_overlap: u64,
+    pub snapshot_resync: u64,
+    pub epoch_changes: u64,
+    /// The sender received its own op as a live event.
+    pub self_echo: u64,
+    pub absurd_seq: u64,
+}
+
+/// One second of the run.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Second {
+    /// Seconds since the start of the run.
+    pub t: u32,
+    pub strokes_sent: u64,
+    pub strokes_delivered: u64,
+    pub cursors_sent: u64,
+    pub cursors_delivered: u64,
+    pub acks: u64,
+    pub joins: u64,
+    pub reconnects: u64,
+    pub errors: u64,
+    pub stroke_p50_ms: f64,
+    pub stroke_p90_ms: f64,
+    pub stroke_p99_ms: f64,
+    pub stroke_max_ms: f64,
+    pub cursor_p99_ms: f64,
+    pub ack_p99_ms: f64,
+}
+
+impl Second {
+    pub fn from_bucket(t: u32, b: &Bucket) -> Self {
+        let q = |h: &Histogram<u64>, q: f64| {
+            if h.is_empty() {
+                0.0
+            } else {
+                h.value_at_quantile(q) as f64 / 1000.0
+            }
+        };
+        Self {
+            t,
+            strokes_sent: b.stroke_sent,
+            strokes_delivered: b.stroke_delivered,
+            cursors_sent: b.cursor_sent,
+            cursors_delivered: b.cursor_delivered,
+            acks: b.acks,
+            joins: b.joins,
+            reconnects: b.reconnects,
+            errors: b.errors,
+            stroke_p50_ms: q(&b.stroke_latency, 0.5),
+            stroke_p90_ms: q(&b.stroke_latency, 0.9),
+            stroke_p99_ms: q(&b.stroke_latency, 0.99),
+            stroke_max_ms: q(&b.stroke_latency, 1.0),
+            cursor_p99_ms: q(&b.cursor_latency, 0.99),
+            ack_p99_ms: q(&b.ack_latency, 0.99),
+        }
+    }
+}
+
+/// Everything a run measured.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub scenario: Scenario,
+    pub started_at_unix: u64,
+    pub elapsed_secs: f64,
+    /// The measured window, in seconds since the start (the timeline's `t`).
+    pub measured_from_s: f64,
+    pub measured_to_s: f64,
+    /// Interrupted (Ctrl-C) before the end.
+    pub aborted: bool,
+    pub connections: Connections,
+    pub strokes: Delivery,
+    pub cursors: Delivery,
+    pub acks: Acks,
+    pub joins: Joins,
+    pub sequencing: Sequencing,
+    /// How late the client fired its sends: a high p99 means the client, not the server,
+    /// limited the run.
+    pub client_send_lag: Latency,
+    pub timeline: Vec<Second>,
+    /// Why the run failed (empty when it passed).
+    pub failures: Vec<String>,
+    pub passed: bool,
+}
+
+/// Facts gathered outside the aggregate.
+pub struct Extra {
+    pub started_at_unix: u64,
+    pub elapsed_secs: f64,
+    pub measured_from_s: f64,
+    pub measured_to_s: f64,
+    pub aborted: bool,
+    pub joined_at_end: i64,
+    pub unacked_at_end: u64,
+    pub sequencing: Sequencing,
+    pub joins_extra: Option<((usize, usize), Vec<f64>)>,
+}
+
+impl Report {
+    pub fn build(scenario: Scenario, agg: &Aggregate, x: Extra) -> Self {
+        let t = &agg.totals;
+        let tl = &agg.tallies;
+        let mut sequencing = x.sequencing;
+        sequencing.duplicates += tl.seq.duplicates;
+        sequencing.out_of_order += tl.seq.out_of_order;
+        sequencing.stale += tl.seq.stale;
+        sequencing.replay_overlap += tl.seq.replay_overlap;
+        sequencing.snapshot_resync += tl.seq.snapshot_resync;
+        sequencing.epoch_changes += tl.seq.epoch_changes;
+        sequencing.absurd_seq += tl.seq.absurd;
+        sequencing.self_echo += tl.self_echo;
+        let (strokes_range, samples) = match x.joins_extra {
+            Some((r, s)) => (Some(r), s),
+            None => (None, Vec::new()),
+        };
+        let mut r = Self {
+            connections: Connections {
+                planned: match scenario.mode {
+                    Mode::Latejoin => scenario.connections + scenario.joins,
+                    _ => scenario.connections,
+                },
+                joined_at_end: x.joined_at_end,
+                connect_failures: tl.connect_failures,
+                join_failures: tl.join_failures,
+                room_expired: tl.room_expired,
+                reconnects: t.reconnects,
+                close_codes: tl.close_codes.clone(),
+                errors: tl.errors.clone(),
+                received_types: tl.received_types.clone(),
+                parse_errors: tl.parse_errors,
+            },
+            strokes: Delivery::new(
+                t.stroke_sent,
+                t.stroke_delivered,
+                t.stroke_expected,
+                t.stroke_replayed,
+                &t.stroke_latency,
+            ),
+            cursors: Delivery::new(
+                t.cursor_sent,
+                t.cursor_delivered,
+                t.cursor_expected,
+                0,
+                &t.cursor_latency,
+            ),
+            acks: Acks {
+                acked: t.acks,
+                unacked_at_end: x.unacked_at_end,
+                rejected: tl.rejected_ops,
+                duplicates: tl.duplicate_acks,
+                resent: tl.resent_ops,
+                latency: Latency::from_us(&t.ack_latency),
+            },
+            joins: Joins {
+                count: t.join_time.len(),
+                time: Latency::from_us(&t.join_time),
+                initial_state_bytes: Sizes::from(&t.initial_bytes),
+                initial_state_strokes: strokes_range,
+                samples_ms: samples,
+            },
+            sequencing,
+            client_send_lag: Latency::from_us(&t.send_lag),
+            timeline: agg
+                .timeline
+                .iter()
+                .enumerate()
+                .map(|(i, b)| Second::from_bucket(i as u32, b))
+                .collect(),
+            started_at_unix: x.started_at_unix,
+            elapsed_secs: x.elapsed_secs,
+            measured_from_s: x.measured_from_s,
+            measured_to_s: x.measured_to_s,
+            aborted: x.aborted,
+            failures: Vec::new(),
+            passed: true,
+            scenario,
+        };
+        r.failures = r.judge();
+        r.passed = r.failures.is_empty();
+        r
+    }
+
+    /// Loss checks (`fail_on_loss`) and checks that the run measured anything at all.
+    fn judge(&self) -> Vec<String> {
+        let mut f = Vec::new();
+        let sc = &self.scenario;
+        let s = &self.sequencing;
+        if sc.fail_on_loss {
+            if s.gaps > 0 {
+                f.push(format!(
+                    "{} seq gaps (receiver, seq) never delivered",
+                    s.gaps
+                ));
+            }
+            if s.duplicates > 0 {
+                f.push(format!("{} duplicate deliveries", s.duplicates));
+            }
+            if s.lost_acked > 0 {
+                f.push(format!(
+                    "{} acknowledged ops missing at a receiver",
+                    s.lost_acked
+                ));
+            }
+            if s.out_of_order > 0 {
+                f.push(format!("{} events out of seq order", s.out_of_order));
+            }
+            if self.acks.unacked_at_end > 0 && sc.reconnect {
+                f.push(format!(
+                    "{} ops never acknowledged",
+                    self.acks.unacked_at_end
+                ));
+            }
+        }
+        if self.aborted {
+            f.push("interrupted".to_owned());
+        }
+        let c = &self.connections;
+        let joined_anyone = self.joins.count > 0;
+        if !joined_anyone {
+            f.push("no connection ever joined its room".to_owned());
+        }
+        if sc.mode == Mode::Traffic && joined_anyone {
+            if sc.strokes_per_sec > 0.0 && self.strokes.sent == 0 {
+                f.push("no stroke was sent in the measured window".to_owned());
+            }
+            if self.strokes.expected > 0 && self.strokes.delivered == 0 {
+                f.push("strokes were expected at receivers but none arrived".to_owned());
+            }
+        }
+        if c.room_expired > 0 {
+            f.push(format!("{} joins answered ROOM_EXPIRED", c.room_expired));
+        }
+        if let (Mode::Latejoin, Some((min, _))) = (sc.mode, self.joins.initial_state_strokes)
+            && min < sc.prefill
+        {
+            f.push(format!(
+                "an INITIAL_STATE held {min} strokes, fewer than the {} put in",
+                sc.prefill
+            ));
+        }
+        f
+    }
+
+    /// The terminal summary.
+    pub fn table(&self) -> String {
+        let mut o = String::new();
+        let sc = &self.scenario;
+        let name = sc
+            .preset
+            .map_or_else(|| "custom".to_owned(), |p| format!("{p:?}").to_lowercase());
+        let _ = writeln!(
+            o,
+            "loadtest {name} ({:?}): {} connections, {} rooms, {} URL(s), measured {:.0}s of {:.1}s{}",
+            sc.mode,
+            self.connections.planned,
+            sc.rooms,
+            sc.active_urls().len(),
+            self.measured_to_s - self.measured_from_s,
+            self.elapsed_secs,
+            if self.aborted { " [INTERRUPTED]" } else { "" }
+        );
+        let _ = writeln!(
+            o,
+            "\n{:<16}{:>10}{:>11}{:>11}{:>8}{:>9}{:>9}{:>9}{:>9}{:>9}",
+            "kind",
+            "sent",
+            "delivered",
+            "expected",
+            "ratio",
+            "p50 ms",
+            "p90 ms",
+            "p99 ms",
+            "p99.9",
+            "max ms"
+        );
+        let row = |o: &mut String,
+                   k: &str,
+                   sent: String,
+                   del: String,
+                   exp: String,
+                   ratio: String,
+                   l: &Latency| {
+            let _ = writeln!(
+                o,
+                "{k:<16}{sent:>10}{del:>11}{exp:>11}{ratio:>8}{:>9.2}{:>9.2}{:>9.2}{:>9.2}{:>9.2}",
+                l.p50_ms, l.p90_ms, l.p99_ms, l.p999_ms, l.max_ms
+            );
+        };
+        if sc.mode == Mode::Traffic {
+            let d = &self.strokes;
+            row(
+                &mut o,
+                "stroke e2e",
+                d.sent.to_string(),
+                d.delivered.to_string(),
+                d.expected.to_string(),
+                format!("{:.4}", d.delivery_ratio),
+                &d.latency,
+            );
+            if self.cursors.sent > 0 || self.cursors.delivered > 0 {
+                let d = &self.cursors;
+                row(
+                    &mut o,
+                    "cursor e2e",
+                    d.sent.to_string(),
+                    d.delivered.to_string(),
+                    d.expected.to_string(),
+                    format!("{:.4}", d.delivery_ratio),
+                    &d.latency,
+                );
+            }
+            let a = &self.acks;
+            row(
+                &mut o,
+                "ack",
+                String::new(),
+                a.acked.to_string(),
+                String::new(),
+                String::new(),
+                &a.latency,
+            );
+        }
+        let j = &self.joins;
+        row(
+            &mut o,
+            "join",
+            String::new(),
+            j.count.to_string(),
+            String::new(),
+            String::new(),
+            &j.time,
+        );
+        if sc.mode == Mode::Traffic {
+            row(
+                &mut o,
+                "client send lag",
+                String::new(),
+                String::new(),
+                String::new(),
+                String::new(),
+                &self.client_send_lag,
+            );
+        }
+        if j.initial_state_bytes.count > 0 {
+            let b = &j.initial_state_bytes;
+            let _ = write!(
+                o,
+                "\nINITIAL_STATE bytes: min {} p50 {} max {}",
+                b.min, b.p50, b.max
+            );
+            if let Some((lo, hi)) = j.initial_state_strokes {
+                let _ = write!(o, "; strokes {lo}..{hi}");
+            }
+            o.push('\n');
+        }
+        let s = &self.sequencing;
+        let _ = writeln!(
+            o,
+            "\nseq: {} rooms, {} receivers; gaps {} duplicates {} lost-acked {} out-of-order {} \
+             (replay overlap {}, snapshot resync {}, epoch changes {}, self echo {})",
+            s.rooms,
+            s.receivers,
+            s.gaps,
+            s.duplicates,
+            s.lost_acked,
+            s.out_of_order,
+            s.replay_overlap,
+            s.snapshot_resync,
+            s.epoch_changes,
+            s.self_echo
+        );
+        let a = &self.acks;
+        let c = &self.connections;
+        let _ = writeln!(
+            o,
+            "ops: unacked at end {} rejected {} duplicate acks {} resent {}",
+            a.unacked_at_end, a.rejected, a.duplicates, a.resent
+        );
+        let _ = writeln!(
+            o,
+            "connections: connect failures {} join failures {} room expired {} reconnects {} joined at end {}",
+            c.connect_failures, c.join_failures, c.room_expired, c.reconnects, c.joined_at_end
+        );
+        if !c.close_codes.is_empty() {
+            let _ = writeln!(o, "close codes: {}", kv(&c.close_codes));
+        }
+        if !c.errors.is_empty() {
+            let _ = writeln!(o, "errors: {}", kv(&c.errors));
+        }
+        if c.parse_errors > 0 {
+            let _ = writeln!(o, "unparseable frames: {}", c.parse_errors);
+        }
+        if self.passed {
+            let _ = writeln!(o, "\nresult: PASS");
+        } else {
+            let _ = writeln!(o, "\nresult: FAIL\n  - {}", self.failures.join("\n  - "));
+        }
+        o
+    }
+}
+
+fn kv(m: &BTreeMap<String, u64>) -> String {
+    m.iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}

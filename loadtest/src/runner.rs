@@ -1,0 +1,329 @@
+//! A whole run: tokens, rooms, the timeline (ramp-up → warm-up → measured window → drain), the
+//! live progress line, and the final report.
+
+use std::io::{IsTerminal, Write as _};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use futures_util::StreamExt;
+use futures_util::stream;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio::time::{Instant, sleep, sleep_until};
+
+use crate::auth::{self, Minter, User};
+use crate::conn::{self, ConnPlan, Phase, Shared};
+use crate::http;
+use crate::latejoin;
+use crate::report::{Extra, Report, Sequencing};
+use crate::scenario::{Mode, Scenario};
+use crate::seq::judge_room;
+use crate::stats::{Clock, Collector, Recorder, now_us};
+use crate::target::Target;
+
+/// Concurrent HTTP calls while preparing (tokens, rooms).
+const PREP_CONCURRENCY: usize = 16;
+/// The drain ends early once nothing has arrived for this long and every op is acknowledged.
+const QUIET: Duration = Duration::from_secs(1);
+/// Largest frame accepted from the server (an `INITIAL_STATE` of a full room is big).
+pub const MAX_MESSAGE: usize = 256 << 20;
+
+/// Runs `scenario` to completion and reports what it measured.
+pub async fn run(scenario: Scenario) -> Result<Report> {
+    scenario.validate()?;
+    let mut targets = Vec::new();
+    for url in scenario.active_urls() {
+        targets.push(Arc::new(Target::resolve(url, scenario.allow_remote).await?));
+    }
+    raise_fd_limit(scenario.connections as u64 + scenario.joins as u64 + 256);
+    match scenario.mode {
+        Mode::Latejoin => latejoin::run(scenario, targets).await,
+        Mode::Traffic | Mode::Idle => run_connections(scenario, targets).await,
+    }
+}
+
+/// Tokens for users `0..count`: minted with the secret, or from the guest endpoint.
+pub async fn users(
+    scenario: &Scenario,
+    targets: &[Arc<Target>],
+    first: usize,
+    count: usize,
+) -> Result<Vec<User>> {
+    match &scenario.jwt_secret {
+        Some(secret) => {
+            let minter = Minter::new(secret, auth::unix_now(), scenario.token_ttl.as_secs());
+            (first..first + count).map(|n| minter.user(n)).collect()
+        }
+        None => {
+            let fetched: Vec<Result<User>> = stream::iter(first..first + count)
+                .map(|n| {
+                    let t = targets[n % targets.len()].clone();
+                    async move { auth::guest(&t, n).await }
+                })
+                .buffered(PREP_CONCURRENCY)
+                .collect()
+                .await;
+            fetched.into_iter().collect()
+        }
+    }
+}
+
+/// Creates `count` rooms, spread over the targets.
+pub async fn create_rooms(
+    targets: &[Arc<Target>],
+    token: &str,
+    count: usize,
+) -> Result<Vec<Arc<str>>> {
+    let created: Vec<Result<String>> = stream::iter(0..count)
+        .map(|i| {
+            let t = targets[i % targets.len()].clone();
+            async move { http::create_room(&t, token).await }
+        })
+        .buffered(PREP_CONCURRENCY)
+        .collect()
+        .await;
+    created
+        .into_iter()
+        .map(|r| r.map(Arc::from))
+        .collect::<Result<Vec<_>>>()
+        .context("creating rooms")
+}
+
+/// Sets the soft open-files limit to at least `want` (up to the hard limit). Best effort:
+/// without it thousands of sockets fail with EMFILE, which the report then shows.
+pub fn raise_fd_limit(want: u64) -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 0;
+        }
+        if lim.rlim_cur < want {
+            let new = libc::rlimit {
+                rlim_cur: want.min(lim.rlim_max),
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &new) == 0 {
+                return new.rlim_cur;
+            }
+        }
+    }
+    lim.rlim_cur
+}
+
+async fn run_connections(scenario: Scenario, targets: Vec<Arc<Target>>) -> Result<Report> {
+    let sc = Arc::new(scenario);
+    let n = sc.connections;
+    let say = |msg: String| {
+        if sc.progress {
+            eprintln!("{msg}");
+        }
+    };
+    say(format!(
+        "preparing {} tokens and {} rooms on {} instance(s)",
+        n + 1,
+        sc.rooms,
+        targets.len()
+    ));
+    let mut users = users(&sc, &targets, 0, n + 1).await?;
+    let creator = users.pop().context("no creator token")?;
+    let rooms = create_rooms(&targets, &creator.token, sc.rooms).await?;
+
+    let start = Instant::now() + Duration::from_millis(100);
+    let start_us = now_us() + 100_000;
+    let measure_from = start + sc.ramp_up + sc.warmup;
+    let measure_to = measure_from + sc.duration;
+    let clock = Clock {
+        start_us,
+        measure_from_us: start_us + (sc.ramp_up + sc.warmup).as_micros() as u64,
+        measure_to_us: start_us + (sc.ramp_up + sc.warmup + sc.duration).as_micros() as u64,
+    };
+    let collector = Collector::new(clock);
+    let members: Arc<[AtomicI64]> = (0..sc.rooms).map(|_| AtomicI64::new(0)).collect();
+    let (phase_tx, phase_rx) = watch::channel(Phase::Running);
+    let shared = Arc::new(Shared {
+        scenario: sc.clone(),
+        members: members.clone(),
+        send_until: measure_to,
+        phase: phase_rx,
+        ws_config: conn::ws_config(MAX_MESSAGE),
+    });
+
+    let mut tasks = JoinSet::new();
+    for (i, user) in users.into_iter().enumerate() {
+        // Consecutive connections share a room; round-robin targets put each room's members
+        // on every instance, so fan-out crosses instances.
+        let room_index = i * sc.rooms / n;
+        let plan = ConnPlan {
+            index: i as u32,
+            room_index,
+            room_id: rooms[room_index].clone(),
+            target: targets[i % targets.len()].clone(),
+            user,
+            start_at: start + sc.ramp_up.mul_f64(i as f64 / n as f64),
+        };
+        tasks.spawn(conn::run_client(
+            plan,
+            shared.clone(),
+            Recorder::new(collector.clone()),
+        ));
+    }
+
+    let mut aborted = false;
+    let progress = Progress::new(sc.progress);
+    let mut next_line = start + Duration::from_millis(1300);
+    // Ramp-up, warm-up and the measured window.
+    loop {
+        let now = Instant::now();
+        if now >= measure_to {
+            break;
+        }
+        tokio::select! {
+            _ = sleep_until(next_line.min(measure_to)) => {}
+            _ = tokio::signal::ctrl_c() => { aborted = true; break; }
+        }
+        if Instant::now() >= next_line {
+            progress.line(&collector, &sc, start, "run");
+            next_line += Duration::from_secs(1);
+        }
+    }
+    let joined_at_end = collector.joined.load(Ordering::Relaxed);
+    // Drain: outstanding ACKs and deliveries, bounded by --drain.
+    if !aborted {
+        let drain_until = Instant::now() + sc.drain;
+        let mut last = collector.received_frames();
+        let mut quiet_since = Instant::now();
+        loop {
+            tokio::select! {
+                _ = sleep(Duration::from_millis(100)) => {}
+                _ = tokio::signal::ctrl_c() => { aborted = true; break; }
+            }
+            let now = Instant::now();
+            let rx = collector.received_frames();
+            if rx != last {
+                last = rx;
+                quiet_since = now;
+            }
+            let settled = collector.unacked.load(Ordering::Relaxed) <= 0
+                && now.duration_since(quiet_since) >= QUIET;
+            if settled || now >= drain_until {
+                break;
+            }
+            if now >= next_line {
+                progress.line(&collector, &sc, start, "drain");
+                next_line += Duration::from_secs(1);
+            }
+        }
+    }
+    let _ = phase_tx.send(Phase::Closing);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !tasks.is_empty() {
+        tokio::select! {
+            r = tasks.join_next() => {
+                if let Some(Err(e)) = r
+                    && e.is_panic()
+                {
+                    bail!("a connection task panicked: {e}");
+                }
+            }
+            _ = sleep_until(deadline) => {
+                tasks.abort_all();
+                while tasks.join_next().await.is_some() {}
+            }
+        }
+    }
+    progress.done();
+
+    let unacked_at_end = collector.unacked.load(Ordering::Relaxed).max(0) as u64;
+    let agg = collector.lock();
+    let mut sequencing = Sequencing {
+        rooms: agg.seq_reports.len(),
+        ..Sequencing::default()
+    };
+    for members in agg.seq_reports.values() {
+        sequencing.receivers += members.len();
+        let v = judge_room(members);
+        sequencing.gaps += v.gaps;
+        sequencing.lost_acked += v.lost_acked;
+    }
+    let extra = Extra {
+        started_at_unix: start_us / 1_000_000,
+        elapsed_secs: start.elapsed().as_secs_f64(),
+        measured_from_s: (sc.ramp_up + sc.warmup).as_secs_f64(),
+        measured_to_s: (sc.ramp_up + sc.warmup + sc.duration).as_secs_f64(),
+        aborted,
+        joined_at_end,
+        unacked_at_end,
+        sequencing,
+        joins_extra: None,
+    };
+    Ok(Report::build((*sc).clone(), &agg, extra))
+}
+
+/// The once-a-second line on stderr.
+pub struct Progress {
+    enabled: bool,
+    tty: bool,
+}
+
+impl Progress {
+    pub fn new(enabled: bool) -> Self {
+        Self {
+            enabled,
+            tty: std::io::stderr().is_terminal(),
+        }
+    }
+
+    /// Prints the last complete second.
+    pub fn line(&self, collector: &Collector, sc: &Scenario, start: Instant, phase: &str) {
+        if !self.enabled {
+            return;
+        }
+        let elapsed = start.elapsed().as_secs_f64();
+        let sec = (elapsed as usize).saturating_sub(1);
+        let joined = collector.joined.load(Ordering::Relaxed);
+        let unacked = collector.unacked.load(Ordering::Relaxed);
+        let agg = collector.lock();
+        let line = match agg.timeline.get(sec) {
+            Some(b) => {
+                let s = crate::report::Second::from_bucket(sec as u32, b);
+                format!(
+                    "[{elapsed:6.1}s {phase}] joined {joined}/{} | sent {}/s cur {}/s | delivered {}/s | \
+                     p99 {:.1}ms ack p99 {:.1}ms | unacked {unacked} | reconn {} err {} (total {})",
+                    sc.connections,
+                    s.strokes_sent,
+                    s.cursors_sent,
+                    s.strokes_delivered + s.cursors_delivered,
+                    s.stroke_p99_ms.max(s.cursor_p99_ms),
+                    s.ack_p99_ms,
+                    s.reconnects,
+                    s.errors,
+                    agg.totals.errors,
+                )
+            }
+            None => format!(
+                "[{elapsed:6.1}s {phase}] joined {joined}/{}",
+                sc.connections
+            ),
+        };
+        drop(agg);
+        let mut err = std::io::stderr().lock();
+        if self.tty {
+            let _ = write!(err, "\r\x1b[K{line}");
+        } else {
+            let _ = writeln!(err, "{line}");
+        }
+        let _ = err.flush();
+    }
+
+    pub fn done(&self) {
+        if self.enabled && self.tty {
+            eprintln!();
+        }
+    }
+}

@@ -1,0 +1,478 @@
+//! Measurements: connection tasks record samples into a private [`Recorder`] and hand them to the
+//! shared [`Collector`] in batches (a lock per batch, not per message); the collector keeps
+//! totals for the measured window and per-second buckets for the whole run.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use hdrhistogram::Histogram;
+
+use crate::seq::{SeqCounters, SeqReport};
+
+/// Latencies above this are clamped (and are failures by any standard).
+pub const MAX_LATENCY_US: u64 = 600_000_000;
+/// Samples a recorder buffers before it takes the collector's lock.
+const BATCH: usize = 1024;
+
+/// Wall-clock microseconds since the Unix epoch: the clock embedded in what is sent.
+pub fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+/// What a sample measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    StrokeSent,
+    /// Value: end-to-end latency (µs) of a stroke delivered live.
+    StrokeDelivered,
+    /// Value: end-to-end latency (µs) of a stroke delivered inside a `REPLAY`.
+    StrokeReplayed,
+    /// Value: deliveries the sender expects (room members but itself).
+    StrokeExpected,
+    CursorSent,
+    /// Value: end-to-end latency (µs).
+    CursorDelivered,
+    /// Value: deliveries the sender expects.
+    CursorExpected,
+    /// Value: send → ACK (µs).
+    Ack,
+    /// Value: how late the send schedule fired (µs): high means the client is the bottleneck.
+    SendLag,
+    /// Value: `JOIN_ROOM` → `INITIAL_STATE`/`REPLAY` (µs).
+    Join,
+    /// Value: size of the `INITIAL_STATE` frame (bytes).
+    InitialBytes,
+    Reconnect,
+    Error,
+}
+
+/// One measurement.
+#[derive(Clone, Copy, Debug)]
+pub struct Sample {
+    /// Second of the run it belongs to (by receive/send time), for the timeline.
+    pub sec: u32,
+    pub kind: Kind,
+    /// Inside the measured window (by send time): counts toward the totals.
+    pub measured: bool,
+    pub value: u64,
+}
+
+/// Counters with string keys, merged at flush.
+#[derive(Clone, Debug, Default)]
+pub struct Tallies {
+    pub close_codes: BTreeMap<String, u64>,
+    pub errors: BTreeMap<String, u64>,
+    pub received_types: BTreeMap<String, u64>,
+    pub connect_failures: u64,
+    pub join_failures: u64,
+    pub room_expired: u64,
+    pub parse_errors: u64,
+    /// A live event of this client's own op echoed back to it (the contract says "except the sender").
+    pub self_echo: u64,
+    /// Strokes or ACKs whose id this tool did not write.
+    pub foreign: u64,
+    pub duplicate_acks: u64,
+    pub resent_ops: u64,
+    /// Ops answered with an `ERROR` naming them instead of an `ACK`.
+    pub rejected_ops: u64,
+    pub seq: SeqCounters,
+}
+
+impl Tallies {
+    fn merge(&mut self, o: &Tallies) {
+        for (k, v) in &o.close_codes {
+            *self.close_codes.entry(k.clone()).or_default() += v;
+        }
+        for (k, v) in &o.errors {
+            *self.errors.entry(k.clone()).or_default() += v;
+        }
+        for (k, v) in &o.received_types {
+            *self.received_types.entry(k.clone()).or_default() += v;
+        }
+        self.connect_failures += o.connect_failures;
+        self.join_failures += o.join_failures;
+        self.room_expired += o.room_expired;
+        self.parse_errors += o.parse_errors;
+        self.self_echo += o.self_echo;
+        self.foreign += o.foreign;
+        self.duplicate_acks += o.duplicate_acks;
+        self.resent_ops += o.resent_ops;
+        self.rejected_ops += o.rejected_ops;
+        let (a, b) = (&mut self.seq, &o.seq);
+        a.duplicates += b.duplicates;
+        a.out_of_order += b.out_of_order;
+        a.stale += b.stale;
+        a.replay_overlap += b.replay_overlap;
+        a.snapshot_resync += b.snapshot_resync;
+        a.epoch_changes += b.epoch_changes;
+        a.absurd += b.absurd;
+    }
+
+    pub fn bump(map: &mut BTreeMap<String, u64>, key: &str) {
+        match map.get_mut(key) {
+            Some(v) => *v += 1,
+            None => {
+                map.insert(key.to_owned(), 1);
+            }
+        }
+    }
+}
+
+fn hist(sigfig: u8) -> Histogram<u64> {
+    // Bounds and precision are constants that hdrhistogram accepts.
+    Histogram::new_with_bounds(1, MAX_LATENCY_US, sigfig)
+        .unwrap_or_else(|_| Histogram::new(2).expect("hdr"))
+}
+
+/// Totals of the measured window.
+#[derive(Clone, Debug)]
+pub struct Totals {
+    pub stroke_sent: u64,
+    pub stroke_delivered: u64,
+    pub stroke_replayed: u64,
+    pub stroke_expected: u64,
+    pub cursor_sent: u64,
+    pub cursor_delivered: u64,
+    pub cursor_expected: u64,
+    pub acks: u64,
+    pub reconnects: u64,
+    pub errors: u64,
+    pub stroke_latency: Histogram<u64>,
+    pub cursor_latency: Histogram<u64>,
+    pub ack_latency: Histogram<u64>,
+    pub send_lag: Histogram<u64>,
+    pub join_time: Histogram<u64>,
+    pub initial_bytes: Histogram<u64>,
+}
+
+impl Default for Totals {
+    fn default() -> Self {
+        Self {
+            stroke_sent: 0,
+            stroke_delivered: 0,
+            stroke_replayed: 0,
+            stroke_expected: 0,
+            cursor_sent: 0,
+            cursor_delivered: 0,
+            cursor_expected: 0,
+            acks: 0,
+            reconnects: 0,
+            errors: 0,
+            stroke_latency: hist(3),
+            cursor_latency: hist(3),
+            ack_latency: hist(3),
+            send_lag: hist(3),
+            join_time: hist(3),
+            initial_bytes: Histogram::new_with_bounds(1, 1 << 40, 3)
+                .unwrap_or_else(|_| Histogram::new(2).expect("hdr")),
+        }
+    }
+}
+
+/// One second of the run.
+#[derive(Clone, Debug)]
+pub struct Bucket {
+    pub stroke_sent: u64,
+    pub stroke_delivered: u64,
+    pub cursor_sent: u64,
+    pub cursor_delivered: u64,
+    pub acks: u64,
+    pub reconnects: u64,
+    pub errors: u64,
+    pub joins: u64,
+    /// Live stroke latency (2 significant digits is plenty for a chart).
+    pub stroke_latency: Histogram<u64>,
+    pub cursor_latency: Histogram<u64>,
+    pub ack_latency: Histogram<u64>,
+}
+
+impl Default for Bucket {
+    fn default() -> Self {
+        Self {
+            stroke_sent: 0,
+            stroke_delivered: 0,
+            cursor_sent: 0,
+            cursor_delivered: 0,
+            acks: 0,
+            reconnects: 0,
+            errors: 0,
+            joins: 0,
+            stroke_latency: hist(2),
+            cursor_latency: hist(2),
+            ack_latency: hist(2),
+        }
+    }
+}
+
+/// Everything gathered so far.
+#[derive(Debug, Default)]
+pub struct Aggregate {
+    pub totals: Totals,
+    pub timeline: Vec<Bucket>,
+    pub tallies: Tallies,
+    /// Per room index: what each member saw of its `seq`s.
+    pub seq_reports: BTreeMap<usize, Vec<SeqReport>>,
+}
+
+impl Aggregate {
+    fn ingest(&mut self, s: &Sample) {
+        let sec = s.sec as usize;
+        if self.timeline.len() <= sec {
+            // A sample from far in the future would be a clock jump; cap the growth.
+            if sec > 100_000 {
+                return;
+            }
+            self.timeline.resize_with(sec + 1, Bucket::default);
+        }
+        let b = &mut self.timeline[sec];
+        let t = &mut self.totals;
+        let m = s.measured;
+        let v = s.value.max(1);
+        match s.kind {
+            Kind::StrokeSent => {
+                b.stroke_sent += 1;
+                if m {
+                    t.stroke_sent += 1;
+                }
+            }
+            Kind::StrokeDelivered | Kind::StrokeReplayed => {
+                b.stroke_delivered += 1;
+                if s.kind == Kind::StrokeDelivered {
+                    b.stroke_latency.saturating_record(v);
+                }
+                if m {
+                    t.stroke_delivered += 1;
+                    if s.kind == Kind::StrokeReplayed {
+                        t.stroke_replayed += 1;
+                    }
+                    t.stroke_latency.saturating_record(v);
+                }
+            }
+            Kind::StrokeExpected => {
+                if m {
+                    t.stroke_expected += s.value;
+                }
+            }
+            Kind::CursorSent => {
+                b.cursor_sent += 1;
+                if m {
+                    t.cursor_sent += 1;
+                }
+            }
+            Kind::CursorDelivered => {
+                b.cursor_delivered += 1;
+                b.cursor_latency.saturating_record(v);
+                if m {
+                    t.cursor_delivered += 1;
+                    t.cursor_latency.saturating_record(v);
+                }
+            }
+            Kind::CursorExpected => {
+                if m {
+                    t.cursor_expected += s.value;
+                }
+            }
+            Kind::Ack => {
+                b.acks += 1;
+                b.ack_latency.saturating_record(v);
+                if m {
+                    t.acks += 1;
+                    t.ack_latency.saturating_record(v);
+                }
+            }
+            Kind::SendLag => {
+                if m {
+                    t.send_lag.saturating_record(v);
+                }
+            }
+            // Joins, reconnects and errors count whenever they happen: warm-up is about
+            // latency settling, not about hiding failures.
+            Kind::Join => {
+                b.joins += 1;
+                t.join_time.saturating_record(v);
+            }
+            Kind::InitialBytes => {
+                t.initial_bytes.saturating_record(v);
+            }
+            Kind::Reconnect => {
+                b.reconnects += 1;
+                t.reconnects += 1;
+            }
+            Kind::Error => {
+                b.errors += 1;
+                t.errors += 1;
+            }
+        }
+    }
+}
+
+/// The run's timeline, fixed before any connection starts.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    /// Unix µs of the run's start (second 0 of the timeline).
+    pub start_us: u64,
+    /// Sends at or after this (unix µs) are measured...
+    pub measure_from_us: u64,
+    /// ...and before this.
+    pub measure_to_us: u64,
+}
+
+impl Clock {
+    pub fn sec(&self, at_us: u64) -> u32 {
+        (at_us.saturating_sub(self.start_us) / 1_000_000) as u32
+    }
+
+    pub fn measured(&self, sent_us: u64) -> bool {
+        (self.measure_from_us..self.measure_to_us).contains(&sent_us)
+    }
+}
+
+/// Shared by every connection task.
+#[derive(Debug)]
+pub struct Collector {
+    pub clock: Clock,
+    agg: Mutex<Aggregate>,
+    /// Connections currently joined.
+    pub joined: AtomicI64,
+    /// Ops sent and not yet acknowledged, over all connections: the drain waits for zero.
+    pub unacked: AtomicI64,
+    /// Frames received, for the drain's "quiet" check.
+    pub received: AtomicU64,
+}
+
+impl Collector {
+    pub fn new(clock: Clock) -> Arc<Self> {
+        Arc::new(Self {
+            clock,
+            agg: Mutex::new(Aggregate::default()),
+            joined: AtomicI64::new(0),
+            unacked: AtomicI64::new(0),
+            received: AtomicU64::new(0),
+        })
+    }
+
+    /// The aggregate; a panicked recorder cannot have left it half-updated in a way that
+    /// matters for a report, so poisoning is ignored.
+    pub fn lock(&self) -> MutexGuard<'_, Aggregate> {
+        self.agg.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn received_frames(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
+    }
+}
+
+/// A connection's private buffer of samples and tallies.
+pub struct Recorder {
+    collector: Arc<Collector>,
+    clock: Clock,
+    samples: Vec<Sample>,
+    pub tallies: Tallies,
+    received: u64,
+}
+
+impl Recorder {
+    pub fn new(collector: Arc<Collector>) -> Self {
+        Self {
+            clock: collector.clock,
+            collector,
+            samples: Vec::with_capacity(BATCH),
+            tallies: Tallies::default(),
+            received: 0,
+        }
+    }
+
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    pub fn collector(&self) -> &Arc<Collector> {
+        &self.collector
+    }
+
+    /// Records an event that happened at `now_us` and whose send time was `sent_us`.
+    pub fn record(&mut self, kind: Kind, value: u64, sent_us: u64, now_us: u64) {
+        self.samples.push(Sample {
+            sec: self.clock.sec(now_us),
+            kind,
+            measured: self.clock.measured(sent_us),
+            value,
+        });
+        if self.samples.len() >= BATCH {
+            self.flush();
+        }
+    }
+
+    /// Counts a received frame (published to the collector at the next flush).
+    pub fn frame(&mut self) {
+        self.received += 1;
+    }
+
+    /// Hands everything buffered to the collector.
+    pub fn flush(&mut self) {
+        if self.received > 0 {
+            self.collector
+                .received
+                .fetch_add(self.received, Ordering::Relaxed);
+            self.received = 0;
+        }
+        let mut agg = self.collector.lock();
+        for s in &self.samples {
+            agg.ingest(s);
+        }
+        agg.tallies.merge(&self.tallies);
+        drop(agg);
+        self.samples.clear();
+        self.tallies = Tallies::default();
+    }
+
+    /// Final hand-over: flushes and files the connection's sequence report under its room.
+    pub fn finish(mut self, room: usize, seq: Option<SeqReport>) {
+        self.flush();
+        if let Some(report) = seq {
+            self.collector
+                .lock()
+                .seq_reports
+                .entry(room)
+                .or_default()
+                .push(report);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn warm_up_is_excluded_from_totals_but_not_from_the_timeline() {
+        let clock = Clock {
+            start_us: 1_000_000,
+            measure_from_us: 3_000_000,
+            measure_to_us: 5_000_000,
+        };
+        let c = Collector::new(clock);
+        let mut r = Recorder::new(c.clone());
+        r.record(Kind::StrokeSent, 0, 2_000_000, 2_000_000);
+        r.record(Kind::StrokeSent, 0, 3_500_000, 3_500_000);
+        r.record(Kind::StrokeDelivered, 800, 3_500_000, 3_500_800);
+        r.record(Kind::StrokeExpected, 9, 3_500_000, 3_500_000);
+        r.record(Kind::Join, 5_000, 0, 1_200_000);
+        Tallies::bump(&mut r.tallies.close_codes, "1013");
+        r.finish(0, None);
+        let agg = c.lock();
+        assert_eq!(agg.totals.stroke_sent, 1);
+        assert_eq!(agg.totals.stroke_expected, 9);
+        assert_eq!(agg.totals.stroke_latency.len(), 1);
+        assert_eq!(agg.totals.join_time.len(), 1);
+        assert_eq!(agg.timeline.len(), 3);
+        assert_eq!(agg.timeline[1].stroke_sent, 1);
+        assert_eq!(agg.timeline[2].stroke_delivered, 1);
+        assert_eq!(agg.tallies.close_codes.get("1013"), Some(&1));
+    }
+}
