@@ -13,18 +13,23 @@ use serde::{Deserialize, Serialize};
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// host:port to listen on.
+    #[serde(deserialize_with = "text")]
     pub listen: String,
     /// Redis URL; empty runs the embedded in-memory engine (single instance only).
+    #[serde(deserialize_with = "text")]
     pub redis_url: String,
     /// Prepended to every Redis key and channel.
+    #[serde(deserialize_with = "text")]
     pub key_prefix: String,
     /// Connections in the Redis pool.
     pub redis_pool_size: usize,
     /// HS256 secret shared by every instance; required with Redis.
+    #[serde(deserialize_with = "text")]
     pub jwt_secret: String,
     /// Access token lifetime.
     pub access_token_ttl_secs: u64,
     /// Unique per process; empty picks `<hostname>-<random>`.
+    #[serde(deserialize_with = "text")]
     pub instance_id: String,
     /// Rooms live this long after their last activity; 0 keeps them forever.
     pub room_ttl_secs: u64,
@@ -43,6 +48,7 @@ pub struct Config {
     /// On SIGTERM, open sockets are closed with 1001 spread over this window.
     pub drain_secs: u64,
     /// Comma-separated allowed `Origin`s for the WebSocket and CORS; empty allows all.
+    #[serde(deserialize_with = "text")]
     pub allowed_origins: String,
     /// WebSocket upgrades per IP per minute, shared by all instances; 0 = unlimited.
     pub ws_upgrades_per_minute: u32,
@@ -57,8 +63,10 @@ pub struct Config {
     /// tungstenite write buffer per connection.
     pub ws_write_buffer: usize,
     /// `text` or `json`.
+    #[serde(deserialize_with = "text")]
     pub log_format: String,
     /// A `tracing` filter, e.g. `info` or `drawbridge=debug`.
+    #[serde(deserialize_with = "text")]
     pub log: String,
 }
 
@@ -208,6 +216,27 @@ impl Config {
             .filter(|o| !o.is_empty())
             .collect()
     }
+}
+
+/// Environment values arrive typed (`DRAWBRIDGE_JWT_SECRET=1234…` is a number to figment);
+/// a text setting takes any scalar as its text.
+fn text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Scalar {
+        Text(String),
+        Unsigned(u64),
+        Signed(i64),
+        Float(f64),
+        Bool(bool),
+    }
+    Ok(match Scalar::deserialize(d)? {
+        Scalar::Text(s) => s,
+        Scalar::Unsigned(n) => n.to_string(),
+        Scalar::Signed(n) => n.to_string(),
+        Scalar::Float(n) => n.to_string(),
+        Scalar::Bool(b) => b.to_string(),
+    })
 }
 
 #[cfg(test)]

@@ -1,0 +1,697 @@
+//! Whole-gateway behaviour over real sockets: one real redis-server and several drawbridge
+//! instances per test where the behaviour crosses instances.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::{Client, Instance, RedisServer, config, create_room, http, stroke, token};
+use serde_json::{Value, json};
+
+async fn two_instances(redis: &RedisServer) -> (Instance, Instance) {
+    (
+        Instance::start(config(Some(redis), "inst-a")).await,
+        Instance::start(config(Some(redis), "inst-b")).await,
+    )
+}
+
+#[tokio::test]
+async fn a_stroke_on_one_instance_reaches_clients_on_both_in_seq_order() {
+    let redis = RedisServer::start();
+    let (a, b) = two_instances(&redis).await;
+    let room = create_room(a.addr).await;
+    let mut alice = Client::connect(a.addr, "alice").await;
+    let mut bob = Client::connect(b.addr, "bob").await;
+    let mut carol = Client::connect(a.addr, "carol").await;
+    alice.join(&room).await;
+    bob.join(&room).await;
+    carol.join(&room).await;
+
+    for n in 1..=3 {
+        let ack = alice.draw_acked(&room, &format!("s{n}")).await;
+        assert_eq!(ack["payload"]["seq"], n);
+        assert_eq!(ack["payload"]["strokeId"], format!("s{n}"));
+        assert_eq!(ack["payload"]["duplicate"], false);
+    }
+    for other in [&mut bob, &mut carol] {
+        for n in 1..=3 {
+            let update = other.until("CANVAS_UPDATE").await;
+            let p = &update["payload"];
+            assert_eq!(p["seq"], n);
+            assert_eq!(p["userId"], "alice");
+            assert_eq!(p["roomId"], room.as_str());
+            assert_eq!(p["canvasData"]["strokeId"], format!("s{n}"));
+            assert_eq!(
+                p["canvasData"]["userId"], "alice",
+                "identity comes from the token"
+            );
+            assert_eq!(p["canvasData"]["points"][0]["x"], 1.5);
+        }
+    }
+    // The sender gets ACKs only, never its own CANVAS_UPDATE.
+    alice.expect_quiet(Duration::from_millis(300)).await;
+}
+
+#[tokio::test]
+async fn concurrent_writers_on_two_instances_all_see_one_gap_free_order() {
+    let redis = RedisServer::start();
+    let (a, b) = two_instances(&redis).await;
+    let room = create_room(a.addr).await;
+    let mut clients = Vec::new();
+    for (i, addr) in [a.addr, b.addr, a.addr, b.addr].into_iter().enumerate() {
+        let mut c = Client::connect(addr, &format!("user{i}")).await;
+        c.join(&room).await;
+        clients.push(c);
+    }
+    // Everyone sees the presence of those who joined after them; drain that first.
+    for (i, c) in clients.iter_mut().enumerate() {
+        for _ in i + 1..4 {
+            c.until("USER_JOINED").await;
+        }
+    }
+    const EACH: usize = 15;
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut c)| {
+            let room = room.clone();
+            tokio::spawn(async move {
+                for n in 0..EACH {
+                    c.draw(&room, &format!("u{i}-{n}")).await;
+                }
+                // seq -> strokeId as this client learned it, from events and its own ACKs.
+                let mut seen = HashMap::new();
+                let mut last_event = 0;
+                while seen.len() < EACH * 4 {
+                    let v = c.next().await.expect("a frame");
+                    let p = &v["payload"];
+                    match v["type"].as_str() {
+                        Some("CANVAS_UPDATE") => {
+                            let seq = p["seq"].as_u64().expect("seq");
+                            assert!(
+                                seq > last_event,
+                                "events out of order: {seq} after {last_event}"
+                            );
+                            last_event = seq;
+                            seen.insert(seq, p["canvasData"]["strokeId"].clone());
+                        }
+                        Some("ACK") => {
+                            seen.insert(p["seq"].as_u64().expect("seq"), p["strokeId"].clone());
+                        }
+                        _ => {}
+                    }
+                }
+                seen
+            })
+        })
+        .collect();
+    let mut orders = Vec::new();
+    for t in tasks {
+        orders.push(t.await.expect("client task"));
+    }
+    let expected: Vec<u64> = (1..=(EACH * 4) as u64).collect();
+    for order in &orders {
+        let mut seqs: Vec<u64> = order.keys().copied().collect();
+        seqs.sort_unstable();
+        assert_eq!(seqs, expected, "every seq exactly once, no gaps");
+        assert_eq!(order, &orders[0], "every client saw the same order");
+    }
+}
+
+#[tokio::test]
+async fn late_joiner_gets_the_board_users_seq_and_epoch() {
+    let redis = RedisServer::start();
+    let (a, b) = two_instances(&redis).await;
+    let room = create_room(a.addr).await;
+    let mut alice = Client::connect(a.addr, "alice").await;
+    alice.join(&room).await;
+    alice.draw_acked(&room, "s1").await;
+    alice.draw_acked(&room, "s2").await;
+
+    let mut bob = Client::connect(b.addr, "bob").await;
+    bob.send(json!({"type": "JOIN_ROOM", "payload": {"roomId": room}}))
+        .await;
+    let state = bob.expect("INITIAL_STATE").await;
+    let p = &state["payload"];
+    assert_eq!(p["seq"], 2);
+    assert!(p["epoch"].as_str().is_some_and(|e| !e.is_empty()));
+    let ids: Vec<&str> = p["strokes"]
+        .as_array()
+        .expect("strokes")
+        .iter()
+        .filter_map(|s| s["strokeId"].as_str())
+        .collect();
+    assert_eq!(ids, ["s1", "s2"]);
+    let mut users: Vec<&str> = p["users"]
+        .as_array()
+        .expect("users")
+        .iter()
+        .filter_map(|u| u["userId"].as_str())
+        .collect();
+    users.sort_unstable();
+    assert_eq!(users, ["alice", "bob"]);
+    let count = bob.expect("USER_COUNT_UPDATED").await;
+    assert_eq!(count["payload"]["count"], 2);
+
+    let joined = alice.until("USER_JOINED").await;
+    assert_eq!(joined["payload"]["userId"], "bob");
+    assert_eq!(joined["payload"]["username"], "name-bob");
+    assert!(
+        joined["payload"]["color"]
+            .as_str()
+            .is_some_and(|c| c.starts_with('#'))
+    );
+    assert_eq!(
+        alice.until("USER_COUNT_UPDATED").await["payload"]["count"],
+        2
+    );
+}
+
+#[tokio::test]
+async fn undo_and_redo_are_the_owners_alone() {
+    let redis = RedisServer::start();
+    let (a, b) = two_instances(&redis).await;
+    let room = create_room(a.addr).await;
+    let mut alice = Client::connect(a.addr, "alice").await;
+    let mut bob = Client::connect(b.addr, "bob").await;
+    alice.join(&room).await;
+    bob.join(&room).await;
+    alice.draw_acked(&room, "a1").await;
+    alice.draw_acked(&room, "a2").await;
+    bob.draw_acked(&room, "b1").await;
+
+    // Bob may not undo Alice's stroke, and has nothing to redo.
+    bob.send(json!({"type": "UNDO", "payload": {"roomId": room, "strokeId": "a1"}}))
+        .await;
+    assert_eq!(bob.until("ERROR").await["payload"]["code"], "FORBIDDEN");
+    bob.send(json!({"type": "REDO", "payload": {"roomId": room}}))
+        .await;
+    assert_eq!(
+        bob.until("ERROR").await["payload"]["code"],
+        "NOTHING_TO_REDO"
+    );
+
+    // Alice's UNDO without an id takes her latest stroke, not Bob's later one.
+    alice
+        .send(json!({"type": "UNDO", "payload": {"roomId": room}}))
+        .await;
+    let ack = alice.until("ACK").await;
+    assert_eq!(ack["payload"]["strokeId"], "a2");
+    let undo = bob.until("UNDO").await;
+    assert_eq!(undo["payload"]["strokeId"], "a2");
+    assert_eq!(undo["payload"]["userId"], "alice");
+    assert_eq!(undo["payload"]["seq"], 4);
+
+    alice
+        .send(json!({"type": "REDO", "payload": {"roomId": room}}))
+        .await;
+    assert_eq!(alice.until("ACK").await["payload"]["seq"], 5);
+    let redo = bob.until("REDO").await;
+    assert_eq!(redo["payload"]["stroke"]["strokeId"], "a2");
+    assert_eq!(redo["payload"]["stroke"]["points"][1]["y"], 4.0);
+
+    alice
+        .send(json!({"type": "UNDO", "payload": {"roomId": room, "strokeId": "a1"}}))
+        .await;
+    alice.until("ACK").await;
+    alice
+        .send(json!({"type": "UNDO", "payload": {"roomId": room}}))
+        .await;
+    alice.until("ACK").await;
+    alice
+        .send(json!({"type": "UNDO", "payload": {"roomId": room}}))
+        .await;
+    assert_eq!(
+        alice.until("ERROR").await["payload"]["code"],
+        "NOTHING_TO_UNDO"
+    );
+
+    let mut late = Client::connect(b.addr, "late").await;
+    let state = late.join(&room).await;
+    let ids: Vec<&str> = state["payload"]["strokes"]
+        .as_array()
+        .expect("strokes")
+        .iter()
+        .filter_map(|s| s["strokeId"].as_str())
+        .collect();
+    assert_eq!(ids, ["b1"]);
+}
+
+#[tokio::test]
+async fn resending_an_op_returns_the_original_ack_and_changes_nothing() {
+    let redis = RedisServer::start();
+    let (a, b) = two_instances(&redis).await;
+    let room = create_room(a.addr).await;
+    let mut alice = Client::connect(a.addr, "alice").await;
+    let mut bob = Client::connect(b.addr, "bob").await;
+    alice.join(&room).await;
+    bob.join(&room).await;
+    let first = alice.draw_acked(&room, "s1").await;
+    assert_eq!(
+        first["payload"]["opId"], "s1",
+        "opId defaults to the strokeId"
+    );
+    bob.until("CANVAS_UPDATE").await;
+
+    // Resent on another instance, as after a reconnect.
+    let mut again = Client::connect(b.addr, "alice").await;
+    again.join(&room).await;
+    let dup = again.draw_acked(&room, "s1").await;
+    assert_eq!(dup["payload"]["seq"], first["payload"]["seq"]);
+    assert_eq!(dup["payload"]["duplicate"], true);
+    bob.expect_none_of("CANVAS_UPDATE", Duration::from_millis(300))
+        .await;
+
+    let mut late = Client::connect(a.addr, "late").await;
+    let state = late.join(&room).await;
+    assert_eq!(state["payload"]["seq"], 1);
+    assert_eq!(
+        state["payload"]["strokes"].as_array().map(Vec::len),
+        Some(1)
+    );
+}
+
+#[tokio::test]
+async fn reconnecting_to_the_other_instance_with_since_replays_exactly_the_missed_events() {
+    let redis = RedisServer::start();
+    let (a, b) = two_instances(&redis).await;
+    let room = create_room(a.addr).await;
+    let mut alice = Client::connect(a.addr, "alice").await;
+    let mut bob = Client::connect(a.addr, "bob").await;
+    alice.join(&room).await;
+    let state = bob.join(&room).await;
+    let epoch = state["payload"]["epoch"].clone();
+    alice.draw_acked(&room, "s1").await;
+    assert_eq!(bob.until("CANVAS_UPDATE").await["payload"]["seq"], 1);
+    bob.close().await;
+
+    alice.draw_acked(&room, "s2").await;
+    alice
+        .send(json!({"type": "UNDO", "payload": {"roomId": room}}))
+        .await;
+    alice.until("ACK").await;
+
+    let mut bob = Client::connect(b.addr, "bob").await;
+    bob.send(json!({"type": "JOIN_ROOM", "payload": {"roomId": room, "since": 1, "epoch": epoch}}))
+        .await;
+    let replay = bob.expect("REPLAY").await;
+    let p = &replay["payload"];
+    assert_eq!(p["fromSeq"], 2);
+    assert_eq!(p["seq"], 3);
+    assert_eq!(p["epoch"], epoch);
+    let events = p["events"].as_array().expect("events");
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[0]["type"], "CANVAS_UPDATE");
+    assert_eq!(events[0]["payload"]["seq"], 2);
+    assert_eq!(events[1]["type"], "UNDO");
+    assert_eq!(events[1]["payload"]["strokeId"], "s2");
+
+    // A wrong epoch falls back to the full state.
+    let mut carol = Client::connect(b.addr, "carol").await;
+    carol
+        .send(
+            json!({"type": "JOIN_ROOM", "payload": {"roomId": room, "since": 1, "epoch": "other"}}),
+        )
+        .await;
+    assert_eq!(carol.expect("INITIAL_STATE").await["payload"]["seq"], 3);
+
+    // And live events continue after the replay without a gap.
+    bob.until("USER_COUNT_UPDATED").await;
+    alice.draw_acked(&room, "s3").await;
+    assert_eq!(bob.until("CANVAS_UPDATE").await["payload"]["seq"], 4);
+}
+
+#[tokio::test]
+async fn cursors_are_relayed_to_others_with_identity_and_capped() {
+    let redis = RedisServer::start();
+    let (a, b) = two_instances(&redis).await;
+    let room = create_room(a.addr).await;
+    let mut alice = Client::connect(a.addr, "alice").await;
+    let mut bob = Client::connect(b.addr, "bob").await;
+    alice.join(&room).await;
+    bob.join(&room).await;
+    alice.until("USER_JOINED").await;
+    alice.until("USER_COUNT_UPDATED").await;
+
+    for i in 0..60 {
+        alice
+            .send(json!({"type": "CURSOR_MOVE", "payload": {"roomId": room, "x": i, "y": 2}}))
+            .await;
+    }
+    let first = bob.expect("CURSOR_MOVE").await;
+    let p = &first["payload"];
+    assert_eq!(p["userId"], "alice");
+    assert_eq!(p["username"], "name-alice");
+    assert_eq!(p["x"], 0.0);
+    let mut received = 1;
+    while let Ok(Some(v)) = tokio::time::timeout(Duration::from_millis(500), bob.next()).await {
+        if v["type"] == "CURSOR_MOVE" {
+            received += 1;
+        }
+    }
+    // A burst of 60 within a fraction of a second: the 20/s cap lets about 20 through.
+    assert!(
+        (15..=25).contains(&received),
+        "{received} cursor moves relayed"
+    );
+    alice.expect_quiet(Duration::from_millis(100)).await;
+}
+
+#[tokio::test]
+async fn leaving_and_disconnecting_tell_the_room() {
+    let redis = RedisServer::start();
+    let (a, b) = two_instances(&redis).await;
+    let room = create_room(a.addr).await;
+    let mut alice = Client::connect(a.addr, "alice").await;
+    let mut bob = Client::connect(b.addr, "bob").await;
+    let mut carol = Client::connect(b.addr, "carol").await;
+    alice.join(&room).await;
+    bob.join(&room).await;
+    carol.join(&room).await;
+    alice.until("USER_JOINED").await;
+    alice.until("USER_JOINED").await;
+
+    bob.send(json!({"type": "LEAVE_ROOM", "payload": {"roomId": room}}))
+        .await;
+    assert_eq!(
+        alice.until("CURSOR_LEAVE").await["payload"]["userId"],
+        "bob"
+    );
+    let left = alice.until("USER_LEFT").await;
+    assert_eq!(left["payload"]["userId"], "bob");
+    assert_eq!(left["payload"]["count"], 2);
+    assert_eq!(
+        alice.until("USER_COUNT_UPDATED").await["payload"]["count"],
+        2
+    );
+
+    carol.close().await;
+    assert_eq!(
+        alice.until("CURSOR_LEAVE").await["payload"]["userId"],
+        "carol"
+    );
+    assert_eq!(alice.until("USER_LEFT").await["payload"]["count"], 1);
+
+    // Bob is out of the room: his ops are refused.
+    bob.draw(&room, "late").await;
+    assert_eq!(bob.until("ERROR").await["payload"]["code"], "NOT_IN_ROOM");
+}
+
+#[tokio::test]
+async fn every_auth_rejection_gets_its_status_before_the_upgrade() {
+    let redis = RedisServer::start();
+    let mut cfg = config(Some(&redis), "inst-a");
+    cfg.allowed_origins = "https://board.example".into();
+    cfg.ws_upgrades_per_minute = 3;
+    let a = Instance::start(cfg).await;
+    let keys = drawbridge::domain::token::TokenKeys::new(common::SECRET.as_bytes(), 900);
+    let now = drawbridge::unix_now();
+    let user = drawbridge::domain::UserId::new("u1");
+    let expired = drawbridge::domain::token::TokenKeys::new(common::SECRET.as_bytes(), 1)
+        .issue(&user, "U", None, true, false, now - 100)
+        .expect("token");
+    let unverified = keys
+        .issue(&user, "U", Some("u@x.io"), false, false, now)
+        .expect("token");
+    let forged = drawbridge::domain::token::TokenKeys::new(b"another-secret-of-16b", 900)
+        .issue(&user, "U", None, true, false, now)
+        .expect("token");
+    let good = token("u1", "U");
+    let origin = "https://board.example";
+
+    let status = |token: Option<String>, origin: &'static str| {
+        let addr = a.addr;
+        async move {
+            let mut request = format!("ws://{addr}/ws");
+            if let Some(t) = token {
+                request.push_str(&format!("?token={t}"));
+            }
+            let mut req =
+                tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+                    request,
+                )
+                .expect("request");
+            req.headers_mut()
+                .insert("Origin", origin.parse().expect("origin"));
+            match tokio_tungstenite::connect_async(req).await {
+                Ok(_) => 101,
+                Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                    response.status().as_u16()
+                }
+                Err(e) => panic!("unexpected failure: {e}"),
+            }
+        }
+    };
+    assert_eq!(status(None, origin).await, 401, "missing");
+    assert_eq!(
+        status(Some("not.a.jwt".into()), origin).await,
+        401,
+        "malformed"
+    );
+    assert_eq!(status(Some(forged), origin).await, 401, "bad signature");
+    assert_eq!(status(Some(expired), origin).await, 401, "expired");
+    assert_eq!(status(Some(unverified), origin).await, 403, "unverified");
+    assert_eq!(
+        status(Some(good.clone()), "https://evil.example").await,
+        403,
+        "origin"
+    );
+    assert_eq!(status(Some(good.clone()), origin).await, 101);
+    assert_eq!(status(Some(good.clone()), origin).await, 101);
+    assert_eq!(status(Some(good.clone()), origin).await, 101);
+    assert_eq!(
+        status(Some(good.clone()), origin).await,
+        429,
+        "over the per-IP limit"
+    );
+    a.stop().await;
+}
+
+#[tokio::test]
+async fn upgrades_get_503_while_redis_is_unreachable_and_readiness_says_so() {
+    let mut redis = RedisServer::start();
+    let a = Instance::start(config(Some(&redis), "inst-a")).await;
+    redis.stop();
+    let mut became_unready = false;
+    for _ in 0..100 {
+        if http(a.addr, "GET", "/readyz", None, None).await.0 == 503 {
+            became_unready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(became_unready, "readiness must turn 503 when redis is gone");
+    assert_eq!(http(a.addr, "GET", "/ready", None, None).await.0, 503);
+    assert_eq!(
+        http(a.addr, "GET", "/healthz", None, None).await.0,
+        200,
+        "liveness stays up"
+    );
+    let url = a.ws_url(&token("u1", "U"));
+    match tokio_tungstenite::connect_async(url).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 503),
+        other => panic!("expected 503, got {:?}", other.map(|_| ())),
+    }
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_clear_error_and_changes_nothing() {
+    let redis = RedisServer::start();
+    let (a, b) = two_instances(&redis).await;
+    let room = create_room(a.addr).await;
+    let mut alice = Client::connect(a.addr, "alice").await;
+    let mut bob = Client::connect(b.addr, "bob").await;
+    alice.join(&room).await;
+    bob.join(&room).await;
+    alice.until("USER_JOINED").await;
+    alice.until("USER_COUNT_UPDATED").await;
+
+    let points = |n: usize| (0..n).map(|i| json!({"x": i, "y": i})).collect::<Vec<_>>();
+    let bad_strokes = [
+        json!({"strokeId": "x", "points": [], "color": "#000", "width": 1}),
+        json!({"strokeId": "x", "points": points(5001), "color": "#000", "width": 1}),
+        json!({"strokeId": "x", "points": points(1), "color": "#000", "width": 0}),
+        json!({"strokeId": "x", "points": points(1), "color": "#000", "width": 101}),
+        json!({"strokeId": "x", "points": points(1), "color": "blue", "width": 1}),
+        json!({"strokeId": "", "points": points(1), "color": "#000", "width": 1}),
+        json!({"strokeId": "x".repeat(65), "points": points(1), "color": "#000", "width": 1}),
+        json!({"strokeId": "x", "points": [{"x": "a", "y": 1}], "color": "#000", "width": 1}),
+    ];
+    for (i, canvas) in bad_strokes.into_iter().enumerate() {
+        alice
+            .send(
+                json!({"type": "CANVAS_UPDATE", "payload": {"roomId": room, "canvasData": canvas}}),
+            )
+            .await;
+        let err = alice.expect("ERROR").await;
+        let code = err["payload"]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(
+            code == "BAD_STROKE"
+                || (i == 7 && code == "BAD_MESSAGE")
+                || (i == 1 && code == "TOO_LARGE"),
+            "case {i}: {err}"
+        );
+        assert!(
+            err["payload"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty())
+        );
+    }
+    alice
+        .send_raw(tokio_tungstenite::tungstenite::Message::text("{not json"))
+        .await;
+    assert_eq!(
+        alice.expect("ERROR").await["payload"]["code"],
+        "BAD_MESSAGE"
+    );
+    alice
+        .send_raw(tokio_tungstenite::tungstenite::Message::binary(vec![
+            1, 2, 3,
+        ]))
+        .await;
+    assert_eq!(
+        alice.expect("ERROR").await["payload"]["code"],
+        "BAD_MESSAGE"
+    );
+    alice.send(json!({"type": "TELEPORT", "payload": {}})).await;
+    assert_eq!(
+        alice.expect("ERROR").await["payload"]["code"],
+        "UNKNOWN_TYPE"
+    );
+    alice
+        .send(json!({"type": "CANVAS_UPDATE", "payload": {"roomId": "elsewhere"}}))
+        .await;
+    assert_eq!(
+        alice.expect("ERROR").await["payload"]["code"],
+        "BAD_MESSAGE"
+    );
+    alice.send(stroke("elsewhere", "s")).await;
+    assert_eq!(
+        alice.expect("ERROR").await["payload"]["code"],
+        "NOT_IN_ROOM"
+    );
+    let big = "x".repeat(70 * 1024);
+    alice
+        .send(json!({"type": "PING", "payload": {"pad": big}}))
+        .await;
+    assert_eq!(alice.expect("ERROR").await["payload"]["code"], "TOO_LARGE");
+    alice.send(json!({"type": "PING", "payload": {}})).await;
+    alice.expect("PONG").await;
+
+    // Nothing reached the room and nothing was stored.
+    bob.expect_quiet(Duration::from_millis(300)).await;
+    let mut late = Client::connect(b.addr, "late").await;
+    let state = late.join(&room).await;
+    assert_eq!(state["payload"]["seq"], 0);
+    assert_eq!(state["payload"]["strokes"], json!([]));
+
+    // Joining a room that does not exist.
+    late.send(
+        json!({"type": "JOIN_ROOM", "payload": {"roomId": "00000000-0000-4000-8000-000000000000"}}),
+    )
+    .await;
+    assert_eq!(late.until("ROOM_EXPIRED").await["type"], "ROOM_EXPIRED");
+}
+
+#[tokio::test]
+async fn repeated_bad_frames_close_the_connection_with_1008() {
+    let a = Instance::start(config(None, "solo")).await;
+    let mut c = Client::connect(a.addr, "u").await;
+    for _ in 0..10 {
+        c.send_raw(tokio_tungstenite::tungstenite::Message::text("garbage"))
+            .await;
+    }
+    let close = c.until("CLOSE").await;
+    assert_eq!(close["code"], 1008);
+}
+
+#[tokio::test]
+async fn sigterm_drain_closes_sockets_with_1001_and_refuses_new_upgrades() {
+    let redis = RedisServer::start();
+    let mut a = Instance::start(config(Some(&redis), "inst-a")).await;
+    let addr = a.addr;
+    let room = create_room(addr).await;
+    let mut alice = Client::connect(addr, "alice").await;
+    alice.join(&room).await;
+    a.signal_stop();
+    // During the drain the listener still answers: readiness 503, upgrades 503.
+    let mut saw_503 = false;
+    for _ in 0..20 {
+        if http(addr, "GET", "/readyz", None, None).await.0 == 503 {
+            saw_503 = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(saw_503, "readiness must turn 503 on drain");
+    match tokio_tungstenite::connect_async(format!("ws://{addr}/ws?token={}", token("x", "X")))
+        .await
+    {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 503),
+        other => panic!("expected 503, got {:?}", other.map(|_| ())),
+    }
+    let close = alice.until("CLOSE").await;
+    assert_eq!(close["code"], 1001);
+    a.stop().await;
+}
+
+#[tokio::test]
+async fn the_embedded_engine_serves_a_whole_session_without_redis() {
+    let a = Instance::start(config(None, "solo")).await;
+    let room = create_room(a.addr).await;
+    let mut alice = Client::connect(a.addr, "alice").await;
+    let mut bob = Client::connect(a.addr, "bob").await;
+    alice.join(&room).await;
+    bob.join(&room).await;
+    assert_eq!(alice.draw_acked(&room, "s1").await["payload"]["seq"], 1);
+    assert_eq!(bob.until("CANVAS_UPDATE").await["payload"]["seq"], 1);
+    let (status, _, body) = http(
+        a.addr,
+        "GET",
+        &format!("/api/v1/rooms/{room}"),
+        Some(&token("u", "U")),
+        None,
+    )
+    .await;
+    assert_eq!((status, body.contains("true")), (200, true));
+    let (status, _, _) = http(
+        a.addr,
+        "GET",
+        "/api/user/rooms/nope",
+        Some(&token("u", "U")),
+        None,
+    )
+    .await;
+    assert_eq!(status, 404);
+    let (status, _, body) = http(
+        a.addr,
+        "POST",
+        "/api/v1/auth/guest",
+        None,
+        Some(&json!({"name": "Guest"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let guest: Value = serde_json::from_str(&body).expect("json");
+    let token = guest["accessToken"].as_str().expect("token");
+    let (status, _, _) = http(a.addr, "POST", "/api/user/rooms", Some(token), None).await;
+    assert_eq!(
+        status, 201,
+        "guest tokens may create rooms, with an empty body"
+    );
+    let (status, _, _) = http(
+        a.addr,
+        "POST",
+        "/api/v1/auth/guest",
+        None,
+        Some(&json!({"name": ""})),
+    )
+    .await;
+    assert_eq!(status, 400);
+    let (status, _, _) = http(a.addr, "POST", "/api/v1/rooms", None, None).await;
+    assert_eq!(status, 401);
+}

@@ -1,0 +1,148 @@
+//! Redis going away mid-session: nothing acknowledged is lost, and no connected client is left
+//! with a gap or a duplicate.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Client, Instance, RedisServer, config, create_room};
+use serde_json::{Value, json};
+
+/// Reads frames until `want` distinct sequenced events (events and own ACKs) have been seen,
+/// asserting events arrive in strictly increasing seq with no repeats.
+async fn collect_seqs(client: &mut Client, want: usize) -> Vec<u64> {
+    let mut seqs = Vec::new();
+    let mut last_event = 0;
+    while seqs.len() < want {
+        let v = client
+            .next()
+            .await
+            .unwrap_or_else(|| panic!("{}: stalled at {seqs:?}", client.user));
+        let seq = v["payload"]["seq"].as_u64();
+        match (v["type"].as_str(), seq) {
+            (Some("CANVAS_UPDATE" | "UNDO" | "REDO"), Some(seq)) => {
+                assert!(
+                    seq > last_event,
+                    "{}: {seq} after {last_event}",
+                    client.user
+                );
+                last_event = seq;
+                seqs.push(seq);
+            }
+            (Some("ACK"), Some(seq)) => seqs.push(seq),
+            _ => {}
+        }
+    }
+    seqs.sort_unstable();
+    seqs
+}
+
+async fn wait_ready(instance: &Instance) {
+    for _ in 0..200 {
+        if common::http(instance.addr, "GET", "/readyz", None, None)
+            .await
+            .0
+            == 200
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("instance did not become ready again");
+}
+
+/// Draws until the stroke is acknowledged, retrying with the same id while Redis is away.
+async fn draw_until_acked(client: &mut Client, room: &str, id: &str) -> Value {
+    for _ in 0..100 {
+        client.draw(room, id).await;
+        loop {
+            let v = client.next().await.expect("a frame");
+            match v["type"].as_str() {
+                Some("ACK") if v["payload"]["strokeId"] == id => return v,
+                Some("ERROR") => {
+                    assert_eq!(v["payload"]["code"], "UNAVAILABLE", "{v}");
+                    break;
+                }
+                _ => {}
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{id} was never acknowledged");
+}
+
+#[tokio::test]
+async fn a_redis_restart_loses_no_acknowledged_stroke_and_leaves_no_gap() {
+    let mut redis = RedisServer::start();
+    let a = Instance::start(config(Some(&redis), "inst-a")).await;
+    let b = Instance::start(config(Some(&redis), "inst-b")).await;
+    let room = create_room(a.addr).await;
+    let mut alice = Client::connect(a.addr, "alice").await;
+    let mut bob = Client::connect(b.addr, "bob").await;
+    alice.join(&room).await;
+    bob.join(&room).await;
+    for n in 1..=3 {
+        alice.draw_acked(&room, &format!("before{n}")).await;
+    }
+    assert_eq!(collect_seqs(&mut bob, 3).await, [1, 2, 3]);
+
+    redis.restart();
+    // While Redis is down or the instances are reconnecting, ops are refused, not lost.
+    for n in 1..=3 {
+        draw_until_acked(&mut alice, &room, &format!("after{n}")).await;
+    }
+    wait_ready(&a).await;
+    wait_ready(&b).await;
+    assert_eq!(collect_seqs(&mut bob, 3).await, [4, 5, 6]);
+
+    let mut late = Client::connect(b.addr, "late").await;
+    let state = late.join(&room).await;
+    let ids: Vec<&str> = state["payload"]["strokes"]
+        .as_array()
+        .expect("strokes")
+        .iter()
+        .filter_map(|s| s["strokeId"].as_str())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            "before1", "before2", "before3", "after1", "after2", "after3"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn an_instance_cut_off_from_pubsub_fills_the_hole_from_the_log() {
+    let redis = RedisServer::start();
+    let a = Instance::start(config(Some(&redis), "inst-a")).await;
+    let b = Instance::start(config(Some(&redis), "inst-b")).await;
+    let room = create_room(a.addr).await;
+    let mut alice = Client::connect(a.addr, "alice").await;
+    let mut bob = Client::connect(b.addr, "bob").await;
+    alice.join(&room).await;
+    bob.join(&room).await;
+    alice.draw_acked(&room, "s1").await;
+    assert_eq!(collect_seqs(&mut bob, 1).await, [1]);
+
+    // Redis drops every subscriber (as it does when one overflows its output buffer). The
+    // instances reconnect after a backoff; strokes written meanwhile reach nobody live.
+    let mut conn = redis.client().await;
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query_async(&mut conn)
+        .await
+        .expect("client kill");
+    assert_eq!(killed, 2, "one subscriber per instance");
+    for n in 2..=6 {
+        alice.draw(&room, &format!("s{n}")).await;
+    }
+    // Every ACK still arrives, in order, and Bob sees every event once.
+    assert_eq!(collect_seqs(&mut alice, 5).await, [2, 3, 4, 5, 6]);
+    assert_eq!(collect_seqs(&mut bob, 5).await, [2, 3, 4, 5, 6]);
+    alice.draw_acked(&room, "s7").await;
+    assert_eq!(collect_seqs(&mut bob, 1).await, [7]);
+    bob.send(json!({"type": "PING", "payload": {}})).await;
+    bob.expect("PONG").await;
+}
