@@ -84,6 +84,7 @@ fn draw_latency(report: &Report, area: &Area<'_>) -> DrawResult<()> {
     chart
         .configure_mesh()
         .x_desc("seconds since start")
+        .light_line_style(RGBColor(242, 242, 242))
         .y_desc("ms")
         .draw()?;
     window_marks(&mut chart, report, lo, hi)?;
@@ -141,6 +142,7 @@ fn draw_throughput(report: &Report, area: &Area<'_>) -> DrawResult<()> {
     chart
         .configure_mesh()
         .x_desc("seconds since start")
+        .light_line_style(RGBColor(242, 242, 242))
         .y_desc("messages/s")
         .draw()?;
     window_marks(&mut chart, report, 0.0, max)?;
@@ -165,7 +167,7 @@ fn draw_throughput(report: &Report, area: &Area<'_>) -> DrawResult<()> {
     Ok(())
 }
 
-/// Grey verticals at the start and end of the measured window.
+/// The measured window, shaded.
 fn window_marks<'a, Y>(
     chart: &mut ChartContext<
         'a,
@@ -179,12 +181,14 @@ fn window_marks<'a, Y>(
 where
     Y: Ranged<ValueType = f64>,
 {
-    for x in [report.measured_from_s, report.measured_to_s] {
-        chart.draw_series(LineSeries::new(
-            vec![(x, lo), (x, hi)],
-            RGBColor(160, 160, 160).stroke_width(1),
-        ))?;
-    }
+    let shade = RGBColor(31, 119, 180).mix(0.07).filled();
+    chart
+        .draw_series(std::iter::once(Rectangle::new(
+            [(report.measured_from_s, lo), (report.measured_to_s, hi)],
+            shade,
+        )))?
+        .label("measured window")
+        .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 18, y + 5)], shade));
     Ok(())
 }
 

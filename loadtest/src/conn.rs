@@ -32,6 +32,10 @@ const FLUSH_EVERY: Duration = Duration::from_millis(250);
 const MAX_ATTEMPTS: u32 = 8;
 /// How long a closing client waits for the server's close frame.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
+/// A session shorter than this that ends in a drop counts toward reconnect backoff: without it,
+/// clients closed as slow consumers come straight back, and every re-join's presence frames
+/// overflow the other members' queues in turn (a reconnect storm).
+const SHORT_SESSION: Duration = Duration::from_secs(3);
 
 /// Whether connections should keep going.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -91,7 +95,8 @@ pub struct ConnPlan {
 /// What every connection shares.
 pub struct Shared {
     pub scenario: Arc<Scenario>,
-    /// Members currently joined, per room: the number of deliveries a send should produce.
+    /// Members per room that joined once and have not given up or finished: the deliveries a
+    /// send should produce, since a member dropped meanwhile gets it by `REPLAY` when it resumes.
     pub members: Arc<[AtomicI64]>,
     /// No sends at or after this.
     pub send_until: Instant,
@@ -425,6 +430,9 @@ pub async fn run_client(plan: ConnPlan, shared: Arc<Shared>, recorder: Recorder)
     let mut cursors = None;
     let mut failures = 0u32;
     let mut sessions = 0u32;
+    let mut churn = 0u32;
+    // Counted in the room's members from the first join until the client stops for good.
+    let mut enrolled = false;
     loop {
         if *phase.borrow() == Phase::Closing {
             break;
@@ -473,16 +481,23 @@ pub async fn run_client(plan: ConnPlan, shared: Arc<Shared>, recorder: Recorder)
                 continue;
             }
         }
-        members.fetch_add(1, Ordering::Relaxed);
         client
             .recorder
             .collector()
             .joined
             .fetch_add(1, Ordering::Relaxed);
-        if strokes.is_none() && cursors.is_none() {
+        if !enrolled {
+            enrolled = true;
+            members.fetch_add(1, Ordering::Relaxed);
             strokes = schedule(sc.strokes_per_sec, plan.index);
             cursors = schedule(sc.cursor_per_sec, plan.index.wrapping_add(7));
+        } else {
+            // Ticks missed while away are skipped, not reported as the client's own lag.
+            for iv in [&mut strokes, &mut cursors].into_iter().flatten() {
+                iv.reset();
+            }
         }
+        let began = Instant::now();
         let ended = if client.resend_pending(&mut ws).await {
             session(
                 &mut client,
@@ -497,7 +512,6 @@ pub async fn run_client(plan: ConnPlan, shared: Arc<Shared>, recorder: Recorder)
         } else {
             Ended::Dropped
         };
-        members.fetch_sub(1, Ordering::Relaxed);
         client
             .recorder
             .collector()
@@ -506,16 +520,32 @@ pub async fn run_client(plan: ConnPlan, shared: Arc<Shared>, recorder: Recorder)
         match ended {
             Ended::Finished | Ended::Refused => break,
             Ended::Dropped if !sc.reconnect => break,
-            Ended::Dropped => {}
+            Ended::Dropped => {
+                churn = if began.elapsed() < SHORT_SESSION {
+                    churn + 1
+                } else {
+                    0
+                };
+                if churn > 0 {
+                    backoff(churn, &mut phase).await;
+                }
+            }
         }
+    }
+    if enrolled {
+        members.fetch_sub(1, Ordering::Relaxed);
     }
     client
         .recorder
         .finish(plan.room_index, client.tracker.finish());
 }
 
+/// Exponential backoff from 100 ms up to 3 s, with jitter so clients dropped together do not
+/// return together.
 async fn backoff(failures: u32, phase: &mut watch::Receiver<Phase>) {
-    let wait = Duration::from_millis(100u64 << failures.min(5)).min(Duration::from_secs(3));
+    let cap = Duration::from_millis(100u64 << failures.min(5)).min(Duration::from_secs(3));
+    // Cheap jitter: the clock's microseconds are as good as random here.
+    let wait = cap.mul_f64(0.5 + (now_us() % 1000) as f64 / 2000.0);
     tokio::select! {
         _ = sleep(wait) => {}
         _ = phase.wait_for(|p| *p == Phase::Closing) => {}

@@ -20,6 +20,9 @@ use crate::target::Target;
 
 /// Unacknowledged strokes each filler keeps in flight.
 const WINDOW: usize = 32;
+/// Strokes per second per filler: under the server's default per-connection op limit (100/s),
+/// so the fill is not slowed down by `RATE_LIMITED` refusals.
+const FILL_RATE: f64 = 80.0;
 /// A filler that hears nothing for this long has stalled.
 const STALL: Duration = Duration::from_secs(30);
 
@@ -171,16 +174,22 @@ async fn fill_one(
         other => bail!("filler {index}: join failed: {other:?}"),
     }
     let mut sent = 0usize;
+    let mut pace = tokio::time::interval(Duration::from_secs_f64(1.0 / FILL_RATE));
+    pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     while sent < count || client.unacked() > 0 {
-        if sent < count && client.unacked() < WINDOW {
-            if !client.send_stroke(&mut ws, 0, 0).await {
-                bail!("filler {index}: send failed");
-            }
-            sent += 1;
-            continue;
-        }
+        let may_send = sent < count && client.unacked() < WINDOW;
         let rejected_before = client.rejected_total;
-        match timeout(STALL, ws.next()).await {
+        let frame = tokio::select! {
+            _ = pace.tick(), if may_send => {
+                if !client.send_stroke(&mut ws, 0, 0).await {
+                    bail!("filler {index}: send failed");
+                }
+                sent += 1;
+                continue;
+            }
+            f = timeout(STALL, ws.next()) => f,
+        };
+        match frame {
             Ok(Some(Ok(Message::Text(t)))) => {
                 client.on_frame(&t, now_us());
             }

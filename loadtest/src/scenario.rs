@@ -208,7 +208,7 @@ impl Scenario {
             },
             Preset::Latejoin => Self {
                 mode: Mode::Latejoin,
-                connections: 4,
+                connections: 8,
                 rooms: 1,
                 prefill: 5000,
                 joins: 100,
@@ -299,7 +299,8 @@ pub struct ScenarioArgs {
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub single_instance: Option<bool>,
 
-    /// WebSocket connections (one simulated user each). [default: 10]
+    /// WebSocket connections (one simulated user each); in latejoin mode, the connections that
+    /// fill the room (each paced at 80 strokes/s). [default: 10; latejoin preset 8]
     #[arg(long, short = 'c')]
     pub connections: Option<usize>,
 
