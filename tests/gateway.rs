@@ -695,3 +695,79 @@ async fn the_embedded_engine_serves_a_whole_session_without_redis() {
     let (status, _, _) = http(a.addr, "POST", "/api/v1/rooms", None, None).await;
     assert_eq!(status, 401);
 }
+
+#[tokio::test]
+async fn a_connection_that_misses_two_pings_is_closed_and_leaves_the_room() {
+    let redis = RedisServer::start();
+    let mut cfg = config(Some(&redis), "inst-a");
+    cfg.ping_interval_secs = 1;
+    let a = Instance::start(cfg).await;
+    let room = create_room(a.addr).await;
+    let mut alice = Client::connect(a.addr, "alice").await;
+    alice.join(&room).await;
+    // A raw socket that joins and then never reads again, so it never answers a ping.
+    let url = a.ws_url(&token("mute", "Mute"));
+    let (mut mute, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("connect");
+    use futures::SinkExt;
+    mute.send(tokio_tungstenite::tungstenite::Message::text(
+        json!({"type": "JOIN_ROOM", "payload": {"roomId": room}}).to_string(),
+    ))
+    .await
+    .expect("send");
+    assert_eq!(
+        alice.until("USER_JOINED").await["payload"]["userId"],
+        "mute"
+    );
+    // Alice keeps answering pings (her client reads), so only the mute socket is dropped.
+    let left = tokio::time::timeout(Duration::from_secs(6), alice.until("USER_LEFT"))
+        .await
+        .expect("the silent connection is dropped within about two ping intervals");
+    assert_eq!(left["payload"]["userId"], "mute");
+    drop(mute);
+}
+
+#[tokio::test]
+async fn a_client_that_cannot_keep_up_is_closed_with_1013_and_never_slows_the_room() {
+    let redis = RedisServer::start();
+    let mut cfg = config(Some(&redis), "inst-a");
+    cfg.send_queue = 8;
+    cfg.ops_per_sec = 10_000;
+    cfg.ws_write_buffer = 1024;
+    let a = Instance::start(cfg).await;
+    let room = create_room(a.addr).await;
+    let mut writer = Client::connect(a.addr, "writer").await;
+    let mut fast = Client::connect(a.addr, "fast").await;
+    let mut slow = Client::connect(a.addr, "slow").await;
+    writer.join(&room).await;
+    fast.join(&room).await;
+    slow.join(&room).await;
+    // Big strokes fill the socket buffers quickly; the slow client stops reading.
+    let points: Vec<Value> = (0..2500).map(|i| json!({"x": i, "y": i})).collect();
+    const STROKES: u64 = 150;
+    let fast_reader = tokio::spawn(async move {
+        let mut last = 0;
+        while last < STROKES {
+            let v = fast.next().await.expect("fast client gets every stroke");
+            if v["type"] == "CANVAS_UPDATE" {
+                let seq = v["payload"]["seq"].as_u64().expect("seq");
+                assert_eq!(seq, last + 1, "no gap for the fast client");
+                last = seq;
+            }
+        }
+    });
+    for n in 0..STROKES {
+        writer
+            .send(
+                json!({"type": "CANVAS_UPDATE", "payload": {"roomId": room, "canvasData": {
+                "strokeId": format!("big{n}"), "points": points, "color": "#000", "width": 1}}}),
+            )
+            .await;
+        writer.until("ACK").await;
+    }
+    fast_reader.await.expect("fast reader");
+    // The slow client finds, after whatever was buffered, a 1013 close.
+    let close = slow.until("CLOSE").await;
+    assert_eq!(close["code"], 1013);
+}
