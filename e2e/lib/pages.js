@@ -1,0 +1,140 @@
+'use strict';
+// One browser "user": its own context (own sessionStorage), a page on the whiteboard, and a record
+// of which drawbridge instance served each of its WebSocket handshakes.
+
+const fs = require('node:fs');
+const path = require('node:path');
+const { ARTIFACTS, sleep } = require('./cluster');
+const { decodePng } = require('./png');
+
+/** The board's own coordinate space (web/app.js BOARD_W x BOARD_H). */
+const BOARD_W = 1600;
+const BOARD_H = 1000;
+
+function header(headers, name) {
+  for (const [k, v] of Object.entries(headers || {})) {
+    if (k.toLowerCase() === name) return v;
+  }
+  return undefined;
+}
+
+class User {
+  static async open(browser, name) {
+    const user = new User();
+    user.name = name;
+    user.context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+    user.page = await user.context.newPage();
+    user.errors = [];
+    user.page.on('pageerror', (err) => user.errors.push(`pageerror: ${err.message}`));
+    user.page.on('console', (msg) => {
+      if (msg.type() === 'error' && !/WebSocket|ERR_INTERNET_DISCONNECTED|Failed to load resource/.test(msg.text())) {
+        user.errors.push(`console: ${msg.text()}`);
+      }
+    });
+    // The 101 response headers are only visible over CDP; they say which instance took the socket.
+    user.sockets = [];
+    user.cdp = await user.context.newCDPSession(user.page);
+    await user.cdp.send('Network.enable');
+    user.cdp.on('Network.webSocketHandshakeResponseReceived', (e) => {
+      user.sockets.push({ status: e.response.status, instance: header(e.response.headers, 'x-drawbridge-instance') });
+    });
+    return user;
+  }
+
+  /** Instance that served the most recent successful WebSocket handshake. */
+  get instance() {
+    const ok = this.sockets.filter((s) => s.status === 101);
+    return ok.length ? ok[ok.length - 1].instance : undefined;
+  }
+
+  async joinAsGuest(url) {
+    await this.page.goto(url);
+    await this.page.getByLabel('Your name').fill(this.name);
+    await this.page.getByRole('button', { name: 'Continue as guest' }).click();
+  }
+
+  async createRoom() {
+    await this.page.getByRole('button', { name: 'Create a new room' }).click();
+    await this.waitConnected();
+    return this.page.locator('#invite-link').inputValue();
+  }
+
+  state() {
+    return this.page.evaluate(() => window.drawbridge.state());
+  }
+
+  /** Polls the page's state until `pred(state)` holds; the error shows the last state seen. */
+  async waitState(what, pred, timeoutMs = 15000) {
+    const deadline = Date.now() + timeoutMs;
+    let st;
+    while (Date.now() < deadline) {
+      st = await this.state();
+      if (pred(st)) return st;
+      await sleep(50);
+    }
+    throw new Error(`${this.name}: timed out waiting for ${what}; last state: ${JSON.stringify(st, null, 1).slice(0, 2000)}`);
+  }
+
+  waitConnected() {
+    return this.waitState('connected', (s) => s.connected);
+  }
+
+  /** Page coordinates of a board point. */
+  async toPage(x, y) {
+    const box = await this.page.locator('#board').boundingBox();
+    // The canvas has a 1px border; its content box is what maps onto the board.
+    return { x: box.x + 1 + (x / BOARD_W) * (box.width - 2), y: box.y + 1 + (y / BOARD_H) * (box.height - 2) };
+  }
+
+  async pick(color, width) {
+    if (color) await this.page.locator(`#colors input[value="${color}"]`).check();
+    if (width) await this.page.locator(`#widths input[value="${width}"]`).check();
+  }
+
+  /** Draws a polyline through board points with the mouse; returns the new stroke's id. */
+  async draw(points) {
+    const before = new Set((await this.state()).pendingIds.concat((await this.state()).strokeIds));
+    const { mouse } = this.page;
+    const first = await this.toPage(points[0][0], points[0][1]);
+    await mouse.move(first.x, first.y);
+    await mouse.down();
+    for (const [x, y] of points.slice(1)) {
+      const p = await this.toPage(x, y);
+      await mouse.move(p.x, p.y, { steps: 6 });
+    }
+    await mouse.up();
+    const st = await this.state();
+    const added = st.pendingIds.concat(st.strokeIds).filter((id) => !before.has(id));
+    if (added.length !== 1) throw new Error(`${this.name}: expected one new stroke, got ${added.length}`);
+    return added[0];
+  }
+
+  async moveCursor(x, y) {
+    const p = await this.toPage(x, y);
+    await this.page.mouse.move(p.x, p.y, { steps: 3 });
+  }
+
+  /** The board's pixels, exported by the canvas itself (no cursors or UI on top). */
+  async canvas(saveAs) {
+    const url = await this.page.evaluate(() => document.getElementById('board').toDataURL('image/png'));
+    const png = Buffer.from(url.slice(url.indexOf(',') + 1), 'base64');
+    if (saveAs) this.save(`${saveAs}-canvas.png`, png);
+    return decodePng(png);
+  }
+
+  async screenshot(name) {
+    fs.mkdirSync(ARTIFACTS, { recursive: true });
+    await this.page.screenshot({ path: path.join(ARTIFACTS, `${name}.png`) });
+  }
+
+  save(file, buf) {
+    fs.mkdirSync(ARTIFACTS, { recursive: true });
+    fs.writeFileSync(path.join(ARTIFACTS, file), buf);
+  }
+
+  async close() {
+    await this.context.close().catch(() => {});
+  }
+}
+
+module.exports = { User, BOARD_W, BOARD_H };

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# End-to-end browser tests: builds nothing, starts everything it needs on free loopback ports, and
+# leaves nothing running. Usage (from anywhere): e2e/run.sh   [extra `node --test` arguments]
+#   DRAWBRIDGE_BIN  server binary (default: target/debug/drawbridge under the repo root)
+#   CHROMIUM_BIN    browser (default: /usr/bin/chromium)
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(dirname "$here")"
+cd "$repo"
+
+# System tools: Debian's Chromium, nginx and Redis. Install them only when we can (root) and must.
+missing=()
+command -v "${CHROMIUM_BIN:-chromium}" >/dev/null 2>&1 || missing+=(chromium)
+command -v nginx >/dev/null 2>&1 || missing+=(nginx-light)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+if ((${#missing[@]})); then
+  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+    echo "e2e: installing ${missing[*]}" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  else
+    echo "e2e: missing ${missing[*]}; install them (Debian: apt-get install ${missing[*]})" >&2
+    exit 1
+  fi
+fi
+# Debian starts services on install; the tests run their own private copies.
+for svc in nginx redis-server; do
+  if command -v systemctl >/dev/null 2>&1; then systemctl stop "$svc" >/dev/null 2>&1 || true; fi
+done
+
+bin="${DRAWBRIDGE_BIN:-target/debug/drawbridge}"
+if [[ ! -x "$bin" ]]; then
+  echo "e2e: no server binary at $bin (run cargo build, or set DRAWBRIDGE_BIN)" >&2
+  exit 1
+fi
+
+if [[ ! -d "$here/node_modules/playwright-core" ]]; then
+  (cd "$here" && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
+rm -rf "$here/artifacts"
+mkdir -p "$here/artifacts"
+
+# The test process leads its own process group, so whatever it leaves behind (browser helpers,
+# nginx workers) goes with it.
+setsid node --test --test-concurrency=1 "$@" e2e/ &
+pid=$!
+cleanup() { kill -KILL -- "-$pid" 2>/dev/null || true; }
+trap cleanup EXIT
+trap 'cleanup; exit 130' INT TERM
+status=0
+wait "$pid" || status=$?
+exit "$status"

@@ -1,0 +1,313 @@
+'use strict';
+// End-to-end: real browsers on the whiteboard page, through nginx, onto two drawbridge instances
+// that share one Redis. Each test builds on the board the previous one left, in order.
+
+const assert = require('node:assert/strict');
+const { after, before, describe, it } = require('node:test');
+
+const { Cluster, sleep } = require('./lib/cluster');
+const { launch } = require('./lib/browser');
+const { User } = require('./lib/pages');
+const { diffRatio, inkRatio, pixel } = require('./lib/png');
+
+const RED = '#e53935';
+const BLUE = '#1e88e5';
+const GREEN = '#43a047';
+const PURPLE = '#8e24aa';
+const ORANGE = '#fb8c00';
+
+/** A straight line keeps the smoothed curve on the line, so we know which pixels it covers. */
+const line = (x0, x1, y) => [[x0, y], [(x0 + x1) / 2, y], [x1, y]];
+
+function rgb(hex) {
+  return [1, 3, 5].map((i) => parseInt(hex.slice(i, i + 2), 16));
+}
+
+function assertColorAt(img, x, y, hex, what) {
+  const s = img.width / 1600;
+  const [r, g, b] = pixel(img, x * s, y * s);
+  const want = rgb(hex);
+  const close = Math.abs(r - want[0]) + Math.abs(g - want[1]) + Math.abs(b - want[2]) < 40;
+  assert.ok(close, `${what}: pixel at (${x},${y}) is rgb(${r},${g},${b}), expected ${hex}`);
+}
+
+function sameSet(a, b) {
+  return a.length === b.length && new Set(a).size === a.length && a.every((x) => b.includes(x));
+}
+
+/** Waits until every user shows the same, duplicate-free strokes with nothing pending. */
+async function converge(users, count, what) {
+  const settled = (s) => s.connected && s.pendingIds.length === 0 && s.strokeIds.length === count
+    && new Set(s.strokeIds).size === s.strokeIds.length;
+  const states = [];
+  for (const u of users) states.push(await u.waitState(`${what}: ${count} strokes`, settled));
+  for (const s of states.slice(1)) {
+    assert.ok(sameSet(s.strokeIds, states[0].strokeIds), `${what}: stroke sets differ\n${JSON.stringify(states.map((x) => x.strokeIds))}`);
+  }
+  return states[0].strokeIds;
+}
+
+/** Same pixels on every board, and some ink on them. */
+async function samePixels(users, name) {
+  const imgs = [];
+  for (const u of users) imgs.push(await u.canvas(`${name}-${u.name}`));
+  for (const [i, img] of imgs.entries()) {
+    const d = diffRatio(imgs[0], img);
+    assert.ok(d < 0.0005, `${name}: ${users[i].name}'s board differs from ${users[0].name}'s in ${(d * 100).toFixed(3)}% of pixels`);
+  }
+  return imgs[0];
+}
+
+describe('whiteboard through nginx on two instances', { timeout: 300000 }, () => {
+  let cluster;
+  let browser;
+  const users = [];
+  let ann;
+  let bob;
+  let invite;
+  let annFirst;
+  let bobFirst;
+
+  before(async () => {
+    cluster = await new Cluster().start();
+    browser = await launch();
+  });
+
+  after(async () => {
+    for (const u of users) await u.close();
+    if (browser) await browser.close().catch(() => {});
+    if (cluster) await cluster.stop();
+  });
+
+  async function open(name) {
+    const u = await User.open(browser, name);
+    users.push(u);
+    return u;
+  }
+
+  it('serves the page and its assets from both instances, round robin', async () => {
+    const seen = new Set();
+    for (let i = 0; i < 6; i++) {
+      const res = await fetch(`${cluster.url}/`);
+      assert.equal(res.status, 200);
+      assert.match(res.headers.get('content-type') || '', /text\/html/);
+      assert.match(await res.text(), /<canvas id="board"/);
+      seen.add(res.headers.get('x-drawbridge-instance'));
+    }
+    assert.deepEqual([...seen].sort(), ['a', 'b'], 'x-drawbridge-instance should alternate between a and b');
+    for (const [file, type] of [['app.js', /javascript/], ['style.css', /text\/css/]]) {
+      const res = await fetch(`${cluster.url}/assets/${file}`);
+      assert.equal(res.status, 200, `/assets/${file}`);
+      assert.match(res.headers.get('content-type') || '', type, `/assets/${file} content-type`);
+    }
+  });
+
+  it('a guest creates a room and a second guest joins by the invite link, on the other instance', async () => {
+    ann = await open('Ann');
+    await ann.joinAsGuest(`${cluster.url}/`);
+    invite = await ann.createRoom();
+    assert.match(invite, /\/\?room=[^&]+$/);
+    const { roomId } = await ann.state();
+    assert.ok(invite.endsWith(encodeURIComponent(roomId)));
+
+    bob = await open('Bob');
+    await bob.joinAsGuest(invite);
+    await bob.waitConnected();
+    assert.equal((await bob.state()).roomId, roomId);
+
+    // Round robin puts consecutive requests on alternating instances, but the page's own HTTP calls
+    // shift the phase: reconnect Bob until his socket is on the instance Ann's is not.
+    assert.ok(ann.instance, `Ann's WebSocket handshake had no x-drawbridge-instance header: ${JSON.stringify(ann.sockets)}`);
+    for (let i = 0; i < 8 && bob.instance === ann.instance; i++) {
+      await bob.page.evaluate(() => window.drawbridge.dropConnection());
+      await bob.waitConnected();
+    }
+    assert.ok(bob.instance && bob.instance !== ann.instance, `sockets on ${ann.instance} and ${bob.instance}`);
+
+    const names = (s) => s.users.map((u) => u.username).sort();
+    for (const u of [ann, bob]) {
+      const s = await u.waitState('both users present', (st) => st.userCount === 2 && names(st).join() === 'Ann,Bob');
+      assert.equal(new Set(s.users.map((x) => x.userId)).size, 2);
+      const list = await u.page.locator('#user-list').innerText();
+      assert.match(list, /Ann/);
+      assert.match(list, /Bob/);
+      assert.equal(await u.page.locator('#user-count').innerText(), '2');
+    }
+  });
+
+  it('strokes drawn on one instance appear on the other, pixel for pixel', async () => {
+    await ann.pick(RED, 8);
+    const a1 = await ann.draw(line(200, 800, 200));
+    await bob.pick(BLUE, 16);
+    const b1 = await bob.draw(line(200, 900, 600));
+
+    const ids = await converge([ann, bob], 2, 'first strokes');
+    assert.ok(ids.includes(a1) && ids.includes(b1));
+    [annFirst, bobFirst] = [a1, b1];
+
+    const img = await samePixels([ann, bob], 'first-strokes');
+    assert.ok(inkRatio(img) > 0.003, 'the boards should have ink on them');
+    assertColorAt(img, 350, 200, RED, "Ann's red stroke");
+    assertColorAt(img, 700, 600, BLUE, "Bob's blue stroke");
+    assertColorAt(img, 1300, 900, '#ffffff', 'empty corner');
+    await ann.screenshot('ann-after-first-strokes');
+    await bob.screenshot('bob-after-first-strokes');
+  });
+
+  it("shows each other's cursors with names", async () => {
+    const { userId: annId } = await ann.state();
+    await ann.moveCursor(1000, 420);
+    const s = await bob.waitState("Ann's cursor", (st) => st.cursors.some((c) => c.userId === annId && Math.abs(c.x - 1000) < 3 && Math.abs(c.y - 420) < 3));
+    assert.equal(s.cursors.find((c) => c.userId === annId).username, 'Ann');
+    const label = bob.page.locator('.cursor .label', { hasText: 'Ann' });
+    await label.waitFor({ state: 'visible' });
+    await bob.screenshot('bob-sees-ann-cursor');
+
+    const { userId: bobId } = await bob.state();
+    await bob.moveCursor(300, 800);
+    await ann.waitState("Bob's cursor", (st) => st.cursors.some((c) => c.userId === bobId));
+  });
+
+  it('undo and redo, by keyboard and by button, propagate to the other instance', async () => {
+    await ann.page.keyboard.press('Control+z');
+    let ids = await converge([ann, bob], 1, 'after Ann undoes');
+    assert.deepEqual(ids, [bobFirst]);
+    let img = await samePixels([ann, bob], 'after-undo');
+    assertColorAt(img, 350, 200, '#ffffff', "Ann's undone stroke");
+    assertColorAt(img, 700, 600, BLUE, "Bob's stroke");
+
+    await ann.page.keyboard.press('Control+Shift+z');
+    await converge([ann, bob], 2, 'after Ann redoes');
+    img = await samePixels([ann, bob], 'after-redo');
+    assertColorAt(img, 350, 200, RED, "Ann's redone stroke");
+
+    await bob.page.getByRole('button', { name: 'Undo' }).click();
+    ids = await converge([ann, bob], 1, 'after Bob undoes');
+    img = await samePixels([ann, bob], 'after-bob-undo');
+    assertColorAt(img, 700, 600, '#ffffff', "Bob's undone stroke");
+    assertColorAt(img, 350, 200, RED, "Ann's stroke stays");
+    assert.deepEqual(ids, [annFirst]);
+
+    await bob.page.getByRole('button', { name: 'Redo' }).click();
+    await converge([ann, bob], 2, 'after Bob redoes');
+    img = await samePixels([ann, bob], 'after-bob-redo');
+    assertColorAt(img, 700, 600, BLUE, "Bob's redone stroke");
+  });
+
+  it('a page that goes offline queues its strokes and converges exactly once when back', async () => {
+    const before = (await ann.state()).strokeIds.length;
+
+    await bob.context.setOffline(true);
+    await bob.page.evaluate(() => window.drawbridge.dropConnection());
+    await bob.waitState('offline', (s) => !s.connected);
+
+    await bob.pick(GREEN, 8);
+    await bob.draw(line(100, 700, 800));
+    await bob.pick(PURPLE, 4);
+    await bob.draw(line(100, 700, 880));
+    await ann.pick(ORANGE, 8);
+    await ann.draw(line(900, 1500, 400));
+
+    // Still offline: reconnect attempts must fail, and the strokes wait in the queue.
+    await sleep(1500);
+    let s = await bob.state();
+    assert.equal(s.connected, false, 'Bob should still be offline');
+    assert.equal(s.pendingIds.length, 2);
+    assert.equal(await bob.page.locator('#conn').getAttribute('data-state'), 'offline');
+    assert.match(await bob.page.locator('#conn-text').innerText(), /2 strokes queued/);
+    await bob.screenshot('bob-offline');
+
+    await bob.context.setOffline(false);
+    await bob.waitConnected();
+    await converge([ann, bob], before + 3, 'after Bob reconnects');
+    const img = await samePixels([ann, bob], 'after-reconnect');
+    assertColorAt(img, 400, 800, GREEN, "Bob's offline green stroke");
+    assertColorAt(img, 400, 880, PURPLE, "Bob's offline purple stroke");
+    assertColorAt(img, 1200, 400, ORANGE, "Ann's stroke drawn while Bob was away");
+    s = await bob.state();
+    assert.equal(s.seq, (await ann.state()).seq, 'both pages saw the same last seq');
+  });
+
+  it('a stroke whose ACK is lost with the socket is applied exactly once', async () => {
+    const before = (await ann.state()).strokeIds.length;
+    // Drop Bob's socket right after the page sends the stroke, before any ACK can be read.
+    await bob.page.evaluate(() => {
+      document.getElementById('board').addEventListener('pointerup', () => window.drawbridge.dropConnection(), { once: true });
+    });
+    await bob.pick(BLUE, 4);
+    const id = await bob.draw(line(900, 1500, 950));
+    await bob.waitConnected();
+    const ids = await converge([ann, bob], before + 1, 'after the lost ACK');
+    assert.equal(ids.filter((x) => x === id).length, 1);
+    await samePixels([ann, bob], 'after-lost-ack');
+  });
+
+  it('a late joiner sees the whole board', async () => {
+    const carol = await open('Carol');
+    await carol.joinAsGuest(invite);
+    await carol.waitConnected();
+    const count = (await ann.state()).strokeIds.length;
+    await converge([ann, bob, carol], count, 'late joiner');
+    await samePixels([ann, bob, carol], 'late-joiner');
+    await carol.waitState('three users', (s) => s.userCount === 3);
+    await carol.screenshot('carol-late-joiner');
+    await carol.close();
+    users.splice(users.indexOf(carol), 1);
+    await ann.waitState('Carol left', (s) => s.userCount === 2);
+  });
+
+  it('a board with a thousand strokes loads and stays responsive', async () => {
+    const before = (await ann.state()).strokeIds.length;
+    const n = 1000;
+    // Feed strokes over a second socket of Ann's: what a busy room looks like to a late joiner.
+    const acked = await ann.page.evaluate(async ({ n }) => {
+      const { token } = JSON.parse(sessionStorage.getItem('drawbridge.session'));
+      const { roomId } = window.drawbridge.state();
+      const ws = new WebSocket(`ws://${location.host}/ws?token=${encodeURIComponent(token)}`);
+      await new Promise((res, rej) => { ws.onopen = res; ws.onerror = rej; });
+      let acks = 0;
+      const done = new Promise((res) => {
+        ws.onmessage = (e) => {
+          const m = JSON.parse(e.data);
+          if (m.type === 'INITIAL_STATE' || m.type === 'REPLAY') {
+            for (let i = 0; i < n; i++) {
+              const x = 40 + (i % 50) * 30;
+              const y = 40 + Math.floor(i / 50) * 45;
+              const points = Array.from({ length: 20 }, (_, k) => ({ x: x + k, y: y + (k % 5) * 4 }));
+              const strokeId = `bulk-${i}`;
+              ws.send(JSON.stringify({ type: 'CANVAS_UPDATE', payload: { roomId, opId: strokeId, canvasData: { strokeId, roomId, userId: '', points, color: '#607d8b', width: 2 } } }));
+            }
+          } else if (m.type === 'ACK' && ++acks === n) res();
+        };
+      });
+      ws.send(JSON.stringify({ type: 'JOIN_ROOM', payload: { roomId } }));
+      await Promise.race([done, new Promise((r) => setTimeout(r, 60000))]);
+      ws.close();
+      return acks;
+    }, { n });
+    assert.equal(acked, n, 'every bulk stroke was acknowledged');
+    await converge([ann, bob], before + n, 'bulk strokes');
+
+    const dave = await open('Dave');
+    const t0 = Date.now();
+    await dave.joinAsGuest(invite);
+    await dave.waitState('the whole board', (s) => s.connected && s.strokeIds.length === before + n, 30000);
+    const loadMs = Date.now() - t0;
+    // Undo repaints everything from the committed list: it must stay quick.
+    const frameMs = await bob.page.evaluate(async () => {
+      const t = performance.now();
+      document.getElementById('undo').click();
+      await new Promise((r) => requestAnimationFrame(() => r()));
+      return performance.now() - t;
+    });
+    await converge([ann, bob, dave], before + n - 1, 'undo on a big board');
+    await samePixels([ann, bob, dave], 'big-board');
+    await dave.screenshot('dave-big-board');
+    assert.ok(loadMs < 15000, `loading a ${n}-stroke board took ${loadMs} ms`);
+    assert.ok(frameMs < 1000, `a full repaint took ${frameMs} ms`);
+  });
+
+  it('left no errors in any page', () => {
+    for (const u of users) assert.deepEqual(u.errors, [], `${u.name}'s page logged errors`);
+  });
+});
