@@ -553,8 +553,7 @@
       if (!byId.has(entry.stroke.strokeId)) insertStroke(entry.stroke, p.seq);
       renderConn();
     } else {
-      const i = inflight.findIndex((op) => op.strokeId === p.strokeId);
-      const op = i >= 0 ? inflight.splice(i, 1)[0] : inflight.shift();
+      const op = takeInflight(p.opId, p.strokeId);
       if (op && op.type === 'REDO') {
         const e = byId.get(op.strokeId);
         if (e && typeof p.seq === 'number') e.seq = p.seq;
@@ -564,24 +563,65 @@
     updateButtons();
   }
 
+  /** The undo/redo an ACK or ERROR is about: by opId, else (older servers) by stroke, else the oldest. */
+  function takeInflight(opId, strokeId) {
+    let i = inflight.findIndex((op) => op.opId === opId);
+    if (i < 0 && strokeId) i = inflight.findIndex((op) => op.strokeId === strokeId);
+    if (i < 0 && !opId && !strokeId) i = 0;
+    return i >= 0 ? inflight.splice(i, 1)[0] : null;
+  }
+
+  /**
+   * The server did not apply an undo/redo we already showed: give the user the step back
+   * (an undone stroke leaves the redo list, a redo returns to it) and take the server's full state.
+   */
+  function controlOpFailed(op) {
+    if (op.type === 'UNDO') redoStack = redoStack.filter((r) => r.stroke.strokeId !== op.strokeId);
+    else redoStack.push({ stroke: op.stroke, local: false });
+    sendJoin(true);
+  }
+
+  /** An op the server did not apply, for a reason that passes (rate limit, Redis away). */
+  function notApplied(p, why) {
+    const entry = p.ref && pending.get(p.ref);
+    if (entry) {
+      // Resend the same stroke with the same opId a little later.
+      entry.sentOn = 0;
+      setTimeout(flushPending, 1000);
+      return;
+    }
+    const op = p.ref ? takeInflight(p.ref, null) : null;
+    if (op) {
+      toast(why);
+      controlOpFailed(op);
+    } else if (!p.ref) {
+      // No reference: we cannot tell which op failed, so resend every stroke and resync.
+      for (const e of pending.values()) e.sentOn = 0;
+      setTimeout(flushPending, 1000);
+    }
+  }
+
   function onError(p) {
     switch (p.code) {
       case 'NOTHING_TO_UNDO':
       case 'NOTHING_TO_REDO':
-      case 'FORBIDDEN':
+      case 'FORBIDDEN': {
         // Our optimistic view of undo/redo was wrong: take the server's full state.
-        inflight = [];
+        const op = takeInflight(p.ref, null);
         toast(p.message || 'Nothing to undo or redo.');
-        sendJoin(true);
+        if (op) controlOpFailed(op);
+        else sendJoin(true);
         return;
+      }
       case 'BAD_STROKE':
         if (p.ref && pending.delete(p.ref)) scheduleFrame();
         toast('A stroke was rejected by the server.');
         return;
+      case 'RATE_LIMITED':
+        notApplied(p, 'Slow down a little: the server is pacing your changes.');
+        return;
       case 'UNAVAILABLE':
-        // Not applied: send the same ops again shortly, with the same opIds.
-        for (const e of pending.values()) e.sentOn = 0;
-        setTimeout(flushPending, 1000);
+        notApplied(p, 'The server is briefly unavailable; try again.');
         return;
       case 'NOT_IN_ROOM':
         sendJoin(false);
@@ -670,8 +710,9 @@
       } else {
         removeStroke(stroke.strokeId);
       }
-      inflight.push({ type: 'UNDO', strokeId: stroke.strokeId });
-      send('UNDO', { roomId, strokeId: stroke.strokeId });
+      const opId = newId();
+      inflight.push({ type: 'UNDO', opId, strokeId: stroke.strokeId, stroke });
+      send('UNDO', { roomId, strokeId: stroke.strokeId, opId });
       redoStack.push({ stroke, local: false });
     } else {
       toast('Undo needs a connection; try again when you are back online.');
@@ -690,8 +731,9 @@
       flushPending();
     } else if (joined) {
       redoStack.pop();
-      inflight.push({ type: 'REDO', strokeId: item.stroke.strokeId });
-      send('REDO', { roomId, stroke: item.stroke });
+      const opId = newId();
+      inflight.push({ type: 'REDO', opId, strokeId: item.stroke.strokeId, stroke: item.stroke });
+      send('REDO', { roomId, stroke: item.stroke, opId });
       insertStroke(item.stroke, Infinity);
     } else {
       toast('Redo needs a connection; try again when you are back online.');

@@ -116,7 +116,11 @@ class User {
 
   /** The board's pixels, exported by the canvas itself (no cursors or UI on top). */
   async canvas(saveAs) {
-    const url = await this.page.evaluate(() => document.getElementById('board').toDataURL('image/png'));
+    const url = await this.page.evaluate(async () => {
+      // State changes first, pixels on the next animation frame: let that frame run.
+      await new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)));
+      return document.getElementById('board').toDataURL('image/png');
+    });
     const png = Buffer.from(url.slice(url.indexOf(',') + 1), 'base64');
     if (saveAs) this.save(`${saveAs}-canvas.png`, png);
     return decodePng(png);
