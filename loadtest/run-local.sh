@@ -11,6 +11,7 @@
 #   OUT_DIR=dir             where result.json, chart.svg, rss.txt and the logs go
 #                           (default target/loadtest/<preset>-<timestamp>)
 #   REDIS_SERVER=path       redis-server binary (default: the one on PATH)
+#   GUEST_TOKENS=1          do not give loadtest the secret: it fetches guest tokens over HTTP
 #   DRAWBRIDGE_*            passed through to both instances (e.g. DRAWBRIDGE_SEND_QUEUE)
 #
 # Exit status: loadtest's own (0 pass, 1 loss or nothing measured, 2 could not run), or 3 when
@@ -18,7 +19,7 @@
 set -euo pipefail
 
 usage() {
-    sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
 }
 [[ $# -ge 1 ]] || usage
@@ -138,8 +139,10 @@ for inst in a b; do rss_before[$inst]=$(rss_kib "${pid_of[$inst]}" VmRSS); done
 sampler=$!
 
 echo "stack: redis 127.0.0.1:$redis_port, a 127.0.0.1:$port_a (pid ${pid_of[a]}), b 127.0.0.1:$port_b (pid ${pid_of[b]}); output in $out_dir" >&2
+secret_env=(LOADTEST_JWT_SECRET="$secret")
+[[ -n ${GUEST_TOKENS:-} ]] && secret_env=()
 set +e
-LOADTEST_JWT_SECRET=$secret "$bin/loadtest" --preset "$preset" \
+env -u LOADTEST_JWT_SECRET "${secret_env[@]}" "$bin/loadtest" --preset "$preset" \
     --url "ws://127.0.0.1:$port_a" --url "ws://127.0.0.1:$port_b" \
     --out "$out_dir/result.json" --chart "$out_dir/chart.svg" "$@"
 status=$?

@@ -33,10 +33,20 @@ fn title(report: &Report) -> String {
     let name = sc
         .preset
         .map_or_else(|| "custom".to_owned(), |p| format!("{p:?}").to_lowercase());
-    format!(
-        "drawbridge loadtest: {name}, {} conns, {} rooms, {} strokes/s, {} cursor/s per conn",
-        report.connections.planned, sc.rooms, sc.strokes_per_sec, sc.cursor_per_sec
-    )
+    match sc.mode {
+        Mode::Latejoin => format!(
+            "drawbridge loadtest: {name}, {} sequential joins of a room holding {} strokes",
+            sc.joins, sc.prefill
+        ),
+        Mode::Idle => format!(
+            "drawbridge loadtest: {name}, {} idle connections in {} rooms",
+            sc.connections, sc.rooms
+        ),
+        Mode::Traffic => format!(
+            "drawbridge loadtest: {name}, {} conns, {} rooms, {} strokes/s, {} cursor/s per conn",
+            sc.connections, sc.rooms, sc.strokes_per_sec, sc.cursor_per_sec
+        ),
+    }
 }
 
 fn draw(report: &Report, root: &Area<'_>) -> DrawResult<()> {
@@ -210,6 +220,7 @@ fn draw_joins(report: &Report, area: &Area<'_>) -> DrawResult<()> {
     chart
         .configure_mesh()
         .x_desc("join #")
+        .light_line_style(RGBColor(242, 242, 242))
         .y_desc("ms")
         .draw()?;
     let color = RGBColor(31, 119, 180);

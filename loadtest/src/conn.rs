@@ -135,6 +135,8 @@ pub struct Client {
     buf: String,
     /// Ops refused with an `ERROR` over the client's life (tallies reset at every flush).
     pub rejected_total: u64,
+    /// `JOIN_ROOM` sent → its answer received (before parsing it), of the last join.
+    pub last_join_us: u64,
 }
 
 impl Client {
@@ -154,6 +156,7 @@ impl Client {
             next_n: 0,
             buf: String::with_capacity(256 + points * 24),
             rejected_total: 0,
+            last_join_us: 0,
         }
     }
 
@@ -179,8 +182,9 @@ impl Client {
                         let now = now_us();
                         if let Some(reply) = self.on_frame(&t, now) {
                             if matches!(reply, JoinReply::Initial { .. } | JoinReply::Replay) {
+                                self.last_join_us = now.saturating_sub(sent);
                                 self.recorder
-                                    .record(Kind::Join, now - sent.min(now), now, now);
+                                    .record(Kind::Join, self.last_join_us, now, now);
                             }
                             if let JoinReply::Initial { bytes, .. } = reply {
                                 self.recorder

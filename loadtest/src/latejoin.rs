@@ -112,10 +112,9 @@ pub async fn run(sc: Scenario, targets: Vec<Arc<Target>>) -> Result<Report> {
                 continue;
             }
         };
-        let sent = now_us();
         match client.join(&mut ws, sc.connect_timeout).await {
             Ok(JoinReply::Initial { strokes, .. }) => {
-                samples.push(now_us().saturating_sub(sent) as f64 / 1000.0);
+                samples.push(client.last_join_us as f64 / 1000.0);
                 min_strokes = min_strokes.min(strokes);
                 max_strokes = max_strokes.max(strokes);
             }

@@ -133,7 +133,8 @@ pub struct Scenario {
     pub reconnect: bool,
     #[serde(serialize_with = "ser_secs")]
     pub connect_timeout: Duration,
-    /// Print the live line on stderr once per second.
+    /// Print the live line on stderr once per second (off for library callers such as tests;
+    /// the binary turns it on unless `--quiet`).
     #[serde(skip)]
     pub progress: bool,
 }
@@ -162,7 +163,7 @@ impl Default for Scenario {
             allow_remote: false,
             reconnect: true,
             connect_timeout: Duration::from_secs(10),
-            progress: true,
+            progress: false,
         }
     }
 }
