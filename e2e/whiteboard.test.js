@@ -196,6 +196,7 @@ describe('whiteboard through nginx on two instances', { timeout: 300000 }, () =>
 
   it('a page that goes offline queues its strokes and converges exactly once when back', async () => {
     const before = (await ann.state()).strokeIds.length;
+    const replays = (await bob.state()).joins.replay;
 
     await bob.context.setOffline(true);
     await bob.page.evaluate(() => window.drawbridge.dropConnection());
@@ -207,6 +208,10 @@ describe('whiteboard through nginx on two instances', { timeout: 300000 }, () =>
     await bob.draw(line(100, 700, 880));
     await ann.pick(ORANGE, 8);
     await ann.draw(line(900, 1500, 400));
+    // Someone arrives while Bob is away; a REPLAY does not list people, so Bob must catch up.
+    const eve = await open('Eve');
+    await eve.joinAsGuest(invite);
+    await eve.waitConnected();
 
     // Still offline: reconnect attempts must fail, and the strokes wait in the queue.
     await sleep(1500);
@@ -226,10 +231,16 @@ describe('whiteboard through nginx on two instances', { timeout: 300000 }, () =>
     assertColorAt(img, 1200, 400, ORANGE, "Ann's stroke drawn while Bob was away");
     s = await bob.state();
     assert.equal(s.seq, (await ann.state()).seq, 'both pages saw the same last seq');
+    assert.ok(s.joins.replay > replays, `Bob should recover with a REPLAY from {since, epoch}: ${JSON.stringify(s.joins)}`);
+    await bob.waitState('Eve in the list', (st) => st.users.some((u) => u.username === 'Eve') && st.userCount === 3);
+    await eve.close();
+    users.splice(users.indexOf(eve), 1);
+    await bob.waitState('Eve gone', (st) => !st.users.some((u) => u.username === 'Eve') && st.userCount === 2);
   });
 
   it('a stroke whose ACK is lost with the socket is applied exactly once', async () => {
     const before = (await ann.state()).strokeIds.length;
+    const replays = (await bob.state()).joins.replay;
     // Drop Bob's socket right after the page sends the stroke, before any ACK can be read.
     await bob.page.evaluate(() => {
       document.getElementById('board').addEventListener('pointerup', () => window.drawbridge.dropConnection(), { once: true });
@@ -239,6 +250,7 @@ describe('whiteboard through nginx on two instances', { timeout: 300000 }, () =>
     await bob.waitConnected();
     const ids = await converge([ann, bob], before + 1, 'after the lost ACK');
     assert.equal(ids.filter((x) => x === id).length, 1);
+    assert.equal((await bob.state()).joins.replay, replays + 1, 'recovered with one REPLAY');
     await samePixels([ann, bob], 'after-lost-ack');
   });
 

@@ -72,6 +72,10 @@
 
   const users = new Map();     // userId -> {userId, username, color}
   let userCount = 0;
+  /** After a REPLAY (it lists no users) our list may have missed joins and leaves. */
+  let presenceStale = false;
+  /** How each join was answered, for the test hook: recovery should mostly be REPLAYs. */
+  const joinsAnswered = { initialState: 0, replay: 0 };
   const cursors = new Map();   // userId -> {x, y, username, color, el}
 
   let color = COLORS[0][0];
@@ -495,6 +499,11 @@
         return renderUsers();
       case 'USER_COUNT_UPDATED':
         userCount = p.count;
+        if (presenceStale && joined) {
+          presenceStale = false;
+          // People came or went while we were away: only a full state lists them.
+          if (p.count !== users.size) return sendJoin(true);
+        }
         return renderUsers();
       case 'ROOM_EXPIRED':
         return leaveRoom('This room has expired.');
@@ -504,6 +513,8 @@
   }
 
   function onInitialState(p) {
+    joinsAnswered.initialState++;
+    presenceStale = false;
     committed = [];
     byId.clear();
     for (const s of p.strokes || []) insertStroke(s, 0);
@@ -520,7 +531,15 @@
   }
 
   function onReplay(p) {
+    joinsAnswered.replay++;
     epoch = p.epoch ?? epoch;
+    if (Array.isArray(p.users)) {
+      users.clear();
+      for (const u of p.users) users.set(u.userId, u);
+      renderUsers();
+    } else {
+      presenceStale = true;
+    }
     for (const ev of p.events || []) {
       if (ev && ev.payload) applySequenced(ev.type, ev.payload);
     }
@@ -887,6 +906,11 @@
 
   function onCursor(p) {
     if (!p.userId || p.userId === me()) return;
+    if (!users.has(p.userId) && p.username) {
+      // Someone we missed while reconnecting: their cursor tells us who they are.
+      users.set(p.userId, { userId: p.userId, username: p.username, color: p.color });
+      renderUsers();
+    }
     let c = cursors.get(p.userId);
     if (!c) {
       const el = document.createElement('div');
@@ -1035,6 +1059,7 @@
         users: [...users.values()].map((u) => ({ ...u })),
         userCount,
         cursors: [...cursors.entries()].map(([userId, c]) => ({ userId, username: c.username, x: c.x, y: c.y })),
+        joins: { ...joinsAnswered },
       };
     },
     dropConnection,
