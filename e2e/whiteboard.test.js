@@ -3,9 +3,11 @@
 // that share one Redis. Each test builds on the board the previous one left, in order.
 
 const assert = require('node:assert/strict');
+const fs = require('node:fs');
+const path = require('node:path');
 const { after, before, describe, it } = require('node:test');
 
-const { Cluster, sleep } = require('./lib/cluster');
+const { Cluster, REPO, sleep } = require('./lib/cluster');
 const { launch } = require('./lib/browser');
 const { User } = require('./lib/pages');
 const { diffRatio, inkRatio, pixel } = require('./lib/png');
@@ -95,10 +97,14 @@ describe('whiteboard through nginx on two instances', { timeout: 300000 }, () =>
       seen.add(res.headers.get('x-drawbridge-instance'));
     }
     assert.deepEqual([...seen].sort(), ['a', 'b'], 'x-drawbridge-instance should alternate between a and b');
+    // The server must serve this tree's web/ (a binary built from another checkout serves that one's).
+    const stale = 'the server serves a different copy of web/: rebuild DRAWBRIDGE_BIN from this tree';
+    assert.equal(await (await fetch(`${cluster.url}/`)).text(), fs.readFileSync(path.join(REPO, 'web', 'index.html'), 'utf8'), stale);
     for (const [file, type] of [['app.js', /javascript/], ['style.css', /text\/css/]]) {
       const res = await fetch(`${cluster.url}/assets/${file}`);
       assert.equal(res.status, 200, `/assets/${file}`);
       assert.match(res.headers.get('content-type') || '', type, `/assets/${file} content-type`);
+      assert.equal(await res.text(), fs.readFileSync(path.join(REPO, 'web', file), 'utf8'), `${file}: ${stale}`);
     }
   });
 
@@ -266,6 +272,61 @@ describe('whiteboard through nginx on two instances', { timeout: 300000 }, () =>
     await carol.close();
     users.splice(users.indexOf(carol), 1);
     await ann.waitState('Carol left', (s) => s.userCount === 2);
+  });
+
+  it('draws with touch and with a pen', async () => {
+    const tess = await open('Tess', { hasTouch: true });
+    await tess.joinAsGuest(invite);
+    await tess.waitConnected();
+    const count = (await ann.state()).strokeIds.length;
+    await converge([ann, tess], count, 'Tess joined');
+
+    await tess.pick(GREEN, 8);
+    await tess.drawTouch(line(100, 700, 25));
+    await tess.pick(RED, 8);
+    await tess.drawPen(line(900, 1500, 25));
+    await converge([ann, bob, tess], count + 2, 'touch and pen strokes');
+    const img = await samePixels([ann, bob, tess], 'touch-and-pen');
+    assertColorAt(img, 400, 25, GREEN, 'touch stroke');
+    assertColorAt(img, 1200, 25, RED, 'pen stroke');
+    await tess.close();
+    users.splice(users.indexOf(tess), 1);
+  });
+
+  it('a page that misses a sequenced event notices the gap and replays it', async () => {
+    const gus = await open('Gus');
+    // Gus's socket runs through a relay that can swallow one CANVAS_UPDATE from the server.
+    let dropNext = false;
+    let dropped = 0;
+    await gus.page.routeWebSocket(/\/ws\b/, (ws) => {
+      const server = ws.connectToServer();
+      ws.onMessage((m) => server.send(m));
+      server.onMessage((m) => {
+        if (dropNext && typeof m === 'string' && m.includes('"type":"CANVAS_UPDATE"')) {
+          dropNext = false;
+          dropped++;
+          return;
+        }
+        ws.send(m);
+      });
+    });
+    await gus.joinAsGuest(invite);
+    await gus.waitConnected();
+    const count = (await ann.state()).strokeIds.length;
+    await converge([ann, gus], count, 'Gus joined');
+    const replays = (await gus.state()).joins.replay;
+
+    dropNext = true;
+    await ann.pick(PURPLE, 4);
+    await ann.draw(line(100, 500, 975));
+    await ann.draw(line(550, 850, 975));
+    await converge([ann, bob, gus], count + 2, 'after the gap');
+    assert.equal(dropped, 1, 'the relay swallowed one event');
+    assert.ok((await gus.state()).joins.replay > replays, 'Gus re-joined with since/epoch and got a REPLAY');
+    const img = await samePixels([ann, bob, gus], 'after-gap');
+    assertColorAt(img, 300, 975, PURPLE, 'the swallowed stroke');
+    await gus.close();
+    users.splice(users.indexOf(gus), 1);
   });
 
   it('a board with a thousand strokes loads and stays responsive', async () => {

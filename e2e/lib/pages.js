@@ -19,10 +19,10 @@ function header(headers, name) {
 }
 
 class User {
-  static async open(browser, name) {
+  static async open(browser, name, contextOptions = {}) {
     const user = new User();
     user.name = name;
-    user.context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+    user.context = await browser.newContext({ viewport: { width: 1280, height: 800 }, ...contextOptions });
     user.page = await user.context.newPage();
     user.errors = [];
     user.page.on('pageerror', (err) => user.errors.push(`pageerror: ${err.message}`));
@@ -107,6 +107,37 @@ class User {
     const added = st.pendingIds.concat(st.strokeIds).filter((id) => !before.has(id));
     if (added.length !== 1) throw new Error(`${this.name}: expected one new stroke, got ${added.length}`);
     return added[0];
+  }
+
+  /** Draws through board points with one finger (CDP touch events, so pointerType is "touch"). */
+  async drawTouch(points) {
+    const pts = [];
+    for (const [x, y] of points) pts.push(await this.toPage(x, y));
+    await this.cdp.send('Input.dispatchTouchEvent', { type: 'touchStart', touchPoints: [pts[0]] });
+    for (let i = 1; i < pts.length; i++) {
+      for (let k = 1; k <= 6; k++) {
+        const x = pts[i - 1].x + ((pts[i].x - pts[i - 1].x) * k) / 6;
+        const y = pts[i - 1].y + ((pts[i].y - pts[i - 1].y) * k) / 6;
+        await this.cdp.send('Input.dispatchTouchEvent', { type: 'touchMove', touchPoints: [{ x, y }] });
+      }
+    }
+    await this.cdp.send('Input.dispatchTouchEvent', { type: 'touchEnd', touchPoints: [] });
+  }
+
+  /** Draws through board points with a pen (CDP mouse events with pointerType "pen"). */
+  async drawPen(points) {
+    const send = async (type, [bx, by], extra = {}) => {
+      const { x, y } = await this.toPage(bx, by);
+      await this.cdp.send('Input.dispatchMouseEvent', { type, x, y, pointerType: 'pen', ...extra });
+    };
+    await send('mousePressed', points[0], { button: 'left', buttons: 1, clickCount: 1, force: 0.5 });
+    for (let i = 1; i < points.length; i++) {
+      for (let k = 1; k <= 6; k++) {
+        const p = [0, 1].map((j) => points[i - 1][j] + ((points[i][j] - points[i - 1][j]) * k) / 6);
+        await send('mouseMoved', p, { button: 'left', buttons: 1, force: 0.5 });
+      }
+    }
+    await send('mouseReleased', points[points.length - 1], { button: 'left', buttons: 0, clickCount: 1 });
   }
 
   async moveCursor(x, y) {
