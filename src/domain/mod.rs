@@ -1,6 +1,7 @@
 //! The whiteboard's rules, free of HTTP and Redis: ids, strokes and their validation,
-//! identities and tokens, and the server→client frames every engine must produce.
+//! identities and tokens, accounts, and the server→client frames every engine must produce.
 
+pub mod accounts;
 pub mod frames;
 pub mod identity;
 pub mod ids;

@@ -26,6 +26,16 @@ pub struct AccessClaims {
     pub guest: bool,
 }
 
+/// The claims of a verification token: names the address that signed up, and is good for
+/// `verify-otp` only (its `typ` is `verify`, so it is never taken as an access token).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+struct VerifyClaims {
+    sub: String,
+    typ: String,
+    iat: u64,
+    exp: u64,
+}
+
 #[derive(Debug, Error, PartialEq)]
 pub enum TokenError {
     #[error("token is malformed or its signature is wrong")]
@@ -103,6 +113,41 @@ impl TokenKeys {
         Ok(claims)
     }
 
+    /// Mints a verification token for `email`, valid `ttl_secs` from `now`.
+    pub fn issue_verification(
+        &self,
+        email: &str,
+        ttl_secs: u64,
+        now: u64,
+    ) -> Result<String, TokenError> {
+        let claims = VerifyClaims {
+            sub: email.to_owned(),
+            typ: "verify".to_owned(),
+            iat: now,
+            exp: now + ttl_secs,
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .map_err(|_| TokenError::Invalid)
+    }
+
+    /// The e-mail address a verification token was minted for. Same checks as
+    /// [`verify`](Self::verify); any other `typ` (an access token) is [`TokenError::WrongType`].
+    pub fn verify_verification(&self, token: &str, now: u64) -> Result<String, TokenError> {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.validate_exp = false;
+        validation.required_spec_claims.clear();
+        let claims = jsonwebtoken::decode::<VerifyClaims>(token, &self.decoding, &validation)
+            .map_err(|_| TokenError::Invalid)?
+            .claims;
+        if claims.typ != "verify" {
+            return Err(TokenError::WrongType);
+        }
+        if claims.exp <= now {
+            return Err(TokenError::Expired);
+        }
+        Ok(claims.sub)
+    }
+
     /// Verifies a token for a WebSocket session: like [`verify`](Self::verify), and the account
     /// must be verified.
     pub fn identity(&self, token: &str, now: u64) -> Result<(Identity, u64), TokenError> {
@@ -151,6 +196,26 @@ mod tests {
         let payload = t.split('.').nth(1).expect("payload");
         let none = format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{payload}.");
         assert_eq!(keys().verify(&none, 1_000), Err(TokenError::Invalid));
+    }
+
+    #[test]
+    fn verification_and_access_tokens_are_not_interchangeable() {
+        let k = keys();
+        let v = k.issue_verification("a@x.io", 600, 1_000).expect("issue");
+        assert_eq!(k.verify_verification(&v, 1_599).as_deref(), Ok("a@x.io"));
+        assert_eq!(k.verify_verification(&v, 1_600), Err(TokenError::Expired));
+        assert_eq!(k.verify(&v, 1_000).map(|_| ()), Err(TokenError::Invalid));
+        let a = k
+            .issue(&UserId::new("u1"), "Ann", None, true, false, 1_000)
+            .expect("issue");
+        assert_eq!(k.verify_verification(&a, 1_000), Err(TokenError::WrongType));
+        let other = TokenKeys::new(b"other", 900)
+            .issue_verification("a@x.io", 600, 1_000)
+            .expect("issue");
+        assert_eq!(
+            k.verify_verification(&other, 1_000),
+            Err(TokenError::Invalid)
+        );
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! The embedded engine: all shared state in this process, for a single instance with no Redis
 //! (development, demos, tests). Same semantics as the Redis engine, checked by the same suite.
 
+mod accounts;
+
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,8 +14,10 @@ use serde_json::value::RawValue;
 
 use super::{
     Engine, EngineError, EngineResult, EngineSettings, JoinOutcome, JoinRequest, LogSlice, Op,
-    OpKind, OpOutcome, RateDecision, RoomInfo, RoomView, ViewBody, now_ms,
+    OpKind, OpOutcome, OtpOutcome, RateDecision, RefreshOutcome, RoomInfo, RoomView, ViewBody,
+    now_ms,
 };
+use crate::domain::accounts::Account;
 use crate::domain::{ConnKey, RoomId, StrokeId, UserId, frames};
 use crate::hub::{Delivery, Hub};
 
@@ -23,6 +27,7 @@ pub struct MemoryEngine {
     // One lock for everything: ops are short and in-memory, and publishing to the hub while
     // holding it is what keeps delivery in seq order.
     state: Mutex<State>,
+    accounts: accounts::AccountStore,
 }
 
 #[derive(Default)]
@@ -76,6 +81,7 @@ impl MemoryEngine {
             settings,
             hub,
             state: Mutex::new(State::default()),
+            accounts: accounts::AccountStore::default(),
         }
     }
 
@@ -382,6 +388,56 @@ impl Engine for MemoryEngine {
                 reset: left,
             }
         })
+    }
+
+    async fn create_account(&self, account: &Account) -> EngineResult<bool> {
+        Ok(self.accounts.create(account))
+    }
+
+    async fn account(&self, email: &str) -> EngineResult<Option<Account>> {
+        Ok(self.accounts.by_email(email))
+    }
+
+    async fn account_by_id(&self, user: &UserId) -> EngineResult<Option<Account>> {
+        Ok(self.accounts.by_id(user))
+    }
+
+    async fn store_otp(&self, email: &str, code_hash: &str, ttl: Duration) -> EngineResult<()> {
+        self.accounts.store_otp(email, code_hash, ttl);
+        Ok(())
+    }
+
+    async fn confirm_otp(
+        &self,
+        email: &str,
+        code_hash: &str,
+        max_tries: u32,
+    ) -> EngineResult<OtpOutcome> {
+        Ok(self.accounts.confirm_otp(email, code_hash, max_tries))
+    }
+
+    async fn store_refresh(
+        &self,
+        user: &UserId,
+        token_hash: &str,
+        ttl: Duration,
+    ) -> EngineResult<()> {
+        self.accounts.store_refresh(user, token_hash, ttl);
+        Ok(())
+    }
+
+    async fn rotate_refresh(
+        &self,
+        old_hash: &str,
+        new_hash: &str,
+        ttl: Duration,
+    ) -> EngineResult<RefreshOutcome> {
+        Ok(self.accounts.rotate_refresh(old_hash, new_hash, ttl))
+    }
+
+    async fn revoke_refresh(&self, token_hash: &str) -> EngineResult<()> {
+        self.accounts.revoke_refresh(token_hash);
+        Ok(())
     }
 
     fn is_ready(&self) -> bool {

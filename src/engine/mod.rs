@@ -1,6 +1,7 @@
 //! All shared state lives behind [`Engine`]: rooms, strokes, the op log, presence, rate-limit
-//! counters. [`memory::MemoryEngine`] serves a single instance with no Redis; [`redis::RedisEngine`]
-//! lets any number of instances share one Redis. Both deliver room events to the local
+//! counters, accounts, one-time codes and refresh tokens. [`memory::MemoryEngine`] serves a
+//! single instance with no Redis; [`redis::RedisEngine`] lets any number of instances share one
+//! Redis. Both deliver room events to the local
 //! [`Hub`](crate::hub::Hub) and pass the same test suite (`tests/engine_suite.rs`).
 
 pub mod memory;
@@ -11,6 +12,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use thiserror::Error;
 
+use crate::domain::accounts::Account;
 use crate::domain::{ConnKey, Identity, RoomId, Stroke, StrokeId, UserId};
 
 #[derive(Debug, Error)]
@@ -126,6 +128,31 @@ pub enum RateDecision {
     Limited { retry_after: Duration },
 }
 
+/// What checking an e-mailed code did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum OtpOutcome {
+    /// The code was right: it is consumed and the account is now verified.
+    Verified,
+    /// Wrong code; this many more tries are allowed.
+    Wrong { tries_left: u32 },
+    /// Too many wrong tries: this code is dead even if right; a new one must be sent.
+    Locked,
+    /// No live code for this address (expired, used, or never sent), or no such account.
+    Missing,
+}
+
+/// What presenting a refresh token did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RefreshOutcome {
+    /// The token was live: it is dead now and the new one is stored in its place.
+    Rotated(UserId),
+    /// The token had already been rotated: presumed stolen, so every refresh token of the user
+    /// has been revoked.
+    Reused(UserId),
+    /// Never issued, expired, logged out, or revoked.
+    Unknown,
+}
+
 #[async_trait]
 pub trait Engine: Send + Sync + 'static {
     async fn create_room(&self, creator: &UserId) -> EngineResult<RoomInfo>;
@@ -165,6 +192,47 @@ pub trait Engine: Send + Sync + 'static {
         limit: u32,
         window: Duration,
     ) -> EngineResult<RateDecision>;
+
+    /// Stores a new account unless its e-mail is taken; `false` when it is.
+    async fn create_account(&self, account: &Account) -> EngineResult<bool>;
+
+    /// The account registered under a (normalised) e-mail address.
+    async fn account(&self, email: &str) -> EngineResult<Option<Account>>;
+
+    /// The account with this id.
+    async fn account_by_id(&self, user: &UserId) -> EngineResult<Option<Account>>;
+
+    /// Stores the hash of a new code for `email`, replacing any previous one and its tries.
+    async fn store_otp(&self, email: &str, code_hash: &str, ttl: Duration) -> EngineResult<()>;
+
+    /// Checks a code's hash and, atomically with a match, consumes it and marks the account
+    /// verified. Every wrong try counts, even concurrent ones.
+    async fn confirm_otp(
+        &self,
+        email: &str,
+        code_hash: &str,
+        max_tries: u32,
+    ) -> EngineResult<OtpOutcome>;
+
+    /// Stores a new refresh token (by hash) for `user`, in that user's family.
+    async fn store_refresh(
+        &self,
+        user: &UserId,
+        token_hash: &str,
+        ttl: Duration,
+    ) -> EngineResult<()>;
+
+    /// Atomically kills the presented token and stores its successor, or detects reuse of an
+    /// already rotated token and then revokes the user's whole family.
+    async fn rotate_refresh(
+        &self,
+        old_hash: &str,
+        new_hash: &str,
+        ttl: Duration,
+    ) -> EngineResult<RefreshOutcome>;
+
+    /// Kills one refresh token (logout). Unknown tokens are ignored.
+    async fn revoke_refresh(&self, token_hash: &str) -> EngineResult<()>;
 
     /// Whether shared state is reachable and room events are flowing.
     fn is_ready(&self) -> bool;

@@ -3,7 +3,7 @@
 //! Room keys carry the room id in braces, a Redis Cluster hash tag, so every key and the
 //! channel of one room live in one slot and a script may touch them all.
 
-use crate::domain::RoomId;
+use crate::domain::{RoomId, UserId};
 
 #[derive(Clone, Debug)]
 pub struct Keys {
@@ -61,6 +61,46 @@ impl Keys {
     pub fn rate(&self, kind: &str, subject: &str) -> String {
         format!("{}rl:{kind}:{subject}", self.prefix)
     }
+
+    /// Account hash: id, name, passwordHash, verified, createdAt.
+    pub fn user(&self, email: &str) -> String {
+        format!("{}user:{email}", self.prefix)
+    }
+
+    /// User id → e-mail, to find the account behind a refresh token.
+    pub fn user_id(&self, user: &UserId) -> String {
+        format!("{}user-id:{user}", self.prefix)
+    }
+
+    /// The pending one-time code of an address: codeHash, tries.
+    pub fn otp(&self, email: &str) -> String {
+        format!("{}otp:{email}", self.prefix)
+    }
+
+    /// A live refresh token: the user id, under the token's sha256.
+    pub fn refresh(&self, hash: &str) -> String {
+        format!("{}{hash}", self.refresh_prefix())
+    }
+
+    /// Scripts append a stored hash to this to reach a token's key.
+    pub fn refresh_prefix(&self) -> String {
+        format!("{}refresh:", self.prefix)
+    }
+
+    /// A rotated refresh token, remembered (user id) so that its reuse is recognised.
+    pub fn refresh_used(&self, hash: &str) -> String {
+        format!("{}refresh-used:{hash}", self.prefix)
+    }
+
+    /// The set of a user's live refresh token hashes.
+    pub fn refresh_family(&self, user: &UserId) -> String {
+        format!("{}{user}", self.refresh_family_prefix())
+    }
+
+    /// Scripts append a user id (read from a token's key) to this to reach its family.
+    pub fn refresh_family_prefix(&self) -> String {
+        format!("{}refresh-family:", self.prefix)
+    }
 }
 
 #[cfg(test)]
@@ -85,5 +125,17 @@ mod tests {
         assert_eq!(keys.room_of_channel("p:room:{3f2a}"), Some(room));
         assert_eq!(keys.room_of_channel("room:{3f2a}"), None);
         assert_eq!(keys.channel_pattern(), "p:room:*");
+    }
+
+    #[test]
+    fn account_keys() {
+        let keys = Keys::new("p:");
+        let user = UserId::new("u1");
+        assert_eq!(keys.user("a@b.io"), "p:user:a@b.io");
+        assert_eq!(keys.user_id(&user), "p:user-id:u1");
+        assert_eq!(keys.otp("a@b.io"), "p:otp:a@b.io");
+        assert_eq!(keys.refresh("ab12"), "p:refresh:ab12");
+        assert_eq!(keys.refresh_used("ab12"), "p:refresh-used:ab12");
+        assert_eq!(keys.refresh_family(&user), "p:refresh-family:u1");
     }
 }

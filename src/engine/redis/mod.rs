@@ -5,6 +5,7 @@
 //! runs one `PSUBSCRIBE room:*` ([`pubsub`]) and hands every event to its hub; a heartbeat
 //! ([`liveness`]) keeps `instance:<id>` alive so other instances can sweep presence of dead ones.
 
+mod accounts;
 mod keys;
 mod liveness;
 mod pubsub;
@@ -24,8 +25,10 @@ pub use keys::Keys;
 
 use super::{
     Engine, EngineError, EngineResult, EngineSettings, JoinOutcome, JoinRequest, LogSlice, Op,
-    OpKind, OpOutcome, RateDecision, RoomInfo, RoomView, ViewBody, now_ms,
+    OpKind, OpOutcome, OtpOutcome, RateDecision, RefreshOutcome, RoomInfo, RoomView, ViewBody,
+    now_ms,
 };
+use crate::domain::accounts::Account;
 use crate::domain::ids::instance_of;
 use crate::domain::{ConnKey, RoomId, StrokeId, UserId, frames};
 use crate::hub::Hub;
@@ -501,6 +504,53 @@ impl Engine for RedisEngine {
                 reset: left,
             }
         })
+    }
+
+    async fn create_account(&self, account: &Account) -> EngineResult<bool> {
+        self.inner.create_account(account).await
+    }
+
+    async fn account(&self, email: &str) -> EngineResult<Option<Account>> {
+        self.inner.account(email).await
+    }
+
+    async fn account_by_id(&self, user: &UserId) -> EngineResult<Option<Account>> {
+        self.inner.account_by_id(user).await
+    }
+
+    async fn store_otp(&self, email: &str, code_hash: &str, ttl: Duration) -> EngineResult<()> {
+        self.inner.store_otp(email, code_hash, ttl).await
+    }
+
+    async fn confirm_otp(
+        &self,
+        email: &str,
+        code_hash: &str,
+        max_tries: u32,
+    ) -> EngineResult<OtpOutcome> {
+        self.inner.confirm_otp(email, code_hash, max_tries).await
+    }
+
+    async fn store_refresh(
+        &self,
+        user: &UserId,
+        token_hash: &str,
+        ttl: Duration,
+    ) -> EngineResult<()> {
+        self.inner.store_refresh(user, token_hash, ttl).await
+    }
+
+    async fn rotate_refresh(
+        &self,
+        old_hash: &str,
+        new_hash: &str,
+        ttl: Duration,
+    ) -> EngineResult<RefreshOutcome> {
+        self.inner.rotate_refresh(old_hash, new_hash, ttl).await
+    }
+
+    async fn revoke_refresh(&self, token_hash: &str) -> EngineResult<()> {
+        self.inner.revoke_refresh(token_hash).await
     }
 
     fn is_ready(&self) -> bool {

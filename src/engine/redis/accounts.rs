@@ -1,0 +1,191 @@
+//! Accounts, one-time codes and refresh tokens in Redis (`user:<email>`, `user-id:<id>`,
+//! `otp:<email>`, `refresh:<sha256>`, `refresh-used:<sha256>`, `refresh-family:<id>`).
+//! Every change that reads before it writes is one Lua script, so two instances racing on the
+//! same code or token cannot both win.
+
+use std::collections::HashMap;
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use redis::{AsyncCommands, Script, Value};
+
+use super::{Inner, bad_reply, next, number, tagged, text};
+use crate::domain::UserId;
+use crate::domain::accounts::Account;
+use crate::engine::{EngineResult, OtpOutcome, RefreshOutcome};
+
+static CREATE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/account_create.lua")));
+static CONFIRM_OTP: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/otp_confirm.lua")));
+static STORE_REFRESH: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/refresh_store.lua")));
+static ROTATE_REFRESH: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/refresh_rotate.lua")));
+static REVOKE_REFRESH: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/refresh_revoke.lua")));
+
+fn millis(d: Duration) -> u64 {
+    d.as_millis() as u64
+}
+
+impl Inner {
+    pub(super) async fn create_account(&self, account: &Account) -> EngineResult<bool> {
+        let mut invocation = CREATE.prepare_invoke();
+        invocation
+            .key(self.keys.user(&account.email))
+            .key(self.keys.user_id(&account.id))
+            .arg(account.id.as_str())
+            .arg(&account.name)
+            .arg(&account.password_hash)
+            .arg(if account.verified { "1" } else { "0" })
+            .arg(account.created_at)
+            .arg(&account.email);
+        let mut conn = self.conn().await?;
+        let created: i64 = self
+            .with_timeout(invocation.invoke_async(&mut conn))
+            .await?;
+        Ok(created == 1)
+    }
+
+    pub(super) async fn account(&self, email: &str) -> EngineResult<Option<Account>> {
+        let mut conn = self.conn().await?;
+        let fields: HashMap<String, String> = self
+            .with_timeout(conn.hgetall(self.keys.user(email)))
+            .await?;
+        if fields.is_empty() {
+            return Ok(None);
+        }
+        let field = |name: &str| {
+            fields
+                .get(name)
+                .cloned()
+                .ok_or_else(|| bad_reply(&format!("account without {name}")))
+        };
+        Ok(Some(Account {
+            id: UserId::new(field("id")?),
+            name: field("name")?,
+            email: email.to_owned(),
+            password_hash: field("passwordHash")?,
+            verified: field("verified")? == "1",
+            created_at: field("createdAt")?
+                .parse()
+                .map_err(|_| bad_reply("account createdAt"))?,
+        }))
+    }
+
+    pub(super) async fn account_by_id(&self, user: &UserId) -> EngineResult<Option<Account>> {
+        let email: Option<String> = {
+            let mut conn = self.conn().await?;
+            self.with_timeout(conn.get(self.keys.user_id(user))).await?
+        };
+        match email {
+            Some(email) => Ok(self.account(&email).await?.filter(|a| &a.id == user)),
+            None => Ok(None),
+        }
+    }
+
+    pub(super) async fn store_otp(
+        &self,
+        email: &str,
+        code_hash: &str,
+        ttl: Duration,
+    ) -> EngineResult<()> {
+        let key = self.keys.otp(email);
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .del(&key)
+            .hset_multiple(&key, &[("codeHash", code_hash), ("tries", "0")])
+            .pexpire(&key, millis(ttl) as i64);
+        let mut conn = self.conn().await?;
+        self.with_timeout(pipe.query_async::<()>(&mut conn)).await
+    }
+
+    pub(super) async fn confirm_otp(
+        &self,
+        email: &str,
+        code_hash: &str,
+        max_tries: u32,
+    ) -> EngineResult<OtpOutcome> {
+        let mut invocation = CONFIRM_OTP.prepare_invoke();
+        invocation
+            .key(self.keys.otp(email))
+            .key(self.keys.user(email))
+            .arg(code_hash)
+            .arg(max_tries);
+        let mut conn = self.conn().await?;
+        let reply: Value = self
+            .with_timeout(invocation.invoke_async(&mut conn))
+            .await?;
+        let (tag, mut items) = tagged(reply)?;
+        Ok(match tag.as_str() {
+            "verified" => OtpOutcome::Verified,
+            "wrong" => OtpOutcome::Wrong {
+                tries_left: u32::try_from(number(next(&mut items)?)?)
+                    .map_err(|_| bad_reply("tries left"))?,
+            },
+            "locked" => OtpOutcome::Locked,
+            "missing" => OtpOutcome::Missing,
+            other => return Err(bad_reply(other)),
+        })
+    }
+
+    pub(super) async fn store_refresh(
+        &self,
+        user: &UserId,
+        hash: &str,
+        ttl: Duration,
+    ) -> EngineResult<()> {
+        let mut invocation = STORE_REFRESH.prepare_invoke();
+        invocation
+            .key(self.keys.refresh(hash))
+            .key(self.keys.refresh_family(user))
+            .arg(user.as_str())
+            .arg(millis(ttl))
+            .arg(hash)
+            .arg(self.keys.refresh_prefix());
+        let mut conn = self.conn().await?;
+        self.with_timeout(invocation.invoke_async::<()>(&mut conn))
+            .await
+    }
+
+    pub(super) async fn rotate_refresh(
+        &self,
+        old: &str,
+        new: &str,
+        ttl: Duration,
+    ) -> EngineResult<RefreshOutcome> {
+        let mut invocation = ROTATE_REFRESH.prepare_invoke();
+        invocation
+            .key(self.keys.refresh(old))
+            .key(self.keys.refresh(new))
+            .key(self.keys.refresh_used(old))
+            .arg(old)
+            .arg(new)
+            .arg(millis(ttl))
+            .arg(self.keys.refresh_prefix())
+            .arg(self.keys.refresh_family_prefix());
+        let mut conn = self.conn().await?;
+        let reply: Value = self
+            .with_timeout(invocation.invoke_async(&mut conn))
+            .await?;
+        let (tag, mut items) = tagged(reply)?;
+        Ok(match tag.as_str() {
+            "rotated" => RefreshOutcome::Rotated(UserId::new(text(next(&mut items)?)?)),
+            "reused" => RefreshOutcome::Reused(UserId::new(text(next(&mut items)?)?)),
+            "unknown" => RefreshOutcome::Unknown,
+            other => return Err(bad_reply(other)),
+        })
+    }
+
+    pub(super) async fn revoke_refresh(&self, hash: &str) -> EngineResult<()> {
+        let mut invocation = REVOKE_REFRESH.prepare_invoke();
+        invocation
+            .key(self.keys.refresh(hash))
+            .arg(hash)
+            .arg(self.keys.refresh_family_prefix());
+        let mut conn = self.conn().await?;
+        self.with_timeout(invocation.invoke_async::<()>(&mut conn))
+            .await
+    }
+}
