@@ -1,0 +1,1568 @@
+//! The shared `Engine` suite: every case runs once against the memory engine and once against the
+//! Redis engine on a private `redis-server`, so both are held to the same contract
+//! (`PROTOCOL.md` §1.2–1.4 and §3).
+//!
+//! Cases watch the engine the way sessions do: through hub members with their own queues. The
+//! Redis engine delivers through pub/sub, so every wait is bounded, and "nothing else arrived" is
+//! proved by publishing a marker afterwards and checking it is the next thing each member gets
+//! (Redis relays one channel's messages in publication order), never by sleeping.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use drawbridge::domain::{ConnKey, Identity, Point, RoomId, Stroke, StrokeId, UserId};
+use drawbridge::engine::memory::MemoryEngine;
+use drawbridge::engine::redis::{RedisEngine, RedisSettings};
+use drawbridge::engine::{
+    Engine, EngineSettings, JoinOutcome, JoinRequest, Op, OpKind, OpOutcome, RateDecision,
+    RoomView, ViewBody, now_ms,
+};
+use drawbridge::hub::{Hub, Item, Member, Outbound};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use common::{RedisServer, WAIT};
+
+/// The instance every fixture's connections belong to (so its own presence is never swept).
+const INSTANCE: &str = "inst-a";
+
+/// What most cases run with; a case that needs other limits says so in the suite list.
+fn settings() -> EngineSettings {
+    EngineSettings {
+        instance_id: INSTANCE.into(),
+        room_ttl: Some(Duration::from_secs(3600)),
+        log_max: 100,
+        redo_max: 10,
+    }
+}
+
+/// One engine under test, the hub it delivers to, and (for Redis) the server behind it.
+struct Fixture {
+    engine: Arc<dyn Engine>,
+    hub: Arc<Hub>,
+    settings: EngineSettings,
+    redis: Option<RedisBackend>,
+    /// Numbers the markers, so a marker left over from an earlier check is never mistaken.
+    markers: AtomicU64,
+}
+
+struct RedisBackend {
+    server: RedisServer,
+    /// Every key and channel of this fixture starts with it.
+    prefix: String,
+    tasks: TaskTracker,
+    shutdown: CancellationToken,
+}
+
+impl Drop for RedisBackend {
+    fn drop(&mut self) {
+        // On a failed assertion the fixture is dropped while unwinding: stop the engine's tasks.
+        self.shutdown.cancel();
+    }
+}
+
+impl Fixture {
+    fn memory(settings: EngineSettings) -> Self {
+        let hub = Arc::new(Hub::new());
+        Self {
+            engine: Arc::new(MemoryEngine::new(settings.clone(), hub.clone())),
+            hub,
+            settings,
+            redis: None,
+            markers: AtomicU64::new(0),
+        }
+    }
+
+    async fn redis(name: &str, settings: EngineSettings) -> Self {
+        let server = RedisServer::start();
+        let prefix = format!("suite:{name}:");
+        let hub = Arc::new(Hub::new());
+        let tasks = TaskTracker::new();
+        let shutdown = CancellationToken::new();
+        let engine = RedisEngine::start(
+            &RedisSettings {
+                url: server.url(),
+                key_prefix: prefix.clone(),
+                pool_size: 4,
+            },
+            settings.clone(),
+            hub.clone(),
+            &tasks,
+            shutdown.clone(),
+        )
+        .await
+        .expect("the redis engine starts");
+        // The pub/sub subscription comes up in the background; events published before it
+        // would be lost to this instance.
+        wait_until("the redis engine is ready", || engine.is_ready()).await;
+        Self {
+            engine: Arc::new(engine),
+            hub,
+            settings,
+            redis: Some(RedisBackend {
+                server,
+                prefix,
+                tasks,
+                shutdown,
+            }),
+            markers: AtomicU64::new(0),
+        }
+    }
+
+    /// Stops the engine's tasks and waits for them; the server dies with the backend.
+    async fn stop(mut self) {
+        if let Some(redis) = self.redis.take() {
+            redis.shutdown.cancel();
+            redis.tasks.close();
+            assert!(
+                tokio::time::timeout(WAIT, redis.tasks.wait()).await.is_ok(),
+                "the redis engine's tasks did not stop"
+            );
+        }
+    }
+
+    fn backend(&self) -> &RedisBackend {
+        self.redis.as_ref().expect("a redis-only case")
+    }
+
+    async fn room(&self) -> RoomId {
+        self.engine
+            .create_room(&UserId::new("creator"))
+            .await
+            .expect("create_room")
+            .room_id
+    }
+
+    /// A connection of `user` registered with the hub for `room` (not yet joined in the engine),
+    /// as a session does right before it joins.
+    fn peer(&self, room: &RoomId, user: &str, n: u64) -> Peer {
+        let (tx, rx) = mpsc::channel(256);
+        let overflow = CancellationToken::new();
+        let conn = ConnKey::new(INSTANCE, n);
+        self.hub.add(
+            room,
+            Member {
+                key: conn.clone(),
+                generation: 0,
+                tx,
+                overflow: overflow.clone(),
+            },
+        );
+        Peer {
+            who: identity(user),
+            conn,
+            rx,
+            overflow,
+        }
+    }
+
+    async fn join(&self, room: &RoomId, peer: &Peer, since: Option<(u64, &str)>) -> RoomView {
+        let outcome = self
+            .engine
+            .join(JoinRequest {
+                room,
+                conn: &peer.conn,
+                who: &peer.who,
+                since,
+            })
+            .await
+            .expect("join");
+        match outcome {
+            JoinOutcome::Joined(view) => view,
+            JoinOutcome::Missing => panic!("room {room} is missing"),
+        }
+    }
+
+    async fn apply(
+        &self,
+        room: &RoomId,
+        peer: &Peer,
+        op_id: Option<&str>,
+        kind: OpKind,
+    ) -> OpOutcome {
+        self.engine
+            .apply(
+                room,
+                Op {
+                    who: &peer.who,
+                    conn: &peer.conn,
+                    op_id,
+                    kind,
+                },
+            )
+            .await
+            .expect("apply")
+    }
+
+    /// Draws stroke `id`; like a session, the op id defaults to the stroke id.
+    async fn draw(&self, room: &RoomId, peer: &Peer, id: &str) -> OpOutcome {
+        let stroke = stroke(room, &peer.who, id);
+        self.apply(room, peer, Some(id), OpKind::Stroke(stroke))
+            .await
+    }
+
+    async fn undo(&self, room: &RoomId, peer: &Peer, target: Option<&str>) -> OpOutcome {
+        let target = target.map(StrokeId::new);
+        self.apply(room, peer, None, OpKind::Undo(target)).await
+    }
+
+    async fn redo(&self, room: &RoomId, peer: &Peer, target: Option<&str>) -> OpOutcome {
+        let target = target.map(StrokeId::new);
+        self.apply(room, peer, None, OpKind::Redo(target)).await
+    }
+
+    async fn leave(&self, room: &RoomId, peer: &Peer) {
+        self.engine
+            .leave(room, &peer.conn)
+            .await
+            .expect("leave is harmless");
+    }
+
+    /// Publishes a fresh marker to every member of the room and returns it.
+    async fn marker(&self, room: &RoomId) -> Value {
+        let n = self.markers.fetch_add(1, Ordering::Relaxed);
+        let marker = json!({"type": "MARKER", "payload": {"n": n}});
+        self.engine
+            .publish_transient(room, &ConnKey::new("nobody", 0), marker.to_string())
+            .await
+            .expect("publish the marker");
+        marker
+    }
+
+    /// Asserts that nothing more was delivered to `peers`: the marker must be their next item.
+    async fn settle(&self, room: &RoomId, peers: &mut [&mut Peer]) {
+        let marker = self.marker(room).await;
+        for peer in peers.iter_mut() {
+            let item = peer.item().await;
+            match item {
+                Item::Frame { seq: None, bytes } if parse(&bytes) == marker => {}
+                other => panic!("{}: delivered unexpectedly: {}", peer.conn, show(&other)),
+            }
+        }
+    }
+
+    /// Discards whatever was delivered to `peers` so far.
+    async fn flush(&self, room: &RoomId, peers: &mut [&mut Peer]) {
+        let marker = self.marker(room).await;
+        for peer in peers.iter_mut() {
+            peer.until(&marker).await;
+        }
+    }
+}
+
+/// One connection as the hub sees it: its identity, key and queue.
+struct Peer {
+    who: Identity,
+    conn: ConnKey,
+    rx: mpsc::Receiver<Outbound>,
+    overflow: CancellationToken,
+}
+
+impl Peer {
+    async fn item(&mut self) -> Item {
+        match tokio::time::timeout(WAIT, self.rx.recv()).await {
+            Ok(Some(out)) => out.item,
+            Ok(None) => panic!("{}: the hub dropped this member", self.conn),
+            Err(_) => panic!("{}: nothing delivered within {WAIT:?}", self.conn),
+        }
+    }
+
+    async fn frame(&mut self) -> (Option<u64>, Value) {
+        match self.item().await {
+            Item::Frame { seq, bytes } => (seq, parse(&bytes)),
+            other => panic!("{}: wanted a frame, got {}", self.conn, show(&other)),
+        }
+    }
+
+    /// The next item, which must be an unsequenced frame (presence, cursors).
+    async fn transient(&mut self) -> Value {
+        match self.frame().await {
+            (None, frame) => frame,
+            (Some(seq), frame) => panic!(
+                "{}: wanted a transient frame, got #{seq} {frame}",
+                self.conn
+            ),
+        }
+    }
+
+    /// The next item, which must be a sequenced frame.
+    async fn sequenced(&mut self) -> (u64, Value) {
+        match self.frame().await {
+            (Some(seq), frame) => (seq, frame),
+            (None, frame) => panic!("{}: wanted a sequenced frame, got {frame}", self.conn),
+        }
+    }
+
+    /// The next item, which must be the marker of this connection's own op.
+    async fn own(&mut self) -> u64 {
+        match self.item().await {
+            Item::Own { seq } => seq,
+            other => panic!("{}: wanted its own op, got {}", self.conn, show(&other)),
+        }
+    }
+
+    /// Everything delivered before `marker` (which is consumed), as JSON.
+    async fn until(&mut self, marker: &Value) -> Vec<Value> {
+        let mut items = Vec::new();
+        loop {
+            let item = self.item().await;
+            if let Item::Frame { seq: None, bytes } = &item
+                && parse(bytes) == *marker
+            {
+                return items;
+            }
+            items.push(item_json(&item));
+        }
+    }
+}
+
+async fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn parse(bytes: &[u8]) -> Value {
+    serde_json::from_slice(bytes)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(bytes)))
+}
+
+fn parse_all(texts: &[String]) -> Vec<Value> {
+    texts.iter().map(|t| parse(t.as_bytes())).collect()
+}
+
+fn item_json(item: &Item) -> Value {
+    match item {
+        Item::Frame { seq, bytes } => json!({"seq": seq, "frame": parse(bytes)}),
+        Item::Own { seq } => json!({"own": seq}),
+        Item::Resync => json!("resync"),
+    }
+}
+
+fn show(item: &Item) -> String {
+    item_json(item).to_string()
+}
+
+fn identity(user: &str) -> Identity {
+    Identity::new(UserId::new(user), format!("name-{user}"))
+}
+
+fn applied(seq: u64, id: &str) -> OpOutcome {
+    OpOutcome::Applied {
+        seq,
+        stroke_id: StrokeId::new(id),
+    }
+}
+
+fn duplicate(seq: u64, id: &str) -> OpOutcome {
+    OpOutcome::Duplicate {
+        seq,
+        stroke_id: StrokeId::new(id),
+    }
+}
+
+/// A valid stroke as a session hands it over: stamped with the caller and the room.
+fn stroke(room: &RoomId, who: &Identity, id: &str) -> Stroke {
+    Stroke {
+        user_id: who.user_id.clone(),
+        stroke_id: StrokeId::new(id),
+        room_id: room.clone(),
+        points: vec![Point { x: 1.5, y: 2.0 }, Point { x: -3.0, y: 4.25 }],
+        color: "#ff8800".into(),
+        width: 2.5,
+    }
+}
+
+// The expected wire JSON, spelled out from PROTOCOL.md rather than taken from `frames`.
+
+fn stroke_json(room: &RoomId, who: &Identity, id: &str) -> Value {
+    json!({
+        "userId": who.user_id.as_str(), "strokeId": id, "roomId": room.as_str(),
+        "points": [{"x": 1.5, "y": 2.0}, {"x": -3.0, "y": 4.25}], "color": "#ff8800", "width": 2.5
+    })
+}
+
+fn member_json(who: &Identity) -> Value {
+    json!({"userId": who.user_id.as_str(), "username": who.username, "color": who.color})
+}
+
+fn canvas_update(room: &RoomId, who: &Identity, id: &str, seq: u64) -> Value {
+    json!({"type": "CANVAS_UPDATE", "payload": {
+        "roomId": room.as_str(), "canvasData": stroke_json(room, who, id),
+        "userId": who.user_id.as_str(), "seq": seq
+    }})
+}
+
+fn undo_frame(room: &RoomId, who: &Identity, id: &str, seq: u64) -> Value {
+    json!({"type": "UNDO", "payload": {
+        "roomId": room.as_str(), "userId": who.user_id.as_str(), "strokeId": id, "seq": seq
+    }})
+}
+
+fn redo_frame(room: &RoomId, who: &Identity, id: &str, seq: u64) -> Value {
+    json!({"type": "REDO", "payload": {
+        "roomId": room.as_str(), "userId": who.user_id.as_str(),
+        "stroke": stroke_json(room, who, id), "seq": seq
+    }})
+}
+
+fn user_joined(room: &RoomId, who: &Identity) -> Value {
+    json!({"type": "USER_JOINED", "payload": {
+        "roomId": room.as_str(), "userId": who.user_id.as_str(),
+        "username": who.username, "color": who.color
+    }})
+}
+
+fn user_count(room: &RoomId, count: usize) -> Value {
+    json!({"type": "USER_COUNT_UPDATED", "payload": {"roomId": room.as_str(), "count": count}})
+}
+
+fn user_left(room: &RoomId, user: &str, count: usize) -> Value {
+    json!({"type": "USER_LEFT", "payload": {"roomId": room.as_str(), "userId": user, "count": count}})
+}
+
+fn cursor_leave(room: &RoomId, user: &str) -> Value {
+    json!({"type": "CURSOR_LEAVE", "payload": {"roomId": room.as_str(), "userId": user}})
+}
+
+fn cursor_move(room: &RoomId, who: &Identity) -> Value {
+    json!({"type": "CURSOR_MOVE", "payload": {
+        "roomId": room.as_str(), "userId": who.user_id.as_str(), "username": who.username,
+        "color": who.color, "x": 10.5, "y": -2.0
+    }})
+}
+
+/// The view's users, parsed and in a fixed order (presence has none).
+fn users(view: &RoomView) -> Vec<Value> {
+    let mut users = parse_all(&view.users);
+    users.sort_by_key(|u| u["userId"].as_str().unwrap_or_default().to_owned());
+    users
+}
+
+fn snapshot(view: &RoomView) -> Vec<Value> {
+    match &view.body {
+        ViewBody::Snapshot(strokes) => parse_all(strokes),
+        ViewBody::Replay { from_seq, .. } => {
+            panic!("wanted a snapshot, got a replay from {from_seq}")
+        }
+    }
+}
+
+fn replay(view: &RoomView) -> (u64, Vec<Value>) {
+    match &view.body {
+        ViewBody::Replay { from_seq, events } => (*from_seq, parse_all(events)),
+        ViewBody::Snapshot(strokes) => {
+            panic!(
+                "wanted a replay, got a snapshot of {} strokes",
+                strokes.len()
+            )
+        }
+    }
+}
+
+fn view_json(view: &RoomView) -> Value {
+    let body = match &view.body {
+        ViewBody::Snapshot(strokes) => json!({"snapshot": parse_all(strokes)}),
+        ViewBody::Replay { from_seq, events } => {
+            json!({"replay": {"fromSeq": from_seq, "events": parse_all(events)}})
+        }
+    };
+    json!({"seq": view.seq, "epoch": view.epoch, "users": users(view), "body": body})
+}
+
+/// Runs `PTTL` on `key`.
+async fn pttl(conn: &mut ::redis::aio::MultiplexedConnection, key: &str) -> i64 {
+    ::redis::cmd("PTTL")
+        .arg(key)
+        .query_async(conn)
+        .await
+        .expect("PTTL")
+}
+
+mod cases {
+    use super::*;
+
+    pub async fn rooms_exist_once_created(fx: &Fixture) {
+        let before = now_ms();
+        let info = fx
+            .engine
+            .create_room(&UserId::new("creator"))
+            .await
+            .expect("create_room");
+        let ttl = fx.settings.room_ttl.expect("a ttl").as_millis() as u64;
+        let at = info.expires_at.expect("rooms with a ttl have an expiry");
+        assert!(
+            at >= before + ttl && at <= now_ms() + ttl,
+            "expires_at {at} is not creation + ttl"
+        );
+        assert!(fx.engine.room_exists(&info.room_id).await.expect("exists"));
+        let other = fx.room().await;
+        assert_ne!(other, info.room_id);
+        assert!(fx.engine.room_exists(&other).await.expect("exists"));
+    }
+
+    pub async fn unknown_rooms_are_missing(fx: &Fixture) {
+        let room = RoomId::random();
+        assert!(!fx.engine.room_exists(&room).await.expect("exists"));
+        let mut watcher = fx.peer(&room, "watcher", 900);
+        let alice = fx.peer(&room, "alice", 1);
+        let joined = fx
+            .engine
+            .join(JoinRequest {
+                room: &room,
+                conn: &alice.conn,
+                who: &alice.who,
+                since: None,
+            })
+            .await
+            .expect("join");
+        assert!(matches!(joined, JoinOutcome::Missing), "{joined:?}");
+        assert_eq!(fx.draw(&room, &alice, "a1").await, OpOutcome::RoomMissing);
+        assert_eq!(fx.undo(&room, &alice, None).await, OpOutcome::RoomMissing);
+        assert_eq!(
+            fx.redo(&room, &alice, Some("a1")).await,
+            OpOutcome::RoomMissing
+        );
+        assert!(
+            fx.engine
+                .events_after(&room, 0)
+                .await
+                .expect("events_after")
+                .is_none()
+        );
+        fx.leave(&room, &alice).await;
+        // None of that brought the room into being or told anyone anything.
+        assert!(!fx.engine.room_exists(&room).await.expect("exists"));
+        fx.settle(&room, &mut [&mut watcher]).await;
+    }
+
+    pub async fn join_returns_a_snapshot_and_tells_the_others(fx: &Fixture) {
+        let room = fx.room().await;
+        let mut watcher = fx.peer(&room, "watcher", 900);
+        let mut a1 = fx.peer(&room, "alice", 1);
+        let view = fx.join(&room, &a1, None).await;
+        assert_eq!(view.seq, 0);
+        assert!(!view.epoch.is_empty());
+        let epoch = view.epoch.clone();
+        assert_eq!(users(&view), [member_json(&a1.who)]);
+        assert_eq!(snapshot(&view), Vec::<Value>::new());
+        assert_eq!(watcher.transient().await, user_joined(&room, &a1.who));
+        assert_eq!(watcher.transient().await, user_count(&room, 1));
+        // The joiner gets the count, but not its own USER_JOINED.
+        assert_eq!(a1.transient().await, user_count(&room, 1));
+
+        // A second connection of the same user is the same user.
+        let mut a2 = fx.peer(&room, "alice", 2);
+        let view = fx.join(&room, &a2, None).await;
+        assert_eq!((view.seq, view.epoch.as_str()), (0, epoch.as_str()));
+        assert_eq!(users(&view), [member_json(&a1.who)]);
+        for peer in [&mut watcher, &mut a1, &mut a2] {
+            assert_eq!(
+                peer.transient().await,
+                user_count(&room, 1),
+                "{}",
+                peer.conn
+            );
+        }
+
+        let mut b1 = fx.peer(&room, "bob", 3);
+        let view = fx.join(&room, &b1, None).await;
+        assert_eq!(users(&view), [member_json(&a1.who), member_json(&b1.who)]);
+        for peer in [&mut watcher, &mut a1, &mut a2] {
+            assert_eq!(
+                peer.transient().await,
+                user_joined(&room, &b1.who),
+                "{}",
+                peer.conn
+            );
+            assert_eq!(
+                peer.transient().await,
+                user_count(&room, 2),
+                "{}",
+                peer.conn
+            );
+        }
+        assert_eq!(b1.transient().await, user_count(&room, 2));
+        fx.settle(&room, &mut [&mut watcher, &mut a1, &mut a2, &mut b1])
+            .await;
+    }
+
+    pub async fn strokes_are_sequenced_and_fanned_out(fx: &Fixture) {
+        let room = fx.room().await;
+        let mut watcher = fx.peer(&room, "watcher", 900);
+        let mut a = fx.peer(&room, "alice", 1);
+        let mut b = fx.peer(&room, "bob", 2);
+        fx.join(&room, &a, None).await;
+        fx.join(&room, &b, None).await;
+        fx.flush(&room, &mut [&mut watcher, &mut a, &mut b]).await;
+
+        assert_eq!(fx.draw(&room, &a, "a1").await, applied(1, "a1"));
+        assert_eq!(a.own().await, 1);
+        let frame = canvas_update(&room, &a.who, "a1", 1);
+        assert_eq!(b.sequenced().await, (1, frame.clone()));
+        assert_eq!(watcher.sequenced().await, (1, frame));
+
+        assert_eq!(fx.draw(&room, &b, "b1").await, applied(2, "b1"));
+        assert_eq!(b.own().await, 2);
+        let frame = canvas_update(&room, &b.who, "b1", 2);
+        assert_eq!(a.sequenced().await, (2, frame.clone()));
+        assert_eq!(watcher.sequenced().await, (2, frame));
+
+        // An op without an op id is applied all the same.
+        let a2 = stroke(&room, &a.who, "a2");
+        assert_eq!(
+            fx.apply(&room, &a, None, OpKind::Stroke(a2)).await,
+            applied(3, "a2")
+        );
+        assert_eq!(a.own().await, 3);
+        let frame = canvas_update(&room, &a.who, "a2", 3);
+        assert_eq!(b.sequenced().await, (3, frame.clone()));
+        assert_eq!(watcher.sequenced().await, (3, frame));
+        fx.settle(&room, &mut [&mut watcher, &mut a, &mut b]).await;
+
+        let c = fx.peer(&room, "carol", 3);
+        let view = fx.join(&room, &c, None).await;
+        assert_eq!(view.seq, 3);
+        assert_eq!(
+            snapshot(&view),
+            [
+                stroke_json(&room, &a.who, "a1"),
+                stroke_json(&room, &b.who, "b1"),
+                stroke_json(&room, &a.who, "a2"),
+            ]
+        );
+    }
+
+    pub async fn op_ids_make_ops_idempotent(fx: &Fixture) {
+        let room = fx.room().await;
+        let mut watcher = fx.peer(&room, "watcher", 900);
+        let mut a = fx.peer(&room, "alice", 1);
+        fx.join(&room, &a, None).await;
+        fx.flush(&room, &mut [&mut watcher, &mut a]).await;
+
+        assert_eq!(fx.draw(&room, &a, "a1").await, applied(1, "a1"));
+        assert_eq!(a.own().await, 1);
+        assert_eq!(watcher.sequenced().await.0, 1);
+        assert_eq!(fx.draw(&room, &a, "a1").await, duplicate(1, "a1"));
+        // The op id decides, whatever the resent op holds.
+        let other = stroke(&room, &a.who, "a1-retry");
+        assert_eq!(
+            fx.apply(&room, &a, Some("a1"), OpKind::Stroke(other)).await,
+            duplicate(1, "a1")
+        );
+        fx.settle(&room, &mut [&mut watcher, &mut a]).await;
+
+        assert_eq!(fx.draw(&room, &a, "a2").await, applied(2, "a2"));
+        assert_eq!(a.own().await, 2);
+        assert_eq!(
+            watcher.sequenced().await,
+            (2, canvas_update(&room, &a.who, "a2", 2))
+        );
+
+        // Undo is idempotent under its op id too: resending it undoes nothing more.
+        assert_eq!(
+            fx.apply(&room, &a, Some("u1"), OpKind::Undo(None)).await,
+            applied(3, "a2")
+        );
+        assert_eq!(a.own().await, 3);
+        assert_eq!(watcher.sequenced().await.0, 3);
+        assert_eq!(
+            fx.apply(&room, &a, Some("u1"), OpKind::Undo(None)).await,
+            duplicate(3, "a2")
+        );
+        fx.settle(&room, &mut [&mut watcher, &mut a]).await;
+
+        let c = fx.peer(&room, "carol", 3);
+        let view = fx.join(&room, &c, None).await;
+        assert_eq!(view.seq, 3);
+        assert_eq!(snapshot(&view), [stroke_json(&room, &a.who, "a1")]);
+    }
+
+    pub async fn undo_removes_own_strokes_only(fx: &Fixture) {
+        let room = fx.room().await;
+        let mut watcher = fx.peer(&room, "watcher", 900);
+        let mut a = fx.peer(&room, "alice", 1);
+        let mut b = fx.peer(&room, "bob", 2);
+        fx.join(&room, &a, None).await;
+        fx.join(&room, &b, None).await;
+        assert_eq!(fx.draw(&room, &a, "a1").await, applied(1, "a1"));
+        assert_eq!(fx.draw(&room, &a, "a2").await, applied(2, "a2"));
+        assert_eq!(fx.draw(&room, &b, "b1").await, applied(3, "b1"));
+        fx.flush(&room, &mut [&mut watcher, &mut a, &mut b]).await;
+
+        // No id: the caller's latest stroke, not the room's latest.
+        assert_eq!(fx.undo(&room, &a, None).await, applied(4, "a2"));
+        assert_eq!(a.own().await, 4);
+        let frame = undo_frame(&room, &a.who, "a2", 4);
+        assert_eq!(b.sequenced().await, (4, frame.clone()));
+        assert_eq!(watcher.sequenced().await, (4, frame));
+
+        assert_eq!(fx.undo(&room, &a, Some("a1")).await, applied(5, "a1"));
+        assert_eq!(a.own().await, 5);
+        let frame = undo_frame(&room, &a.who, "a1", 5);
+        assert_eq!(b.sequenced().await, (5, frame.clone()));
+        assert_eq!(watcher.sequenced().await, (5, frame));
+
+        assert_eq!(fx.undo(&room, &a, Some("b1")).await, OpOutcome::Forbidden);
+        assert_eq!(fx.undo(&room, &a, None).await, OpOutcome::NothingToUndo);
+        assert_eq!(
+            fx.undo(&room, &a, Some("a1")).await,
+            OpOutcome::NothingToUndo,
+            "already undone"
+        );
+        assert_eq!(
+            fx.undo(&room, &a, Some("nope")).await,
+            OpOutcome::NothingToUndo
+        );
+        fx.settle(&room, &mut [&mut watcher, &mut a, &mut b]).await;
+
+        let c = fx.peer(&room, "carol", 3);
+        let view = fx.join(&room, &c, None).await;
+        assert_eq!(view.seq, 5);
+        assert_eq!(snapshot(&view), [stroke_json(&room, &b.who, "b1")]);
+        // Refused ops took no seq.
+        assert_eq!(fx.undo(&room, &b, None).await, applied(6, "b1"));
+    }
+
+    pub async fn redo_restores_undone_strokes(fx: &Fixture) {
+        let room = fx.room().await;
+        let mut watcher = fx.peer(&room, "watcher", 900);
+        let mut a = fx.peer(&room, "alice", 1);
+        let mut b = fx.peer(&room, "bob", 2);
+        let c = fx.peer(&room, "carol", 3);
+        fx.join(&room, &a, None).await;
+        fx.join(&room, &b, None).await;
+        for id in ["a1", "a2", "a3"] {
+            assert!(matches!(
+                fx.draw(&room, &a, id).await,
+                OpOutcome::Applied { .. }
+            ));
+        }
+        assert_eq!(fx.draw(&room, &b, "b1").await, applied(4, "b1"));
+        assert_eq!(fx.redo(&room, &a, None).await, OpOutcome::NothingToRedo);
+        assert_eq!(fx.undo(&room, &a, None).await, applied(5, "a3"));
+        assert_eq!(fx.undo(&room, &a, Some("a1")).await, applied(6, "a1"));
+        fx.flush(&room, &mut [&mut watcher, &mut a, &mut b]).await;
+
+        // No id: the most recently undone.
+        assert_eq!(fx.redo(&room, &a, None).await, applied(7, "a1"));
+        assert_eq!(a.own().await, 7);
+        let frame = redo_frame(&room, &a.who, "a1", 7);
+        assert_eq!(b.sequenced().await, (7, frame.clone()));
+        assert_eq!(watcher.sequenced().await, (7, frame));
+        // Redo stacks are per user.
+        assert_eq!(fx.redo(&room, &b, None).await, OpOutcome::NothingToRedo);
+        assert_eq!(
+            fx.redo(&room, &b, Some("a3")).await,
+            OpOutcome::NothingToRedo
+        );
+        assert_eq!(fx.redo(&room, &a, Some("a3")).await, applied(8, "a3"));
+        assert_eq!(a.own().await, 8);
+        let frame = redo_frame(&room, &a.who, "a3", 8);
+        assert_eq!(b.sequenced().await, (8, frame.clone()));
+        assert_eq!(watcher.sequenced().await, (8, frame));
+        assert_eq!(fx.redo(&room, &a, None).await, OpOutcome::NothingToRedo);
+        fx.settle(&room, &mut [&mut watcher, &mut a, &mut b]).await;
+
+        let view = fx.join(&room, &c, None).await;
+        assert_eq!(view.seq, 8);
+        assert_eq!(
+            snapshot(&view),
+            [
+                stroke_json(&room, &a.who, "a2"),
+                stroke_json(&room, &b.who, "b1"),
+                stroke_json(&room, &a.who, "a1"),
+                stroke_json(&room, &a.who, "a3"),
+            ]
+        );
+
+        // A new stroke of the user ends the user's redo chain...
+        assert_eq!(fx.undo(&room, &a, None).await, applied(9, "a3"));
+        assert_eq!(fx.draw(&room, &a, "a4").await, applied(10, "a4"));
+        assert_eq!(fx.redo(&room, &a, None).await, OpOutcome::NothingToRedo);
+        assert_eq!(
+            fx.redo(&room, &a, Some("a3")).await,
+            OpOutcome::NothingToRedo
+        );
+        // ...but someone else's stroke does not.
+        assert_eq!(fx.undo(&room, &a, None).await, applied(11, "a4"));
+        assert_eq!(fx.draw(&room, &b, "b2").await, applied(12, "b2"));
+        assert_eq!(fx.redo(&room, &a, None).await, applied(13, "a4"));
+
+        let view = fx.join(&room, &c, None).await;
+        assert_eq!(view.seq, 13);
+        assert_eq!(
+            snapshot(&view),
+            [
+                stroke_json(&room, &a.who, "a2"),
+                stroke_json(&room, &b.who, "b1"),
+                stroke_json(&room, &a.who, "a1"),
+                stroke_json(&room, &b.who, "b2"),
+                stroke_json(&room, &a.who, "a4"),
+            ]
+        );
+    }
+
+    /// Runs with `redo_max: 2`.
+    pub async fn redo_stack_is_capped(fx: &Fixture) {
+        let room = fx.room().await;
+        let a = fx.peer(&room, "alice", 1);
+        fx.join(&room, &a, None).await;
+        for id in ["a1", "a2", "a3"] {
+            assert!(matches!(
+                fx.draw(&room, &a, id).await,
+                OpOutcome::Applied { .. }
+            ));
+        }
+        assert_eq!(fx.undo(&room, &a, None).await, applied(4, "a3"));
+        assert_eq!(fx.undo(&room, &a, None).await, applied(5, "a2"));
+        assert_eq!(fx.undo(&room, &a, None).await, applied(6, "a1"));
+        // Only the two most recent undos can be redone.
+        assert_eq!(
+            fx.redo(&room, &a, Some("a3")).await,
+            OpOutcome::NothingToRedo
+        );
+        assert_eq!(fx.redo(&room, &a, None).await, applied(7, "a1"));
+        assert_eq!(fx.redo(&room, &a, None).await, applied(8, "a2"));
+        assert_eq!(fx.redo(&room, &a, None).await, OpOutcome::NothingToRedo);
+    }
+
+    pub async fn replay_covers_the_missed_events(fx: &Fixture) {
+        let room = fx.room().await;
+        let mut watcher = fx.peer(&room, "watcher", 900);
+        let a = fx.peer(&room, "alice", 1);
+        let epoch = fx.join(&room, &a, None).await.epoch;
+        fx.flush(&room, &mut [&mut watcher]).await;
+        for id in ["a1", "a2", "a3"] {
+            assert!(matches!(
+                fx.draw(&room, &a, id).await,
+                OpOutcome::Applied { .. }
+            ));
+        }
+        assert_eq!(fx.undo(&room, &a, None).await, applied(4, "a3"));
+        assert_eq!(fx.redo(&room, &a, None).await, applied(5, "a3"));
+        let mut frames = Vec::new();
+        for seq in 1..=5 {
+            let (got, frame) = watcher.sequenced().await;
+            assert_eq!(got, seq);
+            frames.push(frame);
+        }
+
+        let c = fx.peer(&room, "carol", 3);
+        let view = fx.join(&room, &c, Some((2, &epoch))).await;
+        assert_eq!((view.seq, view.epoch.as_str()), (5, epoch.as_str()));
+        assert_eq!(users(&view), [member_json(&a.who), member_json(&c.who)]);
+        assert_eq!(replay(&view), (3, frames[2..].to_vec()));
+
+        let view = fx.join(&room, &c, Some((0, &epoch))).await;
+        assert_eq!(replay(&view), (1, frames.clone()));
+
+        let view = fx.join(&room, &c, Some((5, &epoch))).await;
+        assert_eq!(replay(&view), (6, Vec::new()));
+
+        let strokes: Vec<Value> = ["a1", "a2", "a3"]
+            .iter()
+            .map(|id| stroke_json(&room, &a.who, id))
+            .collect();
+        let view = fx.join(&room, &c, Some((2, "another-epoch"))).await;
+        assert_eq!(view.seq, 5);
+        assert_eq!(snapshot(&view), strokes);
+        // A client ahead of the room saw another history.
+        let view = fx.join(&room, &c, Some((6, &epoch))).await;
+        assert_eq!(snapshot(&view), strokes);
+    }
+
+    /// Runs with `log_max: 3`.
+    pub async fn trimmed_log_falls_back_to_a_snapshot(fx: &Fixture) {
+        let room = fx.room().await;
+        let mut watcher = fx.peer(&room, "watcher", 900);
+        let a = fx.peer(&room, "alice", 1);
+        let epoch = fx.join(&room, &a, None).await.epoch;
+        fx.flush(&room, &mut [&mut watcher]).await;
+        let ids = ["a1", "a2", "a3", "a4", "a5"];
+        for id in ids {
+            assert!(matches!(
+                fx.draw(&room, &a, id).await,
+                OpOutcome::Applied { .. }
+            ));
+        }
+        let mut frames = Vec::new();
+        for seq in 1..=5 {
+            let (got, frame) = watcher.sequenced().await;
+            assert_eq!(got, seq);
+            frames.push(frame);
+        }
+        let strokes: Vec<Value> = ids
+            .iter()
+            .map(|id| stroke_json(&room, &a.who, id))
+            .collect();
+
+        let c = fx.peer(&room, "carol", 3);
+        let view = fx.join(&room, &c, Some((2, &epoch))).await;
+        assert_eq!(replay(&view), (3, frames[2..].to_vec()));
+        for since in [1, 0] {
+            let view = fx.join(&room, &c, Some((since, &epoch))).await;
+            assert_eq!(view.seq, 5);
+            assert_eq!(snapshot(&view), strokes, "since {since}");
+        }
+        let view = fx.join(&room, &c, Some((5, &epoch))).await;
+        assert_eq!(replay(&view), (6, Vec::new()));
+
+        let slice = fx
+            .engine
+            .events_after(&room, 2)
+            .await
+            .expect("events_after")
+            .expect("the log reaches back to 3");
+        let got: Vec<(Option<u64>, Value)> = slice
+            .events
+            .iter()
+            .map(|e| (e.seq, parse(&e.frame)))
+            .collect();
+        let want: Vec<(Option<u64>, Value)> = (3..=5)
+            .map(|s| (Some(s), frames[s as usize - 1].clone()))
+            .collect();
+        assert_eq!(got, want);
+        for after in [1, 0] {
+            assert!(
+                fx.engine
+                    .events_after(&room, after)
+                    .await
+                    .expect("events_after")
+                    .is_none(),
+                "after {after}: the log no longer reaches back"
+            );
+        }
+    }
+
+    pub async fn events_after_reads_the_log(fx: &Fixture) {
+        let room = fx.room().await;
+        let mut watcher = fx.peer(&room, "watcher", 900);
+        let a = fx.peer(&room, "alice", 1);
+        let b = fx.peer(&room, "bob", 2);
+        let epoch = fx.join(&room, &a, None).await.epoch;
+        fx.join(&room, &b, None).await;
+        fx.flush(&room, &mut [&mut watcher]).await;
+        assert_eq!(fx.draw(&room, &a, "a1").await, applied(1, "a1"));
+        assert_eq!(fx.draw(&room, &b, "b1").await, applied(2, "b1"));
+        assert_eq!(fx.draw(&room, &a, "a2").await, applied(3, "a2"));
+        assert_eq!(fx.undo(&room, &a, None).await, applied(4, "a2"));
+        let mut frames = Vec::new();
+        for _ in 1..=4 {
+            frames.push(watcher.sequenced().await.1);
+        }
+        let origins = [&a.conn, &b.conn, &a.conn, &a.conn];
+
+        for after in [0, 1, 3, 4] {
+            let slice = fx
+                .engine
+                .events_after(&room, after)
+                .await
+                .expect("events_after")
+                .unwrap_or_else(|| panic!("after {after}: the log reaches back"));
+            assert_eq!(slice.epoch, epoch);
+            let got: Vec<Value> = slice
+                .events
+                .iter()
+                .map(|e| {
+                    json!({
+                        "seq": e.seq, "origin": e.origin.as_ref().map(ConnKey::as_str),
+                        "lossy": e.lossy, "frame": parse(&e.frame)
+                    })
+                })
+                .collect();
+            let want: Vec<Value> = (after + 1..=4)
+                .map(|s| {
+                    let i = s as usize - 1;
+                    json!({
+                        "seq": s, "origin": origins[i].as_str(), "lossy": false,
+                        "frame": frames[i]
+                    })
+                })
+                .collect();
+            assert_eq!(got, want, "after {after}");
+        }
+        assert!(
+            fx.engine
+                .events_after(&RoomId::random(), 0)
+                .await
+                .expect("events_after")
+                .is_none()
+        );
+    }
+
+    pub async fn leave_tells_the_room(fx: &Fixture) {
+        let room = fx.room().await;
+        let mut watcher = fx.peer(&room, "watcher", 900);
+        let a1 = fx.peer(&room, "alice", 1);
+        let mut a2 = fx.peer(&room, "alice", 2);
+        let mut b = fx.peer(&room, "bob", 3);
+        for peer in [&a1, &a2, &b] {
+            fx.join(&room, peer, None).await;
+        }
+        fx.flush(&room, &mut [&mut watcher, &mut a2, &mut b]).await;
+
+        // As a session does: out of the hub first, then out of the room.
+        fx.hub.remove(&room, &a1.conn);
+        fx.leave(&room, &a1).await;
+        for peer in [&mut watcher, &mut a2, &mut b] {
+            assert_eq!(
+                peer.transient().await,
+                cursor_leave(&room, "alice"),
+                "{}",
+                peer.conn
+            );
+            // Alice is still here on her other connection: no USER_LEFT.
+            assert_eq!(
+                peer.transient().await,
+                user_count(&room, 2),
+                "{}",
+                peer.conn
+            );
+        }
+        fx.settle(&room, &mut [&mut watcher, &mut a2, &mut b]).await;
+
+        fx.hub.remove(&room, &a2.conn);
+        fx.leave(&room, &a2).await;
+        for peer in [&mut watcher, &mut b] {
+            assert_eq!(
+                peer.transient().await,
+                cursor_leave(&room, "alice"),
+                "{}",
+                peer.conn
+            );
+            assert_eq!(
+                peer.transient().await,
+                user_left(&room, "alice", 1),
+                "{}",
+                peer.conn
+            );
+            assert_eq!(
+                peer.transient().await,
+                user_count(&room, 1),
+                "{}",
+                peer.conn
+            );
+        }
+
+        // Leaving twice, or without having joined, is harmless and tells no one.
+        fx.leave(&room, &a2).await;
+        fx.leave(&room, &a1).await;
+        let stranger = fx.peer(&room, "stranger", 77);
+        fx.leave(&room, &stranger).await;
+        fx.engine
+            .leave(&RoomId::random(), &a1.conn)
+            .await
+            .expect("leaving an unknown room is harmless");
+        fx.settle(&room, &mut [&mut watcher, &mut b]).await;
+
+        let c = fx.peer(&room, "carol", 4);
+        let view = fx.join(&room, &c, None).await;
+        assert_eq!(users(&view), [member_json(&b.who), member_json(&c.who)]);
+    }
+
+    pub async fn transient_frames_skip_the_sender_and_are_lossy(fx: &Fixture) {
+        let room = fx.room().await;
+        let mut sender = fx.peer(&room, "alice", 1);
+        let mut other = fx.peer(&room, "bob", 2);
+        fx.join(&room, &sender, None).await;
+        fx.join(&room, &other, None).await;
+        fx.flush(&room, &mut [&mut sender, &mut other]).await;
+        // A member whose queue is full.
+        let (tx, mut full_rx) = mpsc::channel(1);
+        let full_overflow = CancellationToken::new();
+        tx.try_send(Outbound {
+            generation: 0,
+            item: Item::Resync,
+        })
+        .expect("room for one");
+        fx.hub.add(
+            &room,
+            Member {
+                key: ConnKey::new(INSTANCE, 3),
+                generation: 0,
+                tx,
+                overflow: full_overflow.clone(),
+            },
+        );
+        let dropped = fx.hub.stats.dropped_lossy.load(Ordering::Relaxed);
+
+        let cursor = cursor_move(&room, &sender.who);
+        fx.engine
+            .publish_transient(&room, &sender.conn, cursor.to_string())
+            .await
+            .expect("publish_transient");
+        assert_eq!(other.transient().await, cursor);
+        // Delivered in the same pass: lossy, so the full member just misses it.
+        assert_eq!(
+            fx.hub.stats.dropped_lossy.load(Ordering::Relaxed),
+            dropped + 1
+        );
+        assert!(
+            !full_overflow.is_cancelled(),
+            "a lossy frame cut a member loose"
+        );
+        fx.settle(&room, &mut [&mut sender, &mut other]).await;
+
+        // A sequenced event is not lossy: the full member is cut loose instead.
+        assert_eq!(fx.draw(&room, &sender, "a1").await, applied(1, "a1"));
+        assert_eq!(other.sequenced().await.0, 1);
+        assert!(full_overflow.is_cancelled());
+        assert!(matches!(
+            full_rx.try_recv().map(|o| o.item),
+            Ok(Item::Resync)
+        ));
+        assert!(full_rx.try_recv().is_err());
+        assert!(!sender.overflow.is_cancelled() && !other.overflow.is_cancelled());
+    }
+
+    pub async fn rate_limit_counts_hits_per_window(fx: &Fixture) {
+        let window = Duration::from_secs(30);
+        for want in [2, 1, 0] {
+            match fx
+                .engine
+                .rate_limit("ws", "10.0.0.1", 3, window)
+                .await
+                .expect("rate_limit")
+            {
+                RateDecision::Allowed { remaining, reset } => {
+                    assert_eq!(remaining, want);
+                    assert!(reset > Duration::ZERO && reset <= window, "{reset:?}");
+                }
+                other => panic!("hit {}: {other:?}", 3 - want),
+            }
+        }
+        for _ in 0..2 {
+            match fx
+                .engine
+                .rate_limit("ws", "10.0.0.1", 3, window)
+                .await
+                .expect("rate_limit")
+            {
+                RateDecision::Limited { retry_after } => {
+                    assert!(
+                        retry_after > Duration::ZERO && retry_after <= window,
+                        "{retry_after:?}"
+                    );
+                }
+                other => panic!("over the limit: {other:?}"),
+            }
+        }
+        // Counters are per subject and per kind.
+        for (kind, subject) in [("ws", "10.0.0.2"), ("login", "10.0.0.1")] {
+            assert!(matches!(
+                fx.engine
+                    .rate_limit(kind, subject, 3, window)
+                    .await
+                    .expect("rate_limit"),
+                RateDecision::Allowed { remaining: 2, .. }
+            ));
+        }
+
+        // A new window starts afresh.
+        let short = Duration::from_millis(300);
+        assert!(matches!(
+            fx.engine
+                .rate_limit("short", "10.0.0.1", 1, short)
+                .await
+                .expect("rate_limit"),
+            RateDecision::Allowed { remaining: 0, .. }
+        ));
+        let retry_after = match fx
+            .engine
+            .rate_limit("short", "10.0.0.1", 1, short)
+            .await
+            .expect("rate_limit")
+        {
+            RateDecision::Limited { retry_after } => retry_after,
+            other => panic!("over the limit: {other:?}"),
+        };
+        assert!(retry_after <= short, "{retry_after:?}");
+        tokio::time::sleep(retry_after + Duration::from_millis(50)).await;
+        assert!(matches!(
+            fx.engine
+                .rate_limit("short", "10.0.0.1", 1, short)
+                .await
+                .expect("rate_limit"),
+            RateDecision::Allowed { remaining: 0, .. }
+        ));
+    }
+
+    /// Runs with a 1.5 s room TTL: idle rooms vanish, activity keeps them.
+    pub async fn rooms_expire_when_idle(fx: &Fixture) {
+        let step = Duration::from_millis(900);
+        let room = fx.room().await;
+        let a = fx.peer(&room, "alice", 1);
+        tokio::time::sleep(step).await;
+        fx.join(&room, &a, None).await;
+        tokio::time::sleep(step).await;
+        // Older than the TTL, but active within it.
+        assert!(fx.engine.room_exists(&room).await.expect("exists"));
+        assert_eq!(fx.draw(&room, &a, "a1").await, applied(1, "a1"));
+        tokio::time::sleep(step * 2).await;
+        assert!(!fx.engine.room_exists(&room).await.expect("exists"));
+        assert_eq!(fx.draw(&room, &a, "a2").await, OpOutcome::RoomMissing);
+        let joined = fx
+            .engine
+            .join(JoinRequest {
+                room: &room,
+                conn: &a.conn,
+                who: &a.who,
+                since: None,
+            })
+            .await
+            .expect("join");
+        assert!(matches!(joined, JoinOutcome::Missing), "{joined:?}");
+    }
+
+    // Redis only.
+
+    pub async fn sweep_removes_presence_of_dead_instances(fx: &Fixture) {
+        let redis = fx.backend();
+        let mut conn = redis.server.client().await;
+        let room = fx.room().await;
+        let mut watcher = fx.peer(&room, "watcher", 900);
+        let mut a = fx.peer(&room, "alice", 1);
+        fx.join(&room, &a, None).await;
+        fx.flush(&room, &mut [&mut watcher, &mut a]).await;
+
+        let users_key = format!("{}room:{{{room}}}:users", redis.prefix);
+        // Written as the gateway writes presence: `userId` first (the scripts rely on it).
+        let hset = |field: &str, member: &str| {
+            let mut cmd = ::redis::cmd("HSET");
+            cmd.arg(&users_key).arg(field).arg(member);
+            cmd
+        };
+        let live = r##"{"userId":"o","username":"O","color":"#654321"}"##;
+        hset(
+            "ghost/1",
+            r##"{"userId":"g","username":"G","color":"#123456"}"##,
+        )
+        .query_async::<()>(&mut conn)
+        .await
+        .expect("HSET");
+        ::redis::cmd("SET")
+            .arg(format!("{}instance:other", redis.prefix))
+            .arg("1")
+            .arg("PX")
+            .arg(60_000)
+            .query_async::<()>(&mut conn)
+            .await
+            .expect("SET");
+        hset("other/1", live)
+            .query_async::<()>(&mut conn)
+            .await
+            .expect("HSET");
+
+        assert_eq!(fx.engine.sweep_presence(&room).await.expect("sweep"), 1);
+        for peer in [&mut watcher, &mut a] {
+            assert_eq!(
+                peer.transient().await,
+                cursor_leave(&room, "g"),
+                "{}",
+                peer.conn
+            );
+            assert_eq!(
+                peer.transient().await,
+                user_left(&room, "g", 2),
+                "{}",
+                peer.conn
+            );
+            assert_eq!(
+                peer.transient().await,
+                user_count(&room, 2),
+                "{}",
+                peer.conn
+            );
+        }
+        let mut fields: Vec<String> = ::redis::cmd("HKEYS")
+            .arg(&users_key)
+            .query_async(&mut conn)
+            .await
+            .expect("HKEYS");
+        fields.sort();
+        assert_eq!(fields, [a.conn.as_str(), "other/1"]);
+        assert_eq!(fx.engine.sweep_presence(&room).await.expect("sweep"), 0);
+        fx.settle(&room, &mut [&mut watcher, &mut a]).await;
+
+        // A joiner never sees the presence of a dead instance.
+        hset(
+            "ghost/2",
+            r##"{"userId":"g2","username":"G2","color":"#123456"}"##,
+        )
+        .query_async::<()>(&mut conn)
+        .await
+        .expect("HSET");
+        let b = fx.peer(&room, "bob", 2);
+        let view = fx.join(&room, &b, None).await;
+        assert_eq!(
+            users(&view),
+            [
+                member_json(&a.who),
+                member_json(&b.who),
+                parse(live.as_bytes())
+            ]
+        );
+        assert_eq!(watcher.transient().await, cursor_leave(&room, "g2"));
+        assert_eq!(watcher.transient().await, user_left(&room, "g2", 2));
+        assert_eq!(watcher.transient().await, user_count(&room, 2));
+        assert_eq!(watcher.transient().await, user_joined(&room, &b.who));
+        assert_eq!(watcher.transient().await, user_count(&room, 3));
+        fx.settle(&room, &mut [&mut watcher]).await;
+    }
+
+    /// Runs with a 60 s room TTL.
+    pub async fn room_keys_expire_after_activity(fx: &Fixture) {
+        let redis = fx.backend();
+        let mut conn = redis.server.client().await;
+        let ttl = 60_000;
+        let room = fx.room().await;
+        let base = format!("{}room:{{{room}}}", redis.prefix);
+        let remaining = pttl(&mut conn, &base).await;
+        assert!(
+            remaining > 0 && remaining <= ttl,
+            "new room: PTTL {remaining}"
+        );
+
+        let a = fx.peer(&room, "alice", 1);
+        fx.join(&room, &a, None).await;
+        assert_eq!(fx.draw(&room, &a, "a1").await, applied(1, "a1"));
+        assert_eq!(fx.draw(&room, &a, "a2").await, applied(2, "a2"));
+        assert_eq!(fx.draw(&room, &a, "a3").await, applied(3, "a3"));
+        assert_eq!(fx.undo(&room, &a, None).await, applied(4, "a3"));
+        let keys: Vec<String> = ["", ":strokes", ":log", ":users", ":ops", ":undone"]
+            .iter()
+            .map(|suffix| format!("{base}{suffix}"))
+            .collect();
+        for key in &keys {
+            let remaining = pttl(&mut conn, key).await;
+            assert!(remaining > 0 && remaining <= ttl, "{key}: PTTL {remaining}");
+        }
+
+        // Activity (here one that keeps every key in being) gives every key a whole TTL again.
+        for key in &keys {
+            ::redis::cmd("PEXPIRE")
+                .arg(key)
+                .arg(5_000)
+                .query_async::<()>(&mut conn)
+                .await
+                .expect("PEXPIRE");
+        }
+        let before = now_ms();
+        assert_eq!(fx.undo(&room, &a, None).await, applied(5, "a2"));
+        for key in &keys {
+            let remaining = pttl(&mut conn, key).await;
+            assert!(
+                remaining > 5_000 && remaining <= ttl,
+                "{key}: PTTL {remaining}"
+            );
+        }
+        let expires_at: u64 = ::redis::cmd("HGET")
+            .arg(&base)
+            .arg("expiresAt")
+            .query_async(&mut conn)
+            .await
+            .expect("HGET expiresAt");
+        assert!(
+            expires_at >= before + ttl as u64 && expires_at <= now_ms() + ttl as u64,
+            "expiresAt {expires_at}"
+        );
+    }
+
+    /// Runs with no room TTL.
+    pub async fn rooms_without_ttl_never_expire(fx: &Fixture) {
+        let redis = fx.backend();
+        let mut conn = redis.server.client().await;
+        let info = fx
+            .engine
+            .create_room(&UserId::new("creator"))
+            .await
+            .expect("create_room");
+        assert_eq!(info.expires_at, None);
+        let room = info.room_id;
+        let a = fx.peer(&room, "alice", 1);
+        fx.join(&room, &a, None).await;
+        assert_eq!(fx.draw(&room, &a, "a1").await, applied(1, "a1"));
+        assert_eq!(fx.draw(&room, &a, "a2").await, applied(2, "a2"));
+        assert_eq!(fx.undo(&room, &a, None).await, applied(3, "a2"));
+        let base = format!("{}room:{{{room}}}", redis.prefix);
+        for suffix in ["", ":strokes", ":log", ":users", ":ops", ":undone"] {
+            let key = format!("{base}{suffix}");
+            assert_eq!(pttl(&mut conn, &key).await, -1, "{key} has a TTL");
+        }
+    }
+}
+
+/// Picks a case's settings: the suite default unless the list names others.
+macro_rules! settings_or_default {
+    () => {
+        settings()
+    };
+    ($settings:expr) => {
+        $settings
+    };
+}
+
+/// One `#[tokio::test]` per case per engine: `memory::<case>` and `redis::<case>`.
+macro_rules! engine_suite {
+    (
+        shared { $($case:ident $(with $settings:expr)?;)* }
+        redis_only { $($rcase:ident $(with $rsettings:expr)?;)* }
+    ) => {
+        mod memory {
+            use super::*;
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    let fx = Fixture::memory(settings_or_default!($($settings)?));
+                    cases::$case(&fx).await;
+                    fx.stop().await;
+                }
+            )*
+        }
+
+        mod redis {
+            use super::*;
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    let fx =
+                        Fixture::redis(stringify!($case), settings_or_default!($($settings)?)).await;
+                    cases::$case(&fx).await;
+                    fx.stop().await;
+                }
+            )*
+            $(
+                #[tokio::test]
+                async fn $rcase() {
+                    let fx =
+                        Fixture::redis(stringify!($rcase), settings_or_default!($($rsettings)?))
+                            .await;
+                    cases::$rcase(&fx).await;
+                    fx.stop().await;
+                }
+            )*
+        }
+    };
+}
+
+engine_suite! {
+    shared {
+        rooms_exist_once_created;
+        unknown_rooms_are_missing;
+        join_returns_a_snapshot_and_tells_the_others;
+        strokes_are_sequenced_and_fanned_out;
+        op_ids_make_ops_idempotent;
+        undo_removes_own_strokes_only;
+        redo_restores_undone_strokes;
+        redo_stack_is_capped with EngineSettings { redo_max: 2, ..settings() };
+        replay_covers_the_missed_events;
+        trimmed_log_falls_back_to_a_snapshot with EngineSettings { log_max: 3, ..settings() };
+        events_after_reads_the_log;
+        leave_tells_the_room;
+        transient_frames_skip_the_sender_and_are_lossy;
+        rate_limit_counts_hits_per_window;
+        rooms_expire_when_idle
+            with EngineSettings { room_ttl: Some(Duration::from_millis(1500)), ..settings() };
+    }
+    redis_only {
+        sweep_removes_presence_of_dead_instances;
+        room_keys_expire_after_activity
+            with EngineSettings { room_ttl: Some(Duration::from_secs(60)), ..settings() };
+        rooms_without_ttl_never_expire with EngineSettings { room_ttl: None, ..settings() };
+    }
+}
+
+/// The same ops on both engines, recorded as everything they return and deliver, with the room
+/// id and epoch (which differ by construction) blanked out.
+async fn transcript(fx: &Fixture) -> Vec<Value> {
+    let room = fx.room().await;
+    let mut record = Vec::new();
+    let mut watcher = fx.peer(&room, "watcher", 900);
+    let mut a1 = fx.peer(&room, "alice", 1);
+    let mut a2 = fx.peer(&room, "alice", 2);
+    let mut b = fx.peer(&room, "bob", 3);
+    let mut c = fx.peer(&room, "carol", 4);
+    let first = fx.join(&room, &a1, None).await;
+    let epoch = first.epoch.clone();
+    record.push(view_json(&first));
+    record.push(view_json(&fx.join(&room, &a2, None).await));
+    record.push(view_json(&fx.join(&room, &b, None).await));
+    let outcomes = [
+        fx.draw(&room, &a1, "a1").await,
+        fx.draw(&room, &b, "b1").await,
+        fx.draw(&room, &a2, "a2").await,
+        fx.draw(&room, &a1, "a1").await,
+        fx.undo(&room, &a1, None).await,
+        fx.undo(&room, &a1, Some("b1")).await,
+        fx.redo(&room, &a2, None).await,
+        fx.undo(&room, &b, None).await,
+        fx.redo(&room, &b, Some("b1")).await,
+        fx.redo(&room, &b, None).await,
+        fx.undo(&room, &a1, Some("a1")).await,
+        fx.draw(&room, &a1, "a3").await,
+        fx.redo(&room, &a1, None).await,
+    ];
+    record.extend(outcomes.iter().map(|o| json!(format!("{o:?}"))));
+    fx.engine
+        .publish_transient(&room, &a1.conn, cursor_move(&room, &a1.who).to_string())
+        .await
+        .expect("publish_transient");
+    record.push(view_json(&fx.join(&room, &c, Some((3, &epoch))).await));
+    record.push(view_json(&fx.join(&room, &c, Some((3, "stale"))).await));
+    let slice = fx
+        .engine
+        .events_after(&room, 2)
+        .await
+        .expect("events_after")
+        .expect("the log reaches back");
+    record.push(json!(slice.epoch));
+    record.extend(slice.events.iter().map(|e| {
+        json!({
+            "seq": e.seq, "origin": e.origin.as_ref().map(ConnKey::as_str),
+            "lossy": e.lossy, "frame": parse(&e.frame)
+        })
+    }));
+    fx.leave(&room, &a2).await;
+    fx.leave(&room, &a1).await;
+    fx.leave(&room, &b).await;
+    let marker = fx.marker(&room).await;
+    for peer in [&mut watcher, &mut a1, &mut a2, &mut b, &mut c] {
+        let items = peer.until(&marker).await;
+        record.push(json!({"conn": peer.conn.as_str(), "items": items}));
+    }
+    record
+        .into_iter()
+        .map(|v| {
+            let text = v
+                .to_string()
+                .replace(room.as_str(), "<room>")
+                .replace(&epoch, "<epoch>");
+            serde_json::from_str(&text).expect("still JSON")
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn both_engines_produce_the_same_frames() {
+    let memory = Fixture::memory(settings());
+    let want = transcript(&memory).await;
+    memory.stop().await;
+    let redis = Fixture::redis("same_frames", settings()).await;
+    let got = transcript(&redis).await;
+    redis.stop().await;
+    for (i, (got, want)) in got.iter().zip(&want).enumerate() {
+        assert_eq!(
+            got, want,
+            "entry {i}: redis (left) differs from memory (right)"
+        );
+    }
+    assert_eq!(got.len(), want.len());
+}
