@@ -342,7 +342,9 @@ impl Engine for MemoryEngine {
         let Some(room) = live_room(&mut state, room_id) else {
             return Ok(None);
         };
-        if room.log.front().is_some_and(|e| e.seq > after + 1) {
+        // A position beyond the room's seq means the caller saw another history (the room was
+        // recreated): no slice can repair that, as with Redis.
+        if after > room.seq || room.log.front().is_some_and(|e| e.seq > after + 1) {
             return Ok(None);
         }
         Ok(Some(LogSlice {
