@@ -90,6 +90,10 @@ pub async fn run_with_listener(
         )
     };
 
+    let mailer =
+        crate::mail::from_config(&config).map_err(|e| StartError::Config(vec![e.to_string()]))?;
+    let trusted_proxies = crate::transport::client_ip::parse_list(&config.trusted_proxies)
+        .map_err(|bad| StartError::Config(vec![format!("trusted_proxies: {}", bad.join(", "))]))?;
     let state = Arc::new(AppState {
         origins: config.origins(),
         instance_id: instance_id.clone(),
@@ -101,6 +105,9 @@ pub async fn run_with_listener(
         connection_slots: Arc::new(Semaphore::new(config.max_connections)),
         next_conn: AtomicU64::new(0),
         metrics: Metrics::default(),
+        mailer,
+        otp_pepper: secret.as_bytes().to_vec(),
+        trusted_proxies,
         config,
     });
 

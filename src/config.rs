@@ -62,6 +62,38 @@ pub struct Config {
     pub ws_read_buffer: usize,
     /// tungstenite write buffer per connection.
     pub ws_write_buffer: usize,
+    /// Comma-separated IPs or CIDR blocks of reverse proxies whose `X-Forwarded-For` is
+    /// believed; from any other peer the header is ignored.
+    #[serde(deserialize_with = "text")]
+    pub trusted_proxies: String,
+    /// Sign-ups, and separately sign-ins, per IP per `auth_rate_window_secs`, shared by all
+    /// instances; 0 = unlimited.
+    pub auth_rate_limit: u32,
+    pub auth_rate_window_secs: u64,
+    /// Token refreshes per IP per `refresh_rate_window_secs`; 0 = unlimited.
+    pub refresh_rate_limit: u32,
+    pub refresh_rate_window_secs: u64,
+    /// Rooms created per IP per `room_rate_window_secs`; 0 = unlimited.
+    pub room_rate_limit: u32,
+    pub room_rate_window_secs: u64,
+    /// Verification codes e-mailed per address per `otp_send_window_secs`; 0 = unlimited.
+    pub otp_send_limit: u32,
+    pub otp_send_window_secs: u64,
+    /// SMTP server for the verification codes; empty writes each code to the log instead.
+    #[serde(deserialize_with = "text")]
+    pub smtp_host: String,
+    pub smtp_port: u16,
+    /// `none` (plain text, local relays only), `starttls` or `tls` (implicit, usually port 465).
+    #[serde(deserialize_with = "text")]
+    pub smtp_tls: String,
+    /// SMTP login; empty sends without authenticating.
+    #[serde(deserialize_with = "text")]
+    pub smtp_user: String,
+    #[serde(deserialize_with = "text")]
+    pub smtp_password: String,
+    /// Sender of the e-mails, e.g. `drawbridge <no-reply@example.com>`.
+    #[serde(deserialize_with = "text")]
+    pub smtp_from: String,
     /// `text` or `json`.
     #[serde(deserialize_with = "text")]
     pub log_format: String,
@@ -95,6 +127,21 @@ impl Default for Config {
             max_connections: 100_000,
             ws_read_buffer: 4 * 1024,
             ws_write_buffer: 4 * 1024,
+            trusted_proxies: String::new(),
+            auth_rate_limit: 10,
+            auth_rate_window_secs: 900,
+            refresh_rate_limit: 30,
+            refresh_rate_window_secs: 900,
+            room_rate_limit: 20,
+            room_rate_window_secs: 3_600,
+            otp_send_limit: 5,
+            otp_send_window_secs: 3_600,
+            smtp_host: String::new(),
+            smtp_port: 587,
+            smtp_tls: "starttls".into(),
+            smtp_user: String::new(),
+            smtp_password: String::new(),
+            smtp_from: "drawbridge <no-reply@localhost>".into(),
             log_format: "text".into(),
             log: "info".into(),
         }
@@ -189,6 +236,37 @@ impl Config {
         check(
             self.ws_write_buffer >= 512,
             "ws_write_buffer must be at least 512",
+        );
+        if let Err(bad) = crate::transport::client_ip::parse_list(&self.trusted_proxies) {
+            errors.push(format!(
+                "trusted_proxies must be comma-separated IPs or CIDR blocks; bad: {}",
+                bad.join(", ")
+            ));
+        }
+        let mut check = |ok: bool, msg: &str| {
+            if !ok {
+                errors.push(msg.to_owned());
+            }
+        };
+        check(
+            self.auth_rate_window_secs > 0
+                && self.refresh_rate_window_secs > 0
+                && self.room_rate_window_secs > 0
+                && self.otp_send_window_secs > 0,
+            "every *_window_secs must be positive",
+        );
+        check(
+            matches!(self.smtp_tls.as_str(), "none" | "starttls" | "tls"),
+            "smtp_tls must be none, starttls or tls",
+        );
+        check(self.smtp_port > 0, "smtp_port must be positive");
+        check(
+            self.smtp_user.is_empty() == self.smtp_password.is_empty(),
+            "smtp_user and smtp_password go together: set both or neither",
+        );
+        check(
+            self.smtp_from.parse::<lettre::message::Mailbox>().is_ok(),
+            "smtp_from must be an address such as drawbridge <no-reply@example.com>",
         );
         check(
             matches!(self.log_format.as_str(), "text" | "json"),

@@ -16,7 +16,8 @@
 //!
 //! Module map: [`config`] (one struct, file + env), [`app`] (assembly and drain), [`transport`]
 //! (HTTP routes, upgrade checks, the session loop), [`domain`] (rules, no HTTP or Redis
-//! types), [`engine`] (the `Engine` trait and both engines), [`hub`] (local fan-out).
+//! types), [`engine`] (the `Engine` trait and both engines), [`hub`] (local fan-out),
+//! [`mail`] (the sign-up codes, over SMTP or to the log).
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
@@ -25,6 +26,7 @@ pub mod config;
 pub mod domain;
 pub mod engine;
 pub mod hub;
+pub mod mail;
 pub mod metrics;
 pub mod transport;
 

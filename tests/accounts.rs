@@ -279,3 +279,691 @@ async fn redis_engine_keeps_accounts() {
     assert_eq!(email, "ann@x.io");
     stop.cancel();
 }
+
+// ---------------------------------------------------------------------------------------------
+// Over HTTP: real instances, a real redis-server, and a real SMTP listener.
+
+use common::{Instance, SECRET, config, http};
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+
+/// A one-purpose SMTP server on `127.0.0.1:0`: accepts every message and hands over its DATA.
+struct SmtpSink {
+    port: u16,
+    mails: mpsc::Receiver<String>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl SmtpSink {
+    async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind smtp");
+        let port = listener.local_addr().expect("addr").port();
+        let (tx, mails) = mpsc::channel(16);
+        let task = tokio::spawn(async move {
+            let mut sessions = tokio::task::JoinSet::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                sessions.spawn(smtp_session(socket, tx.clone()));
+            }
+        });
+        Self { port, mails, task }
+    }
+
+    /// The next message's DATA (headers and body).
+    async fn next_mail(&mut self) -> String {
+        tokio::time::timeout(common::WAIT, self.mails.recv())
+            .await
+            .expect("a mail in time")
+            .expect("sink open")
+    }
+
+    /// The code in the next message, after checking it went to `to`.
+    async fn next_code(&mut self, to: &str) -> String {
+        let mail = self.next_mail().await;
+        assert!(
+            mail.lines()
+                .any(|l| l.to_lowercase().starts_with("to:") && l.contains(to)),
+            "mail not addressed to {to}: {mail}"
+        );
+        let subject = mail
+            .lines()
+            .find(|l| l.starts_with("Subject:"))
+            .expect("a subject");
+        let code = subject.rsplit(' ').next().expect("code").trim().to_owned();
+        assert!(
+            code.len() == 6 && code.bytes().all(|b| b.is_ascii_digit()),
+            "{subject}"
+        );
+        assert!(mail.contains(&code), "the body carries the code too");
+        code
+    }
+
+    /// Asserts no message arrives for a moment.
+    async fn expect_none(&mut self) {
+        let got = tokio::time::timeout(Duration::from_millis(300), self.mails.recv()).await;
+        assert!(got.is_err(), "unexpected mail: {got:?}");
+    }
+}
+
+impl Drop for SmtpSink {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn smtp_session(socket: TcpStream, mails: mpsc::Sender<String>) {
+    let (read, mut write) = socket.into_split();
+    let mut lines = BufReader::new(read).lines();
+    if write.write_all(b"220 sink ESMTP\r\n").await.is_err() {
+        return;
+    }
+    let mut data: Option<String> = None;
+    while let Ok(Some(line)) = lines.next_line().await {
+        if let Some(buf) = data.as_mut() {
+            if line == "." {
+                let _ = mails.send(std::mem::take(buf)).await;
+                data = None;
+                if write.write_all(b"250 queued\r\n").await.is_err() {
+                    return;
+                }
+            } else {
+                buf.push_str(line.strip_prefix('.').unwrap_or(&line));
+                buf.push('\n');
+            }
+            continue;
+        }
+        let verb = line
+            .split_whitespace()
+            .next()
+            .unwrap_or("")
+            .to_ascii_uppercase();
+        let reply: &[u8] = match verb.as_str() {
+            "EHLO" => b"250-sink\r\n250 8BITMIME\r\n",
+            "DATA" => {
+                data = Some(String::new());
+                b"354 end with <CRLF>.<CRLF>\r\n"
+            }
+            "QUIT" => {
+                let _ = write.write_all(b"221 bye\r\n").await;
+                return;
+            }
+            _ => b"250 ok\r\n",
+        };
+        if write.write_all(reply).await.is_err() {
+            return;
+        }
+    }
+}
+
+fn mail_config(redis: &RedisServer, smtp: &SmtpSink, instance: &str) -> drawbridge::config::Config {
+    drawbridge::config::Config {
+        smtp_host: "127.0.0.1".into(),
+        smtp_port: smtp.port,
+        smtp_tls: "none".into(),
+        smtp_from: "drawbridge tests <tests@drawbridge.test>".into(),
+        ..config(Some(redis), instance)
+    }
+}
+
+/// A raw HTTP/1.1 request with any headers and body: status, headers (lower-cased), JSON body.
+async fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> (u16, Vec<(String, String)>, Value) {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    let body = body.unwrap_or("");
+    let mut text = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        text.push_str(&format!("{name}: {value}\r\n"));
+    }
+    text.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    stream.write_all(text.as_bytes()).await.expect("write");
+    let mut raw = Vec::new();
+    let _ = tokio::time::timeout(common::WAIT, stream.read_to_end(&mut raw)).await;
+    let raw = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_lowercase(), v.trim().to_owned()))
+        .collect();
+    (
+        status,
+        headers,
+        serde_json::from_str(body).unwrap_or(Value::Null),
+    )
+}
+
+/// POSTs JSON, optionally with a bearer token: status and JSON body.
+async fn post(addr: SocketAddr, path: &str, bearer: Option<&str>, body: Value) -> (u16, Value) {
+    let (status, _, body) = http(addr, "POST", path, bearer, Some(&body)).await;
+    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+}
+
+async fn get(addr: SocketAddr, path: &str, bearer: Option<&str>) -> (u16, Value) {
+    let (status, _, body) = http(addr, "GET", path, bearer, None).await;
+    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+fn s(v: &Value) -> &str {
+    v.as_str().unwrap_or_else(|| panic!("not a string: {v}"))
+}
+
+/// Signs up and returns the verification token.
+async fn sign_up(addr: SocketAddr, name: &str, email: &str, password: &str) -> String {
+    let (status, body) = post(
+        addr,
+        "/api/v1/auth/signup",
+        None,
+        json!({"name": name, "email": email, "password": password}),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    s(&body["verificationToken"]).to_owned()
+}
+
+async fn redis_keys(redis: &RedisServer, pattern: &str) -> Vec<String> {
+    let mut conn = redis.client().await;
+    let mut keys: Vec<String> = redis::cmd("KEYS")
+        .arg(pattern)
+        .query_async(&mut conn)
+        .await
+        .expect("keys");
+    keys.sort();
+    keys
+}
+
+#[tokio::test]
+async fn sign_up_verify_connect_refresh_reuse_and_logout() {
+    let redis = RedisServer::start();
+    let mut smtp = SmtpSink::start().await;
+    let a = Instance::start(mail_config(&redis, &smtp, "inst-a")).await;
+    let b = Instance::start(mail_config(&redis, &smtp, "inst-b")).await;
+
+    // Sign up on one instance; the code arrives by e-mail.
+    let verification = sign_up(a.addr, "Ann", "Ann@Example.com", "correct horse").await;
+    let code = smtp.next_code("ann@example.com").await;
+
+    // Verify on the other (the Canvas alias): signed in, with the protocol's shape.
+    let (status, body) = post(
+        b.addr,
+        "/api/home/verify-otp",
+        Some(&verification),
+        json!({"otp": code}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let user = body["user"].clone();
+    assert_eq!(user["name"], "Ann");
+    assert_eq!(user["email"], "ann@example.com");
+    let user_id = s(&user["userId"]).to_owned();
+    let access = s(&body["accessToken"]).to_owned();
+    let refresh1 = s(&body["refreshToken"]).to_owned();
+    let stored = redis_keys(&redis, "refresh:*").await;
+    assert_eq!(stored.len(), 1);
+    assert!(
+        !stored[0].contains(&refresh1),
+        "only the token's hash is stored"
+    );
+
+    let (status, me) = get(a.addr, "/api/v1/me", Some(&access)).await;
+    assert_eq!(status, 200, "{me}");
+    assert_eq!(me["success"], true);
+    assert_eq!(me["user"]["userId"], user_id.as_str());
+    assert_eq!(get(b.addr, "/api/user/me", Some(&access)).await.0, 200);
+
+    // The access token opens a WebSocket, and the room sees the account's id and name.
+    let (status, _, created) = http(a.addr, "POST", "/api/v1/rooms", Some(&access), None).await;
+    assert_eq!(status, 201, "{created}");
+    let room: Value = serde_json::from_str(&created).expect("json");
+    let room = s(&room["data"]["roomId"]).to_owned();
+    let (mut ws, _) = tokio_tungstenite::connect_async(b.ws_url(&access))
+        .await
+        .expect("the access token opens a socket");
+    ws.send(Message::text(
+        json!({"type": "JOIN_ROOM", "payload": {"roomId": room}}).to_string(),
+    ))
+    .await
+    .expect("send");
+    let state = loop {
+        let frame = tokio::time::timeout(common::WAIT, ws.next())
+            .await
+            .expect("a frame")
+            .expect("open")
+            .expect("frame");
+        if let Message::Text(text) = frame {
+            let v: Value = serde_json::from_str(text.as_str()).expect("json");
+            if v["type"] == "INITIAL_STATE" {
+                break v;
+            }
+        }
+    };
+    assert_eq!(state["payload"]["users"][0]["userId"], user_id.as_str());
+    assert_eq!(state["payload"]["users"][0]["username"], "Ann");
+    let _ = ws.close(None).await;
+
+    // Refresh rotates: a new pair, and the old refresh token is dead.
+    let (status, body) = post(
+        b.addr,
+        "/api/v1/auth/refresh",
+        None,
+        json!({"refreshToken": refresh1}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let refresh2 = s(&body["refreshToken"]).to_owned();
+    assert_ne!(refresh2, refresh1);
+    assert_eq!(body["user"]["userId"], user_id.as_str());
+    let access2 = s(&body["accessToken"]).to_owned();
+    assert_eq!(get(a.addr, "/api/v1/me", Some(&access2)).await.0, 200);
+
+    // Presenting the old one again is theft: 401, and the whole family goes, refresh2 too.
+    let (status, body) = post(
+        a.addr,
+        "/api/home/refresh-token",
+        None,
+        json!({"refreshToken": refresh1}),
+    )
+    .await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(body["code"], "TOKEN_REUSED");
+    let (status, body) = post(
+        b.addr,
+        "/api/v1/auth/refresh",
+        None,
+        json!({"refreshToken": refresh2}),
+    )
+    .await;
+    assert_eq!(status, 401, "the family was revoked: {body}");
+    assert!(redis_keys(&redis, "refresh:*").await.is_empty());
+
+    // Sign in again; logout revokes that session's refresh token.
+    let (status, body) = post(
+        a.addr,
+        "/api/home/signin",
+        None,
+        json!({"email": "ann@example.com", "password": "correct horse"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["user"]["userId"], user_id.as_str());
+    let refresh3 = s(&body["refreshToken"]).to_owned();
+    let (status, body) = post(
+        b.addr,
+        "/api/user/logout",
+        None,
+        json!({"refreshToken": refresh3}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = post(
+        a.addr,
+        "/api/v1/auth/refresh",
+        None,
+        json!({"refreshToken": refresh3}),
+    )
+    .await;
+    assert_eq!(status, 401, "logged out");
+    assert!(redis_keys(&redis, "refresh:*").await.is_empty());
+    smtp.expect_none().await;
+}
+
+#[tokio::test]
+async fn two_instances_share_the_sign_in_and_room_limits() {
+    let redis = RedisServer::start();
+    let smtp = SmtpSink::start().await;
+    let room_limited = |instance| drawbridge::config::Config {
+        room_rate_limit: 2,
+        ..mail_config(&redis, &smtp, instance)
+    };
+    let a = Instance::start(room_limited("inst-a")).await;
+    let b = Instance::start(room_limited("inst-b")).await;
+    let attempt = json!({"email": "nobody@example.com", "password": "wrong password"});
+    for n in 1..=10u32 {
+        let addr = if n % 2 == 0 { a.addr } else { b.addr };
+        let (status, headers, body) =
+            http(addr, "POST", "/api/v1/auth/signin", None, Some(&attempt)).await;
+        assert_eq!(status, 401, "attempt {n}: {body}");
+        assert_eq!(header(&headers, "ratelimit-limit"), Some("10"));
+        assert_eq!(
+            header(&headers, "ratelimit-remaining"),
+            Some((10 - n).to_string().as_str())
+        );
+    }
+    for addr in [a.addr, b.addr] {
+        let (status, headers, body) =
+            http(addr, "POST", "/api/v1/auth/signin", None, Some(&attempt)).await;
+        assert_eq!(status, 429, "{body}");
+        let body: Value = serde_json::from_str(&body).expect("json");
+        assert_eq!(body["success"], false);
+        assert_eq!(body["code"], "RATE_LIMITED");
+        let retry: u64 = header(&headers, "retry-after")
+            .and_then(|v| v.parse().ok())
+            .expect("Retry-After");
+        assert!((1..=900).contains(&retry), "{retry}");
+        assert_eq!(header(&headers, "ratelimit-limit"), Some("10"));
+        assert_eq!(header(&headers, "ratelimit-remaining"), Some("0"));
+        assert!(header(&headers, "ratelimit-reset").is_some());
+    }
+    // Sign-up counts separately, so a locked-out sign-in does not block it.
+    let (status, body) = post(
+        b.addr,
+        "/api/v1/auth/signup",
+        None,
+        json!({"name": "Bo", "email": "bo@example.com", "password": "12345678"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+
+    // Room creation: 2 per window per IP here, whichever instance is asked.
+    let token = common::token("creator", "C");
+    for addr in [a.addr, b.addr] {
+        let (status, headers, body) = http(addr, "POST", "/api/v1/rooms", Some(&token), None).await;
+        assert_eq!(status, 201, "{body}");
+        assert_eq!(header(&headers, "ratelimit-limit"), Some("2"));
+    }
+    let (status, headers, _) = http(a.addr, "POST", "/api/user/rooms", Some(&token), None).await;
+    assert_eq!(status, 429);
+    assert!(header(&headers, "retry-after").is_some());
+}
+
+#[tokio::test]
+async fn forwarded_for_counts_only_behind_a_trusted_proxy() {
+    let redis = RedisServer::start();
+    let smtp = SmtpSink::start().await;
+    let limited = |trusted: &str, instance| drawbridge::config::Config {
+        auth_rate_limit: 1,
+        trusted_proxies: trusted.into(),
+        ..mail_config(&redis, &smtp, instance)
+    };
+    let attempt = r#"{"email":"x@example.com","password":"wrong password"}"#;
+    let signin = |addr, forwarded| async move {
+        request(
+            addr,
+            "POST",
+            "/api/v1/auth/signin",
+            &[
+                ("Content-Type", "application/json"),
+                ("X-Forwarded-For", forwarded),
+            ],
+            Some(attempt),
+        )
+        .await
+        .0
+    };
+    // Behind a trusted proxy (this test's loopback peer), each forwarded client has its own count.
+    let proxied = Instance::start(limited("127.0.0.0/8, ::1", "proxied")).await;
+    assert_eq!(signin(proxied.addr, "203.0.113.1").await, 401);
+    assert_eq!(signin(proxied.addr, "203.0.113.2").await, 401);
+    assert_eq!(signin(proxied.addr, "203.0.113.1").await, 429);
+    // A client cannot choose its address by prepending to the header.
+    assert_eq!(signin(proxied.addr, "198.51.100.7, 203.0.113.2").await, 429);
+    assert_eq!(
+        redis_keys(&redis, "rl:signin:*").await,
+        ["rl:signin:203.0.113.1", "rl:signin:203.0.113.2"]
+    );
+    drop(proxied);
+
+    // From an untrusted peer the header is ignored: everyone is the peer.
+    redis::cmd("FLUSHALL")
+        .query_async::<()>(&mut redis.client().await)
+        .await
+        .expect("flush");
+    let direct = Instance::start(limited("", "direct")).await;
+    assert_eq!(signin(direct.addr, "203.0.113.1").await, 401);
+    assert_eq!(signin(direct.addr, "203.0.113.2").await, 429);
+    assert_eq!(
+        redis_keys(&redis, "rl:signin:*").await,
+        ["rl:signin:127.0.0.1"]
+    );
+}
+
+#[tokio::test]
+async fn bad_inputs_are_refused_and_change_nothing() {
+    let redis = RedisServer::start();
+    let mut smtp = SmtpSink::start().await;
+    let a = Instance::start(drawbridge::config::Config {
+        auth_rate_limit: 100,
+        ..mail_config(&redis, &smtp, "inst-a")
+    })
+    .await;
+    let signup = |body: Value| post(a.addr, "/api/v1/auth/signup", None, body);
+
+    // Sign-up: every bad field is named, and nothing is stored.
+    let (status, body) = signup(json!({})).await;
+    assert_eq!(status, 400, "{body}");
+    let message = s(&body["message"]);
+    for field in [
+        "name is required",
+        "email is required",
+        "password is required",
+    ] {
+        assert!(message.contains(field), "{message}");
+    }
+    assert_eq!(body["success"], false);
+    assert_eq!(body["code"], "BAD_REQUEST");
+    let (status, body) =
+        signup(json!({"name": "Ann", "email": "ann@", "password": "correct horse"})).await;
+    assert_eq!(status, 400);
+    assert!(s(&body["message"]).contains("email must be a valid address"));
+    let (status, body) =
+        signup(json!({"name": "Ann", "email": "ann@example.com", "password": "short"})).await;
+    assert_eq!(status, 400);
+    assert!(s(&body["message"]).contains("password must be"));
+    let (status, body) =
+        signup(json!({"name": "", "email": "ann@example.com", "password": "correct horse"})).await;
+    assert_eq!(status, 400);
+    assert!(s(&body["message"]).contains("name must be"));
+    let (status, body) =
+        signup(json!({"name": "Ann", "email": 7, "password": "correct horse"})).await;
+    assert_eq!(status, 400, "{body}");
+    for (headers, raw) in [
+        (&[("Content-Type", "application/json")][..], "{not json"),
+        (
+            &[][..],
+            r#"{"name":"Ann","email":"ann@example.com","password":"correct horse"}"#,
+        ),
+    ] {
+        let (status, _, body) =
+            request(a.addr, "POST", "/api/v1/auth/signup", headers, Some(raw)).await;
+        assert_eq!(status, 400, "{body}");
+        assert!(
+            s(&body["message"]).contains("{name, email, password}"),
+            "{body}"
+        );
+    }
+    assert!(redis_keys(&redis, "user*").await.is_empty());
+    assert!(redis_keys(&redis, "otp:*").await.is_empty());
+    smtp.expect_none().await;
+
+    // A good sign-up, then the same address again: 409, the first account untouched.
+    let verification = sign_up(a.addr, "Ann", "ann@example.com", "correct horse").await;
+    let code = smtp.next_code("ann@example.com").await;
+    let before = redis_keys(&redis, "user*").await;
+    let (status, body) =
+        signup(json!({"name": "Eve", "email": "ANN@example.com", "password": "other password"}))
+            .await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["code"], "EMAIL_TAKEN");
+    assert_eq!(redis_keys(&redis, "user*").await, before);
+    let mut conn = redis.client().await;
+    let name: String = redis::AsyncCommands::hget(&mut conn, "user:ann@example.com", "name")
+        .await
+        .expect("hget");
+    assert_eq!(name, "Ann");
+
+    let verify = |token: Option<String>, body: Value| async move {
+        post(a.addr, "/api/v1/auth/verify-otp", token.as_deref(), body).await
+    };
+    let verified = || async {
+        let mut conn = redis.client().await;
+        let v: String = redis::AsyncCommands::hget(&mut conn, "user:ann@example.com", "verified")
+            .await
+            .expect("hget");
+        v == "1"
+    };
+
+    // Tokens that are not this address's verification token: missing, an access token,
+    // forged with another secret, `alg: none`, garbage.
+    let access = common::token("someone", "S");
+    let forged = drawbridge::domain::token::TokenKeys::new(b"not-the-secret-at-all", 900)
+        .issue_verification("ann@example.com", 600, drawbridge::unix_now())
+        .expect("forge");
+    let payload = verification.split('.').nth(1).expect("payload");
+    let alg_none = format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{payload}.");
+    for token in [
+        None,
+        Some(access.clone()),
+        Some(forged),
+        Some(alg_none),
+        Some("x.y.z".into()),
+    ] {
+        let (status, body) = verify(token.clone(), json!({"otp": code})).await;
+        assert_eq!(status, 401, "{token:?}: {body}");
+    }
+    assert!(!verified().await);
+
+    // Bad codes: not six digits (no try spent), then wrong ones (tries counted down).
+    for bad in [
+        json!({}),
+        json!({"otp": "12345"}),
+        json!({"otp": "abcdef"}),
+        json!({"otp": true}),
+    ] {
+        let (status, body) = verify(Some(verification.clone()), bad.clone()).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    let (status, body) = verify(Some(verification.clone()), json!({"otp": wrong})).await;
+    assert_eq!(status, 400);
+    assert_eq!(body["code"], "INVALID_OTP");
+    assert!(s(&body["message"]).contains("4 more tries"), "{body}");
+    assert!(!verified().await);
+
+    // An expired code is refused even when right.
+    let _: () = redis::AsyncCommands::pexpire(&mut conn, "otp:ann@example.com", 1)
+        .await
+        .expect("expire");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let (status, body) = verify(Some(verification.clone()), json!({"otp": code})).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["code"], "OTP_EXPIRED");
+    assert!(!verified().await);
+
+    // Unverified sign-in: 403, a clear message, a fresh code and token. Wrong password: 401.
+    let credentials = json!({"email": "ann@example.com", "password": "correct horse"});
+    let (status, body) = post(a.addr, "/api/v1/auth/signin", None, credentials.clone()).await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["code"], "UNVERIFIED");
+    assert!(s(&body["message"]).contains("verify your e-mail"));
+    let verification = s(&body["verificationToken"]).to_owned();
+    let code = smtp.next_code("ann@example.com").await;
+    for wrong_credentials in [
+        json!({"email": "ann@example.com", "password": "wrong horse"}),
+        json!({"email": "nobody@example.com", "password": "correct horse"}),
+        json!({"email": "not an address", "password": "correct horse"}),
+    ] {
+        let (status, body) = post(a.addr, "/api/v1/auth/signin", None, wrong_credentials).await;
+        assert_eq!(status, 401, "{body}");
+        assert_eq!(body["message"], "wrong e-mail or password");
+    }
+    let (status, _) = post(
+        a.addr,
+        "/api/v1/auth/signin",
+        None,
+        json!({"email": "ann@example.com"}),
+    )
+    .await;
+    assert_eq!(status, 400);
+    smtp.expect_none().await;
+
+    // Five wrong tries kill the code: even the right one is refused afterwards.
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    for left in (1..=4).rev() {
+        let (_, body) = verify(Some(verification.clone()), json!({"otp": wrong})).await;
+        assert!(
+            s(&body["message"]).contains(&format!("{left} more tries")),
+            "{body}"
+        );
+    }
+    let (status, body) = verify(Some(verification.clone()), json!({"otp": wrong})).await;
+    assert_eq!((status, s(&body["code"])), (400, "OTP_LOCKED"));
+    let (status, body) = verify(Some(verification.clone()), json!({"otp": code})).await;
+    assert_eq!((status, s(&body["code"])), (400, "OTP_LOCKED"));
+    assert!(!verified().await);
+
+    // A fresh code, given as a number, verifies.
+    let (status, body) = post(a.addr, "/api/v1/auth/signin", None, credentials.clone()).await;
+    assert_eq!(status, 403);
+    let verification = s(&body["verificationToken"]).to_owned();
+    let code = smtp.next_code("ann@example.com").await;
+    let numeric: Value = if code.starts_with('0') {
+        json!(code)
+    } else {
+        json!(code.parse::<u32>().expect("digits"))
+    };
+    let (status, body) = verify(Some(verification.clone()), json!({"otp": numeric})).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(verified().await);
+    let access = s(&body["accessToken"]).to_owned();
+    let refresh = s(&body["refreshToken"]).to_owned();
+    let (status, body) = verify(Some(verification), json!({"otp": code})).await;
+    assert_eq!((status, s(&body["code"])), (409, "ALREADY_VERIFIED"));
+
+    // Tokens used for what they are not: each 401, and the refresh token still works after.
+    let refresh_with = |token: &str| {
+        post(
+            a.addr,
+            "/api/v1/auth/refresh",
+            None,
+            json!({"refreshToken": token}),
+        )
+    };
+    for not_refresh in [access.as_str(), "garbage", &"x".repeat(600)] {
+        let (status, body) = refresh_with(not_refresh).await;
+        assert_eq!(status, 401, "{body}");
+    }
+    let (status, _) = post(a.addr, "/api/v1/auth/refresh", None, json!({})).await;
+    assert_eq!(status, 400);
+    for not_access in [refresh.as_str(), verification_for(&a).as_str()] {
+        let (status, body) = get(a.addr, "/api/v1/me", Some(not_access)).await;
+        assert_eq!(status, 401, "{body}");
+        let (status, _, body) = http(a.addr, "POST", "/api/v1/rooms", Some(not_access), None).await;
+        assert_eq!(status, 401, "{body}");
+    }
+    assert_eq!(get(a.addr, "/api/v1/me", None).await.0, 401);
+    let (status, _) = post(a.addr, "/api/v1/auth/logout", None, json!({})).await;
+    assert_eq!(status, 400);
+    let (status, body) = refresh_with(&refresh).await;
+    assert_eq!(
+        status, 200,
+        "refresh token unharmed by the refused attempts: {body}"
+    );
+}
+
+/// A valid verification token (for an address without an account), to present where an
+/// access token is required.
+fn verification_for(_instance: &Instance) -> String {
+    drawbridge::domain::token::TokenKeys::new(SECRET.as_bytes(), 900)
+        .issue_verification("ann@example.com", 600, drawbridge::unix_now())
+        .expect("token")
+}

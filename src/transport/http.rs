@@ -16,6 +16,7 @@ use tower_http::set_header::SetResponseHeaderLayer;
 
 use super::AppState;
 use super::error::ApiError;
+use super::limits::{self, Rejection, Rule};
 use super::ws;
 use crate::domain::{RoomId, UserId};
 
@@ -40,6 +41,7 @@ pub fn router(app: Arc<AppState>) -> Router {
         .route("/api/user/rooms", post(create_room))
         .route("/api/v1/rooms/{room_id}", get(room_exists))
         .route("/api/user/rooms/{room_id}", get(room_exists))
+        .merge(super::auth::routes())
         .layer(cors)
         .layer(SetResponseHeaderLayer::overriding(
             HeaderName::from_static(INSTANCE_HEADER),
@@ -193,18 +195,25 @@ async fn guest(
 /// The body is optional and ignored: Canvas posts nothing, not even a content type.
 async fn create_room(
     State(app): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     headers: axum::http::HeaderMap,
-) -> Result<Response, ApiError> {
-    let (user, _) = caller(&app, &headers)?;
-    let info = app.engine.create_room(&user).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({
-            "success": true,
-            "data": {"roomId": info.room_id, "expiresAt": info.expires_at},
-        })),
-    )
-        .into_response())
+) -> Response {
+    let rule = Rule::room(&app.config);
+    limits::guarded(&app, rule, peer, &headers, async {
+        let (user, _) = caller(&app, &headers)?;
+        let info = app.engine.create_room(&user).await?;
+        Ok::<_, Rejection>(
+            (
+                StatusCode::CREATED,
+                Json(json!({
+                    "success": true,
+                    "data": {"roomId": info.room_id, "expiresAt": info.expires_at},
+                })),
+            )
+                .into_response(),
+        )
+    })
+    .await
 }
 
 async fn room_exists(

@@ -1,8 +1,11 @@
 //! HTTP and WebSocket: parse, authorize, call the domain and the engine, write. Nothing here
 //! holds shared state of its own beyond this instance's sockets.
 
+mod auth;
+pub(crate) mod client_ip;
 mod error;
 mod http;
+mod limits;
 mod protocol;
 mod session;
 mod ws;
@@ -21,6 +24,7 @@ use crate::config::Config;
 use crate::domain::token::TokenKeys;
 use crate::engine::Engine;
 use crate::hub::Hub;
+use crate::mail::Mailer;
 use crate::metrics::Metrics;
 
 /// Everything a request or a session needs, shared by all of them.
@@ -41,4 +45,10 @@ pub struct AppState {
     /// Numbers this instance's connections for their [`ConnKey`](crate::domain::ConnKey).
     pub next_conn: AtomicU64,
     pub metrics: Metrics,
+    /// Sends the sign-up codes (SMTP, or the log when none is configured).
+    pub mailer: Arc<dyn Mailer>,
+    /// Keys the stored hashes of one-time codes (the token secret).
+    pub otp_pepper: Vec<u8>,
+    /// Peers whose `X-Forwarded-For` is believed, parsed from `trusted_proxies`.
+    pub trusted_proxies: Vec<client_ip::IpNet>,
 }

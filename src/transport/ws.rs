@@ -39,7 +39,8 @@ pub async fn upgrade(
         Ok(ws) => ws,
         Err(rejection) => return rejection.into_response(),
     };
-    match check(&app, peer.ip(), &parts.headers, parts.uri.query()).await {
+    let ip = super::client_ip::client_ip(peer.ip(), &parts.headers, &app.trusted_proxies);
+    match check(&app, ip, &parts.headers, parts.uri.query()).await {
         Ok(admitted) => accept(app, ws, admitted),
         Err(response) => {
             app.metrics.upgrades_refused.inc();

@@ -1,0 +1,481 @@
+//! The account routes of `PROTOCOL.md` §2: sign-up with an e-mailed code, verification,
+//! sign-in, rotating refresh tokens, logout and `/me`, each under `/api/v1` and its Canvas
+//! alias. Rules come from [`domain::accounts`](crate::domain::accounts), state from the engine.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{ConnectInfo, State};
+use axum::http::header::AUTHORIZATION;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use tokio::sync::Semaphore;
+
+use super::AppState;
+use super::error::ApiError;
+use super::limits::{self, Rejection, Rule};
+use crate::domain::accounts::{
+    self, Account, OTP_MAX_TRIES, OTP_TTL, REFRESH_TTL, VERIFICATION_TTL_SECS,
+};
+use crate::domain::token::TokenError;
+use crate::engine::{EngineError, OtpOutcome, RefreshOutcome};
+use crate::mail::verification_mail;
+
+/// Argon2 takes ~20 MiB and tens of milliseconds per hash; this many at once per instance
+/// keeps a burst of sign-ins from starving the blocking pool or the memory.
+static HASHERS: Semaphore = Semaphore::const_new(4);
+
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/api/v1/auth/signup", post(signup))
+        .route("/api/home/signup", post(signup))
+        .route("/api/v1/auth/verify-otp", post(verify_otp))
+        .route("/api/home/verify-otp", post(verify_otp))
+        .route("/api/v1/auth/signin", post(signin))
+        .route("/api/home/signin", post(signin))
+        .route("/api/v1/auth/refresh", post(refresh))
+        .route("/api/home/refresh-token", post(refresh))
+        .route("/api/v1/auth/logout", post(logout))
+        .route("/api/home/logout", post(logout))
+        .route("/api/user/logout", post(logout))
+        .route("/api/v1/me", get(me))
+        .route("/api/user/me", get(me))
+}
+
+#[derive(Deserialize)]
+pub struct SignupRequest {
+    name: Option<String>,
+    email: Option<String>,
+    password: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct VerifyRequest {
+    /// Six digits; a JSON number is accepted too, as some clients send one.
+    otp: Option<Value>,
+}
+
+#[derive(Deserialize)]
+pub struct SigninRequest {
+    email: Option<String>,
+    password: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct RefreshRequest {
+    #[serde(rename = "refreshToken")]
+    refresh_token: Option<String>,
+}
+
+/// The JSON body, or a 400 that says what was expected.
+fn body<T: DeserializeOwned>(
+    body: Result<Json<T>, JsonRejection>,
+    shape: &str,
+) -> Result<T, ApiError> {
+    body.map(|Json(b)| b).map_err(|rejection| {
+        ApiError::bad_request(format!(
+            "the body must be JSON {shape}: {}",
+            rejection.body_text()
+        ))
+    })
+}
+
+fn required(value: Option<String>, field: &str) -> Result<String, ApiError> {
+    value
+        .filter(|v| !v.trim().is_empty())
+        .ok_or_else(|| ApiError::bad_request(format!("{field} is required")))
+}
+
+fn internal(what: &str) -> EngineError {
+    EngineError::Internal(what.to_owned())
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+}
+
+fn user_json(account: &Account) -> Value {
+    json!({"userId": account.id, "name": account.name, "email": account.email})
+}
+
+async fn hash_password(password: String) -> Result<String, EngineError> {
+    let _permit = HASHERS.acquire().await.map_err(|_| internal("hasher"))?;
+    tokio::task::spawn_blocking(move || accounts::hash_password(&password))
+        .await
+        .map_err(|_| internal("hasher task"))?
+        .map_err(|e| EngineError::Internal(e.to_string()))
+}
+
+async fn verify_password(hash: Option<String>, password: String) -> Result<bool, EngineError> {
+    let _permit = HASHERS.acquire().await.map_err(|_| internal("hasher"))?;
+    tokio::task::spawn_blocking(move || match hash {
+        Some(hash) => accounts::verify_password(&hash, &password),
+        None => {
+            accounts::verify_nothing(&password);
+            false
+        }
+    })
+    .await
+    .map_err(|_| internal("hasher task"))
+}
+
+/// Stores a fresh code for the account and e-mails it. `false` when none was sent: the
+/// address had too many codes lately, or the mail could not be delivered (logged).
+async fn send_code(app: &AppState, account: &Account) -> Result<bool, Rejection> {
+    match limits::check(app, Rule::otp_send(&app.config), &account.email).await {
+        Ok(_) => {}
+        Err(Rejection::Limited { .. }) => return Ok(false),
+        Err(other) => return Err(other),
+    }
+    let code = accounts::new_otp();
+    let hash = accounts::otp_hash(&app.otp_pepper, &account.email, &code);
+    app.engine.store_otp(&account.email, &hash, OTP_TTL).await?;
+    let mail = verification_mail(&account.email, &account.name, &code);
+    match app.mailer.send(&mail).await {
+        Ok(()) => Ok(true),
+        Err(e) => {
+            tracing::error!(error = %e, "the verification code could not be e-mailed");
+            Ok(false)
+        }
+    }
+}
+
+fn verification_token(app: &AppState, email: &str) -> Result<String, EngineError> {
+    app.tokens
+        .issue_verification(email, VERIFICATION_TTL_SECS, crate::unix_now())
+        .map_err(|_| internal("token signing"))
+}
+
+/// Mints an access token and a new refresh token for a verified account: the body every
+/// successful sign-in, verification and refresh answers with.
+async fn session(
+    app: &AppState,
+    account: &Account,
+    refresh_token: Option<String>,
+    message: &str,
+) -> Result<Response, Rejection> {
+    let access = app
+        .tokens
+        .issue(
+            &account.id,
+            &account.name,
+            Some(&account.email),
+            account.verified,
+            false,
+            crate::unix_now(),
+        )
+        .map_err(|_| internal("token signing"))?;
+    let refresh = match refresh_token {
+        Some(token) => token,
+        None => {
+            let token = accounts::new_refresh_token();
+            app.engine
+                .store_refresh(&account.id, &accounts::refresh_hash(&token), REFRESH_TTL)
+                .await?;
+            token
+        }
+    };
+    Ok(Json(json!({
+        "success": true,
+        "message": message,
+        "accessToken": access,
+        "refreshToken": refresh,
+        "expiresIn": app.tokens.access_ttl_secs(),
+        "user": user_json(account),
+    }))
+    .into_response())
+}
+
+/// `POST /api/v1/auth/signup {name, email, password}`: 201 with a verification token; the code
+/// goes by e-mail.
+pub async fn signup(
+    State(app): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    request: Result<Json<SignupRequest>, JsonRejection>,
+) -> Response {
+    let rule = Rule::signup(&app.config);
+    limits::guarded(&app, rule, peer, &headers, sign_up(&app, request)).await
+}
+
+async fn sign_up(
+    app: &AppState,
+    request: Result<Json<SignupRequest>, JsonRejection>,
+) -> Result<Response, Rejection> {
+    let request = body(request, "{name, email, password}")?;
+    let signup = accounts::validate_signup(
+        request.name.as_deref(),
+        request.email.as_deref(),
+        request.password.as_deref(),
+    )
+    .map_err(|errors| ApiError::bad_request(errors.join("; ")))?;
+    let taken = || {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "EMAIL_TAKEN",
+            "an account with this e-mail already exists: sign in instead",
+        )
+    };
+    // Checked first so that a taken address costs no hashing; create_account decides races.
+    if app.engine.account(&signup.email).await?.is_some() {
+        return Err(taken().into());
+    }
+    let account = Account {
+        id: accounts::new_user_id(),
+        name: signup.name,
+        email: signup.email,
+        password_hash: hash_password(signup.password).await?,
+        verified: false,
+        created_at: crate::engine::now_ms(),
+    };
+    if !app.engine.create_account(&account).await? {
+        return Err(taken().into());
+    }
+    let message = if send_code(app, &account).await? {
+        format!(
+            "account created: enter the 6-digit code we e-mailed to {}",
+            account.email
+        )
+    } else {
+        "account created, but the code could not be e-mailed: sign in to get a new one".to_owned()
+    };
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "success": true,
+            "message": message,
+            "verificationToken": verification_token(app, &account.email)?,
+            "user": user_json(&account),
+        })),
+    )
+        .into_response())
+}
+
+/// `POST /api/v1/auth/verify-otp {otp}` with `Bearer <verificationToken>`: marks the account
+/// verified and signs it in.
+pub async fn verify_otp(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+    request: Result<Json<VerifyRequest>, JsonRejection>,
+) -> Result<Response, Rejection> {
+    let token = bearer(&headers).ok_or_else(|| {
+        ApiError::unauthorized("send the verificationToken from sign-up as Authorization: Bearer")
+    })?;
+    let email = app
+        .tokens
+        .verify_verification(token, crate::unix_now())
+        .map_err(|e| match e {
+            TokenError::Expired => {
+                ApiError::unauthorized("the verification token has expired: sign in for a new one")
+            }
+            _ => ApiError::unauthorized("that is not a valid verification token"),
+        })?;
+    let request = body(request, "{otp}")?;
+    let code = request
+        .otp
+        .and_then(|v| match v {
+            Value::String(s) => accounts::parse_otp(&s),
+            Value::Number(n) => accounts::parse_otp(&n.to_string()),
+            _ => None,
+        })
+        .ok_or_else(|| ApiError::bad_request("otp must be the 6-digit code from the e-mail"))?;
+    let hash = accounts::otp_hash(&app.otp_pepper, &email, &code);
+    let outcome = app.engine.confirm_otp(&email, &hash, OTP_MAX_TRIES).await?;
+    let bad = |code, message: String| ApiError::new(StatusCode::BAD_REQUEST, code, message);
+    match outcome {
+        OtpOutcome::Verified => {}
+        OtpOutcome::Wrong { tries_left } => {
+            return Err(bad(
+                "INVALID_OTP",
+                format!("wrong code: {tries_left} more tries before it is cancelled"),
+            )
+            .into());
+        }
+        OtpOutcome::Locked => {
+            return Err(bad(
+                "OTP_LOCKED",
+                "too many wrong codes: sign in to get a new one".to_owned(),
+            )
+            .into());
+        }
+        OtpOutcome::Missing => {
+            let account = app.engine.account(&email).await?;
+            return Err(match account {
+                Some(a) if a.verified => ApiError::new(
+                    StatusCode::CONFLICT,
+                    "ALREADY_VERIFIED",
+                    "this account is already verified: sign in",
+                ),
+                Some(_) => bad(
+                    "OTP_EXPIRED",
+                    "the code has expired or was already used: sign in to get a new one".to_owned(),
+                ),
+                None => ApiError::unauthorized("no account for this verification token"),
+            }
+            .into());
+        }
+    }
+    let account = app
+        .engine
+        .account(&email)
+        .await?
+        .ok_or_else(|| ApiError::unauthorized("no account for this verification token"))?;
+    session(&app, &account, None, "e-mail verified: you are signed in").await
+}
+
+/// `POST /api/v1/auth/signin {email, password}`.
+pub async fn signin(
+    State(app): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    request: Result<Json<SigninRequest>, JsonRejection>,
+) -> Response {
+    let rule = Rule::signin(&app.config);
+    limits::guarded(&app, rule, peer, &headers, sign_in(&app, request)).await
+}
+
+async fn sign_in(
+    app: &AppState,
+    request: Result<Json<SigninRequest>, JsonRejection>,
+) -> Result<Response, Rejection> {
+    let request = body(request, "{email, password}")?;
+    let email = required(request.email, "email")?;
+    let password = required(request.password, "password")?;
+    let wrong = || ApiError::unauthorized("wrong e-mail or password");
+    // A malformed address is just an unknown one: the answer must not tell them apart.
+    let account = match accounts::normalize_email(&email) {
+        Ok(email) => app.engine.account(&email).await?,
+        Err(_) => None,
+    };
+    let hash = account.as_ref().map(|a| a.password_hash.clone());
+    if !verify_password(hash, password).await? {
+        return Err(wrong().into());
+    }
+    let Some(account) = account else {
+        return Err(wrong().into());
+    };
+    if !account.verified {
+        let message = if send_code(app, &account).await? {
+            format!(
+                "verify your e-mail first: we sent a new 6-digit code to {}",
+                account.email
+            )
+        } else {
+            "verify your e-mail first with the code we sent earlier (no new code yet: too many \
+             requested, or the mail could not be sent)"
+                .to_owned()
+        };
+        return Ok((
+            StatusCode::FORBIDDEN,
+            Json(json!({
+                "success": false,
+                "code": "UNVERIFIED",
+                "message": message,
+                "verificationToken": verification_token(app, &account.email)?,
+            })),
+        )
+            .into_response());
+    }
+    session(app, &account, None, "signed in").await
+}
+
+/// `POST /api/v1/auth/refresh {refreshToken}`: the presented token dies and a new pair comes
+/// back. A token that was already rotated signs the account out everywhere.
+pub async fn refresh(
+    State(app): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    request: Result<Json<RefreshRequest>, JsonRejection>,
+) -> Response {
+    let rule = Rule::refresh(&app.config);
+    limits::guarded(&app, rule, peer, &headers, rotate(&app, request)).await
+}
+
+async fn rotate(
+    app: &AppState,
+    request: Result<Json<RefreshRequest>, JsonRejection>,
+) -> Result<Response, Rejection> {
+    let request = body(request, "{refreshToken}")?;
+    let presented = required(request.refresh_token, "refreshToken")?;
+    let invalid = || ApiError::unauthorized("the refresh token is invalid, expired or revoked");
+    let presented = accounts::parse_refresh_token(&presented).ok_or_else(invalid)?;
+    let next = accounts::new_refresh_token();
+    let next_hash = accounts::refresh_hash(&next);
+    let outcome = app
+        .engine
+        .rotate_refresh(&accounts::refresh_hash(presented), &next_hash, REFRESH_TTL)
+        .await?;
+    let user = match outcome {
+        RefreshOutcome::Rotated(user) => user,
+        RefreshOutcome::Reused(user) => {
+            tracing::warn!(%user, "a rotated refresh token was reused: every session revoked");
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "TOKEN_REUSED",
+                "this refresh token was already used: every session of this account has been \
+                 signed out, sign in again",
+            )
+            .into());
+        }
+        RefreshOutcome::Unknown => return Err(invalid().into()),
+    };
+    let Some(account) = app.engine.account_by_id(&user).await? else {
+        app.engine.revoke_refresh(&next_hash).await?;
+        return Err(invalid().into());
+    };
+    session(app, &account, Some(next), "token refreshed").await
+}
+
+/// `POST /api/v1/auth/logout {refreshToken}`: revokes it. Revoking an unknown token is not an
+/// error: the caller is signed out either way.
+pub async fn logout(
+    State(app): State<Arc<AppState>>,
+    request: Result<Json<RefreshRequest>, JsonRejection>,
+) -> Result<Response, Rejection> {
+    let request = body(request, "{refreshToken}")?;
+    let presented = required(request.refresh_token, "refreshToken")?;
+    if let Some(token) = accounts::parse_refresh_token(&presented) {
+        app.engine
+            .revoke_refresh(&accounts::refresh_hash(token))
+            .await?;
+    }
+    Ok(Json(json!({"success": true, "message": "signed out"})).into_response())
+}
+
+/// `GET /api/v1/me` with `Bearer <accessToken>`.
+pub async fn me(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Response, Rejection> {
+    let token = bearer(&headers).ok_or_else(|| ApiError::unauthorized("missing bearer token"))?;
+    let claims = app
+        .tokens
+        .verify(token, crate::unix_now())
+        .map_err(|e| ApiError::unauthorized(e.to_string()))?;
+    let user_id = crate::domain::UserId::new(claims.user_id.clone());
+    let account = if claims.guest {
+        None
+    } else {
+        app.engine.account_by_id(&user_id).await?
+    };
+    let user = match account {
+        Some(a) => json!({
+            "userId": a.id, "name": a.name, "email": a.email, "isVerified": a.verified,
+        }),
+        None => json!({
+            "userId": claims.user_id, "name": claims.name, "email": claims.email,
+            "isVerified": claims.is_verified, "guest": claims.guest,
+        }),
+    };
+    Ok(Json(json!({"success": true, "user": user})).into_response())
+}

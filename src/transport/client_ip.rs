@@ -1,0 +1,156 @@
+//! Which IP a request counts against: the peer, unless the peer is a configured trusted proxy,
+//! in which case `X-Forwarded-For` is read from the right, skipping trusted hops, so a client
+//! cannot pick its own address by sending the header itself.
+
+use std::net::IpAddr;
+
+use axum::http::HeaderMap;
+
+const X_FORWARDED_FOR: &str = "x-forwarded-for";
+
+/// An address block: `10.0.0.0/8`, `fd00::/8`, or one address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IpNet {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl IpNet {
+    pub fn parse(text: &str) -> Option<Self> {
+        let text = text.trim();
+        let (addr, prefix) = match text.split_once('/') {
+            Some((addr, prefix)) => (addr.parse::<IpAddr>().ok()?, Some(prefix.parse().ok()?)),
+            None => (text.parse::<IpAddr>().ok()?, None),
+        };
+        let addr = addr.to_canonical();
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = prefix.unwrap_or(max);
+        (prefix <= max).then_some(Self { addr, prefix })
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, ip.to_canonical()) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Parses a comma-separated list; every entry that is not an address or block is reported.
+pub fn parse_list(list: &str) -> Result<Vec<IpNet>, Vec<String>> {
+    let mut nets = Vec::new();
+    let mut bad = Vec::new();
+    for entry in list.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        match IpNet::parse(entry) {
+            Some(net) => nets.push(net),
+            None => bad.push(entry.to_owned()),
+        }
+    }
+    if bad.is_empty() { Ok(nets) } else { Err(bad) }
+}
+
+/// The client's address as far as it can be trusted.
+pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+    let peer = peer.to_canonical();
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(peer) {
+        return peer;
+    }
+    let hops: Vec<&str> = headers
+        .get_all(X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    // Each trusted proxy appended the address it saw; the first untrusted one from the right
+    // is the client. Anything left of it was written by the client and proves nothing.
+    let mut client = peer;
+    for hop in hops.iter().rev() {
+        let Ok(ip) = hop.parse::<IpAddr>() else {
+            break;
+        };
+        client = ip.to_canonical();
+        if !is_trusted(client) {
+            break;
+        }
+    }
+    client
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("ip")
+    }
+
+    fn xff(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(X_FORWARDED_FOR, value.parse().expect("header"));
+        headers
+    }
+
+    #[test]
+    fn blocks_and_single_addresses() {
+        let net = IpNet::parse("10.1.0.0/16").expect("net");
+        assert!(net.contains(ip("10.1.200.3")));
+        assert!(!net.contains(ip("10.2.0.1")));
+        assert!(net.contains(ip("::ffff:10.1.0.9")), "v4-mapped v6 is v4");
+        let one = IpNet::parse("127.0.0.1").expect("net");
+        assert!(one.contains(ip("127.0.0.1")) && !one.contains(ip("127.0.0.2")));
+        let all = IpNet::parse("0.0.0.0/0").expect("net");
+        assert!(all.contains(ip("8.8.8.8")) && !all.contains(ip("::1")));
+        let v6 = IpNet::parse("fd00::/8").expect("net");
+        assert!(v6.contains(ip("fd12::1")) && !v6.contains(ip("fe80::1")));
+        for bad in ["", "10.0.0.0/33", "::/129", "nope", "10.0.0.0/x"] {
+            assert_eq!(IpNet::parse(bad), None, "{bad}");
+        }
+        assert_eq!(parse_list(" 10.0.0.0/8, ::1 ").map(|l| l.len()), Ok(2));
+        assert_eq!(
+            parse_list("10.0.0.0/8,bad,1.2.3.4/40"),
+            Err(vec!["bad".into(), "1.2.3.4/40".into()])
+        );
+        assert_eq!(parse_list(""), Ok(Vec::new()));
+    }
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies() {
+        let trusted = parse_list("10.0.0.0/8").expect("list");
+        let headers = xff("6.6.6.6, 1.2.3.4, 10.0.0.7");
+        // An untrusted peer's header is ignored.
+        assert_eq!(client_ip(ip("5.5.5.5"), &headers, &trusted), ip("5.5.5.5"));
+        assert_eq!(client_ip(ip("10.0.0.1"), &headers, &[]), ip("10.0.0.1"));
+        // Through two trusted hops: the first untrusted address from the right.
+        assert_eq!(client_ip(ip("10.0.0.1"), &headers, &trusted), ip("1.2.3.4"));
+        // No header, or garbage: the nearest address known.
+        assert_eq!(
+            client_ip(ip("10.0.0.1"), &HeaderMap::new(), &trusted),
+            ip("10.0.0.1")
+        );
+        assert_eq!(
+            client_ip(ip("10.0.0.1"), &xff("junk"), &trusted),
+            ip("10.0.0.1")
+        );
+        assert_eq!(
+            client_ip(ip("10.0.0.1"), &xff("1.1.1.1, junk, 10.0.0.3"), &trusted),
+            ip("10.0.0.3")
+        );
+        // Several header lines are one list.
+        let mut two = xff("9.9.9.9");
+        two.append(X_FORWARDED_FOR, "10.0.0.5".parse().expect("header"));
+        assert_eq!(client_ip(ip("10.0.0.1"), &two, &trusted), ip("9.9.9.9"));
+    }
+}
