@@ -31,6 +31,8 @@
   /** App-level ping so a silently dead connection is noticed (the browser hides protocol pings). */
   const PING_EVERY_MS = 20000;
   const DEAD_AFTER_MS = 45000;
+  /** A handshake that has not finished by then (a black-holed network) is given up and retried. */
+  const CONNECT_TIMEOUT_MS = 10000;
 
   const COLORS = [
     ['#1d2430', 'Black'], ['#e53935', 'Red'], ['#fb8c00', 'Orange'], ['#fdd835', 'Yellow'],
@@ -343,6 +345,7 @@
   async function connect() {
     clearTimeout(reconnectTimer);
     if (!roomId) return;
+    if (ws) closeSocket(); // never leave a half-open socket behind (it would hold our presence)
     setConn('connecting', attempts ? 'Reconnecting…' : 'Connecting…');
     const gen = ++socketGen;
     try {
@@ -357,7 +360,11 @@
     const sock = new WebSocket(`${scheme}//${location.host}/ws?token=${encodeURIComponent(session.token)}`);
     ws = sock;
     joined = false;
+    const handshake = setTimeout(() => {
+      if (gen === socketGen && sock.readyState === WebSocket.CONNECTING) socketLost(4001);
+    }, CONNECT_TIMEOUT_MS);
     sock.onopen = () => {
+      clearTimeout(handshake);
       if (gen !== socketGen) return;
       lastMessageAt = Date.now();
       // An undo/redo whose ACK we never saw may or may not have happened: only a full state is safe then.
@@ -517,6 +524,7 @@
     presenceStale = false;
     committed = [];
     byId.clear();
+    needFull = true;
     for (const s of p.strokes || []) insertStroke(s, 0);
     seq = typeof p.seq === 'number' ? p.seq : 0;
     ahead.clear();
@@ -524,7 +532,6 @@
     for (const id of [...pending.keys()]) if (byId.has(id)) pending.delete(id);
     users.clear();
     for (const u of p.users || []) users.set(u.userId, u);
-    needFull = true;
     scheduleFrame();
     renderUsers();
     joinDone();
@@ -573,9 +580,11 @@
       renderConn();
     } else {
       const op = takeInflight(p.opId, p.strokeId);
-      if (op && op.type === 'REDO') {
-        const e = byId.get(op.strokeId);
-        if (e && typeof p.seq === 'number') e.seq = p.seq;
+      if (op && op.type === 'REDO' && byId.has(op.strokeId) && typeof p.seq === 'number') {
+        // The optimistic copy sat at the end; put it where its seq says (others may have come between).
+        const { stroke } = byId.get(op.strokeId);
+        removeStroke(op.strokeId);
+        insertStroke(stroke, p.seq);
       }
     }
     scheduleFrame();

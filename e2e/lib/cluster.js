@@ -101,9 +101,12 @@ class Cluster {
     fs.mkdirSync(path.join(ARTIFACTS, 'logs'), { recursive: true });
     const log = path.join(ARTIFACTS, 'logs', `${name}.log`);
     const fd = fs.openSync(log, 'w');
+    // The server reads every DRAWBRIDGE_* variable as configuration (and refuses unknown ones, such
+    // as our own DRAWBRIDGE_BIN): the instances get exactly the ones set here, nothing inherited.
+    const inherited = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('DRAWBRIDGE_')));
     const child = spawn(cmd, args, {
       cwd: this.dir,
-      env: { ...process.env, ...env },
+      env: { ...inherited, ...env },
       stdio: ['ignore', fd, fd],
     });
     fs.closeSync(fd);
