@@ -382,14 +382,7 @@ impl Engine for MemoryEngine {
         let (count, reset) = state.limits.entry(key).or_insert((0, now + window));
         *count += 1;
         let left = reset.saturating_duration_since(now);
-        Ok(if *count > limit {
-            RateDecision::Limited { retry_after: left }
-        } else {
-            RateDecision::Allowed {
-                remaining: limit - *count,
-                reset: left,
-            }
-        })
+        Ok(RateDecision::from_hits(u64::from(*count), limit, left))
     }
 
     async fn create_account(&self, account: &Account) -> EngineResult<bool> {

@@ -128,6 +128,19 @@ pub enum RateDecision {
     Limited { retry_after: Duration },
 }
 
+impl RateDecision {
+    /// The decision for the `hits`-th hit of a window with `left` to run.
+    pub fn from_hits(hits: u64, limit: u32, left: Duration) -> Self {
+        match u32::try_from(hits) {
+            Ok(hits) if hits <= limit => Self::Allowed {
+                remaining: limit - hits,
+                reset: left,
+            },
+            _ => Self::Limited { retry_after: left },
+        }
+    }
+}
+
 /// What checking an e-mailed code did.
 #[derive(Debug, PartialEq, Eq)]
 pub enum OtpOutcome {

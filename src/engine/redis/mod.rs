@@ -496,14 +496,7 @@ impl Engine for RedisEngine {
             )
             .await?;
         let left = Duration::from_millis(left_ms.max(0) as u64);
-        Ok(if hits > u64::from(limit) {
-            RateDecision::Limited { retry_after: left }
-        } else {
-            RateDecision::Allowed {
-                remaining: limit - hits as u32,
-                reset: left,
-            }
-        })
+        Ok(RateDecision::from_hits(hits, limit, left))
     }
 
     async fn create_account(&self, account: &Account) -> EngineResult<bool> {
