@@ -16,6 +16,31 @@ async fn two_instances(redis: &RedisServer) -> (Instance, Instance) {
     )
 }
 
+/// Two instances, a room, Alice joined on A and Bob on B.
+struct Pair {
+    a: Instance,
+    b: Instance,
+    room: String,
+    alice: Client,
+    bob: Client,
+}
+
+async fn pair(redis: &RedisServer) -> Pair {
+    let (a, b) = two_instances(redis).await;
+    let room = create_room(a.addr).await;
+    let mut alice = Client::connect(a.addr, "alice").await;
+    let mut bob = Client::connect(b.addr, "bob").await;
+    alice.join(&room).await;
+    bob.join(&room).await;
+    Pair {
+        a,
+        b,
+        room,
+        alice,
+        bob,
+    }
+}
+
 #[tokio::test]
 async fn a_stroke_on_one_instance_reaches_clients_on_both_in_seq_order() {
     let redis = RedisServer::start();
@@ -171,12 +196,13 @@ async fn late_joiner_gets_the_board_users_seq_and_epoch() {
 #[tokio::test]
 async fn undo_and_redo_are_the_owners_alone() {
     let redis = RedisServer::start();
-    let (a, b) = two_instances(&redis).await;
-    let room = create_room(a.addr).await;
-    let mut alice = Client::connect(a.addr, "alice").await;
-    let mut bob = Client::connect(b.addr, "bob").await;
-    alice.join(&room).await;
-    bob.join(&room).await;
+    let Pair {
+        a: _a,
+        b,
+        room,
+        mut alice,
+        mut bob,
+    } = pair(&redis).await;
     alice.draw_acked(&room, "a1").await;
     alice.draw_acked(&room, "a2").await;
     bob.draw_acked(&room, "b1").await;
@@ -241,12 +267,13 @@ async fn undo_and_redo_are_the_owners_alone() {
 #[tokio::test]
 async fn resending_an_op_returns_the_original_ack_and_changes_nothing() {
     let redis = RedisServer::start();
-    let (a, b) = two_instances(&redis).await;
-    let room = create_room(a.addr).await;
-    let mut alice = Client::connect(a.addr, "alice").await;
-    let mut bob = Client::connect(b.addr, "bob").await;
-    alice.join(&room).await;
-    bob.join(&room).await;
+    let Pair {
+        a,
+        b,
+        room,
+        mut alice,
+        mut bob,
+    } = pair(&redis).await;
     let first = alice.draw_acked(&room, "s1").await;
     assert_eq!(
         first["payload"]["opId"], "s1",
@@ -325,12 +352,13 @@ async fn reconnecting_to_the_other_instance_with_since_replays_exactly_the_misse
 #[tokio::test]
 async fn cursors_are_relayed_to_others_with_identity_and_capped() {
     let redis = RedisServer::start();
-    let (a, b) = two_instances(&redis).await;
-    let room = create_room(a.addr).await;
-    let mut alice = Client::connect(a.addr, "alice").await;
-    let mut bob = Client::connect(b.addr, "bob").await;
-    alice.join(&room).await;
-    bob.join(&room).await;
+    let Pair {
+        a: _a,
+        b: _b,
+        room,
+        mut alice,
+        mut bob,
+    } = pair(&redis).await;
     alice.until("USER_JOINED").await;
     alice.until("USER_COUNT_UPDATED").await;
 
@@ -498,12 +526,13 @@ async fn upgrades_get_503_while_redis_is_unreachable_and_readiness_says_so() {
 #[tokio::test]
 async fn bad_input_gets_a_clear_error_and_changes_nothing() {
     let redis = RedisServer::start();
-    let (a, b) = two_instances(&redis).await;
-    let room = create_room(a.addr).await;
-    let mut alice = Client::connect(a.addr, "alice").await;
-    let mut bob = Client::connect(b.addr, "bob").await;
-    alice.join(&room).await;
-    bob.join(&room).await;
+    let Pair {
+        a: _a,
+        b,
+        room,
+        mut alice,
+        mut bob,
+    } = pair(&redis).await;
     alice.until("USER_JOINED").await;
     alice.until("USER_COUNT_UPDATED").await;
 
