@@ -8,18 +8,21 @@
 #   PROFILE=release|debug   which build to use (default release; debug skips the slow build
 #                           when only checking the script)
 #   SKIP_BUILD=1            use the binaries already built
+#   SERVER_BIN=path         run this drawbridge binary instead of target/<profile>/drawbridge
+#                           (e.g. a build of another commit; implies no build of the server)
 #   OUT_DIR=dir             where result.json, chart.svg, rss.txt and the logs go
 #                           (default target/loadtest/<preset>-<timestamp>)
 #   REDIS_SERVER=path       redis-server binary (default: the one on PATH)
 #   GUEST_TOKENS=1          do not give loadtest the secret: it fetches guest tokens over HTTP
-#   DRAWBRIDGE_*            passed through to both instances (e.g. DRAWBRIDGE_SEND_QUEUE)
+#   DRAWBRIDGE_*            passed through to both instances (e.g. DRAWBRIDGE_SEND_QUEUE;
+#                           DRAWBRIDGE_DRAIN_SECS defaults to 1 here so shutdown is quick)
 #
 # Exit status: loadtest's own (0 pass, 1 loss or nothing measured, 2 could not run), or 3 when
 # the stack did not come up.
 set -euo pipefail
 
 usage() {
-    sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
 }
 [[ $# -ge 1 ]] || usage
@@ -36,16 +39,19 @@ profile=${PROFILE:-release}
 out_dir=${OUT_DIR:-$root/target/loadtest/$preset-$(date +%Y%m%d-%H%M%S)}
 mkdir -p "$out_dir"
 
+bin=$root/target/$profile
+server_bin=${SERVER_BIN:-$bin/drawbridge}
 if [[ -z ${SKIP_BUILD:-} ]]; then
+    packages=(-p loadtest)
+    [[ -z ${SERVER_BIN:-} ]] && packages+=(-p drawbridge)
     if [[ $profile == release ]]; then
-        cargo build --release -p drawbridge -p loadtest
+        cargo build --release "${packages[@]}"
     else
-        cargo build -p drawbridge -p loadtest
+        cargo build "${packages[@]}"
     fi
 fi
-bin=$root/target/$profile
-for b in drawbridge loadtest; do
-    [[ -x $bin/$b ]] || { echo "missing $bin/$b (build it or unset SKIP_BUILD)" >&2; exit 3; }
+for b in "$server_bin" "$bin/loadtest"; do
+    [[ -x $b ]] || { echo "missing $b (build it or unset SKIP_BUILD)" >&2; exit 3; }
 done
 redis_server=${REDIS_SERVER:-$(command -v redis-server || true)}
 [[ -n $redis_server ]] || { echo "redis-server not found (apt-get install redis-server)" >&2; exit 3; }
@@ -59,12 +65,12 @@ cleanup() {
     local status=$?
     trap - EXIT INT TERM
     [[ -n $sampler ]] && kill "$sampler" 2>/dev/null || true
-    # Only what this script started, newest first: the instances before their Redis.
+    # Only what this script started, newest first, each gone before the next: the instances
+    # drain (their sockets, then their Redis work) before their Redis stops.
     for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
-        kill -TERM "${pids[i]}" 2>/dev/null || true
-    done
-    for pid in "${pids[@]}"; do
-        for _ in $(seq 50); do
+        local pid=${pids[i]}
+        kill -TERM "$pid" 2>/dev/null || true
+        for _ in $(seq 150); do
             kill -0 "$pid" 2>/dev/null || break
             sleep 0.1
         done
@@ -106,7 +112,8 @@ for inst in a b; do
     DRAWBRIDGE_INSTANCE_ID=$inst \
     DRAWBRIDGE_WS_UPGRADES_PER_MINUTE=0 \
     DRAWBRIDGE_LOG=${DRAWBRIDGE_LOG:-warn} \
-        "$bin/drawbridge" >"$out_dir/drawbridge-$inst.log" 2>&1 &
+    DRAWBRIDGE_DRAIN_SECS=${DRAWBRIDGE_DRAIN_SECS:-1} \
+        "$server_bin" >"$out_dir/drawbridge-$inst.log" 2>&1 &
     pids+=($!)
     pid_of[$inst]=$!
 done
@@ -126,8 +133,14 @@ for inst in a b; do
 done
 
 rss_kib() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
-declare -A rss_before=()
+# CPU seconds (user + system) a process has used; the command name may hold spaces, so count
+# fields from the end of /proc/<pid>/stat's closing parenthesis.
+clk_tck=$(getconf CLK_TCK)
+cpu_s() { sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | awk -v t="$clk_tck" '{ printf "%.2f", ($12 + $13) / t }' || echo 0; }
+declare -A rss_before=() cpu_before=()
+pid_of[redis]=${pids[0]}
 for inst in a b; do rss_before[$inst]=$(rss_kib "${pid_of[$inst]}" VmRSS); done
+for p in a b redis; do cpu_before[$p]=$(cpu_s "${pid_of[$p]}"); done
 
 # Peak RSS during the run, sampled once per second (VmHWM would also count start-up spikes).
 : >"$out_dir/rss-samples.txt"
@@ -142,7 +155,8 @@ echo "stack: redis 127.0.0.1:$redis_port, a 127.0.0.1:$port_a (pid ${pid_of[a]})
 secret_env=(LOADTEST_JWT_SECRET="$secret")
 [[ -n ${GUEST_TOKENS:-} ]] && secret_env=()
 set +e
-env -u LOADTEST_JWT_SECRET "${secret_env[@]}" "$bin/loadtest" --preset "$preset" \
+TIMEFORMAT='loadtest process: %R s wall, %U s user, %S s system CPU'
+time env -u LOADTEST_JWT_SECRET "${secret_env[@]}" "$bin/loadtest" --preset "$preset" \
     --url "ws://127.0.0.1:$port_a" --url "ws://127.0.0.1:$port_b" \
     --out "$out_dir/result.json" --chart "$out_dir/chart.svg" "$@"
 status=$?
@@ -151,6 +165,18 @@ kill "$sampler" 2>/dev/null || true
 wait "$sampler" 2>/dev/null || true
 sampler=
 
+# What the servers saw, for explaining a figure: Redis command costs and each instance's metrics.
+{
+    redis-cli -p "$redis_port" INFO commandstats
+    redis-cli -p "$redis_port" INFO stats
+    redis-cli -p "$redis_port" INFO memory | grep -E '^used_memory(_human|_peak_human)?:'
+    echo "# SLOWLOG (slowest recent commands, µs)"
+    redis-cli -p "$redis_port" SLOWLOG GET 10
+} >"$out_dir/redis-info.txt" 2>&1 || true
+for inst in a b; do
+    curl -s --max-time 5 "http://127.0.0.1:${port[$inst]}/metrics" >"$out_dir/metrics-$inst.txt" 2>&1 || true
+done
+
 {
     printf '%-10s %12s %12s %12s %12s\n' instance "rss before" "rss peak" "rss after" "hwm"
     for inst in a b; do
@@ -158,6 +184,11 @@ sampler=
         peak=$(awk -v c="$col" 'BEGIN { m = 0 } $c > m { m = $c } END { print m }' "$out_dir/rss-samples.txt")
         printf '%-10s %9s KiB %9s KiB %9s KiB %9s KiB\n' "drawbridge-$inst" "${rss_before[$inst]}" \
             "$peak" "$(rss_kib "${pid_of[$inst]}" VmRSS)" "$(rss_kib "${pid_of[$inst]}" VmHWM)"
+    done
+    for p in a b redis; do
+        name=$([[ $p == redis ]] && echo redis || echo "drawbridge-$p")
+        now=$(cpu_s "${pid_of[$p]}")
+        printf '%-12s CPU during the run: %s s\n' "$name" "$(awk -v a="$now" -v b="${cpu_before[$p]}" 'BEGIN { printf "%.2f", a - b }')"
     done
 } | tee "$out_dir/rss.txt"
 for inst in a b; do

@@ -348,7 +348,18 @@ impl Client {
         r.record(Kind::StrokeSent, 0, now, now);
         r.record(Kind::StrokeExpected, expected, now, now);
         r.record(Kind::SendLag, lag_us, now, now);
-        ws.send(Message::Text(text)).await.is_ok()
+        self.timed_send(ws, Message::Text(text), now).await
+    }
+
+    /// Sends one frame, recording how long the write waited (a server that stops reading makes
+    /// this grow, which tells its back-pressure apart from a starved client).
+    async fn timed_send(&mut self, ws: &mut Ws, msg: Message, sent_us: u64) -> bool {
+        let began = Instant::now();
+        let ok = ws.send(msg).await.is_ok();
+        let waited = began.elapsed().as_micros() as u64;
+        self.recorder
+            .record(Kind::SendWait, waited, sent_us, sent_us);
+        ok
     }
 
     async fn send_cursor(&mut self, ws: &mut Ws, expected: u64, lag_us: u64) -> bool {
@@ -358,7 +369,8 @@ impl Client {
         r.record(Kind::CursorSent, 0, now, now);
         r.record(Kind::CursorExpected, expected, now, now);
         r.record(Kind::SendLag, lag_us, now, now);
-        ws.send(Message::text(self.buf.as_str())).await.is_ok()
+        let msg = Message::text(self.buf.as_str());
+        self.timed_send(ws, msg, now).await
     }
 
     /// After a re-join: the ops whose ACK never came are sent again with the same op id.

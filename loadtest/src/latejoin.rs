@@ -144,6 +144,7 @@ pub async fn run(sc: Scenario, targets: Vec<Arc<Target>>) -> Result<Report> {
         measured_from_s: 0.0,
         measured_to_s: end_s,
         aborted: false,
+        settled: true,
         joined_at_end: 0,
         unacked_at_end: 0,
         sequencing: Sequencing::default(),

@@ -26,7 +26,8 @@ const EXIT_ERROR: u8 = 2;
         INITIAL_STATE size, seq gaps/duplicates per room per receiver, close codes, errors and \
         reconnects. A live line goes to stderr once per second.\n\n\
         Settings are layered: built-in defaults, then --preset, then the --scenario TOML file \
-        (keys are the flag names without dashes prefix, e.g. strokes-per-sec = 10, url = [..]), \
+        (keys are the flag names without the leading dashes, e.g. strokes-per-sec = 10, \
+        url = [\"ws://127.0.0.1:8080\"]), \
         then flags.",
     after_help = "Exit status: 0 when the run passed; 1 when it saw seq gaps, duplicates, \
         out-of-order events, acknowledged ops missing at a receiver, never-acknowledged ops \

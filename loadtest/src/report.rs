@@ -223,6 +223,9 @@ pub struct Report {
     pub measured_to_s: f64,
     /// Interrupted (Ctrl-C) before the end.
     pub aborted: bool,
+    /// The drain ended with every op acknowledged and nothing more arriving; when false, the
+    /// server was still working through a backlog at the end, and gaps include events in flight.
+    pub settled: bool,
     pub connections: Connections,
     pub strokes: Delivery,
     pub cursors: Delivery,
@@ -232,6 +235,9 @@ pub struct Report {
     /// How late the client fired its sends: a high p99 means the client, not the server,
     /// limited the run.
     pub client_send_lag: Latency,
+    /// How long writes waited on the socket: a high p99 means the server stopped reading
+    /// (back-pressure), not that the client was slow.
+    pub socket_write_wait: Latency,
     pub timeline: Vec<Second>,
     /// Why the run failed (empty when it passed).
     pub failures: Vec<String>,
@@ -245,6 +251,7 @@ pub struct Extra {
     pub measured_from_s: f64,
     pub measured_to_s: f64,
     pub aborted: bool,
+    pub settled: bool,
     pub joined_at_end: i64,
     pub unacked_at_end: u64,
     pub sequencing: Sequencing,
@@ -315,6 +322,7 @@ impl Report {
             },
             sequencing,
             client_send_lag: Latency::from_us(&t.send_lag),
+            socket_write_wait: Latency::from_us(&t.send_wait),
             timeline: agg
                 .timeline
                 .iter()
@@ -326,6 +334,7 @@ impl Report {
             measured_from_s: x.measured_from_s,
             measured_to_s: x.measured_to_s,
             aborted: x.aborted,
+            settled: x.settled,
             failures: Vec::new(),
             passed: true,
             scenario,
@@ -341,6 +350,14 @@ impl Report {
         let sc = &self.scenario;
         let s = &self.sequencing;
         if sc.fail_on_loss {
+            if !self.settled && !self.aborted {
+                f.push(format!(
+                    "the servers had not caught up {:.0}s after sending stopped (--drain): {} ops \
+                     unacknowledged; gaps below include events still in flight",
+                    sc.drain.as_secs_f64(),
+                    self.acks.unacked_at_end
+                ));
+            }
             if s.gaps > 0 {
                 f.push(format!(
                     "{} seq gaps (receiver, seq) never delivered",
@@ -495,6 +512,15 @@ impl Report {
                 String::new(),
                 &self.client_send_lag,
             );
+            row(
+                &mut o,
+                "socket write wait",
+                String::new(),
+                String::new(),
+                String::new(),
+                String::new(),
+                &self.socket_write_wait,
+            );
         }
         if j.initial_state_bytes.count > 0 {
             let b = &j.initial_state_bytes;
@@ -524,6 +550,12 @@ impl Report {
             s.epoch_changes,
             s.self_echo
         );
+        if !self.settled && !self.aborted {
+            let _ = writeln!(
+                o,
+                "note: the servers were still catching up when the drain ended; gaps include events in flight"
+            );
+        }
         let a = &self.acks;
         let c = &self.connections;
         let _ = writeln!(

@@ -194,6 +194,7 @@ async fn run_connections(scenario: Scenario, targets: Vec<Arc<Target>>) -> Resul
     }
     let joined_at_end = collector.joined.load(Ordering::Relaxed);
     // Drain: outstanding ACKs and deliveries, bounded by --drain.
+    let mut settled = false;
     if !aborted {
         let drain_until = Instant::now() + sc.drain;
         let mut last = collector.received_frames();
@@ -209,9 +210,13 @@ async fn run_connections(scenario: Scenario, targets: Vec<Arc<Target>>) -> Resul
                 last = rx;
                 quiet_since = now;
             }
-            let settled = collector.unacked.load(Ordering::Relaxed) <= 0
+            let quiet_and_acked = collector.unacked.load(Ordering::Relaxed) <= 0
                 && now.duration_since(quiet_since) >= QUIET;
-            if settled || now >= drain_until {
+            if quiet_and_acked {
+                settled = true;
+                break;
+            }
+            if now >= drain_until {
                 break;
             }
             if now >= next_line {
@@ -257,6 +262,7 @@ async fn run_connections(scenario: Scenario, targets: Vec<Arc<Target>>) -> Resul
         measured_from_s: (sc.ramp_up + sc.warmup).as_secs_f64(),
         measured_to_s: (sc.ramp_up + sc.warmup + sc.duration).as_secs_f64(),
         aborted,
+        settled,
         joined_at_end,
         unacked_at_end,
         sequencing,

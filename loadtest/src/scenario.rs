@@ -356,9 +356,9 @@ pub struct ScenarioArgs {
     #[arg(long)]
     pub token_ttl: Option<Dur>,
 
-    /// Exit non-zero when any receiver saw a gap or a duplicate in a room's seq, or an
-    /// acknowledged stroke never reached a member: --fail-on-loss=false to only report.
-    /// [default: true]
+    /// Exit non-zero when any receiver saw a gap, a duplicate or a reordering in a room's seq,
+    /// an acknowledged stroke never reached a member, or a stroke was never acknowledged:
+    /// --fail-on-loss=false to only report them. [default: true]
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub fail_on_loss: Option<bool>,
 

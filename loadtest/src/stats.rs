@@ -43,6 +43,9 @@ pub enum Kind {
     Ack,
     /// Value: how late the send schedule fired (µs): high means the client is the bottleneck.
     SendLag,
+    /// Value: time (µs) a frame's write waited on the socket: high means the server is not
+    /// reading fast enough.
+    SendWait,
     /// Value: `JOIN_ROOM` → `INITIAL_STATE`/`REPLAY` (µs).
     Join,
     /// Value: size of the `INITIAL_STATE` frame (bytes).
@@ -146,6 +149,7 @@ pub struct Totals {
     pub cursor_latency: Histogram<u64>,
     pub ack_latency: Histogram<u64>,
     pub send_lag: Histogram<u64>,
+    pub send_wait: Histogram<u64>,
     pub join_time: Histogram<u64>,
     pub initial_bytes: Histogram<u64>,
 }
@@ -167,6 +171,7 @@ impl Default for Totals {
             cursor_latency: hist(3),
             ack_latency: hist(3),
             send_lag: hist(3),
+            send_wait: hist(3),
             join_time: hist(3),
             initial_bytes: Histogram::new_with_bounds(1, 1 << 40, 3)
                 .unwrap_or_else(|_| Histogram::new(2).expect("hdr")),
@@ -288,6 +293,11 @@ impl Aggregate {
             Kind::SendLag => {
                 if m {
                     t.send_lag.saturating_record(v);
+                }
+            }
+            Kind::SendWait => {
+                if m {
+                    t.send_wait.saturating_record(v);
                 }
             }
             // Joins, reconnects and errors count whenever they happen: warm-up is about
