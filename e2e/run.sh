@@ -42,13 +42,29 @@ fi
 rm -rf "$here/artifacts"
 mkdir -p "$here/artifacts"
 
-# The test process leads its own process group, so whatever it leaves behind (browser helpers,
-# nginx workers) goes with it.
+# Temp dirs (nginx prefix, Redis dir, browser profiles) go under one private TMPDIR, removed at the end
+# even when the run is killed half way.
+tmp="$(mktemp -d "${TMPDIR:-/tmp}/drawbridge-e2e-run.XXXXXX")"
+export TMPDIR="$tmp"
+
+# The test process leads its own process group (setsid), so whatever it leaves behind (servers,
+# nginx workers) goes with it; Chromium exits when its driver's pipe closes.
 setsid node --test --test-concurrency=1 "$@" e2e/ &
 pid=$!
-cleanup() { kill -KILL -- "-$pid" 2>/dev/null || true; }
+cleanup() {
+  if kill -0 -- "-$pid" 2>/dev/null; then
+    kill -TERM -- "-$pid" 2>/dev/null || true
+    for _ in $(seq 50); do
+      kill -0 -- "-$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -KILL -- "-$pid" 2>/dev/null || true
+  fi
+  rm -rf "$tmp"
+}
 trap cleanup EXIT
-trap 'cleanup; exit 130' INT TERM
+trap 'exit 130' INT
+trap 'exit 143' TERM
 status=0
 wait "$pid" || status=$?
 exit "$status"

@@ -71,7 +71,9 @@ describe('whiteboard through nginx on two instances', { timeout: 300000 }, () =>
   let bobFirst;
 
   before(async () => {
-    cluster = await new Cluster().start();
+    // Assigned before start() so that `after` stops whatever a failed start left running.
+    cluster = new Cluster();
+    await cluster.start();
     browser = await launch();
   });
 
