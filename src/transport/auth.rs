@@ -16,10 +16,14 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
+use utoipa::ToSchema;
 
 use super::AppState;
 use super::error::ApiError;
 use super::limits::{self, Rejection, Rule};
+use super::openapi::schemas::{
+    ErrorBody, MeResponse, MessageResponse, SessionResponse, SignupResponse, UnverifiedResponse,
+};
 use crate::domain::accounts::{
     self, Account, OTP_MAX_TRIES, OTP_TTL, REFRESH_TTL, VERIFICATION_TTL_SECS,
 };
@@ -48,28 +52,38 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/api/user/me", get(me))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct SignupRequest {
+    /// 1 to 40 printable characters.
+    #[schema(required = true, value_type = String, example = "Ann")]
     name: Option<String>,
+    /// Trimmed and lower-cased; the account's key.
+    #[schema(required = true, value_type = String, example = "ann@example.com")]
     email: Option<String>,
+    /// 8 to 128 characters.
+    #[schema(required = true, value_type = String, example = "correct horse battery")]
     password: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct VerifyRequest {
-    /// Six digits; a JSON number is accepted too, as some clients send one.
+    /// The six digits from the e-mail; a JSON number is accepted too, as some clients send one.
+    #[schema(required = true, value_type = String, example = "042137")]
     otp: Option<Value>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct SigninRequest {
+    #[schema(required = true, value_type = String, example = "ann@example.com")]
     email: Option<String>,
+    #[schema(required = true, value_type = String)]
     password: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct RefreshRequest {
     #[serde(rename = "refreshToken")]
+    #[schema(required = true, value_type = String)]
     refresh_token: Option<String>,
 }
 
@@ -196,8 +210,19 @@ async fn session(
     .into_response())
 }
 
-/// `POST /api/v1/auth/signup {name, email, password}`: 201 with a verification token; the code
-/// goes by e-mail.
+/// Create an account; a 6-digit code (valid 10 minutes) goes by e-mail.
+#[utoipa::path(
+    post, path = "/api/v1/auth/signup", tag = "accounts",
+    request_body = SignupRequest,
+    responses(
+        (status = 201, description = "account created, code e-mailed", body = SignupResponse),
+        (status = 400, description = "a field is missing or invalid; the message names each", body = ErrorBody),
+        (status = 409, description = "an account with this e-mail exists", body = ErrorBody),
+        (status = 429, description = "too many sign-ups from this IP", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "seconds to wait"))),
+        (status = 503, description = "shared state unreachable", body = ErrorBody),
+    )
+)]
 pub async fn signup(
     State(app): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -261,8 +286,19 @@ async fn sign_up(
         .into_response())
 }
 
-/// `POST /api/v1/auth/verify-otp {otp}` with `Bearer <verificationToken>`: marks the account
-/// verified and signs it in.
+/// Confirm the e-mailed code (with `Bearer <verificationToken>`): the account is verified and
+/// signed in. At most 5 wrong tries per code.
+#[utoipa::path(
+    post, path = "/api/v1/auth/verify-otp", tag = "accounts",
+    request_body = VerifyRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "verified and signed in", body = SessionResponse),
+        (status = 400, description = "not six digits (BAD_REQUEST), wrong (INVALID_OTP), expired or used (OTP_EXPIRED), or too many wrong tries (OTP_LOCKED)", body = ErrorBody),
+        (status = 401, description = "missing, forged, expired or wrong-type verification token", body = ErrorBody),
+        (status = 409, description = "already verified (ALREADY_VERIFIED)", body = ErrorBody),
+    )
+)]
 pub async fn verify_otp(
     State(app): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -333,7 +369,19 @@ pub async fn verify_otp(
     session(&app, &account, None, "e-mail verified: you are signed in").await
 }
 
-/// `POST /api/v1/auth/signin {email, password}`.
+/// Sign in with e-mail and password.
+#[utoipa::path(
+    post, path = "/api/v1/auth/signin", tag = "accounts",
+    request_body = SigninRequest,
+    responses(
+        (status = 200, description = "signed in", body = SessionResponse),
+        (status = 400, description = "a field is missing", body = ErrorBody),
+        (status = 401, description = "wrong e-mail or password", body = ErrorBody),
+        (status = 403, description = "e-mail not verified yet: a fresh code was sent", body = UnverifiedResponse),
+        (status = 429, description = "too many sign-ins from this IP", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "seconds to wait"))),
+    )
+)]
 pub async fn signin(
     State(app): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -389,8 +437,20 @@ async fn sign_in(
     session(app, &account, None, "signed in").await
 }
 
-/// `POST /api/v1/auth/refresh {refreshToken}`: the presented token dies and a new pair comes
-/// back. A token that was already rotated signs the account out everywhere.
+/// Exchange a refresh token for a new access and refresh token; the presented one dies. A token
+/// that was already used is taken as stolen: 401 `TOKEN_REUSED` and every session of the account
+/// is signed out.
+#[utoipa::path(
+    post, path = "/api/v1/auth/refresh", tag = "accounts",
+    request_body = RefreshRequest,
+    responses(
+        (status = 200, description = "a new pair", body = SessionResponse),
+        (status = 400, description = "refreshToken missing", body = ErrorBody),
+        (status = 401, description = "invalid, expired, revoked or reused (TOKEN_REUSED) token", body = ErrorBody),
+        (status = 429, description = "too many refreshes from this IP", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "seconds to wait"))),
+    )
+)]
 pub async fn refresh(
     State(app): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -436,8 +496,15 @@ async fn rotate(
     session(app, &account, Some(next), "token refreshed").await
 }
 
-/// `POST /api/v1/auth/logout {refreshToken}`: revokes it. Revoking an unknown token is not an
-/// error: the caller is signed out either way.
+/// Revoke a refresh token. An unknown token is not an error: the caller is signed out either way.
+#[utoipa::path(
+    post, path = "/api/v1/auth/logout", tag = "accounts",
+    request_body = RefreshRequest,
+    responses(
+        (status = 200, description = "signed out", body = MessageResponse),
+        (status = 400, description = "refreshToken missing", body = ErrorBody),
+    )
+)]
 pub async fn logout(
     State(app): State<Arc<AppState>>,
     request: Result<Json<RefreshRequest>, JsonRejection>,
@@ -452,7 +519,15 @@ pub async fn logout(
     Ok(Json(json!({"success": true, "message": "signed out"})).into_response())
 }
 
-/// `GET /api/v1/me` with `Bearer <accessToken>`.
+/// The caller, from `Bearer <accessToken>` (accounts and guests).
+#[utoipa::path(
+    get, path = "/api/v1/me", tag = "accounts",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the caller", body = MeResponse),
+        (status = 401, description = "missing, invalid or expired access token", body = ErrorBody),
+    )
+)]
 pub async fn me(
     State(app): State<Arc<AppState>>,
     headers: HeaderMap,

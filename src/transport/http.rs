@@ -17,6 +17,7 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use super::AppState;
 use super::error::ApiError;
 use super::limits::{self, Rejection, Rule};
+use super::openapi::schemas;
 use super::ws;
 use crate::domain::{RoomId, UserId};
 
@@ -42,6 +43,7 @@ pub fn router(app: Arc<AppState>) -> Router {
         .route("/api/v1/rooms/{room_id}", get(room_exists))
         .route("/api/user/rooms/{room_id}", get(room_exists))
         .merge(super::auth::routes())
+        .merge(super::openapi::routes())
         .layer(cors)
         .layer(SetResponseHeaderLayer::overriding(
             HeaderName::from_static(INSTANCE_HEADER),
@@ -71,6 +73,13 @@ struct Web;
 
 /// `/` is the page for browsers and the WebSocket for Canvas clients, which connect to the
 /// bare host.
+#[utoipa::path(
+    get, path = "/", tag = "realtime",
+    responses(
+        (status = 200, description = "the whiteboard page", content_type = "text/html"),
+        (status = 101, description = "with `Upgrade: websocket`: the WebSocket, exactly as /ws"),
+    )
+)]
 async fn root(
     state: State<Arc<AppState>>,
     peer: ConnectInfo<std::net::SocketAddr>,
@@ -82,6 +91,15 @@ async fn root(
     serve_asset("index.html")
 }
 
+/// A file of the bundled whiteboard page.
+#[utoipa::path(
+    get, path = "/assets/{file}", tag = "operations",
+    params(("file" = String, Path, description = "file name")),
+    responses(
+        (status = 200, description = "the file"),
+        (status = 404, description = "no such file", body = schemas::ErrorBody),
+    )
+)]
 async fn asset(Path(file): Path<String>) -> Response {
     serve_asset(&file)
 }
@@ -105,10 +123,23 @@ fn serve_asset(file: &str) -> Response {
         .into_response()
 }
 
+/// Liveness: the process answers.
+#[utoipa::path(
+    get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "alive", body = schemas::Status))
+)]
 async fn health() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
+/// Readiness: 503 while Redis is unreachable or the instance drains.
+#[utoipa::path(
+    get, path = "/readyz", tag = "operations",
+    responses(
+        (status = 200, description = "ready", body = schemas::Status),
+        (status = 503, description = "draining or Redis unreachable", body = schemas::Status),
+    )
+)]
 async fn ready(State(app): State<Arc<AppState>>) -> Response {
     if app.draining.is_cancelled() {
         (
@@ -127,6 +158,11 @@ async fn ready(State(app): State<Arc<AppState>>) -> Response {
     }
 }
 
+/// Prometheus metrics.
+#[utoipa::path(
+    get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text"))
+)]
 async fn metrics(State(app): State<Arc<AppState>>) -> Response {
     (
         [(
@@ -160,6 +196,14 @@ struct GuestRequest {
 const MAX_NAME_CHARS: usize = 40;
 
 /// A name-only access token: guests join rooms through invite links without an account.
+#[utoipa::path(
+    post, path = "/api/v1/auth/guest", tag = "accounts",
+    request_body = schemas::GuestRequest,
+    responses(
+        (status = 200, description = "a guest access token", body = schemas::GuestResponse),
+        (status = 400, description = "bad name", body = schemas::ErrorBody),
+    )
+)]
 async fn guest(
     State(app): State<Arc<AppState>>,
     body: Option<Json<GuestRequest>>,
@@ -192,7 +236,18 @@ async fn guest(
     .into_response())
 }
 
-/// The body is optional and ignored: Canvas posts nothing, not even a content type.
+/// Create a room. The body is optional and ignored: Canvas posts nothing, not even a content
+/// type.
+#[utoipa::path(
+    post, path = "/api/v1/rooms", tag = "rooms",
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "the new room", body = schemas::RoomCreated),
+        (status = 401, description = "missing or invalid access token", body = schemas::ErrorBody),
+        (status = 429, description = "too many rooms from this IP", body = schemas::ErrorBody,
+            headers(("Retry-After" = u64, description = "seconds to wait"))),
+    )
+)]
 async fn create_room(
     State(app): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
@@ -216,6 +271,17 @@ async fn create_room(
     .await
 }
 
+/// Whether a room exists and has not expired.
+#[utoipa::path(
+    get, path = "/api/v1/rooms/{room_id}", tag = "rooms",
+    security(("bearer" = [])),
+    params(("room_id" = String, Path, description = "the room id")),
+    responses(
+        (status = 200, description = "it exists", body = schemas::Success),
+        (status = 401, description = "missing or invalid access token", body = schemas::ErrorBody),
+        (status = 404, description = "no such room, or expired", body = schemas::ErrorBody),
+    )
+)]
 async fn room_exists(
     State(app): State<Arc<AppState>>,
     headers: axum::http::HeaderMap,

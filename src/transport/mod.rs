@@ -6,6 +6,7 @@ pub(crate) mod client_ip;
 mod error;
 mod http;
 mod limits;
+mod openapi;
 mod protocol;
 mod session;
 mod ws;

@@ -1,0 +1,40 @@
+//! The API documentation is served by every instance and needs nothing from the network.
+
+mod common;
+
+use common::{Instance, config, http};
+use serde_json::Value;
+
+#[tokio::test]
+async fn the_document_and_its_page_are_served_offline() {
+    let a = Instance::start(config(None, "docs")).await;
+    let (status, headers, body) = http(a.addr, "GET", "/api-docs.json", None, None).await;
+    assert_eq!(status, 200);
+    assert!(
+        headers
+            .iter()
+            .any(|(k, v)| k == "content-type" && v.starts_with("application/json"))
+    );
+    let doc: Value = serde_json::from_str(&body).expect("JSON");
+    assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")));
+    for path in [
+        "/api/v1/auth/signup",
+        "/api/home/verify-otp",
+        "/api/v1/auth/refresh",
+        "/api/v1/rooms",
+        "/ws",
+    ] {
+        assert!(doc["paths"][path].is_object(), "{path} missing");
+    }
+
+    let (status, headers, page) = http(a.addr, "GET", "/api-docs", None, None).await;
+    assert_eq!(status, 200);
+    assert!(
+        headers
+            .iter()
+            .any(|(k, v)| k == "content-type" && v.starts_with("text/html"))
+    );
+    assert!(page.contains("api-docs.json"));
+    assert!(!page.contains("https://") && !page.contains("http://"));
+    a.stop().await;
+}
