@@ -99,20 +99,32 @@ fn draw_latency(report: &Report, area: &Area<'_>) -> DrawResult<()> {
         .draw()?;
     window_marks(&mut chart, report, lo, hi)?;
     for (name, color, f) in series {
-        let points: Vec<(f64, f64)> = tl
-            .iter()
-            .filter(|s| f(s) > 0.0)
-            .map(|s| (f64::from(s.t) + 0.5, f(s)))
-            .collect();
-        if points.is_empty() {
-            continue;
+        // A second with nothing delivered has no latency: break the line there rather than
+        // draw one across the silence.
+        let mut runs: Vec<Vec<(f64, f64)>> = Vec::new();
+        let mut prev: Option<u32> = None;
+        for s in tl.iter().filter(|s| f(s) > 0.0) {
+            if prev.is_none_or(|p| p + 1 != s.t) {
+                runs.push(Vec::new());
+            }
+            if let Some(run) = runs.last_mut() {
+                run.push((f64::from(s.t) + 0.5, f(s)));
+            }
+            prev = Some(s.t);
         }
-        chart
-            .draw_series(LineSeries::new(points, color.stroke_width(2)))?
-            .label(name)
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
-            });
+        for (i, run) in runs.into_iter().enumerate() {
+            let style = color.stroke_width(2);
+            let drawn = if run.len() == 1 {
+                chart.draw_series(run.into_iter().map(|p| Circle::new(p, 3, style.filled())))?
+            } else {
+                chart.draw_series(LineSeries::new(run, style))?
+            };
+            if i == 0 {
+                drawn.label(name).legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+                });
+            }
+        }
     }
     chart
         .configure_series_labels()
@@ -125,12 +137,15 @@ fn draw_latency(report: &Report, area: &Area<'_>) -> DrawResult<()> {
 
 fn draw_throughput(report: &Report, area: &Area<'_>) -> DrawResult<()> {
     let tl = &report.timeline;
-    let series: [Series; 5] = [
+    let series: [Series; 6] = [
         ("strokes sent/s", RGBColor(31, 119, 180), |s| {
             s.strokes_sent as f64
         }),
         ("strokes delivered/s", RGBColor(44, 160, 44), |s| {
             s.strokes_delivered as f64
+        }),
+        ("of which replayed/s", RGBColor(23, 190, 207), |s| {
+            s.strokes_replayed as f64
         }),
         ("cursors delivered/s", RGBColor(148, 103, 189), |s| {
             s.cursors_delivered as f64

@@ -168,7 +168,10 @@ pub struct Second {
     /// Seconds since the start of the run.
     pub t: u32,
     pub strokes_sent: u64,
+    /// Live and replayed.
     pub strokes_delivered: u64,
+    /// Delivered inside a `REPLAY` after a reconnect.
+    pub strokes_replayed: u64,
     pub cursors_sent: u64,
     pub cursors_delivered: u64,
     pub acks: u64,
@@ -196,6 +199,7 @@ impl Second {
             t,
             strokes_sent: b.stroke_sent,
             strokes_delivered: b.stroke_delivered,
+            strokes_replayed: b.stroke_replayed,
             cursors_sent: b.cursor_sent,
             cursors_delivered: b.cursor_delivered,
             acks: b.acks,
@@ -420,12 +424,20 @@ impl Report {
         let name = sc
             .preset
             .map_or_else(|| "custom".to_owned(), |p| format!("{p:?}").to_lowercase());
+        let what = match sc.mode {
+            Mode::Latejoin => format!(
+                "{} sequential joins of a room filled with {} strokes by {} connections",
+                sc.joins, sc.prefill, sc.connections
+            ),
+            Mode::Idle => format!("{} idle connections in {} rooms", sc.connections, sc.rooms),
+            Mode::Traffic => format!(
+                "{} connections in {} rooms, {}/s strokes, {}/s cursor moves each",
+                sc.connections, sc.rooms, sc.strokes_per_sec, sc.cursor_per_sec
+            ),
+        };
         let _ = writeln!(
             o,
-            "loadtest {name} ({:?}): {} connections, {} rooms, {} URL(s), measured {:.0}s of {:.1}s{}",
-            sc.mode,
-            self.connections.planned,
-            sc.rooms,
+            "loadtest {name}: {what}; {} URL(s); measured {:.1}s of {:.1}s{}",
             sc.active_urls().len(),
             self.measured_to_s - self.measured_from_s,
             self.elapsed_secs,

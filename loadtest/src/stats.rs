@@ -183,14 +183,16 @@ impl Default for Totals {
 #[derive(Clone, Debug)]
 pub struct Bucket {
     pub stroke_sent: u64,
+    /// Live and replayed.
     pub stroke_delivered: u64,
+    pub stroke_replayed: u64,
     pub cursor_sent: u64,
     pub cursor_delivered: u64,
     pub acks: u64,
     pub reconnects: u64,
     pub errors: u64,
     pub joins: u64,
-    /// Live stroke latency (2 significant digits is plenty for a chart).
+    /// Stroke latency, live and replayed (2 significant digits is plenty for a chart).
     pub stroke_latency: Histogram<u64>,
     pub cursor_latency: Histogram<u64>,
     pub ack_latency: Histogram<u64>,
@@ -201,6 +203,7 @@ impl Default for Bucket {
         Self {
             stroke_sent: 0,
             stroke_delivered: 0,
+            stroke_replayed: 0,
             cursor_sent: 0,
             cursor_delivered: 0,
             acks: 0,
@@ -247,8 +250,9 @@ impl Aggregate {
             }
             Kind::StrokeDelivered | Kind::StrokeReplayed => {
                 b.stroke_delivered += 1;
-                if s.kind == Kind::StrokeDelivered {
-                    b.stroke_latency.saturating_record(v);
+                b.stroke_latency.saturating_record(v);
+                if s.kind == Kind::StrokeReplayed {
+                    b.stroke_replayed += 1;
                 }
                 if m {
                     t.stroke_delivered += 1;
