@@ -875,6 +875,7 @@ async fn bad_inputs_are_refused_and_change_nothing() {
     assert_eq!(status, 403, "{body}");
     assert_eq!(body["code"], "UNVERIFIED");
     assert!(s(&body["message"]).contains("verify your e-mail"));
+    assert_eq!(body["user"]["email"], "ann@example.com");
     let verification = s(&body["verificationToken"]).to_owned();
     let code = smtp.next_code("ann@example.com").await;
     for wrong_credentials in [
@@ -966,4 +967,53 @@ fn verification_for(_instance: &Instance) -> String {
     drawbridge::domain::token::TokenKeys::new(SECRET.as_bytes(), 900)
         .issue_verification("ann@example.com", 600, drawbridge::unix_now())
         .expect("token")
+}
+
+#[tokio::test]
+async fn the_embedded_engine_serves_the_same_flow() {
+    let mut smtp = SmtpSink::start().await;
+    let a = Instance::start(drawbridge::config::Config {
+        smtp_host: "127.0.0.1".into(),
+        smtp_port: smtp.port,
+        smtp_tls: "none".into(),
+        ..config(None, "solo")
+    })
+    .await;
+    let verification = sign_up(a.addr, "Cy", "cy@example.com", "correct horse").await;
+    let code = smtp.next_code("cy@example.com").await;
+    let (status, body) = post(
+        a.addr,
+        "/api/v1/auth/verify-otp",
+        Some(&verification),
+        json!({"otp": code}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let refresh1 = s(&body["refreshToken"]).to_owned();
+    let (status, body) = post(
+        a.addr,
+        "/api/v1/auth/refresh",
+        None,
+        json!({"refreshToken": refresh1}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let refresh2 = s(&body["refreshToken"]).to_owned();
+    let (status, body) = post(
+        a.addr,
+        "/api/v1/auth/refresh",
+        None,
+        json!({"refreshToken": refresh1}),
+    )
+    .await;
+    assert_eq!((status, s(&body["code"])), (401, "TOKEN_REUSED"));
+    let (status, _) = post(
+        a.addr,
+        "/api/v1/auth/refresh",
+        None,
+        json!({"refreshToken": refresh2}),
+    )
+    .await;
+    assert_eq!(status, 401, "the family was revoked");
+    a.stop().await;
 }

@@ -430,6 +430,7 @@ async fn sign_in(
                 "code": "UNVERIFIED",
                 "message": message,
                 "verificationToken": verification_token(app, &account.email)?,
+                "user": user_json(&account),
             })),
         )
             .into_response());

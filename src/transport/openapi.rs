@@ -251,6 +251,7 @@ pub mod schemas {
         pub code: String,
         pub message: String,
         pub verification_token: String,
+        pub user: User,
     }
 
     #[derive(Serialize, ToSchema)]
