@@ -26,5 +26,5 @@ pub mod stats;
 pub mod target;
 
 pub use report::Report;
-pub use runner::run;
+pub use runner::{run, run_until};
 pub use scenario::{Mode, Preset, Scenario};

@@ -88,7 +88,13 @@ fn real_main(cli: Cli) -> Result<bool> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    let report = runtime.block_on(loadtest::run(scenario))?;
+    let interrupted = async {
+        // If the handler cannot be installed, Ctrl-C just kills the process as usual.
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    let report = runtime.block_on(loadtest::run_until(scenario, interrupted))?;
     // Dropping a runtime with thousands of finished sockets can take a moment; do not wait.
     runtime.shutdown_background();
 

@@ -32,6 +32,12 @@ pub const MAX_MESSAGE: usize = 256 << 20;
 
 /// Runs `scenario` to completion and reports what it measured.
 pub async fn run(scenario: Scenario) -> Result<Report> {
+    run_until(scenario, std::future::pending()).await
+}
+
+/// As [`run`], but `stop` (say, Ctrl-C) ends the traffic early; the report then says it was
+/// interrupted.
+pub async fn run_until(scenario: Scenario, stop: impl Future<Output = ()>) -> Result<Report> {
     scenario.validate()?;
     let mut targets = Vec::new();
     for url in scenario.active_urls() {
@@ -40,7 +46,7 @@ pub async fn run(scenario: Scenario) -> Result<Report> {
     raise_fd_limit(scenario.connections as u64 + scenario.joins as u64 + 256);
     match scenario.mode {
         Mode::Latejoin => latejoin::run(scenario, targets).await,
-        Mode::Traffic | Mode::Idle => run_connections(scenario, targets).await,
+        Mode::Traffic | Mode::Idle => run_connections(scenario, targets, stop).await,
     }
 }
 
@@ -116,7 +122,12 @@ pub fn raise_fd_limit(want: u64) -> u64 {
     lim.rlim_cur
 }
 
-async fn run_connections(scenario: Scenario, targets: Vec<Arc<Target>>) -> Result<Report> {
+async fn run_connections(
+    scenario: Scenario,
+    targets: Vec<Arc<Target>>,
+    stop: impl Future<Output = ()>,
+) -> Result<Report> {
+    tokio::pin!(stop);
     let sc = Arc::new(scenario);
     let n = sc.connections;
     let say = |msg: String| {
@@ -185,7 +196,7 @@ async fn run_connections(scenario: Scenario, targets: Vec<Arc<Target>>) -> Resul
         }
         tokio::select! {
             _ = sleep_until(next_line.min(measure_to)) => {}
-            _ = tokio::signal::ctrl_c() => { aborted = true; break; }
+            () = &mut stop => { aborted = true; break; }
         }
         if Instant::now() >= next_line {
             progress.line(&collector, &sc, start, "run");
@@ -202,7 +213,7 @@ async fn run_connections(scenario: Scenario, targets: Vec<Arc<Target>>) -> Resul
         loop {
             tokio::select! {
                 _ = sleep(Duration::from_millis(100)) => {}
-                _ = tokio::signal::ctrl_c() => { aborted = true; break; }
+                () = &mut stop => { aborted = true; break; }
             }
             let now = Instant::now();
             let rx = collector.received_frames();
@@ -260,7 +271,10 @@ async fn run_connections(scenario: Scenario, targets: Vec<Arc<Target>>) -> Resul
         started_at_unix: start_us / 1_000_000,
         elapsed_secs: start.elapsed().as_secs_f64(),
         measured_from_s: (sc.ramp_up + sc.warmup).as_secs_f64(),
-        measured_to_s: (sc.ramp_up + sc.warmup + sc.duration).as_secs_f64(),
+        // An interrupted run measured only until it stopped.
+        measured_to_s: (sc.ramp_up + sc.warmup + sc.duration)
+            .as_secs_f64()
+            .min(start.elapsed().as_secs_f64()),
         aborted,
         settled,
         joined_at_end,
