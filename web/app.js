@@ -290,6 +290,7 @@
   function resetRoomState() {
     committed = [];
     byId.clear();
+    checkpointCount = 0;
     pending.clear();
     inflight = [];
     undoneBeforeAck.clear();
@@ -524,6 +525,7 @@
     presenceStale = false;
     committed = [];
     byId.clear();
+    checkpointCount = 0;
     needFull = true;
     for (const s of p.strokes || []) insertStroke(s, 0);
     seq = typeof p.seq === 'number' ? p.seq : 0;
@@ -667,6 +669,15 @@
   let needFull = true;   // repaint the committed layer from scratch
   let toAppend = [];     // committed strokes to paint on top of the layer
   let framePending = false;
+  /** Milliseconds the last full repaint of the committed layer took (shown to tests). */
+  let lastFullRepaintMs = 0;
+  /**
+   * The checkpoint canvas holds committed[0..checkpointCount) as painted. A repaint starts from it,
+   * so undoing one of the newest strokes redraws only the strokes after the checkpoint.
+   */
+  let checkpointCount = 0;
+  /** Strokes kept out of the checkpoint: the ones an undo is likely to remove. */
+  const CHECKPOINT_LAG = 200;
 
   function validStroke(s) {
     return s && typeof s.strokeId === 'string' && Array.isArray(s.points) && s.points.length > 0;
@@ -683,6 +694,7 @@
       let i = committed.length - 1;
       while (i > 0 && committed[i - 1].seq > entry.seq) i--;
       committed.splice(i, 0, entry);
+      if (i < checkpointCount) checkpointCount = 0;
       needFull = true;
     }
     byId.set(stroke.strokeId, entry);
@@ -693,7 +705,9 @@
     const entry = byId.get(strokeId);
     if (!entry) return null;
     byId.delete(strokeId);
-    committed.splice(committed.indexOf(entry), 1);
+    const i = committed.indexOf(entry);
+    committed.splice(i, 1);
+    if (i < checkpointCount) checkpointCount = 0;
     needFull = true;
     scheduleFrame();
     return entry.stroke;
@@ -786,6 +800,10 @@
   layer.width = board.width;
   layer.height = board.height;
   const layerCtx = layer.getContext('2d');
+  const checkpoint = document.createElement('canvas');
+  checkpoint.width = board.width;
+  checkpoint.height = board.height;
+  const checkpointCtx = checkpoint.getContext('2d');
 
   function drawStroke(ctx, s) {
     const pts = s.points;
@@ -821,9 +839,9 @@
     framePending = false;
     layerCtx.setTransform(RES, 0, 0, RES, 0, 0);
     if (needFull) {
-      layerCtx.fillStyle = '#ffffff';
-      layerCtx.fillRect(0, 0, BOARD_W, BOARD_H);
-      for (const e of committed) drawStroke(layerCtx, e.stroke);
+      const t0 = performance.now();
+      repaintCommitted();
+      lastFullRepaintMs = performance.now() - t0;
       needFull = false;
       toAppend = [];
     } else {
@@ -835,7 +853,54 @@
     view.setTransform(RES, 0, 0, RES, 0, 0);
     for (const e of pending.values()) drawStroke(view, e.stroke);
     if (current) drawStroke(view, current);
+    scheduleCheckpoint();
     board.setAttribute('aria-label', `Shared whiteboard with ${committed.length + pending.size} strokes. Draw with a mouse, pen or finger.`);
+  }
+
+  /** Paints `layer` from the checkpoint plus the strokes after it, moving the checkpoint forward. */
+  function repaintCommitted() {
+    layerCtx.setTransform(1, 0, 0, 1, 0, 0);
+    if (checkpointCount > 0) {
+      layerCtx.drawImage(checkpoint, 0, 0);
+    } else {
+      layerCtx.fillStyle = '#ffffff';
+      layerCtx.fillRect(0, 0, layer.width, layer.height);
+    }
+    layerCtx.setTransform(RES, 0, 0, RES, 0, 0);
+    let i = checkpointCount;
+    const keep = committed.length - CHECKPOINT_LAG;
+    if (keep > checkpointCount) {
+      for (; i < keep; i++) drawStroke(layerCtx, committed[i].stroke);
+      checkpointCtx.setTransform(1, 0, 0, 1, 0, 0);
+      checkpointCtx.drawImage(layer, 0, 0);
+      checkpointCount = keep;
+    }
+    for (; i < committed.length; i++) drawStroke(layerCtx, committed[i].stroke);
+  }
+
+  let checkpointPending = false;
+
+  /** Strokes that arrive one by one never pass through a repaint: bring the checkpoint along when idle. */
+  function scheduleCheckpoint() {
+    if (checkpointPending || committed.length - checkpointCount < 2 * CHECKPOINT_LAG) return;
+    checkpointPending = true;
+    (window.requestIdleCallback || ((fn) => setTimeout(fn, 200)))(advanceCheckpoint);
+  }
+
+  function advanceCheckpoint() {
+    checkpointPending = false;
+    const keep = committed.length - CHECKPOINT_LAG;
+    if (keep <= checkpointCount) return;
+    if (checkpointCount === 0) {
+      checkpointCtx.setTransform(1, 0, 0, 1, 0, 0);
+      checkpointCtx.fillStyle = '#ffffff';
+      checkpointCtx.fillRect(0, 0, checkpoint.width, checkpoint.height);
+    }
+    checkpointCtx.setTransform(RES, 0, 0, RES, 0, 0);
+    const end = Math.min(keep, checkpointCount + 500); // a bounded slice of work per idle period
+    for (let i = checkpointCount; i < end; i++) drawStroke(checkpointCtx, committed[i].stroke);
+    checkpointCount = end;
+    scheduleCheckpoint();
   }
 
   function toBoard(e) {
@@ -1069,6 +1134,7 @@
         userCount,
         cursors: [...cursors.entries()].map(([userId, c]) => ({ userId, username: c.username, x: c.x, y: c.y })),
         joins: { ...joinsAnswered },
+        lastFullRepaintMs,
       };
     },
     dropConnection,

@@ -38,7 +38,19 @@ class User {
     user.cdp.on('Network.webSocketHandshakeResponseReceived', (e) => {
       user.sockets.push({ status: e.response.status, instance: header(e.response.headers, 'x-drawbridge-instance') });
     });
+    // Every frame the page sends, so tests can check what goes over the wire (and how often).
+    user.sent = [];
+    user.cdp.on('Network.webSocketFrameSent', (e) => {
+      try {
+        const msg = JSON.parse(e.response.payloadData);
+        user.sent.push({ at: Date.now(), type: msg.type, payload: msg.payload });
+      } catch { /* not JSON: the tests would notice elsewhere */ }
+    });
     return user;
+  }
+
+  sentOf(type, since = 0) {
+    return this.sent.filter((f) => f.type === type && f.at >= since);
   }
 
   /** Instance that served the most recent successful WebSocket handshake. */
