@@ -439,7 +439,7 @@ impl Report {
             o,
             "loadtest {name}: {what}; {} URL(s); measured {:.1}s of {:.1}s{}",
             sc.active_urls().len(),
-            self.measured_to_s - self.measured_from_s,
+            (self.measured_to_s - self.measured_from_s).max(0.0),
             self.elapsed_secs,
             if self.aborted { " [INTERRUPTED]" } else { "" }
         );

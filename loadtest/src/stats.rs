@@ -127,9 +127,12 @@ impl Tallies {
 }
 
 fn hist(sigfig: u8) -> Histogram<u64> {
-    // Bounds and precision are constants that hdrhistogram accepts.
-    Histogram::new_with_bounds(1, MAX_LATENCY_US, sigfig)
-        .unwrap_or_else(|_| Histogram::new(2).expect("hdr"))
+    hist_to(MAX_LATENCY_US, sigfig)
+}
+
+fn hist_to(high: u64, sigfig: u8) -> Histogram<u64> {
+    // Only ever called with constants that hdrhistogram accepts (high ≥ 2, sigfig ≤ 5).
+    Histogram::new_with_bounds(1, high, sigfig).expect("constant histogram bounds are valid")
 }
 
 /// Totals of the measured window.
@@ -173,8 +176,7 @@ impl Default for Totals {
             send_lag: hist(3),
             send_wait: hist(3),
             join_time: hist(3),
-            initial_bytes: Histogram::new_with_bounds(1, 1 << 40, 3)
-                .unwrap_or_else(|_| Histogram::new(2).expect("hdr")),
+            initial_bytes: hist_to(1 << 40, 3),
         }
     }
 }
