@@ -72,7 +72,7 @@ describe('whiteboard through nginx on two instances', { timeout: 300000 }, () =>
 
   before(async () => {
     // Assigned before start() so that `after` stops whatever a failed start left running.
-    cluster = new Cluster();
+    cluster = new Cluster({ label: 'whiteboard' });
     await cluster.start();
     browser = await launch();
   });

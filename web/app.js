@@ -102,9 +102,12 @@
     }
   }
 
-  function tokenFresh(token, marginS = 60) {
-    const exp = jwtClaims(token).exp;
-    return typeof exp !== 'number' || exp - marginS > Date.now() / 1000;
+  /** True while the token has more than a quarter of its life (at most a minute) left. */
+  function tokenFresh(token) {
+    const { exp, iat } = jwtClaims(token);
+    if (typeof exp !== 'number') return true;
+    const margin = typeof iat === 'number' ? Math.min(60, (exp - iat) / 4) : 60;
+    return exp - margin > Date.now() / 1000;
   }
 
   let toastTimer = 0;
@@ -261,6 +264,10 @@
   });
 
   $('sign-out').addEventListener('click', () => {
+    if (session && session.refreshToken) {
+      // Revoke the refresh token; the page forgets the session whether or not this arrives.
+      api('POST', '/api/v1/auth/logout', { refreshToken: session.refreshToken }, { auth: false }).catch(() => {});
+    }
     clearSession();
     showLobby();
   });
@@ -418,8 +425,10 @@
 
   function scheduleReconnect(code) {
     clearTimeout(reconnectTimer);
-    // 1001 = the instance is draining: any other instance will do, so come back at once.
-    const base = code === 1001 ? 50 : Math.min(BACKOFF_MAX_MS, BACKOFF_FIRST_MS * 2 ** attempts);
+    // 1001: the instance is draining, and any other will do. 1008 with a stale token: it expired
+    // mid-session, and a renewed one fixes it. Both come back at once; anything else backs off.
+    const quick = code === 1001 || (code === 1008 && session && !tokenFresh(session.token));
+    const base = quick ? 50 : Math.min(BACKOFF_MAX_MS, BACKOFF_FIRST_MS * 2 ** attempts);
     const delay = Math.round(base * (0.7 + Math.random() * 0.6));
     attempts++;
     setConn('offline', `Offline · retrying in ${Math.max(1, Math.round(delay / 1000))} s`);

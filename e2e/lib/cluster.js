@@ -91,15 +91,34 @@ async function httpOk(url) {
 }
 
 class Cluster {
-  constructor() {
+  /** `label` prefixes log names; `env`: extra DRAWBRIDGE_* settings for both instances. */
+  constructor({ label = 'e2e', env = {} } = {}) {
+    this.label = label;
     /** {name, child, log} for every process we started, in start order. */
     this.procs = [];
     this.instances = [];
+    this.env = env;
+  }
+
+  /** First match of `re` in the instances' logs (e.g. a verification code the dev mailer logged). */
+  async findInLogs(re, timeoutMs = 10000) {
+    let found = null;
+    await waitFor(`${re} in the server logs`, () => {
+      for (const { proc } of this.instances) {
+        const m = fs.readFileSync(proc.log, 'utf8').match(re);
+        if (m) {
+          found = m;
+          return true;
+        }
+      }
+      return false;
+    }, { timeoutMs });
+    return found;
   }
 
   spawn(name, cmd, args, env = {}) {
     fs.mkdirSync(path.join(ARTIFACTS, 'logs'), { recursive: true });
-    const log = path.join(ARTIFACTS, 'logs', `${name}.log`);
+    const log = path.join(ARTIFACTS, 'logs', `${this.label}-${name}.log`);
     const fd = fs.openSync(log, 'w');
     // The server reads every DRAWBRIDGE_* variable as configuration (and refuses unknown ones, such
     // as our own DRAWBRIDGE_BIN): the instances get exactly the ones set here, nothing inherited.
@@ -145,6 +164,7 @@ class Cluster {
         DRAWBRIDGE_INSTANCE_ID: id,
         DRAWBRIDGE_WS_UPGRADES_PER_MINUTE: '0',
         RUST_LOG: process.env.RUST_LOG || 'info',
+        ...this.env,
       });
       this.instances.push({ id, port, proc });
     }
@@ -180,7 +200,7 @@ class Cluster {
       }
     }));
     try {
-      fs.copyFileSync(path.join(this.dir, 'error.log'), path.join(ARTIFACTS, 'logs', 'nginx-error.log'));
+      fs.copyFileSync(path.join(this.dir, 'error.log'), path.join(ARTIFACTS, 'logs', `${this.label}-nginx-error.log`));
     } catch { /* nginx never started */ }
     if (this.dir) fs.rmSync(this.dir, { recursive: true, force: true });
   }
