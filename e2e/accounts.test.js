@@ -68,7 +68,7 @@ describe('accounts: sign in, and survive token expiry mid-session', { timeout: 1
     await rita.screenshot('rita-signed-in');
   });
 
-  it('reconnects as the same user after the server closes an expired session', async () => {
+  it('reconnects as the same user after the server closes an expired session', async (t) => {
     const [rita] = users;
     const { userId, roomId } = await rita.state();
     const stroke = await rita.draw([[200, 300], [600, 300], [1000, 300]]);
@@ -84,6 +84,8 @@ describe('accounts: sign in, and survive token expiry mid-session', { timeout: 1
     const handshakes = rita.sockets.filter((h) => h.status === 101).length;
     await rita.waitState('two token renewals', () => rita.sockets.filter((h) => h.status === 101).length >= handshakes + 2, (TOKEN_TTL * 2 + 15) * 1000);
     const s = await rita.waitConnected();
+    t.diagnostic(`close codes seen by the page: ${JSON.stringify(s.closeCodes)}`);
+    assert.ok(s.closeCodes.filter((c) => c === 1008).length >= 2, 'the server closes expired sessions with 1008');
     assert.equal(s.userId, userId, 'still the same account');
     assert.equal(s.roomId, roomId);
     assert.ok(s.joins.replay >= 2, `recovered with REPLAYs: ${JSON.stringify(s.joins)}`);

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # End-to-end browser tests: builds nothing, starts everything it needs on free loopback ports, and
-# leaves nothing running. Usage (from anywhere): e2e/run.sh   [extra `node --test` arguments]
+# leaves nothing running. Usage (from anywhere): e2e/run.sh [test files, default: all of e2e/]
 #   DRAWBRIDGE_BIN  server binary (default: target/debug/drawbridge under the repo root)
 #   CHROMIUM_BIN    browser (default: /usr/bin/chromium)
 set -euo pipefail
@@ -49,7 +49,8 @@ export TMPDIR="$tmp"
 
 # The test process leads its own process group (setsid), so whatever it leaves behind (servers,
 # nginx workers) goes with it; Chromium exits when its driver's pipe closes.
-setsid node --test --test-concurrency=1 "$@" e2e/ &
+if (($#)); then tests=("$@"); else tests=(e2e/); fi
+setsid node --test --test-concurrency=1 "${tests[@]}" &
 pid=$!
 cleanup() {
   if kill -0 -- "-$pid" 2>/dev/null; then

@@ -78,6 +78,8 @@
   let presenceStale = false;
   /** How each join was answered, for the test hook: recovery should mostly be REPLAYs. */
   const joinsAnswered = { initialState: 0, replay: 0 };
+  /** Close codes of the last few sockets, newest last (4000+ are the page's own). */
+  const closeCodes = [];
   const cursors = new Map();   // userId -> {x, y, username, color, el}
 
   let color = COLORS[0][0];
@@ -410,6 +412,8 @@
   }
 
   function socketLost(code) {
+    closeCodes.push(code);
+    if (closeCodes.length > 20) closeCodes.shift();
     closeSocket();
     for (const c of cursors.values()) c.el.remove();
     cursors.clear();
@@ -1143,6 +1147,7 @@
         userCount,
         cursors: [...cursors.entries()].map(([userId, c]) => ({ userId, username: c.username, x: c.x, y: c.y })),
         joins: { ...joinsAnswered },
+        closeCodes: [...closeCodes],
         lastFullRepaintMs,
       };
     },
