@@ -362,11 +362,13 @@ async fn cursors_are_relayed_to_others_with_identity_and_capped() {
     alice.until("USER_JOINED").await;
     alice.until("USER_COUNT_UPDATED").await;
 
+    let started = std::time::Instant::now();
     for i in 0..60 {
         alice
             .send(json!({"type": "CURSOR_MOVE", "payload": {"roomId": room, "x": i, "y": 2}}))
             .await;
     }
+    let sending = started.elapsed().as_secs_f64();
     let first = bob.expect("CURSOR_MOVE").await;
     let p = &first["payload"];
     assert_eq!(p["userId"], "alice");
@@ -378,11 +380,14 @@ async fn cursors_are_relayed_to_others_with_identity_and_capped() {
             received += 1;
         }
     }
-    // A burst of 60 within a fraction of a second: the 20/s cap lets about 20 through.
+    // The cap is 20/s with a burst of 20: the burst passes, then 20 for every second the
+    // sending took (on a loaded machine the 60 moves may take a while to go out).
+    let allowed = 20 + (20.0 * sending).ceil() as usize + 1;
     assert!(
-        (15..=25).contains(&received),
-        "{received} cursor moves relayed"
+        (20..=allowed).contains(&received),
+        "{received} cursor moves relayed, {allowed} allowed after {sending:.3}s"
     );
+    assert!(received < 60 || allowed >= 60, "the cap dropped nothing");
     alice.expect_quiet(Duration::from_millis(100)).await;
 }
 

@@ -8,8 +8,8 @@ use std::time::Duration;
 use common::{Client, Instance, RedisServer, config, create_room};
 use serde_json::{Value, json};
 
-/// Reads frames until `want` distinct sequenced events (events and own ACKs) have been seen,
-/// asserting events arrive in strictly increasing seq with no repeats.
+/// Reads frames until `want` distinct sequenced events (events, replayed events and own ACKs)
+/// have been seen, asserting events arrive in strictly increasing seq with no repeats.
 async fn collect_seqs(client: &mut Client, want: usize) -> Vec<u64> {
     let mut seqs = Vec::new();
     let mut last_event = 0;
@@ -19,6 +19,20 @@ async fn collect_seqs(client: &mut Client, want: usize) -> Vec<u64> {
             .await
             .unwrap_or_else(|| panic!("{}: stalled at {seqs:?}", client.user));
         let seq = v["payload"]["seq"].as_u64();
+        if v["type"] == "REPLAY" {
+            // A re-join after a resync: the replayed events count like live ones.
+            for event in v["payload"]["events"].as_array().into_iter().flatten() {
+                let seq = event["payload"]["seq"].as_u64().expect("seq");
+                assert!(
+                    seq > last_event,
+                    "{}: replayed {seq} after {last_event}",
+                    client.user
+                );
+                last_event = seq;
+                seqs.push(seq);
+            }
+            continue;
+        }
         match (v["type"].as_str(), seq) {
             (Some("CANVAS_UPDATE" | "UNDO" | "REDO"), Some(seq)) => {
                 assert!(

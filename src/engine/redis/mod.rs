@@ -17,7 +17,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use deadpool_redis::{Pool, Runtime};
-use redis::{AsyncCommands, Script, Value};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::io::tcp::TcpSettings;
+use redis::{AsyncCommands, IntoConnectionInfo, Script, Value};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -79,7 +81,12 @@ pub struct RedisEngine {
 }
 
 struct Inner {
+    /// For request-scoped commands (HTTP routes, heartbeats, sweeps).
     pool: Pool,
+    /// The room hot path (ops, joins, cursors): one multiplexed, self-reconnecting connection
+    /// shared by every session. Pipelining many sessions over it beats a pool, whose every
+    /// checkout costs a PING round trip.
+    hot: ConnectionManager,
     /// For the pub/sub connection, which the pool cannot provide.
     client: redis::Client,
     keys: Keys,
@@ -102,19 +109,34 @@ impl RedisEngine {
         tasks: &TaskTracker,
         shutdown: CancellationToken,
     ) -> EngineResult<Self> {
-        let client = redis::Client::open(redis.url.as_str())
+        // Every connection is latency-bound request/response traffic: no Nagle.
+        let info = redis
+            .url
+            .as_str()
+            .into_connection_info()
+            .map_err(|e| EngineError::Internal(format!("bad redis url: {e}")))?
+            .set_tcp_settings(TcpSettings::default().set_nodelay(true));
+        let client = redis::Client::open(info.clone())
             .map_err(|e| EngineError::Internal(format!("bad redis url: {e}")))?;
-        let mut pool_config = deadpool_redis::Config::from_url(redis.url.clone());
-        let mut pool = deadpool_redis::PoolConfig::new(redis.pool_size);
-        pool.timeouts.wait = Some(OP_TIMEOUT);
-        pool.timeouts.create = Some(OP_TIMEOUT);
-        pool.timeouts.recycle = Some(OP_TIMEOUT);
-        pool_config.pool = Some(pool);
-        let pool = pool_config
-            .create_pool(Some(Runtime::Tokio1))
+        let pool = Pool::builder(deadpool_redis::Manager::new(info).map_err(unavailable)?)
+            .max_size(redis.pool_size)
+            .wait_timeout(Some(OP_TIMEOUT))
+            .create_timeout(Some(OP_TIMEOUT))
+            .recycle_timeout(Some(OP_TIMEOUT))
+            .runtime(Runtime::Tokio1)
+            .build()
             .map_err(|e| EngineError::Internal(format!("redis pool: {e}")))?;
+        let hot = ConnectionManager::new_lazy_with_config(
+            client.clone(),
+            ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(OP_TIMEOUT))
+                .set_response_timeout(Some(OP_TIMEOUT))
+                .set_number_of_retries(1),
+        )
+        .map_err(|e| EngineError::Internal(format!("redis connection: {e}")))?;
         let inner = Arc::new(Inner {
             pool,
+            hot,
             client,
             keys: Keys::new(&redis.key_prefix),
             settings,
@@ -218,7 +240,7 @@ impl Inner {
         for arg in args {
             invocation.arg(*arg);
         }
-        let mut conn = self.conn().await?;
+        let mut conn = self.hot.clone();
         self.with_timeout(invocation.invoke_async(&mut conn)).await
     }
 
@@ -462,7 +484,7 @@ impl Engine for RedisEngine {
             r#"{{"except":{},"lossy":true,"frame":{frame}}}"#,
             json(except.as_str())
         );
-        let mut conn = inner.conn().await?;
+        let mut conn = inner.hot.clone();
         inner
             .with_timeout(conn.publish::<_, _, ()>(inner.keys.channel(room), envelope))
             .await

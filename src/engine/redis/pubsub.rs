@@ -28,6 +28,8 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// (a half-open TCP connection would otherwise look like a quiet one forever).
 const PING_EVERY: Duration = Duration::from_secs(5);
 const PING_TIMEOUT: Duration = Duration::from_secs(3);
+/// Reads of the log tried before a room's sessions are told to re-join instead.
+const FILL_ATTEMPTS: u32 = 3;
 
 /// What every published message looks like:
 /// `{"seq":N,"origin":"<conn>","frame":{...}}` for sequenced events (also the log's entries),
@@ -153,17 +155,25 @@ async fn handle(inner: &Inner, channel: &str, payload: &[u8]) {
 }
 
 /// Delivers the logged events after `after`; where that is impossible, makes the room re-join.
+/// The read is retried briefly: right after Redis comes back, the first command on a stale
+/// connection fails while the connection is re-established.
 async fn fill(inner: &Inner, room: &RoomId, after: u64) {
-    match inner.events_after(room, after).await {
-        Ok(Some(slice)) => {
-            for event in &slice.events {
-                inner.hub.deliver(room, event);
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match inner.events_after(room, after).await {
+            Ok(Some(slice)) => {
+                for event in &slice.events {
+                    inner.hub.deliver(room, event);
+                }
+                return;
             }
-        }
-        Ok(None) => inner.hub.resync(room),
-        Err(e) => {
-            tracing::warn!(%room, error = %e, "cannot read the log; sessions will re-join");
-            inner.hub.resync(room);
+            Ok(None) => return inner.hub.resync(room),
+            Err(e) if attempt >= FILL_ATTEMPTS => {
+                tracing::warn!(%room, error = %e, "cannot read the log; sessions will re-join");
+                return inner.hub.resync(room);
+            }
+            Err(_) => tokio::time::sleep(BACKOFF_MIN).await,
         }
     }
 }
