@@ -111,6 +111,7 @@ for inst in a b; do
     DRAWBRIDGE_JWT_SECRET=$secret \
     DRAWBRIDGE_INSTANCE_ID=$inst \
     DRAWBRIDGE_WS_UPGRADES_PER_MINUTE=0 \
+    DRAWBRIDGE_ROOM_RATE_LIMIT=0 \
     DRAWBRIDGE_LOG=${DRAWBRIDGE_LOG:-warn} \
     DRAWBRIDGE_DRAIN_SECS=${DRAWBRIDGE_DRAIN_SECS:-1} \
         "$server_bin" >"$out_dir/drawbridge-$inst.log" 2>&1 &
