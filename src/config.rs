@@ -153,15 +153,40 @@ impl Config {
     pub fn load() -> Result<Self, Vec<String>> {
         let file =
             std::env::var("DRAWBRIDGE_CONFIG").unwrap_or_else(|_| "config/default.toml".into());
+        let known = Self::keys();
         Figment::from(Serialized::defaults(Config::default()))
             .merge(Toml::file(file))
             .merge(
+                // Unknown variables are reported by `unknown_env`, not fatal: the environment
+                // is shared with scripts that use the prefix for their own settings.
                 Env::prefixed("DRAWBRIDGE_")
-                    .ignore(&["config"])
+                    .filter(move |k| {
+                        known
+                            .iter()
+                            .any(|name| k.as_str().eq_ignore_ascii_case(name))
+                    })
                     .map(|k| k.as_str().to_lowercase().into()),
             )
             .extract::<Config>()
             .map_err(|e| e.into_iter().map(|e| e.to_string()).collect())
+    }
+
+    /// `DRAWBRIDGE_*` variables that name no setting: likely typos, worth a warning.
+    pub fn unknown_env() -> Vec<String> {
+        let known = Self::keys();
+        std::env::vars()
+            .filter_map(|(k, _)| k.strip_prefix("DRAWBRIDGE_").map(str::to_lowercase))
+            .filter(|k| k != "config" && !known.contains(k))
+            .map(|k| format!("DRAWBRIDGE_{}", k.to_uppercase()))
+            .collect()
+    }
+
+    /// The setting names, as in the file.
+    fn keys() -> Vec<String> {
+        match serde_json::to_value(Config::default()) {
+            Ok(serde_json::Value::Object(map)) => map.keys().cloned().collect(),
+            _ => Vec::new(),
+        }
     }
 
     /// Every invalid value, so an operator fixes them all in one go.

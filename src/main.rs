@@ -23,6 +23,9 @@ async fn main() -> anyhow::Result<()> {
     } else {
         logs.init();
     }
+    for name in Config::unknown_env() {
+        tracing::warn!(%name, "ignoring an environment variable that names no setting");
+    }
     let shutdown = shutdown_signal().context("installing signal handlers")?;
     drawbridge::app::run(config, shutdown)
         .await

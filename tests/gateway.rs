@@ -333,6 +333,14 @@ async fn reconnecting_to_the_other_instance_with_since_replays_exactly_the_misse
     assert_eq!(events[0]["payload"]["seq"], 2);
     assert_eq!(events[1]["type"], "UNDO");
     assert_eq!(events[1]["payload"]["strokeId"], "s2");
+    let mut present: Vec<&str> = p["users"]
+        .as_array()
+        .expect("REPLAY lists who is present")
+        .iter()
+        .filter_map(|u| u["userId"].as_str())
+        .collect();
+    present.sort_unstable();
+    assert_eq!(present, ["alice", "bob"]);
 
     // A wrong epoch falls back to the full state.
     let mut carol = Client::connect(b.addr, "carol").await;
@@ -804,4 +812,25 @@ async fn a_client_that_cannot_keep_up_is_closed_with_1013_and_never_slows_the_ro
     // The slow client finds, after whatever was buffered, a 1013 close.
     let close = slow.until("CLOSE").await;
     assert_eq!(close["code"], 1013);
+}
+
+#[tokio::test]
+async fn rejoining_the_same_room_on_a_socket_causes_no_presence_churn() {
+    let redis = RedisServer::start();
+    let Pair {
+        a: _a,
+        b: _b,
+        room,
+        mut alice,
+        mut bob,
+    } = pair(&redis).await;
+    alice.until("USER_JOINED").await;
+    alice.until("USER_COUNT_UPDATED").await;
+    let state = bob.join(&room).await;
+    assert_eq!(state["type"], "INITIAL_STATE");
+    alice.draw_acked(&room, "s1").await;
+    assert_eq!(bob.until("CANVAS_UPDATE").await["payload"]["seq"], 1);
+    for kind in ["USER_LEFT", "USER_JOINED", "CURSOR_LEAVE"] {
+        alice.expect_none_of(kind, Duration::from_millis(200)).await;
+    }
 }

@@ -40,6 +40,8 @@ fn sigterm_drains_and_exits_zero() {
     let mut child = drawbridge()
         // A numeric secret must still be read as text.
         .env("DRAWBRIDGE_JWT_SECRET", "12345678901234567890")
+        // Scripts share the prefix for their own settings: warned about, not fatal.
+        .env("DRAWBRIDGE_BIN", "target/debug/drawbridge")
         .spawn()
         .expect("spawn drawbridge");
     let stdout = child.stdout.take().expect("stdout");

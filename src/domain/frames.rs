@@ -70,10 +70,19 @@ struct Replay<'a> {
     from_seq: u64,
     seq: u64,
     events: &'a [&'a RawValue],
+    /// Beyond v1: who is present now, which the missed events cannot tell.
+    users: Vec<&'a RawValue>,
 }
 
 /// `events` are the frames of the missed sequenced events, in order.
-pub fn replay(room: &RoomId, epoch: &str, from_seq: u64, seq: u64, events: &[&RawValue]) -> String {
+pub fn replay(
+    room: &RoomId,
+    epoch: &str,
+    from_seq: u64,
+    seq: u64,
+    events: &[&RawValue],
+    users: &[String],
+) -> String {
     message(
         "REPLAY",
         Replay {
@@ -82,6 +91,7 @@ pub fn replay(room: &RoomId, epoch: &str, from_seq: u64, seq: u64, events: &[&Ra
             from_seq,
             seq,
             events,
+            users: raw_list(users),
         },
     )
 }

@@ -30,6 +30,8 @@ use crate::hub::{Item, Member, Outbound};
 
 /// Bad frames tolerated before the connection is closed for abuse.
 const MAX_STRIKES: u32 = 10;
+/// How long a closing session waits for the client's close frame.
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
 /// Most queued frames written before one flush.
 const WRITE_BATCH: usize = 64;
 
@@ -169,10 +171,17 @@ where
                     code,
                     reason: Utf8Bytes::from_static(reason),
                 };
-                let _ = tokio::time::timeout(
-                    Duration::from_secs(1),
-                    self.socket.send(Message::Close(Some(frame))),
-                )
+                // Send our close, then wait briefly for the client's: dropping the socket with
+                // unread data would reset the connection, and the client could lose the code.
+                let _ = tokio::time::timeout(CLOSE_WAIT, async {
+                    if self.socket.send(Message::Close(Some(frame))).await.is_ok() {
+                        while let Some(Ok(message)) = self.socket.next().await {
+                            if matches!(message, Message::Close(_)) {
+                                break;
+                            }
+                        }
+                    }
+                })
                 .await;
                 return reason;
             }
@@ -400,8 +409,17 @@ where
 
     /// Joins `room`, answering with `INITIAL_STATE`, `REPLAY` or why not; true when joined.
     async fn join(&mut self, room: RoomId, since: Option<(u64, String)>) -> bool {
-        if self.joined.is_some() {
-            self.leave_room().await;
+        match &self.joined {
+            // Re-joining the same room (a client repairing a gap) keeps its presence: no
+            // leave and come back for the others. Its pending ACKs go out now, because their
+            // events were queued under the old generation.
+            Some(joined) if joined.room == room => {
+                while let Some((_, ack)) = self.pending_acks.pop_front() {
+                    self.reply(ack).await;
+                }
+            }
+            Some(_) => self.leave_room().await,
+            None => {}
         }
         let app = self.app.clone();
         self.generation += 1;
@@ -443,7 +461,14 @@ where
             }
             ViewBody::Replay { from_seq, events } => {
                 let events = frames::raw_list(events);
-                frames::replay(&room, &view.epoch, *from_seq, view.seq, &events)
+                frames::replay(
+                    &room,
+                    &view.epoch,
+                    *from_seq,
+                    view.seq,
+                    &events,
+                    &view.users,
+                )
             }
         };
         self.joined = Some(Joined {
