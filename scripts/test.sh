@@ -24,4 +24,4 @@ cargo test --workspace --no-fail-fast
 
 # Browser end-to-end: Debian's Chromium against two instances behind nginx, with Redis.
 # e2e/run.sh installs chromium and nginx when missing (as root) and the node packages.
-DRAWBRIDGE_BIN="$PWD/target/debug/drawbridge" bash e2e/run.sh
+DRAWBRIDGE_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/drawbridge" bash e2e/run.sh
