@@ -287,7 +287,7 @@ use common::{Instance, SECRET, config, http};
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use std::net::SocketAddr;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
@@ -409,7 +409,7 @@ fn mail_config(redis: &RedisServer, smtp: &SmtpSink, instance: &str) -> drawbrid
     }
 }
 
-/// A raw HTTP/1.1 request with any headers and body: status, headers (lower-cased), JSON body.
+/// A request with any headers and body: status, headers (lower-cased), JSON body.
 async fn request(
     addr: SocketAddr,
     method: &str,
@@ -417,32 +417,11 @@ async fn request(
     headers: &[(&str, &str)],
     body: Option<&str>,
 ) -> (u16, Vec<(String, String)>, Value) {
-    let mut stream = TcpStream::connect(addr).await.expect("connect");
-    let body = body.unwrap_or("");
-    let mut text = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    for (name, value) in headers {
-        text.push_str(&format!("{name}: {value}\r\n"));
-    }
-    text.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
-    stream.write_all(text.as_bytes()).await.expect("write");
-    let mut raw = Vec::new();
-    let _ = tokio::time::timeout(common::WAIT, stream.read_to_end(&mut raw)).await;
-    let raw = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_lowercase(), v.trim().to_owned()))
-        .collect();
+    let (status, headers, body) = common::http_raw(addr, method, path, headers, body).await;
     (
         status,
         headers,
-        serde_json::from_str(body).unwrap_or(Value::Null),
+        serde_json::from_str(&body).unwrap_or(Value::Null),
     )
 }
 

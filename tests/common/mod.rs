@@ -224,16 +224,33 @@ pub async fn http(
     bearer: Option<&str>,
     body: Option<&Value>,
 ) -> (u16, Vec<(String, String)>, String) {
+    let authorization = bearer.map(|t| format!("Bearer {t}"));
+    let mut headers = Vec::new();
+    if let Some(value) = &authorization {
+        headers.push(("Authorization", value.as_str()));
+    }
+    let body = body.map(Value::to_string);
+    if body.is_some() {
+        headers.push(("Content-Type", "application/json"));
+    }
+    http_raw(addr, method, path, &headers, body.as_deref()).await
+}
+
+/// An HTTP/1.1 request with any headers and a raw body; status 0 when nothing answered.
+pub async fn http_raw(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> (u16, Vec<(String, String)>, String) {
     let Ok(mut stream) = TcpStream::connect(addr).await else {
         return (0, Vec::new(), String::new());
     };
-    let body = body.map(Value::to_string).unwrap_or_default();
+    let body = body.unwrap_or("");
     let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    if let Some(token) = bearer {
-        request.push_str(&format!("Authorization: Bearer {token}\r\n"));
-    }
-    if !body.is_empty() {
-        request.push_str("Content-Type: application/json\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
     }
     request.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
     if stream.write_all(request.as_bytes()).await.is_err() {
