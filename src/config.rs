@@ -125,7 +125,7 @@ impl Default for Config {
             cursor_per_sec: 20,
             ops_per_sec: 100,
             max_connections: 100_000,
-            ws_read_buffer: 4 * 1024,
+            ws_read_buffer: 2 * 1024,
             ws_write_buffer: 4 * 1024,
             trusted_proxies: String::new(),
             auth_rate_limit: 10,
