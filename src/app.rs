@@ -95,6 +95,7 @@ pub async fn run_with_listener(
         crate::mail::from_config(&config).map_err(|e| StartError::Config(vec![e.to_string()]))?;
     let trusted_proxies = crate::transport::client_ip::parse_list(&config.trusted_proxies)
         .map_err(|bad| StartError::Config(vec![format!("trusted_proxies: {}", bad.join(", "))]))?;
+    let metrics = Metrics::new(&hub.stats);
     let state = Arc::new(AppState {
         origins: config.origins(),
         instance_id: instance_id.clone(),
@@ -105,7 +106,7 @@ pub async fn run_with_listener(
         sessions: TaskTracker::new(),
         connection_slots: Arc::new(Semaphore::new(config.max_connections)),
         next_conn: AtomicU64::new(0),
-        metrics: Metrics::default(),
+        metrics,
         mailer,
         otp_pepper: secret.as_bytes().to_vec(),
         trusted_proxies,

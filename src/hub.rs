@@ -8,10 +8,10 @@
 //! on the instance.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
+use prometheus_client::metrics::counter::Counter;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio_util::sync::CancellationToken;
@@ -78,12 +78,11 @@ struct LocalRoom {
     last_seq: Option<u64>,
 }
 
-/// Counters the metrics endpoint reports.
+/// Counters the metrics endpoint reports (members cut loose are counted by their sessions).
 #[derive(Default)]
 pub struct HubStats {
-    pub delivered: AtomicU64,
-    pub dropped_lossy: AtomicU64,
-    pub overflowed: AtomicU64,
+    pub delivered: Counter,
+    pub dropped_lossy: Counter,
 }
 
 #[derive(Default)]
@@ -189,15 +188,14 @@ impl Hub {
                 item,
             }) {
                 Ok(()) => {
-                    stats.delivered.fetch_add(1, Ordering::Relaxed);
+                    stats.delivered.inc();
                     true
                 }
                 Err(TrySendError::Full(_)) if event.lossy => {
-                    stats.dropped_lossy.fetch_add(1, Ordering::Relaxed);
+                    stats.dropped_lossy.inc();
                     true
                 }
                 Err(TrySendError::Full(_)) => {
-                    stats.overflowed.fetch_add(1, Ordering::Relaxed);
                     m.overflow.cancel();
                     false
                 }

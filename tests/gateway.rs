@@ -691,6 +691,19 @@ async fn the_embedded_engine_serves_a_whole_session_without_redis() {
     bob.join(&room).await;
     assert_eq!(alice.draw_acked(&room, "s1").await["payload"]["seq"], 1);
     assert_eq!(bob.until("CANVAS_UPDATE").await["payload"]["seq"], 1);
+    let (status, _, metrics) = http(a.addr, "GET", "/metrics", None, None).await;
+    assert_eq!(status, 200);
+    let value = |name: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("{name} missing from /metrics:\n{metrics}"))
+    };
+    assert_eq!(value("drawbridge_ops_applied_total"), 1.0);
+    assert_eq!(value("drawbridge_connections"), 2.0);
+    // Bob's CANVAS_UPDATE, Alice's own event (her ACK) and the presence events.
+    assert!(value("drawbridge_hub_delivered_total") >= 2.0);
+    assert_eq!(value("drawbridge_hub_dropped_lossy_total"), 0.0);
     let (status, _, body) = http(
         a.addr,
         "GET",

@@ -169,7 +169,7 @@ async fn metrics(State(app): State<Arc<AppState>>) -> Response {
             CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        app.metrics.render(&app.hub),
+        app.metrics.render(),
     )
         .into_response()
 }
