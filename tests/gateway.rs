@@ -506,6 +506,28 @@ async fn every_auth_rejection_gets_its_status_before_the_upgrade() {
         429,
         "over the per-IP limit"
     );
+    // The refusal says when to come back, like every other limited route.
+    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+        a.ws_url(&good),
+    )
+    .expect("request");
+    req.headers_mut()
+        .insert("Origin", origin.parse().expect("origin"));
+    match tokio_tungstenite::connect_async(req).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            let header = |name: &str| {
+                response
+                    .headers()
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<u64>().ok())
+            };
+            assert!(header("retry-after").is_some_and(|s| (1..=60).contains(&s)));
+            assert_eq!(header("ratelimit-limit"), Some(3));
+            assert_eq!(header("ratelimit-remaining"), Some(0));
+        }
+        other => panic!("expected 429, got {:?}", other.map(|_| ())),
+    }
     a.stop().await;
 }
 

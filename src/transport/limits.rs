@@ -53,6 +53,11 @@ impl Rule {
         )
     }
 
+    /// WebSocket upgrades per IP per minute.
+    pub fn ws_upgrade(config: &Config) -> Self {
+        Self::new("ws", config.ws_upgrades_per_minute, 60)
+    }
+
     pub fn room(config: &Config) -> Self {
         Self::new("room", config.room_rate_limit, config.room_rate_window_secs)
     }

@@ -3,19 +3,19 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
-use axum::http::header::{AUTHORIZATION, ORIGIN, RETRY_AFTER, SEC_WEBSOCKET_PROTOCOL};
+use axum::http::header::{AUTHORIZATION, ORIGIN, SEC_WEBSOCKET_PROTOCOL};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
 use super::error::ApiError;
+use super::limits::{self, Rule};
 use super::session;
 use crate::domain::token::TokenError;
-use crate::engine::RateDecision;
+use crate::engine::EngineError;
 
 /// Hard cap enforced by tungstenite; frames between the configured limit and this get a polite
 /// `ERROR TOO_LARGE`, larger ones end the connection.
@@ -102,41 +102,14 @@ async fn check(
         ));
     }
     if !app.engine.is_ready() {
-        return Err(refuse(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "UNAVAILABLE",
-            "shared state is unreachable; retry shortly",
-        ));
+        let unreachable = EngineError::Unavailable("engine not ready".into());
+        return Err(ApiError::from(unreachable).into_response());
     }
-    let limit = app.config.ws_upgrades_per_minute;
-    if limit > 0 {
-        match app
-            .engine
-            .rate_limit("ws", &ip.to_string(), limit, Duration::from_secs(60))
-            .await
-        {
-            Ok(RateDecision::Allowed { .. }) => {}
-            Ok(RateDecision::Limited { retry_after }) => {
-                let mut response = refuse(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "RATE_LIMITED",
-                    "too many connections",
-                );
-                let secs = retry_after.as_secs().max(1).to_string();
-                if let Ok(value) = secs.parse() {
-                    response.headers_mut().insert(RETRY_AFTER, value);
-                }
-                return Err(response);
-            }
-            Err(_) => {
-                return Err(refuse(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "UNAVAILABLE",
-                    "shared state is unreachable; retry shortly",
-                ));
-            }
-        }
-    }
+    // Counted like the HTTP limits (shared by every instance), answered the same way: 429
+    // with Retry-After and RateLimit-* headers, or 503 when Redis cannot count.
+    limits::check(app, Rule::ws_upgrade(&app.config), &ip.to_string())
+        .await
+        .map_err(IntoResponse::into_response)?;
     let slot = app
         .connection_slots
         .clone()
