@@ -32,6 +32,9 @@ async fn pair(redis: &RedisServer) -> Pair {
     let mut bob = Client::connect(b.addr, "bob").await;
     alice.join(&room).await;
     bob.join(&room).await;
+    // Settle: Alice has seen Bob arrive, so tests start from a quiet room.
+    alice.until("USER_JOINED").await;
+    alice.until("USER_COUNT_UPDATED").await;
     Pair {
         a,
         b,
@@ -367,8 +370,6 @@ async fn cursors_are_relayed_to_others_with_identity_and_capped() {
         mut alice,
         mut bob,
     } = pair(&redis).await;
-    alice.until("USER_JOINED").await;
-    alice.until("USER_COUNT_UPDATED").await;
 
     let started = std::time::Instant::now();
     for i in 0..60 {
@@ -568,8 +569,6 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
         mut alice,
         mut bob,
     } = pair(&redis).await;
-    alice.until("USER_JOINED").await;
-    alice.until("USER_COUNT_UPDATED").await;
 
     let points = |n: usize| (0..n).map(|i| json!({"x": i, "y": i})).collect::<Vec<_>>();
     let bad_strokes = [
@@ -859,8 +858,6 @@ async fn rejoining_the_same_room_on_a_socket_causes_no_presence_churn() {
         mut alice,
         mut bob,
     } = pair(&redis).await;
-    alice.until("USER_JOINED").await;
-    alice.until("USER_COUNT_UPDATED").await;
     let state = bob.join(&room).await;
     assert_eq!(state["type"], "INITIAL_STATE");
     alice.draw_acked(&room, "s1").await;
