@@ -80,10 +80,6 @@ impl ConnKey {
         &self.0
     }
 
-    /// The instance that owns this connection.
-    pub fn instance(&self) -> &str {
-        instance_of(&self.0)
-    }
 }
 
 /// The instance part of a connection key (as stored in presence entries).
@@ -111,6 +107,6 @@ mod tests {
 
     #[test]
     fn conn_key_knows_its_instance() {
-        assert_eq!(ConnKey::new("pod-a.1", 7).instance(), "pod-a.1");
+        assert_eq!(instance_of(ConnKey::new("pod-a.1", 7).as_str()), "pod-a.1");
     }
 }
