@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{ConnectInfo, State};
-use axum::http::header::AUTHORIZATION;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -19,6 +18,7 @@ use tokio::sync::Semaphore;
 use utoipa::ToSchema;
 
 use super::AppState;
+use super::credentials::{access_claims, bearer};
 use super::error::ApiError;
 use super::limits::{self, Rejection, Rule};
 use super::openapi::schemas::{
@@ -108,14 +108,6 @@ fn required(value: Option<String>, field: &str) -> Result<String, ApiError> {
 
 fn internal(what: &str) -> EngineError {
     EngineError::Internal(what.to_owned())
-}
-
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
 }
 
 fn user_json(account: &Account) -> Value {
@@ -533,11 +525,7 @@ pub async fn me(
     State(app): State<Arc<AppState>>,
     headers: HeaderMap,
 ) -> Result<Response, Rejection> {
-    let token = bearer(&headers).ok_or_else(|| ApiError::unauthorized("missing bearer token"))?;
-    let claims = app
-        .tokens
-        .verify(token, crate::unix_now())
-        .map_err(|e| ApiError::unauthorized(e.to_string()))?;
+    let claims = access_claims(&app, &headers)?;
     let user_id = crate::domain::UserId::new(claims.user_id.clone());
     let account = if claims.guest {
         None

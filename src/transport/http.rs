@@ -15,6 +15,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
 
 use super::AppState;
+use super::credentials::access_claims;
 use super::error::ApiError;
 use super::limits::{self, Rejection, Rule};
 use super::openapi::schemas;
@@ -174,20 +175,6 @@ async fn metrics(State(app): State<Arc<AppState>>) -> Response {
         .into_response()
 }
 
-/// The caller's user id and name from `Authorization: Bearer <access token>`.
-fn caller(app: &AppState, headers: &axum::http::HeaderMap) -> Result<(UserId, String), ApiError> {
-    let token = headers
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(|| ApiError::unauthorized("missing bearer token"))?;
-    let claims = app
-        .tokens
-        .verify(token.trim(), crate::unix_now())
-        .map_err(|e| ApiError::unauthorized(e.to_string()))?;
-    Ok((UserId::new(claims.user_id), claims.name))
-}
-
 #[derive(Deserialize)]
 struct GuestRequest {
     name: Option<String>,
@@ -255,7 +242,7 @@ async fn create_room(
 ) -> Response {
     let rule = Rule::room(&app.config);
     limits::guarded(&app, rule, peer, &headers, async {
-        let (user, _) = caller(&app, &headers)?;
+        let user = UserId::new(access_claims(&app, &headers)?.user_id);
         let info = app.engine.create_room(&user).await?;
         Ok::<_, Rejection>(
             (
@@ -287,7 +274,7 @@ async fn room_exists(
     headers: axum::http::HeaderMap,
     Path(room_id): Path<String>,
 ) -> Result<Response, ApiError> {
-    caller(&app, &headers)?;
+    access_claims(&app, &headers)?;
     let exists = match RoomId::parse(&room_id) {
         Some(room) => app.engine.room_exists(&room).await?,
         None => false,

@@ -3,6 +3,7 @@
 
 mod auth;
 pub(crate) mod client_ip;
+mod credentials;
 mod error;
 mod http;
 mod limits;

@@ -6,11 +6,12 @@ use std::sync::Arc;
 
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
-use axum::http::header::{AUTHORIZATION, ORIGIN, SEC_WEBSOCKET_PROTOCOL};
+use axum::http::header::{ORIGIN, SEC_WEBSOCKET_PROTOCOL};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
+use super::credentials::bearer;
 use super::error::ApiError;
 use super::limits::{self, Rule};
 use super::session;
@@ -137,12 +138,8 @@ fn token_of(headers: &HeaderMap, query: Option<&str>) -> Option<(String, Option<
     {
         return Some((token, None));
     }
-    if let Some(bearer) = headers
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-    {
-        return Some((bearer.trim().to_owned(), None));
+    if let Some(token) = bearer(headers) {
+        return Some((token.to_owned(), None));
     }
     headers
         .get_all(SEC_WEBSOCKET_PROTOCOL)
@@ -201,7 +198,10 @@ mod tests {
             token_of(&headers, None),
             Some(("abc".into(), Some("bearer.abc".into())))
         );
-        headers.insert(AUTHORIZATION, "Bearer xyz".parse().expect("header"));
+        headers.insert(
+            axum::http::header::AUTHORIZATION,
+            "Bearer xyz".parse().expect("header"),
+        );
         assert_eq!(token_of(&headers, None), Some(("xyz".into(), None)));
         assert_eq!(token_of(&HeaderMap::new(), Some("a=1")), None);
     }
