@@ -120,19 +120,11 @@ fn draw_latency(report: &Report, area: &Area<'_>) -> DrawResult<()> {
                 chart.draw_series(LineSeries::new(run, style))?
             };
             if i == 0 {
-                drawn.label(name).legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
-                });
+                drawn.label(name).legend(swatch(color, 2));
             }
         }
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()?;
-    Ok(())
+    legend(&mut chart, SeriesLabelPosition::UpperLeft)
 }
 
 fn draw_throughput(report: &Report, area: &Area<'_>) -> DrawResult<()> {
@@ -179,17 +171,27 @@ fn draw_throughput(report: &Report, area: &Area<'_>) -> DrawResult<()> {
         chart
             .draw_series(LineSeries::new(points, color.stroke_width(2)))?
             .label(name)
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
-            });
+            .legend(swatch(color, 2));
     }
+    legend(&mut chart, SeriesLabelPosition::UpperLeft)
+}
+
+/// A legend entry's short line in `color`.
+fn swatch(color: RGBColor, width: u32) -> impl Fn((i32, i32)) -> PathElement<(i32, i32)> {
+    move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(width))
+}
+
+/// Draws the chart's legend in `corner`, on a light box so it stays readable over the lines.
+fn legend<'a, CT: CoordTranslate>(
+    chart: &mut ChartContext<'a, SVGBackend<'a>, CT>,
+    corner: SeriesLabelPosition,
+) -> DrawResult<()> {
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
+        .position(corner)
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
-        .draw()?;
-    Ok(())
+        .draw()
 }
 
 /// The measured window, shaded.
@@ -245,7 +247,7 @@ fn draw_joins(report: &Report, area: &Area<'_>) -> DrawResult<()> {
             color.stroke_width(2),
         ))?
         .label("join time")
-        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
+        .legend(swatch(color, 2));
     let p50 = report.joins.time.p50_ms;
     let grey = RGBColor(214, 39, 40);
     chart
@@ -254,12 +256,6 @@ fn draw_joins(report: &Report, area: &Area<'_>) -> DrawResult<()> {
             grey.stroke_width(1),
         ))?
         .label("p50")
-        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], grey.stroke_width(1)));
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()?;
-    Ok(())
+        .legend(swatch(grey, 1));
+    legend(&mut chart, SeriesLabelPosition::UpperRight)
 }
