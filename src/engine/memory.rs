@@ -89,13 +89,15 @@ impl MemoryEngine {
         self.settings.room_ttl.map(|ttl| Instant::now() + ttl)
     }
 
-    fn transient(&self, room: &RoomId, except: Option<&ConnKey>, frame: String) {
+    /// Hands an unsequenced frame to the hub. Presence events must arrive (`lossy` false);
+    /// cursor moves may be dropped for a slow member.
+    fn transient(&self, room: &RoomId, except: Option<&ConnKey>, frame: String, lossy: bool) {
         self.hub.deliver(
             room,
             &Delivery {
                 seq: None,
                 origin: except.cloned(),
-                lossy: false,
+                lossy,
                 frame: Bytes::from(frame),
             },
         );
@@ -202,9 +204,10 @@ impl Engine for MemoryEngine {
                 req.room,
                 Some(req.conn),
                 frames::user_joined(req.room, req.who),
+                false,
             );
         }
-        self.transient(req.room, None, frames::user_count(req.room, count));
+        self.transient(req.room, None, frames::user_count(req.room, count), false);
         Ok(JoinOutcome::Joined(view))
     }
 
@@ -218,11 +221,16 @@ impl Engine for MemoryEngine {
         };
         let still_present = room.has_user(&user);
         let count = room.distinct_users().len();
-        self.transient(room_id, None, frames::cursor_leave(room_id, &user));
+        self.transient(room_id, None, frames::cursor_leave(room_id, &user), false);
         if !still_present {
-            self.transient(room_id, None, frames::user_left(room_id, &user, count));
+            self.transient(
+                room_id,
+                None,
+                frames::user_left(room_id, &user, count),
+                false,
+            );
         }
-        self.transient(room_id, None, frames::user_count(room_id, count));
+        self.transient(room_id, None, frames::user_count(room_id, count), false);
         Ok(())
     }
 
@@ -325,15 +333,7 @@ impl Engine for MemoryEngine {
         except: &ConnKey,
         frame: String,
     ) -> EngineResult<()> {
-        self.hub.deliver(
-            room,
-            &Delivery {
-                seq: None,
-                origin: Some(except.clone()),
-                lossy: true,
-                frame: Bytes::from(frame),
-            },
-        );
+        self.transient(room, Some(except), frame, true);
         Ok(())
     }
 
