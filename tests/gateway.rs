@@ -122,10 +122,16 @@ async fn concurrent_writers_on_two_instances_all_see_one_gap_free_order() {
                                 "events out of order: {seq} after {last_event}"
                             );
                             last_event = seq;
-                            seen.insert(seq, p["canvasData"]["strokeId"].clone());
+                            let before = seen.insert(seq, p["canvasData"]["strokeId"].clone());
+                            assert!(before.is_none(), "seq {seq} delivered twice");
                         }
                         Some("ACK") => {
-                            seen.insert(p["seq"].as_u64().expect("seq"), p["strokeId"].clone());
+                            let seq = p["seq"].as_u64().expect("seq");
+                            let before = seen.insert(seq, p["strokeId"].clone());
+                            assert!(
+                                before.is_none(),
+                                "seq {seq} both acknowledged and delivered"
+                            );
                         }
                         _ => {}
                     }
