@@ -79,7 +79,6 @@ impl ConnKey {
     pub fn as_str(&self) -> &str {
         &self.0
     }
-
 }
 
 /// The instance part of a connection key (as stored in presence entries).
