@@ -1343,18 +1343,48 @@ mod cases {
             assert!(remaining > 0 && remaining <= ttl, "{key}: PTTL {remaining}");
         }
 
+        async fn run(conn: &mut ::redis::aio::MultiplexedConnection, cmd: &str, key: &str) {
+            let mut c = ::redis::cmd(cmd);
+            c.arg(key);
+            if cmd == "PEXPIRE" {
+                c.arg(5_000);
+            }
+            c.query_async::<()>(conn).await.expect(cmd);
+        }
         // Activity (here one that keeps every key in being) gives every key a whole TTL again.
         for key in &keys {
-            ::redis::cmd("PEXPIRE")
-                .arg(key)
-                .arg(5_000)
-                .query_async::<()>(&mut conn)
-                .await
-                .expect("PEXPIRE");
+            run(&mut conn, "PEXPIRE", key).await;
         }
         let before = now_ms();
         assert_eq!(fx.undo(&room, &a, None).await, applied(5, "a2"));
         for key in &keys {
+            let remaining = pttl(&mut conn, key).await;
+            assert!(
+                remaining > 5_000 && remaining <= ttl,
+                "{key}: PTTL {remaining}"
+            );
+        }
+
+        // A stroke refreshes only once a tenth of the TTL has passed, but a key it creates in
+        // between gets the TTL at once: none is ever left without one.
+        for key in [":strokes", ":log", ":ops"] {
+            run(&mut conn, "DEL", &format!("{base}{key}")).await;
+        }
+        assert_eq!(fx.draw(&room, &a, "a4").await, applied(6, "a4"));
+        for key in &keys[..5] {
+            let remaining = pttl(&mut conn, key).await;
+            assert!(
+                remaining > 50_000 && remaining <= ttl,
+                "{key}: PTTL {remaining}"
+            );
+        }
+        // Past a tenth of the TTL, a stroke refreshes every key (the stroke ended the redo
+        // chain, so `:undone` is gone).
+        for key in &keys[..5] {
+            run(&mut conn, "PEXPIRE", key).await;
+        }
+        assert_eq!(fx.draw(&room, &a, "a5").await, applied(7, "a5"));
+        for key in &keys[..5] {
             let remaining = pttl(&mut conn, key).await;
             assert!(
                 remaining > 5_000 && remaining <= ttl,

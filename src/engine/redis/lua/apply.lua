@@ -3,7 +3,8 @@
 -- ('' = latest), 12 log length cap, 13 redo stack cap.
 -- Returns {'ok', seq, strokeId JSON} | {'duplicate', 'seq|strokeId JSON'} | {'missing'} |
 --         {'forbidden'} | {'nothing_to_undo'} | {'nothing_to_redo'}.
-if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end
+local pttl = redis.call('PTTL', KEYS[1])
+if pttl == -2 then return {'missing'} end
 local kind, op_id, origin_json, user_json, user_field = ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]
 local sid_json, log_max, redo_max = ARGV[11], tonumber(ARGV[12]), tonumber(ARGV[13])
 if op_id ~= '' then
@@ -12,8 +13,11 @@ if op_id ~= '' then
 end
 
 local own = '{"userId":' .. user_json .. ','
-local wanted = own
-if sid_json ~= '' then wanted = own .. '"strokeId":' .. sid_json .. ',' end
+-- Undo and redo look for the user's own stroke (that one when a strokeId is given) by prefix.
+local function wanted()
+  if sid_json == '' then return own end
+  return own .. '"strokeId":' .. sid_json .. ','
+end
 
 local function load_stack()
   local stack = redis.call('HGET', KEYS[6], user_field)
@@ -29,14 +33,14 @@ local function save_stack(stack)
   end
 end
 
-local stroke
+local stroke, sid
 if kind == 'stroke' then
-  stroke = ARGV[10]
-  redis.call('RPUSH', KEYS[2], stroke)
+  stroke, sid = ARGV[10], sid_json
+  if redis.call('RPUSH', KEYS[2], stroke) == 1 then expire_new(KEYS[2]) end
   -- A new stroke ends the user's redo chain, as in any editor.
   redis.call('HDEL', KEYS[6], user_field)
 elseif kind == 'undo' then
-  local other = nil
+  local wanted, other = wanted(), nil
   if sid_json ~= '' then other = ',"strokeId":' .. sid_json .. ',' end
   -- Newest first, in chunks: the stroke to undo is almost always near the end.
   local hi = redis.call('LLEN', KEYS[2]) - 1
@@ -57,7 +61,7 @@ elseif kind == 'undo' then
   while #stack > redo_max do table.remove(stack, 1) end
   save_stack(stack)
 elseif kind == 'redo' then
-  local stack = load_stack()
+  local wanted, stack = wanted(), load_stack()
   local index = nil
   for i = #stack, 1, -1 do
     if string.sub(stack[i], 1, #wanted) == wanted then index = i break end
@@ -65,12 +69,12 @@ elseif kind == 'redo' then
   if not index then return {'nothing_to_redo'} end
   stroke = table.remove(stack, index)
   save_stack(stack)
-  redis.call('RPUSH', KEYS[2], stroke)
+  if redis.call('RPUSH', KEYS[2], stroke) == 1 then expire_new(KEYS[2]) end
 else
   return redis.error_reply('unknown op kind')
 end
 
-local sid = string_token(stroke, #own + 12) -- after '"strokeId":'
+sid = sid or string_token(stroke, #own + 12) -- after '"strokeId":'
 local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
 local frame
 if kind == 'stroke' then
@@ -84,9 +88,15 @@ else
     .. ',"stroke":' .. stroke .. ',"seq":' .. seq .. '}}'
 end
 local envelope = '{"seq":' .. seq .. ',"origin":' .. origin_json .. ',"frame":' .. frame .. '}'
-redis.call('RPUSH', KEYS[3], envelope)
-redis.call('LTRIM', KEYS[3], -log_max, -1)
-if op_id ~= '' then redis.call('HSET', KEYS[5], op_id, seq .. '|' .. sid) end
+local log_len = redis.call('RPUSH', KEYS[3], envelope)
+if log_len == 1 then expire_new(KEYS[3]) end
+-- Trimmed in batches of a 64th of the cap: the log keeps at least log_max entries.
+if log_len > log_max + math.floor(log_max / 64) then redis.call('LTRIM', KEYS[3], -log_max, -1) end
+if op_id ~= '' then
+  redis.call('HSET', KEYS[5], op_id, seq .. '|' .. sid)
+  expire_new(KEYS[5])
+end
 redis.call('PUBLISH', channel, envelope)
-touch()
+-- Undo and redo may create the redo-stack hash, so they refresh every key; they are rare.
+if kind == 'stroke' then touch_if_due(pttl) else touch() end
 return {'ok', seq, sid}
