@@ -79,10 +79,17 @@ struct LocalRoom {
 }
 
 /// Counters the metrics endpoint reports (members cut loose are counted by their sessions).
+/// The feed counters are kept by engines that repair their event feed (the Redis one).
 #[derive(Default)]
 pub struct HubStats {
     pub delivered: Counter,
     pub dropped_lossy: Counter,
+    /// Times the room event feed was (re)established after being lost.
+    pub feed_resubscribed: Counter,
+    /// Events missed by the feed and delivered from the room's log instead.
+    pub filled_from_log: Counter,
+    /// Rooms whose sessions were told to re-join because the log could not fill a hole.
+    pub resyncs: Counter,
 }
 
 #[derive(Default)]
@@ -144,6 +151,7 @@ impl Hub {
     pub fn resync(&self, room: &RoomId) {
         let mut rooms = self.rooms.lock();
         if let Some(local) = rooms.get_mut(room) {
+            self.stats.resyncs.inc();
             local.last_seq = None;
             local.members.retain(|m| {
                 match m.tx.try_send(Outbound {

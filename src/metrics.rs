@@ -54,6 +54,21 @@ impl Metrics {
             "Cursor moves dropped for slow sockets",
             hub.dropped_lossy.clone(),
         );
+        registry.register(
+            "feed_resubscribed",
+            "Times the room event feed (Redis pub/sub) was re-established after being lost",
+            hub.feed_resubscribed.clone(),
+        );
+        registry.register(
+            "feed_filled_from_log",
+            "Room events the feed missed and the room's log supplied",
+            hub.filled_from_log.clone(),
+        );
+        registry.register(
+            "feed_resyncs",
+            "Rooms whose local sessions re-joined because the log could not fill a hole",
+            hub.resyncs.clone(),
+        );
         Self {
             registry,
             connections,

@@ -6,7 +6,7 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::{Client, Instance, RedisServer, config, create_room, http, stroke, token};
+use common::{Client, Instance, RedisServer, config, create_room, http, metrics, stroke, token};
 use serde_json::{Value, json};
 
 async fn two_instances(redis: &RedisServer) -> (Instance, Instance) {
@@ -718,14 +718,7 @@ async fn the_embedded_engine_serves_a_whole_session_without_redis() {
     bob.join(&room).await;
     assert_eq!(alice.draw_acked(&room, "s1").await["payload"]["seq"], 1);
     assert_eq!(bob.until("CANVAS_UPDATE").await["payload"]["seq"], 1);
-    let (status, _, metrics) = http(a.addr, "GET", "/metrics", None, None).await;
-    assert_eq!(status, 200);
-    let value = |name: &str| {
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
-            .unwrap_or_else(|| panic!("{name} missing from /metrics:\n{metrics}"))
-    };
+    let value = metrics(a.addr).await;
     assert_eq!(value("drawbridge_ops_applied_total"), 1.0);
     assert_eq!(value("drawbridge_connections"), 2.0);
     // Bob's CANVAS_UPDATE, Alice's own event (her ACK) and the presence events.

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Client, Instance, RedisServer, config, create_room};
+use common::{Client, Instance, RedisServer, config, create_room, metrics};
 use serde_json::{Value, json};
 
 /// Reads frames until `want` distinct sequenced events (events, replayed events and own ACKs)
@@ -159,4 +159,9 @@ async fn an_instance_cut_off_from_pubsub_fills_the_hole_from_the_log() {
     assert_eq!(collect_seqs(&mut bob, 1).await, [7]);
     bob.send(json!({"type": "PING", "payload": {}})).await;
     bob.expect("PONG").await;
+    // Operators can see the repair: Bob's instance resubscribed and read s2..s6 from the log.
+    let value = metrics(b.addr).await;
+    assert_eq!(value("drawbridge_feed_resubscribed_total"), 1.0);
+    assert!(value("drawbridge_feed_filled_from_log_total") >= 5.0);
+    assert_eq!(value("drawbridge_feed_resyncs_total"), 0.0);
 }

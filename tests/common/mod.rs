@@ -236,6 +236,17 @@ pub async fn http(
     http_raw(addr, method, path, &headers, body.as_deref()).await
 }
 
+/// An instance's `/metrics`, as a lookup of one sample's value by its name.
+pub async fn metrics(addr: SocketAddr) -> impl Fn(&str) -> f64 {
+    let (status, _, text) = http(addr, "GET", "/metrics", None, None).await;
+    assert_eq!(status, 200, "/metrics: {text}");
+    move |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("{name} missing from /metrics:\n{text}"))
+    }
+}
+
 /// An HTTP/1.1 request with any headers and a raw body; status 0 when nothing answered.
 pub async fn http_raw(
     addr: SocketAddr,

@@ -66,12 +66,16 @@ pub(super) fn envelope_frame(envelope: &str) -> Option<&str> {
 
 pub(super) async fn run(inner: Arc<Inner>, shutdown: CancellationToken) {
     let mut backoff = BACKOFF_MIN;
+    let mut first = true;
     while !shutdown.is_cancelled() {
         match subscribe(&inner).await {
             Ok((sink, stream)) => {
                 backoff = BACKOFF_MIN;
                 inner.pubsub_up.store(true, Ordering::Relaxed);
                 tracing::info!("subscribed to room events");
+                if !std::mem::take(&mut first) {
+                    inner.hub.stats.feed_resubscribed.inc();
+                }
                 refill(&inner).await;
                 relay(&inner, sink, stream, &shutdown).await;
                 inner.pubsub_up.store(false, Ordering::Relaxed);
@@ -164,7 +168,9 @@ async fn fill(inner: &Inner, room: &RoomId, after: u64) {
         match inner.events_after(room, after).await {
             Ok(Some(slice)) => {
                 for event in &slice.events {
-                    inner.hub.deliver(room, event);
+                    if inner.hub.deliver(room, event) == Delivered::Done {
+                        inner.hub.stats.filled_from_log.inc();
+                    }
                 }
                 return;
             }
