@@ -9,6 +9,10 @@ use clap::Parser;
 
 use loadtest::scenario::ScenarioArgs;
 
+// The generator must not be the bottleneck: many small frames on many threads.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Exit codes, documented in `--help`.
 const EXIT_FAILED: u8 = 1;
 const EXIT_ERROR: u8 = 2;
