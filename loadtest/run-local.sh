@@ -13,6 +13,10 @@
 #   OUT_DIR=dir             where result.json, chart.svg, rss.txt and the logs go
 #                           (default target/loadtest/<preset>-<timestamp>)
 #   REDIS_SERVER=path       redis-server binary (default: the one on PATH)
+#   REDIS_PUBSUB_LIMIT=...  Redis's output-buffer limit for subscribers, e.g. "4mb 1mb 5"
+#                           (hard, soft, soft seconds; default Redis's own 32mb 8mb 60): a low
+#                           one makes Redis cut off a lagging instance, which must then fill
+#                           the hole from the room logs
 #   GUEST_TOKENS=1          do not give loadtest the secret: it fetches guest tokens over HTTP
 #   DRAWBRIDGE_*            passed through to both instances (e.g. DRAWBRIDGE_SEND_QUEUE;
 #                           DRAWBRIDGE_DRAIN_SECS defaults to 1 here so shutdown is quick)
@@ -22,7 +26,8 @@
 set -euo pipefail
 
 usage() {
-    sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'
+    # The header comment, up to the first line that is not one.
+    awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"
     exit 2
 }
 [[ $# -ge 1 ]] || usage
@@ -95,8 +100,10 @@ EOF
 )
 secret=$(python3 -c 'import secrets; print(secrets.token_hex(32))')
 
+redis_args=()
+[[ -n ${REDIS_PUBSUB_LIMIT:-} ]] && redis_args+=(--client-output-buffer-limit "pubsub $REDIS_PUBSUB_LIMIT")
 "$redis_server" --bind 127.0.0.1 --port "$redis_port" --save '' --appendonly no \
-    --protected-mode yes --logfile "$out_dir/redis.log" &
+    --protected-mode yes --logfile "$out_dir/redis.log" "${redis_args[@]}" &
 pids+=($!)
 for _ in $(seq 100); do
     redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break

@@ -29,7 +29,8 @@ pub enum Mode {
 pub enum Preset {
     /// 1,000 connections in 100 rooms of 10, 10 strokes/s per connection.
     Fanout,
-    /// As fanout at 20 strokes/s per connection.
+    /// As fanout at 20 strokes/s per connection, beyond what the servers can carry: judged on
+    /// loss, not latency, so the drain waits up to 5 minutes for the backlog to clear.
     Overload,
     /// One room of 50 users, each 20 cursor moves/s and 2 strokes/s.
     Presence,
@@ -184,6 +185,11 @@ impl Scenario {
                 duration: s(60),
                 warmup: s(10),
                 ramp_up: s(10),
+                drain: if preset == Preset::Fanout {
+                    s(10)
+                } else {
+                    s(300)
+                },
                 ..base
             },
             Preset::Presence => Self {
