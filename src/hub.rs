@@ -1,5 +1,5 @@
-//! The local fan-out: which of this instance's sockets are in which room, and delivery of one
-//! room event to them.
+//! The local fan-out: which of this instance's sockets (and who is on each) are in which room,
+//! and delivery of one room event to them.
 //!
 //! Engines call [`Hub::deliver`] with an event whose frame is already serialized; the hub clones
 //! the shared bytes into each member's bounded queue and never waits. A member whose queue is
@@ -8,6 +8,7 @@
 //! on the instance.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -16,7 +17,7 @@ use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio_util::sync::CancellationToken;
 
-use crate::domain::{ConnKey, RoomId};
+use crate::domain::{ConnKey, Identity, RoomId};
 
 /// What a session's writer receives, stamped with the [`Member::generation`] it was queued for.
 #[derive(Debug)]
@@ -60,9 +61,15 @@ pub enum Delivered {
     Gap { after: u64 },
 }
 
+/// A room's local members: each connection with who is on it.
+pub type Presence = Vec<(ConnKey, Arc<Identity>)>;
+
 /// A socket's place in a room.
 pub struct Member {
     pub key: ConnKey,
+    /// Who is on the socket, shared with its session: the presence this instance must be able
+    /// to put back in the engine if it was swept while this instance looked dead.
+    pub who: Arc<Identity>,
     /// Which of the session's memberships this is: items queued for a room the session has
     /// since left carry an old generation and are dropped.
     pub generation: u64,
@@ -137,6 +144,26 @@ impl Hub {
             .iter()
             .map(|(id, r)| (id.clone(), r.last_seq))
             .collect()
+    }
+
+    /// Every local room with the connection and identity of each member, for re-announcing
+    /// presence.
+    pub fn presence(&self) -> Vec<(RoomId, Presence)> {
+        self.rooms
+            .lock()
+            .iter()
+            .map(|(id, r)| {
+                let members = r.members.iter().map(|m| (m.key.clone(), m.who.clone()));
+                (id.clone(), members.collect())
+            })
+            .collect()
+    }
+
+    pub fn is_member(&self, room: &RoomId, key: &ConnKey) -> bool {
+        self.rooms
+            .lock()
+            .get(room)
+            .is_some_and(|r| r.members.iter().any(|m| &m.key == key))
     }
 
     pub fn rooms(&self) -> Vec<RoomId> {
@@ -220,6 +247,7 @@ impl Hub {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::UserId;
 
     fn member(
         hub: &Hub,
@@ -233,6 +261,7 @@ mod tests {
             room,
             Member {
                 key: ConnKey::new("i", n),
+                who: Arc::new(Identity::new(UserId::new(format!("u{n}")), "U".into())),
                 generation: 0,
                 tx,
                 overflow: overflow.clone(),
@@ -281,6 +310,25 @@ mod tests {
         assert!(a.try_recv().is_err());
         assert_eq!(hub.deliver(&room, &seq_event(5, 9)), Delivered::Done);
         assert_eq!(hub.deliver(&room, &seq_event(6, 9)), Delivered::Done);
+    }
+
+    #[test]
+    fn presence_lists_local_members_with_who_they_are() {
+        let hub = Hub::new();
+        let room = RoomId::new("r");
+        let (_a, _) = member(&hub, &room, 1, 8);
+        let (_b, _) = member(&hub, &room, 2, 8);
+        let [(listed, mut members)] = hub.presence().try_into().expect("one room");
+        assert_eq!(listed, room);
+        members.sort_by(|x, y| x.0.as_str().cmp(y.0.as_str()));
+        let users: Vec<_> = members
+            .iter()
+            .map(|(_, who)| who.user_id.as_str())
+            .collect();
+        assert_eq!(users, ["u1", "u2"]);
+        hub.remove(&room, &ConnKey::new("i", 1));
+        assert!(!hub.is_member(&room, &ConnKey::new("i", 1)));
+        assert!(hub.is_member(&room, &ConnKey::new("i", 2)));
     }
 
     #[test]

@@ -144,17 +144,19 @@ impl Fixture {
         let (tx, rx) = mpsc::channel(256);
         let overflow = CancellationToken::new();
         let conn = ConnKey::new(INSTANCE, n);
+        let who = identity(user);
         self.hub.add(
             room,
             Member {
                 key: conn.clone(),
+                who: Arc::new(who.clone()),
                 generation: 0,
                 tx,
                 overflow: overflow.clone(),
             },
         );
         Peer {
-            who: identity(user),
+            who,
             conn,
             rx,
             overflow,
@@ -1087,6 +1089,7 @@ mod cases {
             &room,
             Member {
                 key: ConnKey::new(INSTANCE, 3),
+                who: Arc::new(identity("full")),
                 generation: 0,
                 tx,
                 overflow: full_overflow.clone(),

@@ -54,7 +54,8 @@ struct Joined {
 struct Session<S> {
     app: Arc<AppState>,
     socket: S,
-    who: Identity,
+    /// Shared with the hub, which re-announces this presence if it is ever swept.
+    who: Arc<Identity>,
     key: ConnKey,
     tx: mpsc::Sender<Outbound>,
     overflow: CancellationToken,
@@ -92,7 +93,7 @@ pub async fn run<S>(
         op_limit: RateLimiter::direct(per_sec(app.config.ops_per_sec)),
         app,
         socket,
-        who,
+        who: Arc::new(who),
         key,
         tx,
         overflow: CancellationToken::new(),
@@ -427,6 +428,7 @@ where
             &room,
             Member {
                 key: self.key.clone(),
+                who: self.who.clone(),
                 generation: self.generation,
                 tx: self.tx.clone(),
                 overflow: self.overflow.clone(),
