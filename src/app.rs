@@ -85,6 +85,7 @@ pub async fn run_with_listener(
             url: config.redis_url.clone(),
             key_prefix: config.key_prefix.clone(),
             pool_size: config.redis_pool_size,
+            heartbeat: Duration::from_secs(config.heartbeat_secs),
         };
         Arc::new(
             RedisEngine::start(&redis, settings, hub.clone(), &tasks, stop_tasks.clone()).await?,

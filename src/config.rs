@@ -31,6 +31,9 @@ pub struct Config {
     /// Unique per process; empty picks `<hostname>-<random>`.
     #[serde(deserialize_with = "text")]
     pub instance_id: String,
+    /// How often this instance renews its liveness key in Redis. After three missed renewals
+    /// it counts as dead and other instances may remove its users from their rooms.
+    pub heartbeat_secs: u64,
     /// Rooms live this long after their last activity; 0 keeps them forever.
     pub room_ttl_secs: u64,
     /// Sequenced ops kept per room for `REPLAY`.
@@ -112,6 +115,7 @@ impl Default for Config {
             jwt_secret: String::new(),
             access_token_ttl_secs: 900,
             instance_id: String::new(),
+            heartbeat_secs: 5,
             room_ttl_secs: 86_400,
             log_max_ops: 10_000,
             redo_max: 100,
@@ -235,6 +239,7 @@ impl Config {
             self.redis_pool_size > 0,
             "redis_pool_size must be at least 1",
         );
+        check(self.heartbeat_secs > 0, "heartbeat_secs must be positive");
         check(
             self.access_token_ttl_secs > 0,
             "access_token_ttl_secs must be positive",

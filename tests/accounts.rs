@@ -32,6 +32,7 @@ async fn redis_engine(redis: &RedisServer, stop: &CancellationToken) -> RedisEng
             url: redis.url(),
             key_prefix: String::new(),
             pool_size: 4,
+            heartbeat: Duration::from_secs(5),
         },
         settings(),
         Arc::new(Hub::new()),

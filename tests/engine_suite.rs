@@ -89,6 +89,7 @@ impl Fixture {
                 url: server.url(),
                 key_prefix: prefix.clone(),
                 pool_size: 4,
+                heartbeat: Duration::from_secs(5),
             },
             settings.clone(),
             hub.clone(),

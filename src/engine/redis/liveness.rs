@@ -9,15 +9,13 @@ use tokio_util::sync::CancellationToken;
 
 use super::Inner;
 
-/// How often the instance key is refreshed.
-pub(super) const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
-/// The instance key's TTL: three missed heartbeats and the instance counts as dead.
-pub(super) const INSTANCE_TTL: Duration = Duration::from_secs(15);
+/// Heartbeats missed before the instance key expires and the instance counts as dead.
+pub(super) const MISSED_BEATS: u32 = 3;
 /// How often the presence of this instance's rooms is checked for dead instances.
 const SWEEP_EVERY: Duration = Duration::from_secs(30);
 
 pub(super) async fn run(inner: Arc<Inner>, shutdown: CancellationToken) {
-    let mut beat = tokio::time::interval(HEARTBEAT_EVERY);
+    let mut beat = tokio::time::interval(inner.heartbeat_every);
     let mut sweep = tokio::time::interval(SWEEP_EVERY);
     loop {
         tokio::select! {

@@ -74,6 +74,9 @@ pub struct RedisSettings {
     /// Prepended to every key and channel, so several deployments can share one Redis.
     pub key_prefix: String,
     pub pool_size: usize,
+    /// How often this instance renews its liveness key; after [`liveness::MISSED_BEATS`]
+    /// missed renewals it counts as dead and others may sweep its presence.
+    pub heartbeat: Duration,
 }
 
 pub struct RedisEngine {
@@ -91,6 +94,8 @@ struct Inner {
     client: redis::Client,
     keys: Keys,
     settings: EngineSettings,
+    /// See [`RedisSettings::heartbeat`].
+    heartbeat_every: Duration,
     hub: Arc<Hub>,
     scripts: Scripts,
     /// The pub/sub connection is subscribed and relaying.
@@ -109,6 +114,11 @@ impl RedisEngine {
         tasks: &TaskTracker,
         shutdown: CancellationToken,
     ) -> EngineResult<Self> {
+        if redis.heartbeat.is_zero() {
+            return Err(EngineError::Internal(
+                "the heartbeat must be positive".into(),
+            ));
+        }
         // Every connection is latency-bound request/response traffic: no Nagle.
         let info = redis
             .url
@@ -140,6 +150,7 @@ impl RedisEngine {
             client,
             keys: Keys::new(&redis.key_prefix),
             settings,
+            heartbeat_every: redis.heartbeat,
             hub,
             scripts: Scripts::new(),
             pubsub_up: AtomicBool::new(false),
@@ -274,7 +285,7 @@ impl Inner {
                 .with_timeout(conn.pset_ex::<_, _, ()>(
                     key,
                     now_ms(),
-                    liveness::INSTANCE_TTL.as_millis() as u64,
+                    (self.heartbeat_every * liveness::MISSED_BEATS).as_millis() as u64,
                 ))
                 .await
                 .is_ok(),
