@@ -32,7 +32,8 @@ pub struct Config {
     #[serde(deserialize_with = "text")]
     pub instance_id: String,
     /// How often this instance renews its liveness key in Redis. After three missed renewals
-    /// it counts as dead and other instances may remove its users from their rooms.
+    /// it counts as dead and other instances may remove its users from their rooms; it puts
+    /// them back once it reaches Redis again.
     pub heartbeat_secs: u64,
     /// Rooms live this long after their last activity; 0 keeps them forever.
     pub room_ttl_secs: u64,

@@ -1,11 +1,13 @@
-//! Redis going away mid-session: nothing acknowledged is lost, and no connected client is left
-//! with a gap or a duplicate.
+//! Redis going away mid-session: nothing acknowledged is lost, no connected client is left
+//! with a gap or a duplicate, and none drops out of its room's presence.
 
 mod common;
 
 use std::time::Duration;
 
 use common::{Client, Instance, RedisServer, config, create_room, metrics};
+use drawbridge::config::Config;
+use redis::AsyncCommands;
 use serde_json::{Value, json};
 
 /// Reads frames until `want` distinct sequenced events (events, replayed events and own ACKs)
@@ -164,4 +166,58 @@ async fn an_instance_cut_off_from_pubsub_fills_the_hole_from_the_log() {
     assert_eq!(value("drawbridge_feed_resubscribed_total"), 1.0);
     assert!(value("drawbridge_feed_filled_from_log_total") >= 5.0);
     assert_eq!(value("drawbridge_feed_resyncs_total"), 0.0);
+}
+
+#[tokio::test]
+async fn presence_swept_while_an_instance_looked_dead_is_put_back() {
+    let redis = RedisServer::start();
+    let fast_heartbeat = |instance| Config {
+        heartbeat_secs: 1,
+        ..config(Some(&redis), instance)
+    };
+    let a = Instance::start(fast_heartbeat("inst-a")).await;
+    let b = Instance::start(fast_heartbeat("inst-b")).await;
+    let room = create_room(a.addr).await;
+    let mut alice = Client::connect(a.addr, "alice").await;
+    let mut bob = Client::connect(b.addr, "bob").await;
+    alice.join(&room).await;
+    bob.join(&room).await;
+
+    // What Redis looks like after A was cut off for longer than its key's TTL and B swept the
+    // room: A's key is gone and so is Alice's entry, though her socket is open.
+    let users = format!("room:{{{room}}}:users");
+    let mut conn = redis.client().await;
+    let fields: Vec<String> = conn.hkeys(&users).await.expect("hkeys");
+    let alice_field = fields
+        .into_iter()
+        .find(|f| f.starts_with("inst-a/"))
+        .expect("alice's entry");
+    redis::pipe()
+        .atomic()
+        .del("instance:inst-a")
+        .hdel(&users, &alice_field)
+        .query_async::<()>(&mut conn)
+        .await
+        .expect("forget inst-a");
+
+    // A's next heartbeat finds its key gone and puts Alice back; the room is told.
+    let joined = bob.until("USER_JOINED").await;
+    assert_eq!(joined["payload"]["userId"], "alice", "{joined}");
+    let count = bob.until("USER_COUNT_UPDATED").await;
+    assert_eq!(count["payload"]["count"], 2, "{count}");
+    let back: bool = conn.hexists(&users, &alice_field).await.expect("hexists");
+    assert!(back, "alice's entry is back under her connection");
+    let alive: bool = conn.exists("instance:inst-a").await.expect("exists");
+    assert!(alive);
+
+    let mut late = Client::connect(b.addr, "late").await;
+    let state = late.join(&room).await;
+    let mut present: Vec<&str> = state["payload"]["users"]
+        .as_array()
+        .expect("users")
+        .iter()
+        .filter_map(|u| u["userId"].as_str())
+        .collect();
+    present.sort_unstable();
+    assert_eq!(present, ["alice", "bob", "late"]);
 }

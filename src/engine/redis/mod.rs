@@ -19,7 +19,7 @@ use async_trait::async_trait;
 use deadpool_redis::{Pool, Runtime};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::io::tcp::TcpSettings;
-use redis::{AsyncCommands, IntoConnectionInfo, Script, Value};
+use redis::{AsyncCommands, IntoConnectionInfo, Script, SetExpiry, SetOptions, Value};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -32,7 +32,7 @@ use super::{
 };
 use crate::domain::accounts::Account;
 use crate::domain::ids::instance_of;
-use crate::domain::{ConnKey, RoomId, StrokeId, UserId, frames};
+use crate::domain::{ConnKey, Identity, RoomId, StrokeId, UserId, frames};
 use crate::hub::Hub;
 
 /// How long one Redis round trip may take before the op is reported `UNAVAILABLE`.
@@ -50,6 +50,7 @@ macro_rules! room_script {
 struct Scripts {
     join: Script,
     leave: Script,
+    announce: Script,
     apply: Script,
     events_after: Script,
     rate: Script,
@@ -60,6 +61,7 @@ impl Scripts {
         Self {
             join: room_script!("lua/join.lua"),
             leave: room_script!("lua/leave.lua"),
+            announce: room_script!("lua/announce.lua"),
             apply: room_script!("lua/apply.lua"),
             events_after: room_script!("lua/events_after.lua"),
             rate: Script::new(include_str!("lua/rate.lua")),
@@ -157,8 +159,10 @@ impl RedisEngine {
             redis_up: AtomicBool::new(false),
         });
         // Announce this instance before it serves anyone, so no other instance sweeps the
-        // presence of its first clients.
-        inner.heartbeat().await;
+        // presence of its first clients. Unreachable Redis is retried by the liveness task.
+        if let Err(e) = inner.heartbeat().await {
+            tracing::debug!(error = %e, "first heartbeat did not reach redis");
+        }
         tasks.spawn(pubsub::run(inner.clone(), shutdown.clone()));
         tasks.spawn(liveness::run(inner.clone(), shutdown));
         Ok(Self { inner })
@@ -278,21 +282,59 @@ impl Inner {
         Ok(())
     }
 
-    async fn heartbeat(&self) -> bool {
+    /// Renews this instance's liveness key. `Ok(false)` when the key was gone (it expired
+    /// while Redis was out of reach, or Redis lost it): other instances may have swept this
+    /// instance's presence since.
+    async fn heartbeat(&self) -> EngineResult<bool> {
         let key = self.keys.instance(&self.settings.instance_id);
-        let ok = match self.conn().await {
-            Ok(mut conn) => self
-                .with_timeout(conn.pset_ex::<_, _, ()>(
-                    key,
-                    now_ms(),
-                    (self.heartbeat_every * liveness::MISSED_BEATS).as_millis() as u64,
-                ))
-                .await
-                .is_ok(),
-            Err(_) => false,
-        };
-        self.redis_up.store(ok, Ordering::Relaxed);
-        ok
+        let ttl = self.heartbeat_every * liveness::MISSED_BEATS;
+        // SET .. GET tells whether the key was still there in the same round trip.
+        let options = SetOptions::default()
+            .get(true)
+            .with_expiration(SetExpiry::PX(ttl.as_millis() as u64));
+        let renewed: EngineResult<bool> = async {
+            let mut conn = self.conn().await?;
+            let previous: Option<String> = self
+                .with_timeout(conn.set_options(key, now_ms(), options))
+                .await?;
+            Ok(previous.is_some())
+        }
+        .await;
+        self.redis_up.store(renewed.is_ok(), Ordering::Relaxed);
+        renewed
+    }
+
+    /// Puts back the presence entries of `members` (this instance's connections in `room`)
+    /// that are missing, telling the room about users it had lost. Returns how many were
+    /// missing.
+    async fn announce_presence(
+        &self,
+        room: &RoomId,
+        members: &[(ConnKey, Arc<Identity>)],
+    ) -> EngineResult<usize> {
+        let mut args = Vec::with_capacity(members.len() * 4);
+        for (conn, who) in members {
+            args.push(conn.as_str().to_owned());
+            args.push(frames::member(who));
+            args.push(json(&who.user_id));
+            args.push(frames::user_joined(room, who));
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let restored = number(
+            self.room_script(&self.scripts.announce, room, &args)
+                .await?,
+        )?;
+        // A member that left meanwhile may have been put back after its leave ran: its
+        // session is gone from the hub by then, so leave again (leaving is idempotent)
+        // rather than leave a ghost that no sweep would remove while this instance lives.
+        if restored > 0 {
+            for (conn, _) in members {
+                if !self.hub.is_member(room, conn) {
+                    self.leave(room, conn.as_str()).await?;
+                }
+            }
+        }
+        Ok(restored as usize)
     }
 
     async fn sweep_presence(&self, room: &RoomId) -> EngineResult<usize> {
