@@ -74,6 +74,9 @@ pub struct Config {
     /// instances; 0 = unlimited.
     pub auth_rate_limit: u32,
     pub auth_rate_window_secs: u64,
+    /// Code verifications (`verify-otp`) per IP per `verify_rate_window_secs`; 0 = unlimited.
+    pub verify_rate_limit: u32,
+    pub verify_rate_window_secs: u64,
     /// Token refreshes per IP per `refresh_rate_window_secs`; 0 = unlimited.
     pub refresh_rate_limit: u32,
     pub refresh_rate_window_secs: u64,
@@ -135,6 +138,8 @@ impl Default for Config {
             trusted_proxies: String::new(),
             auth_rate_limit: 10,
             auth_rate_window_secs: 900,
+            verify_rate_limit: 30,
+            verify_rate_window_secs: 900,
             refresh_rate_limit: 30,
             refresh_rate_window_secs: 900,
             room_rate_limit: 20,
@@ -281,6 +286,7 @@ impl Config {
         };
         check(
             self.auth_rate_window_secs > 0
+                && self.verify_rate_window_secs > 0
                 && self.refresh_rate_window_secs > 0
                 && self.room_rate_window_secs > 0
                 && self.otp_send_window_secs > 0,

@@ -718,11 +718,80 @@ async fn forwarded_for_counts_only_behind_a_trusted_proxy() {
 }
 
 #[tokio::test]
+async fn code_checks_are_limited_per_ip_across_instances() {
+    let redis = RedisServer::start();
+    let mut smtp = SmtpSink::start().await;
+    let limited = |instance| drawbridge::config::Config {
+        verify_rate_limit: 3,
+        ..mail_config(&redis, &smtp, instance)
+    };
+    let a = Instance::start(limited("inst-a")).await;
+    let b = Instance::start(limited("inst-b")).await;
+    let verification = sign_up(a.addr, "Di", "di@example.com", "correct horse").await;
+    let code = smtp.next_code("di@example.com").await;
+    let verify = |addr, otp: &str| {
+        let token = verification.clone();
+        let body = json!({"otp": otp});
+        async move {
+            http(
+                addr,
+                "POST",
+                "/api/v1/auth/verify-otp",
+                Some(&token),
+                Some(&body),
+            )
+            .await
+        }
+    };
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    for n in 1..=3u32 {
+        let addr = if n % 2 == 0 { a.addr } else { b.addr };
+        let (status, headers, body) = verify(addr, wrong).await;
+        assert_eq!(status, 400, "attempt {n}: {body}");
+        assert_eq!(header(&headers, "ratelimit-limit"), Some("3"));
+        assert_eq!(
+            header(&headers, "ratelimit-remaining"),
+            Some((3 - n).to_string().as_str())
+        );
+    }
+
+    // Over the limit even the right code is refused, on either instance, before it is checked.
+    for addr in [a.addr, b.addr] {
+        let (status, headers, body) = verify(addr, &code).await;
+        assert_eq!(status, 429, "{body}");
+        let body: Value = serde_json::from_str(&body).expect("json");
+        assert_eq!(body["code"], "RATE_LIMITED");
+        let retry: u64 = header(&headers, "retry-after")
+            .and_then(|v| v.parse().ok())
+            .expect("Retry-After");
+        assert!((1..=900).contains(&retry), "{retry}");
+        assert_eq!(header(&headers, "ratelimit-remaining"), Some("0"));
+    }
+    let mut conn = redis.client().await;
+    let (tries, verified): (String, String) = redis::pipe()
+        .hget("otp:di@example.com", "tries")
+        .hget("user:di@example.com", "verified")
+        .query_async(&mut conn)
+        .await
+        .expect("hget");
+    assert_eq!(
+        (tries.as_str(), verified.as_str()),
+        ("3", "0"),
+        "the refused checks spent no try and verified nothing"
+    );
+    assert_eq!(
+        redis_keys(&redis, "rl:verify:*").await,
+        ["rl:verify:127.0.0.1"]
+    );
+}
+
+#[tokio::test]
 async fn bad_inputs_are_refused_and_change_nothing() {
     let redis = RedisServer::start();
     let mut smtp = SmtpSink::start().await;
     let a = Instance::start(drawbridge::config::Config {
         auth_rate_limit: 100,
+        verify_rate_limit: 100,
         ..mail_config(&redis, &smtp, "inst-a")
     })
     .await;

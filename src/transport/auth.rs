@@ -279,7 +279,7 @@ async fn sign_up(
 }
 
 /// Confirm the e-mailed code (with `Bearer <verificationToken>`): the account is verified and
-/// signed in. At most 5 wrong tries per code.
+/// signed in. At most 5 wrong tries per code, and a limit per IP on checks of any code.
 #[utoipa::path(
     post, path = "/api/v1/auth/verify-otp", tag = "accounts",
     request_body = VerifyRequest,
@@ -289,14 +289,27 @@ async fn sign_up(
         (status = 400, description = "not six digits (BAD_REQUEST), wrong (INVALID_OTP), expired or used (OTP_EXPIRED), or too many wrong tries (OTP_LOCKED)", body = ErrorBody),
         (status = 401, description = "missing, forged, expired or wrong-type verification token", body = ErrorBody),
         (status = 409, description = "already verified (ALREADY_VERIFIED)", body = ErrorBody),
+        (status = 429, description = "too many verifications from this IP", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "seconds to wait"))),
     )
 )]
 pub async fn verify_otp(
     State(app): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     request: Result<Json<VerifyRequest>, JsonRejection>,
+) -> Response {
+    let rule = Rule::verify_otp(&app.config);
+    let work = verify(&app, &headers, request);
+    limits::guarded(&app, rule, peer, &headers, work).await
+}
+
+async fn verify(
+    app: &AppState,
+    headers: &HeaderMap,
+    request: Result<Json<VerifyRequest>, JsonRejection>,
 ) -> Result<Response, Rejection> {
-    let token = bearer(&headers).ok_or_else(|| {
+    let token = bearer(headers).ok_or_else(|| {
         ApiError::unauthorized("send the verificationToken from sign-up as Authorization: Bearer")
     })?;
     let email = app
@@ -358,7 +371,7 @@ pub async fn verify_otp(
         .account(&email)
         .await?
         .ok_or_else(|| ApiError::unauthorized("no account for this verification token"))?;
-    session(&app, &account, None, "e-mail verified: you are signed in").await
+    session(app, &account, None, "e-mail verified: you are signed in").await
 }
 
 /// Sign in with e-mail and password.

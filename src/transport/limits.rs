@@ -45,6 +45,16 @@ impl Rule {
         )
     }
 
+    /// Code checks per IP, on top of the tries per code and the codes per address: caps how
+    /// fast one client can guess across many pending sign-ups.
+    pub fn verify_otp(config: &Config) -> Self {
+        Self::new(
+            "verify",
+            config.verify_rate_limit,
+            config.verify_rate_window_secs,
+        )
+    }
+
     pub fn refresh(config: &Config) -> Self {
         Self::new(
             "refresh",
