@@ -101,6 +101,9 @@ pub struct Config {
     /// Sender of the e-mails, e.g. `drawbridge <no-reply@example.com>`.
     #[serde(deserialize_with = "text")]
     pub smtp_from: String,
+    /// Threads running connections; 0 = one per CPU the process may use. Set it to the pod's
+    /// CPU limit where the runtime would otherwise count the node's cores.
+    pub worker_threads: usize,
     /// `text` or `json`.
     #[serde(deserialize_with = "text")]
     pub log_format: String,
@@ -152,6 +155,7 @@ impl Default for Config {
             smtp_user: String::new(),
             smtp_password: String::new(),
             smtp_from: "drawbridge <no-reply@localhost>".into(),
+            worker_threads: 0,
             log_format: "text".into(),
             log: "info".into(),
         }

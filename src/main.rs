@@ -9,8 +9,7 @@ use tracing_subscriber::EnvFilter;
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let config = match Config::load().and_then(|c| c.validate().map(|()| c)) {
         Ok(config) => config,
         Err(errors) => {
@@ -31,10 +30,20 @@ async fn main() -> anyhow::Result<()> {
     for name in Config::unknown_env() {
         tracing::warn!(%name, "ignoring an environment variable that names no setting");
     }
-    let shutdown = shutdown_signal().context("installing signal handlers")?;
-    drawbridge::app::run(config, shutdown)
-        .await
-        .context("drawbridge stopped with an error")
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if config.worker_threads > 0 {
+        runtime.worker_threads(config.worker_threads);
+    }
+    let runtime = runtime
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(async {
+        let shutdown = shutdown_signal().context("installing signal handlers")?;
+        drawbridge::app::run(config, shutdown)
+            .await
+            .context("drawbridge stopped with an error")
+    })
 }
 
 /// Resolves on SIGTERM (what Kubernetes sends before killing a pod) or Ctrl-C. The handlers
