@@ -18,6 +18,8 @@
 #                           one makes Redis cut off a lagging instance, which must then fill
 #                           the hole from the room logs
 #   GUEST_TOKENS=1          do not give loadtest the secret: it fetches guest tokens over HTTP
+#   PAUSE_A=<after>:<for>   fault: freeze instance a (SIGSTOP) <after> seconds into the run for
+#                           <for> seconds, so Redis cuts off its subscriber at the limit above
 #   DRAWBRIDGE_*            passed through to both instances (e.g. DRAWBRIDGE_SEND_QUEUE;
 #                           DRAWBRIDGE_DRAIN_SECS defaults to 1 here so shutdown is quick)
 #
@@ -66,10 +68,15 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 pids=()
 sampler=
+pauser=
 cleanup() {
     local status=$?
     trap - EXIT INT TERM
     [[ -n $sampler ]] && kill "$sampler" 2>/dev/null || true
+    if [[ -n $pauser ]]; then
+        kill "$pauser" 2>/dev/null || true
+        kill -CONT "${pid_of[a]}" 2>/dev/null || true
+    fi
     # Only what this script started, newest first, each gone before the next: the instances
     # drain (their sockets, then their Redis work) before their Redis stops.
     for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
@@ -158,6 +165,18 @@ for p in a b redis; do cpu_before[$p]=$(cpu_s "${pid_of[$p]}"); done
     done >>"$out_dir/rss-samples.txt"
 ) &
 sampler=$!
+if [[ -n ${PAUSE_A:-} ]]; then
+    IFS=: read -r pause_after pause_for <<<"$PAUSE_A"
+    (
+        sleep "$pause_after"
+        echo "$(date +%s) pausing drawbridge-a for ${pause_for}s" >>"$out_dir/faults.txt"
+        kill -STOP "${pid_of[a]}"
+        sleep "$pause_for"
+        kill -CONT "${pid_of[a]}"
+        echo "$(date +%s) resumed drawbridge-a" >>"$out_dir/faults.txt"
+    ) &
+    pauser=$!
+fi
 
 echo "stack: redis 127.0.0.1:$redis_port, a 127.0.0.1:$port_a (pid ${pid_of[a]}), b 127.0.0.1:$port_b (pid ${pid_of[b]}); output in $out_dir" >&2
 secret_env=(LOADTEST_JWT_SECRET="$secret")

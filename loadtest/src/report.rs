@@ -577,7 +577,7 @@ impl Report {
         );
         let _ = writeln!(
             o,
-            "connections: connect failures {} join failures {} room expired {} reconnects {} joined at end {}",
+            "connections: connect failures {} join failures {} room expired {} reconnects {} joined when sending stopped {}",
             c.connect_failures, c.join_failures, c.room_expired, c.reconnects, c.joined_at_end
         );
         if !c.close_codes.is_empty() {
