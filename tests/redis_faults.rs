@@ -221,3 +221,26 @@ async fn presence_swept_while_an_instance_looked_dead_is_put_back() {
     present.sort_unstable();
     assert_eq!(present, ["alice", "bob", "late"]);
 }
+
+#[tokio::test]
+async fn scripts_are_in_redis_before_the_first_op() {
+    let redis = RedisServer::start();
+    let a = Instance::start(config(Some(&redis), "inst-a")).await;
+    let room = create_room(a.addr).await;
+    let mut alice = Client::connect(a.addr, "alice").await;
+    alice.join(&room).await;
+    alice.draw_acked(&room, "s1").await;
+    // A script missing from Redis's cache fails its EVALSHA with NOSCRIPT: after a restart
+    // every first join would, all at once, and each would resend the script's body.
+    let mut conn = redis.client().await;
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut conn)
+        .await
+        .expect("info");
+    let evalsha = stats
+        .lines()
+        .find(|l| l.starts_with("cmdstat_evalsha:"))
+        .expect("scripts ran");
+    assert!(evalsha.contains("failed_calls=0"), "{evalsha}");
+}

@@ -57,6 +57,17 @@ struct Scripts {
 }
 
 impl Scripts {
+    fn all(&self) -> [&Script; 6] {
+        [
+            &self.join,
+            &self.leave,
+            &self.announce,
+            &self.apply,
+            &self.events_after,
+            &self.rate,
+        ]
+    }
+
     fn new() -> Self {
         Self {
             join: room_script!("lua/join.lua"),
@@ -163,6 +174,7 @@ impl RedisEngine {
         if let Err(e) = inner.heartbeat().await {
             tracing::debug!(error = %e, "first heartbeat did not reach redis");
         }
+        inner.load_scripts().await;
         tasks.spawn(pubsub::run(inner.clone(), shutdown.clone()));
         tasks.spawn(liveness::run(inner.clone(), shutdown));
         Ok(Self { inner })
@@ -280,6 +292,21 @@ impl Inner {
         self.room_script(&self.scripts.leave, room, &[field])
             .await?;
         Ok(())
+    }
+
+    /// Loads every script into Redis's cache up front. Otherwise the first burst of joins
+    /// after a start all miss it (NOSCRIPT) and each sends the script body again. Best
+    /// effort: an invocation that misses the cache still loads the script itself.
+    async fn load_scripts(&self) {
+        let Ok(mut conn) = self.conn().await else {
+            return;
+        };
+        for script in self.scripts.all() {
+            if let Err(e) = self.with_timeout(script.load_async(&mut conn)).await {
+                tracing::debug!(error = %e, "could not preload a script");
+                return;
+            }
+        }
     }
 
     /// Renews this instance's liveness key. `Ok(false)` when the key was gone (it expired
