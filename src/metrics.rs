@@ -44,31 +44,36 @@ impl Metrics {
             "Open WebSocket sessions",
             connections.clone(),
         );
-        registry.register(
-            "hub_delivered",
-            "Room events queued to local sockets",
-            hub.delivered.clone(),
-        );
-        registry.register(
-            "hub_dropped_lossy",
-            "Cursor moves dropped for slow sockets",
-            hub.dropped_lossy.clone(),
-        );
-        registry.register(
-            "feed_resubscribed",
-            "Times the room event feed (Redis pub/sub) was re-established after being lost",
-            hub.feed_resubscribed.clone(),
-        );
-        registry.register(
-            "feed_filled_from_log",
-            "Room events the feed missed and the room's log supplied",
-            hub.filled_from_log.clone(),
-        );
-        registry.register(
-            "feed_resyncs",
-            "Rooms whose local sessions re-joined because the log could not fill a hole",
-            hub.resyncs.clone(),
-        );
+        let hub_counters = [
+            (
+                "hub_delivered",
+                "Room events queued to local sockets",
+                &hub.delivered,
+            ),
+            (
+                "hub_dropped_lossy",
+                "Cursor moves dropped for slow sockets",
+                &hub.dropped_lossy,
+            ),
+            (
+                "feed_resubscribed",
+                "Times the room event feed (Redis pub/sub) was re-established after being lost",
+                &hub.feed_resubscribed,
+            ),
+            (
+                "feed_filled_from_log",
+                "Room events the feed missed and the room's log supplied",
+                &hub.filled_from_log,
+            ),
+            (
+                "feed_resyncs",
+                "Rooms whose local sessions re-joined because the log could not fill a hole",
+                &hub.resyncs,
+            ),
+        ];
+        for (name, help, counter) in hub_counters {
+            registry.register(name, help, counter.clone());
+        }
         Self {
             registry,
             connections,

@@ -489,6 +489,22 @@ async fn pttl(conn: &mut ::redis::aio::MultiplexedConnection, key: &str) -> i64 
         .expect("PTTL")
 }
 
+/// Every key has a TTL above `above` ms and at most `ttl`.
+async fn assert_pttls(
+    conn: &mut ::redis::aio::MultiplexedConnection,
+    keys: &[String],
+    above: i64,
+    ttl: i64,
+) {
+    for key in keys {
+        let remaining = pttl(conn, key).await;
+        assert!(
+            remaining > above && remaining <= ttl,
+            "{key}: PTTL {remaining}"
+        );
+    }
+}
+
 mod cases {
     use super::*;
 
@@ -1326,11 +1342,7 @@ mod cases {
         let ttl = 60_000;
         let room = fx.room().await;
         let base = format!("{}room:{{{room}}}", redis.prefix);
-        let remaining = pttl(&mut conn, &base).await;
-        assert!(
-            remaining > 0 && remaining <= ttl,
-            "new room: PTTL {remaining}"
-        );
+        assert_pttls(&mut conn, std::slice::from_ref(&base), 0, ttl).await;
 
         let a = fx.peer(&room, "alice", 1);
         fx.join(&room, &a, None).await;
@@ -1342,10 +1354,7 @@ mod cases {
             .iter()
             .map(|suffix| format!("{base}{suffix}"))
             .collect();
-        for key in &keys {
-            let remaining = pttl(&mut conn, key).await;
-            assert!(remaining > 0 && remaining <= ttl, "{key}: PTTL {remaining}");
-        }
+        assert_pttls(&mut conn, &keys, 0, ttl).await;
 
         async fn run(conn: &mut ::redis::aio::MultiplexedConnection, cmd: &str, key: &str) {
             let mut c = ::redis::cmd(cmd);
@@ -1361,13 +1370,7 @@ mod cases {
         }
         let before = now_ms();
         assert_eq!(fx.undo(&room, &a, None).await, applied(5, "a2"));
-        for key in &keys {
-            let remaining = pttl(&mut conn, key).await;
-            assert!(
-                remaining > 5_000 && remaining <= ttl,
-                "{key}: PTTL {remaining}"
-            );
-        }
+        assert_pttls(&mut conn, &keys, 5_000, ttl).await;
 
         // A stroke refreshes only once a tenth of the TTL has passed, but a key it creates in
         // between gets the TTL at once: none is ever left without one.
@@ -1375,26 +1378,14 @@ mod cases {
             run(&mut conn, "DEL", &format!("{base}{key}")).await;
         }
         assert_eq!(fx.draw(&room, &a, "a4").await, applied(6, "a4"));
-        for key in &keys[..5] {
-            let remaining = pttl(&mut conn, key).await;
-            assert!(
-                remaining > 50_000 && remaining <= ttl,
-                "{key}: PTTL {remaining}"
-            );
-        }
+        assert_pttls(&mut conn, &keys[..5], 50_000, ttl).await;
         // Past a tenth of the TTL, a stroke refreshes every key (the stroke ended the redo
         // chain, so `:undone` is gone).
         for key in &keys[..5] {
             run(&mut conn, "PEXPIRE", key).await;
         }
         assert_eq!(fx.draw(&room, &a, "a5").await, applied(7, "a5"));
-        for key in &keys[..5] {
-            let remaining = pttl(&mut conn, key).await;
-            assert!(
-                remaining > 5_000 && remaining <= ttl,
-                "{key}: PTTL {remaining}"
-            );
-        }
+        assert_pttls(&mut conn, &keys[..5], 5_000, ttl).await;
         let expires_at: u64 = ::redis::cmd("HGET")
             .arg(&base)
             .arg("expiresAt")
