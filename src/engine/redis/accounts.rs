@@ -4,26 +4,14 @@
 //! same code or token cannot both win.
 
 use std::collections::HashMap;
-use std::sync::LazyLock;
 use std::time::Duration;
 
-use redis::{AsyncCommands, Script, Value};
+use redis::{AsyncCommands, Value};
 
 use super::{Inner, bad_reply, next, number, tagged, text};
 use crate::domain::UserId;
 use crate::domain::accounts::Account;
 use crate::engine::{EngineResult, OtpOutcome, RefreshOutcome};
-
-static CREATE: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("lua/account_create.lua")));
-static CONFIRM_OTP: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("lua/otp_confirm.lua")));
-static STORE_REFRESH: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("lua/refresh_store.lua")));
-static ROTATE_REFRESH: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("lua/refresh_rotate.lua")));
-static REVOKE_REFRESH: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("lua/refresh_revoke.lua")));
 
 fn millis(d: Duration) -> u64 {
     d.as_millis() as u64
@@ -31,7 +19,7 @@ fn millis(d: Duration) -> u64 {
 
 impl Inner {
     pub(super) async fn create_account(&self, account: &Account) -> EngineResult<bool> {
-        let mut invocation = CREATE.prepare_invoke();
+        let mut invocation = self.scripts.account_create.prepare_invoke();
         invocation
             .key(self.keys.user(&account.email))
             .key(self.keys.user_id(&account.id))
@@ -41,10 +29,7 @@ impl Inner {
             .arg(if account.verified { "1" } else { "0" })
             .arg(account.created_at)
             .arg(&account.email);
-        let mut conn = self.conn().await?;
-        let created: i64 = self
-            .with_timeout(invocation.invoke_async(&mut conn))
-            .await?;
+        let created: i64 = self.invoke(&invocation).await?;
         Ok(created == 1)
     }
 
@@ -107,16 +92,13 @@ impl Inner {
         code_hash: &str,
         max_tries: u32,
     ) -> EngineResult<OtpOutcome> {
-        let mut invocation = CONFIRM_OTP.prepare_invoke();
+        let mut invocation = self.scripts.otp_confirm.prepare_invoke();
         invocation
             .key(self.keys.otp(email))
             .key(self.keys.user(email))
             .arg(code_hash)
             .arg(max_tries);
-        let mut conn = self.conn().await?;
-        let reply: Value = self
-            .with_timeout(invocation.invoke_async(&mut conn))
-            .await?;
+        let reply: Value = self.invoke(&invocation).await?;
         let (tag, mut items) = tagged(reply)?;
         Ok(match tag.as_str() {
             "verified" => OtpOutcome::Verified,
@@ -136,7 +118,7 @@ impl Inner {
         hash: &str,
         ttl: Duration,
     ) -> EngineResult<()> {
-        let mut invocation = STORE_REFRESH.prepare_invoke();
+        let mut invocation = self.scripts.refresh_store.prepare_invoke();
         invocation
             .key(self.keys.refresh(hash))
             .key(self.keys.refresh_family(user))
@@ -144,9 +126,7 @@ impl Inner {
             .arg(millis(ttl))
             .arg(hash)
             .arg(self.keys.refresh_prefix());
-        let mut conn = self.conn().await?;
-        self.with_timeout(invocation.invoke_async::<()>(&mut conn))
-            .await
+        self.invoke(&invocation).await
     }
 
     pub(super) async fn rotate_refresh(
@@ -155,7 +135,7 @@ impl Inner {
         new: &str,
         ttl: Duration,
     ) -> EngineResult<RefreshOutcome> {
-        let mut invocation = ROTATE_REFRESH.prepare_invoke();
+        let mut invocation = self.scripts.refresh_rotate.prepare_invoke();
         invocation
             .key(self.keys.refresh(old))
             .key(self.keys.refresh(new))
@@ -165,10 +145,7 @@ impl Inner {
             .arg(millis(ttl))
             .arg(self.keys.refresh_prefix())
             .arg(self.keys.refresh_family_prefix());
-        let mut conn = self.conn().await?;
-        let reply: Value = self
-            .with_timeout(invocation.invoke_async(&mut conn))
-            .await?;
+        let reply: Value = self.invoke(&invocation).await?;
         let (tag, mut items) = tagged(reply)?;
         Ok(match tag.as_str() {
             "rotated" => RefreshOutcome::Rotated(UserId::new(text(next(&mut items)?)?)),
@@ -179,13 +156,11 @@ impl Inner {
     }
 
     pub(super) async fn revoke_refresh(&self, hash: &str) -> EngineResult<()> {
-        let mut invocation = REVOKE_REFRESH.prepare_invoke();
+        let mut invocation = self.scripts.refresh_revoke.prepare_invoke();
         invocation
             .key(self.keys.refresh(hash))
             .arg(hash)
             .arg(self.keys.refresh_family_prefix());
-        let mut conn = self.conn().await?;
-        self.with_timeout(invocation.invoke_async::<()>(&mut conn))
-            .await
+        self.invoke(&invocation).await
     }
 }

@@ -54,10 +54,15 @@ struct Scripts {
     apply: Script,
     events_after: Script,
     rate: Script,
+    account_create: Script,
+    otp_confirm: Script,
+    refresh_store: Script,
+    refresh_rotate: Script,
+    refresh_revoke: Script,
 }
 
 impl Scripts {
-    fn all(&self) -> [&Script; 6] {
+    fn all(&self) -> [&Script; 11] {
         [
             &self.join,
             &self.leave,
@@ -65,6 +70,11 @@ impl Scripts {
             &self.apply,
             &self.events_after,
             &self.rate,
+            &self.account_create,
+            &self.otp_confirm,
+            &self.refresh_store,
+            &self.refresh_rotate,
+            &self.refresh_revoke,
         ]
     }
 
@@ -76,6 +86,11 @@ impl Scripts {
             apply: room_script!("lua/apply.lua"),
             events_after: room_script!("lua/events_after.lua"),
             rate: Script::new(include_str!("lua/rate.lua")),
+            account_create: Script::new(include_str!("lua/account_create.lua")),
+            otp_confirm: Script::new(include_str!("lua/otp_confirm.lua")),
+            refresh_store: Script::new(include_str!("lua/refresh_store.lua")),
+            refresh_rotate: Script::new(include_str!("lua/refresh_rotate.lua")),
+            refresh_revoke: Script::new(include_str!("lua/refresh_revoke.lua")),
         }
     }
 }
@@ -244,6 +259,15 @@ impl Inner {
             Ok(result) => result.map_err(unavailable),
             Err(_) => Err(unavailable("redis did not answer in time")),
         }
+    }
+
+    /// Runs a script on a pooled connection (request-scoped work: accounts, rate limits).
+    async fn invoke<T: redis::FromRedisValue>(
+        &self,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> EngineResult<T> {
+        let mut conn = self.conn().await?;
+        self.with_timeout(invocation.invoke_async(&mut conn)).await
     }
 
     /// Runs a room script with the six room keys and the four common arguments.
@@ -586,17 +610,11 @@ impl Engine for RedisEngine {
         window: Duration,
     ) -> EngineResult<RateDecision> {
         let inner = &self.inner;
-        let mut conn = inner.conn().await?;
-        let (hits, left_ms): (u64, i64) = inner
-            .with_timeout(
-                inner
-                    .scripts
-                    .rate
-                    .key(inner.keys.rate(kind, subject))
-                    .arg(window.as_millis() as u64)
-                    .invoke_async(&mut conn),
-            )
-            .await?;
+        let mut invocation = inner.scripts.rate.prepare_invoke();
+        invocation
+            .key(inner.keys.rate(kind, subject))
+            .arg(window.as_millis() as u64);
+        let (hits, left_ms): (u64, i64) = inner.invoke(&invocation).await?;
         let left = Duration::from_millis(left_ms.max(0) as u64);
         Ok(RateDecision::from_hits(hits, limit, left))
     }
