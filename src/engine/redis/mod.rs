@@ -392,21 +392,28 @@ impl Inner {
         let [_, _, _, users, _, _] = self.keys.room_keys(room);
         let mut conn = self.conn().await?;
         let fields: Vec<String> = self.with_timeout(conn.hkeys(&users)).await?;
-        let others: HashSet<&str> = fields
+        let others: Vec<&str> = fields
             .iter()
             .map(|f| instance_of(f))
             .filter(|i| *i != self.settings.instance_id)
+            .collect::<HashSet<_>>()
+            .into_iter()
             .collect();
-        let mut dead = Vec::new();
-        for instance in others {
-            let alive: bool = self
-                .with_timeout(conn.exists(self.keys.instance(instance)))
-                .await?;
-            if !alive {
-                dead.push(instance);
-            }
+        if others.is_empty() {
+            return Ok(0);
         }
+        // Every join sweeps: one round trip for all the other instances, not one each.
+        let mut pipe = redis::pipe();
+        for instance in &others {
+            pipe.exists(self.keys.instance(instance));
+        }
+        let alive: Vec<bool> = self.with_timeout(pipe.query_async(&mut conn)).await?;
         drop(conn);
+        let dead: Vec<&str> = others
+            .into_iter()
+            .zip(alive)
+            .filter_map(|(instance, alive)| (!alive).then_some(instance))
+            .collect();
         let mut swept = 0;
         for field in &fields {
             if dead.contains(&instance_of(field)) {
