@@ -10,20 +10,8 @@ repo="$(dirname "$here")"
 cd "$repo"
 
 # System tools: Debian's Chromium, nginx and Redis. Install them only when we can (root) and must.
-missing=()
-command -v "${CHROMIUM_BIN:-chromium}" >/dev/null 2>&1 || missing+=(chromium)
-command -v nginx >/dev/null 2>&1 || missing+=(nginx-light)
-command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
-if ((${#missing[@]})); then
-  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
-    echo "e2e: installing ${missing[*]}" >&2
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-  else
-    echo "e2e: missing ${missing[*]}; install them (Debian: apt-get install ${missing[*]})" >&2
-    exit 1
-  fi
-fi
+scripts/ensure-packages "${CHROMIUM_BIN:-chromium}=chromium" nginx=nginx-light \
+  redis-server=redis-server
 # Debian starts services on install; the tests run their own private copies.
 for svc in nginx redis-server; do
   if command -v systemctl >/dev/null 2>&1; then systemctl stop "$svc" >/dev/null 2>&1 || true; fi

@@ -6,18 +6,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-need=()
-command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
-if ((${#need[@]})); then
-  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
-    echo "test: installing ${need[*]}" >&2
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-  else
-    echo "test: please install ${need[*]}" >&2
-    exit 1
-  fi
-fi
+scripts/ensure-packages redis-server=redis-server
 
 cargo build --workspace --all-targets
 cargo test --workspace --no-fail-fast
