@@ -5,38 +5,22 @@
 // token), reconnect as the same user and recover with a REPLAY, so its own strokes stay undoable.
 
 const assert = require('node:assert/strict');
-const { after, before, describe, it } = require('node:test');
+const { describe, it } = require('node:test');
 
-const { Cluster } = require('./lib/cluster');
-const { launch } = require('./lib/browser');
-const { User } = require('./lib/pages');
+const { useStack } = require('./lib/stack');
 
 /** Seconds an access token lives in this cluster: a few reconnects fit in one test. */
 const TOKEN_TTL = 8;
 
 describe('accounts: sign in, and survive token expiry mid-session', { timeout: 180000 }, () => {
-  let cluster;
-  let browser;
-  const users = [];
+  const stack = useStack({ label: 'accounts', env: { DRAWBRIDGE_ACCESS_TOKEN_TTL_SECS: String(TOKEN_TTL) } });
   const email = `rita-${Date.now()}@example.test`;
   const password = 'correct horse battery';
-
-  before(async () => {
-    cluster = new Cluster({ label: 'accounts', env: { DRAWBRIDGE_ACCESS_TOKEN_TTL_SECS: String(TOKEN_TTL) } });
-    await cluster.start();
-    browser = await launch();
-  });
-
-  after(async () => {
-    for (const u of users) await u.close();
-    if (browser) await browser.close().catch(() => {});
-    if (cluster) await cluster.stop();
-  });
 
   async function api(path, body, token) {
     const headers = { 'content-type': 'application/json' };
     if (token) headers.authorization = `Bearer ${token}`;
-    const res = await fetch(`${cluster.url}${path}`, { method: 'POST', headers, body: JSON.stringify(body) });
+    const res = await fetch(`${stack.cluster.url}${path}`, { method: 'POST', headers, body: JSON.stringify(body) });
     return { status: res.status, body: await res.json().catch(() => ({})) };
   }
 
@@ -44,17 +28,16 @@ describe('accounts: sign in, and survive token expiry mid-session', { timeout: 1
     const signup = await api('/api/v1/auth/signup', { name: 'Rita', email, password });
     assert.equal(signup.status, 201, JSON.stringify(signup.body));
     const escaped = email.replace(/[.+]/g, '\\$&');
-    const [, otp] = await cluster.findInLogs(new RegExp(`verification code for ${escaped} is (\\d{6})`));
+    const [, otp] = await stack.cluster.findInLogs(new RegExp(`verification code for ${escaped} is (\\d{6})`));
     const verified = await api('/api/v1/auth/verify-otp', { otp }, signup.body.verificationToken);
     assert.equal(verified.status, 200, JSON.stringify(verified.body));
     assert.equal(verified.body.user.name, 'Rita');
   });
 
   it('the sign-in form rejects a wrong password and accepts the right one', async () => {
-    const rita = await User.open(browser, 'Rita');
-    users.push(rita);
+    const rita = await stack.open('Rita');
     const { page } = rita;
-    await page.goto(`${cluster.url}/`);
+    await page.goto(`${stack.cluster.url}/`);
     await page.getByText('Sign in with an account instead').click();
     await page.getByLabel('E-mail').fill(email);
     await page.getByLabel('Password').fill('not the password');
@@ -69,14 +52,13 @@ describe('accounts: sign in, and survive token expiry mid-session', { timeout: 1
   });
 
   it('reconnects as the same user after the server closes an expired session', async (t) => {
-    const [rita] = users;
+    const [rita] = stack.users;
     const { userId, roomId } = await rita.state();
     const stroke = await rita.draw([[200, 300], [600, 300], [1000, 300]]);
     await rita.waitState('stroke acknowledged', (s) => s.pendingIds.length === 0 && s.strokeIds.includes(stroke));
 
     // A guest watching the same room sees whatever Rita does across her reconnects.
-    const gina = await User.open(browser, 'Gina');
-    users.push(gina);
+    const gina = await stack.open('Gina');
     await gina.joinAsGuest(await rita.page.locator('#invite-link').inputValue());
     await gina.waitState('Rita\'s stroke', (s) => s.connected && s.strokeIds.includes(stroke));
 

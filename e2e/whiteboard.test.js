@@ -5,11 +5,10 @@
 const assert = require('node:assert/strict');
 const fs = require('node:fs');
 const path = require('node:path');
-const { after, before, describe, it } = require('node:test');
+const { describe, it } = require('node:test');
 
-const { Cluster, REPO, sleep } = require('./lib/cluster');
-const { launch } = require('./lib/browser');
-const { User } = require('./lib/pages');
+const { REPO, sleep } = require('./lib/cluster');
+const { useStack } = require('./lib/stack');
 const { diffRatio, inkRatio, pixel } = require('./lib/png');
 
 const RED = '#e53935';
@@ -61,38 +60,17 @@ async function samePixels(users, name) {
 }
 
 describe('whiteboard through nginx on two instances', { timeout: 300000 }, () => {
-  let cluster;
-  let browser;
-  const users = [];
+  const stack = useStack({ label: 'whiteboard' });
   let ann;
   let bob;
   let invite;
   let annFirst;
   let bobFirst;
 
-  before(async () => {
-    // Assigned before start() so that `after` stops whatever a failed start left running.
-    cluster = new Cluster({ label: 'whiteboard' });
-    await cluster.start();
-    browser = await launch();
-  });
-
-  after(async () => {
-    for (const u of users) await u.close();
-    if (browser) await browser.close().catch(() => {});
-    if (cluster) await cluster.stop();
-  });
-
-  async function open(name) {
-    const u = await User.open(browser, name);
-    users.push(u);
-    return u;
-  }
-
   it('serves the page and its assets from both instances, round robin', async () => {
     const seen = new Set();
     for (let i = 0; i < 6; i++) {
-      const res = await fetch(`${cluster.url}/`);
+      const res = await fetch(`${stack.cluster.url}/`);
       assert.equal(res.status, 200);
       assert.match(res.headers.get('content-type') || '', /text\/html/);
       assert.match(await res.text(), /<canvas id="board"/);
@@ -101,9 +79,9 @@ describe('whiteboard through nginx on two instances', { timeout: 300000 }, () =>
     assert.deepEqual([...seen].sort(), ['a', 'b'], 'x-drawbridge-instance should alternate between a and b');
     // The server must serve this tree's web/ (a binary built from another checkout serves that one's).
     const stale = 'the server serves a different copy of web/: rebuild DRAWBRIDGE_BIN from this tree';
-    assert.equal(await (await fetch(`${cluster.url}/`)).text(), fs.readFileSync(path.join(REPO, 'web', 'index.html'), 'utf8'), stale);
+    assert.equal(await (await fetch(`${stack.cluster.url}/`)).text(), fs.readFileSync(path.join(REPO, 'web', 'index.html'), 'utf8'), stale);
     for (const [file, type] of [['app.js', /javascript/], ['style.css', /text\/css/]]) {
-      const res = await fetch(`${cluster.url}/assets/${file}`);
+      const res = await fetch(`${stack.cluster.url}/assets/${file}`);
       assert.equal(res.status, 200, `/assets/${file}`);
       assert.match(res.headers.get('content-type') || '', type, `/assets/${file} content-type`);
       assert.equal(await res.text(), fs.readFileSync(path.join(REPO, 'web', file), 'utf8'), `${file}: ${stale}`);
@@ -111,14 +89,14 @@ describe('whiteboard through nginx on two instances', { timeout: 300000 }, () =>
   });
 
   it('a guest creates a room and a second guest joins by the invite link, on the other instance', async () => {
-    ann = await open('Ann');
-    await ann.joinAsGuest(`${cluster.url}/`);
+    ann = await stack.open('Ann');
+    await ann.joinAsGuest(`${stack.cluster.url}/`);
     invite = await ann.createRoom();
     assert.match(invite, /\/\?room=[^&]+$/);
     const { roomId } = await ann.state();
     assert.ok(invite.endsWith(encodeURIComponent(roomId)));
 
-    bob = await open('Bob');
+    bob = await stack.open('Bob');
     await bob.joinAsGuest(invite);
     await bob.waitConnected();
     assert.equal((await bob.state()).roomId, roomId);
@@ -241,7 +219,7 @@ describe('whiteboard through nginx on two instances', { timeout: 300000 }, () =>
     await ann.pick(ORANGE, 8);
     await ann.draw(line(900, 1500, 400));
     // Someone arrives while Bob is away; a REPLAY does not list people, so Bob must catch up.
-    const eve = await open('Eve');
+    const eve = await stack.open('Eve');
     await eve.joinAsGuest(invite);
     await eve.waitConnected();
 
@@ -265,8 +243,7 @@ describe('whiteboard through nginx on two instances', { timeout: 300000 }, () =>
     assert.equal(s.seq, (await ann.state()).seq, 'both pages saw the same last seq');
     assert.ok(s.joins.replay > replays, `Bob should recover with a REPLAY from {since, epoch}: ${JSON.stringify(s.joins)}`);
     await bob.waitState('Eve in the list', (st) => st.users.some((u) => u.username === 'Eve') && st.userCount === 3);
-    await eve.close();
-    users.splice(users.indexOf(eve), 1);
+    await stack.close(eve);
     await bob.waitState('Eve gone', (st) => !st.users.some((u) => u.username === 'Eve') && st.userCount === 2);
   });
 
@@ -287,7 +264,7 @@ describe('whiteboard through nginx on two instances', { timeout: 300000 }, () =>
   });
 
   it('a late joiner sees the whole board', async () => {
-    const carol = await open('Carol');
+    const carol = await stack.open('Carol');
     await carol.joinAsGuest(invite);
     await carol.waitConnected();
     const count = (await ann.state()).strokeIds.length;
@@ -295,13 +272,12 @@ describe('whiteboard through nginx on two instances', { timeout: 300000 }, () =>
     await samePixels([ann, bob, carol], 'late-joiner');
     await carol.waitState('three users', (s) => s.userCount === 3);
     await carol.screenshot('carol-late-joiner');
-    await carol.close();
-    users.splice(users.indexOf(carol), 1);
+    await stack.close(carol);
     await ann.waitState('Carol left', (s) => s.userCount === 2);
   });
 
   it('draws with touch and with a pen', async () => {
-    const tess = await open('Tess', { hasTouch: true });
+    const tess = await stack.open('Tess', { hasTouch: true });
     await tess.joinAsGuest(invite);
     await tess.waitConnected();
     const count = (await ann.state()).strokeIds.length;
@@ -315,12 +291,11 @@ describe('whiteboard through nginx on two instances', { timeout: 300000 }, () =>
     const img = await samePixels([ann, bob, tess], 'touch-and-pen');
     assertColorAt(img, 400, 25, GREEN, 'touch stroke');
     assertColorAt(img, 1200, 25, RED, 'pen stroke');
-    await tess.close();
-    users.splice(users.indexOf(tess), 1);
+    await stack.close(tess);
   });
 
   it('a page that misses a sequenced event notices the gap and replays it', async () => {
-    const gus = await open('Gus');
+    const gus = await stack.open('Gus');
     // Gus's socket runs through a relay that can swallow one CANVAS_UPDATE from the server.
     let dropNext = false;
     let dropped = 0;
@@ -351,8 +326,7 @@ describe('whiteboard through nginx on two instances', { timeout: 300000 }, () =>
     assert.ok((await gus.state()).joins.replay > replays, 'Gus re-joined with since/epoch and got a REPLAY');
     const img = await samePixels([ann, bob, gus], 'after-gap');
     assertColorAt(img, 300, 975, PURPLE, 'the swallowed stroke');
-    await gus.close();
-    users.splice(users.indexOf(gus), 1);
+    await stack.close(gus);
   });
 
   it('a board with a thousand strokes loads and stays responsive', async (t) => {
@@ -404,7 +378,7 @@ describe('whiteboard through nginx on two instances', { timeout: 300000 }, () =>
     assert.equal(acked, n, 'every bulk stroke was acknowledged');
     await converge([ann, bob], before + n, 'bulk strokes');
 
-    const dave = await open('Dave');
+    const dave = await stack.open('Dave');
     const t0 = Date.now();
     await dave.joinAsGuest(invite);
     await dave.waitState('the whole board', (s) => s.connected && s.strokeIds.length === before + n, 30000);
@@ -433,6 +407,6 @@ describe('whiteboard through nginx on two instances', { timeout: 300000 }, () =>
   });
 
   it('left no errors in any page', () => {
-    for (const u of users) assert.deepEqual(u.errors, [], `${u.name}'s page logged errors`);
+    for (const u of stack.everyone) assert.deepEqual(u.errors, [], `${u.name}'s page logged errors`);
   });
 });
