@@ -90,27 +90,13 @@ impl TokenKeys {
             exp: now + self.access_ttl_secs,
             guest,
         };
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
-            .map_err(|_| TokenError::Invalid)
+        self.sign(&claims)
     }
 
     /// Verifies signature, algorithm (HS256 only: `alg: none` and others are refused), type and
     /// expiry against `now`.
     pub fn verify(&self, token: &str, now: u64) -> Result<AccessClaims, TokenError> {
-        let mut validation = Validation::new(Algorithm::HS256);
-        // Expiry is checked below against the caller's clock, with no leeway.
-        validation.validate_exp = false;
-        validation.required_spec_claims.clear();
-        let data = jsonwebtoken::decode::<AccessClaims>(token, &self.decoding, &validation)
-            .map_err(|_| TokenError::Invalid)?;
-        let claims = data.claims;
-        if claims.typ != "access" {
-            return Err(TokenError::WrongType);
-        }
-        if claims.exp <= now {
-            return Err(TokenError::Expired);
-        }
-        Ok(claims)
+        self.decode(token, "access", now, |c: &AccessClaims| (&c.typ, c.exp))
     }
 
     /// Mints a verification token for `email`, valid `ttl_secs` from `now`.
@@ -126,26 +112,44 @@ impl TokenKeys {
             iat: now,
             exp: now + ttl_secs,
         };
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
-            .map_err(|_| TokenError::Invalid)
+        self.sign(&claims)
     }
 
     /// The e-mail address a verification token was minted for. Same checks as
     /// [`verify`](Self::verify); any other `typ` (an access token) is [`TokenError::WrongType`].
     pub fn verify_verification(&self, token: &str, now: u64) -> Result<String, TokenError> {
+        let claims = self.decode(token, "verify", now, |c: &VerifyClaims| (&c.typ, c.exp))?;
+        Ok(claims.sub)
+    }
+
+    fn sign(&self, claims: &impl Serialize) -> Result<String, TokenError> {
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.encoding)
+            .map_err(|_| TokenError::Invalid)
+    }
+
+    /// Checks the signature (HS256 only), that `typ` is `want`, and expiry against the caller's
+    /// clock with no leeway (the library's own expiry check is off for that reason).
+    fn decode<C: serde::de::DeserializeOwned>(
+        &self,
+        token: &str,
+        want: &str,
+        now: u64,
+        typ_and_exp: impl Fn(&C) -> (&String, u64),
+    ) -> Result<C, TokenError> {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.validate_exp = false;
         validation.required_spec_claims.clear();
-        let claims = jsonwebtoken::decode::<VerifyClaims>(token, &self.decoding, &validation)
+        let claims = jsonwebtoken::decode::<C>(token, &self.decoding, &validation)
             .map_err(|_| TokenError::Invalid)?
             .claims;
-        if claims.typ != "verify" {
+        let (typ, exp) = typ_and_exp(&claims);
+        if typ != want {
             return Err(TokenError::WrongType);
         }
-        if claims.exp <= now {
+        if exp <= now {
             return Err(TokenError::Expired);
         }
-        Ok(claims.sub)
+        Ok(claims)
     }
 
     /// Verifies a token for a WebSocket session: like [`verify`](Self::verify), and the account
