@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+use std::future::Future;
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -17,6 +18,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub const SECRET: &str = "test-secret-0123456789abcdef";
@@ -169,13 +171,8 @@ impl Instance {
             shutdown: Some(tx),
             task: Some(task),
         };
-        for _ in 0..100 {
-            if http(addr, "GET", "/readyz", None, None).await.0 == 200 {
-                return instance;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("instance never became ready");
+        wait_for_status(addr, "/readyz", 200, WAIT).await;
+        instance
     }
 
     /// Signals shutdown (as SIGTERM does) and waits for the drain to finish.
@@ -214,6 +211,63 @@ pub fn token(user: &str, name: &str) -> String {
             drawbridge::unix_now(),
         )
         .expect("token")
+}
+
+/// Polls `check` every 20 ms until it holds; fails the test, naming `what`, after `within`.
+pub async fn wait_until<F, Fut>(what: &str, within: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {within:?} waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The status of a plain `GET path` (0 when nothing answered).
+pub async fn get_status(addr: SocketAddr, path: &str) -> u16 {
+    http(addr, "GET", path, None, None).await.0
+}
+
+/// Waits until `GET path` answers `status`.
+pub async fn wait_for_status(addr: SocketAddr, path: &str, status: u16, within: Duration) {
+    wait_until(&format!("{path} answers {status}"), within, || async move {
+        get_status(addr, path).await == status
+    })
+    .await;
+}
+
+/// A header's value, by its lower-cased name, from what `http` returns.
+pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// Tries a WebSocket upgrade and drops the socket if one opens: 101, or the refusal's status and
+/// (lower-cased) headers.
+pub async fn upgrade(request: impl IntoClientRequest + Unpin) -> (u16, Vec<(String, String)>) {
+    match tokio_tungstenite::connect_async(request).await {
+        Ok(_) => (101, Vec::new()),
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            let headers = response
+                .headers()
+                .iter()
+                .map(|(k, v)| {
+                    let v = String::from_utf8_lossy(v.as_bytes()).into_owned();
+                    (k.as_str().to_owned(), v)
+                })
+                .collect();
+            (response.status().as_u16(), headers)
+        }
+        Err(e) => panic!("upgrade failed without an HTTP answer: {e}"),
+    }
 }
 
 /// A minimal HTTP/1.1 request: returns status, headers (lower-cased) and body.
@@ -285,17 +339,82 @@ pub async fn http_raw(
 }
 
 pub async fn create_room(addr: SocketAddr) -> String {
-    let (status, _, body) = http(
-        addr,
-        "POST",
-        "/api/v1/rooms",
-        Some(&token("creator", "C")),
-        None,
-    )
-    .await;
+    create_room_as(addr, &token("creator", "C")).await
+}
+
+/// Creates a room with the caller's access token and returns its id.
+pub async fn create_room_as(addr: SocketAddr, access: &str) -> String {
+    let (status, _, body) = http(addr, "POST", "/api/v1/rooms", Some(access), None).await;
     assert_eq!(status, 201, "{body}");
     let v: Value = serde_json::from_str(&body).expect("json");
     v["data"]["roomId"].as_str().expect("roomId").to_owned()
+}
+
+/// Two instances on one redis-server.
+pub async fn two_instances(redis: &RedisServer) -> (Instance, Instance) {
+    (
+        Instance::start(config(Some(redis), "inst-a")).await,
+        Instance::start(config(Some(redis), "inst-b")).await,
+    )
+}
+
+/// Two instances, a room, Alice joined on A and Bob on B.
+pub struct Pair {
+    pub a: Instance,
+    pub b: Instance,
+    pub room: String,
+    pub alice: Client,
+    pub bob: Client,
+}
+
+impl Pair {
+    pub async fn start(redis: &RedisServer) -> Self {
+        Self::start_with(|instance| config(Some(redis), instance)).await
+    }
+
+    /// With each instance's configuration made by `config` from its id.
+    pub async fn start_with(config: impl Fn(&str) -> Config) -> Self {
+        let a = Instance::start(config("inst-a")).await;
+        let b = Instance::start(config("inst-b")).await;
+        let room = create_room(a.addr).await;
+        let mut alice = Client::joined(a.addr, "alice", &room).await;
+        let bob = Client::joined(b.addr, "bob", &room).await;
+        // Settle: Alice has seen Bob arrive, so tests start from a quiet room.
+        assert_eq!(alice.until("USER_JOINED").await["payload"]["userId"], "bob");
+        assert_eq!(
+            alice.until("USER_COUNT_UPDATED").await["payload"]["count"],
+            2
+        );
+        Self {
+            a,
+            b,
+            room,
+            alice,
+            bob,
+        }
+    }
+}
+
+/// The stroke ids of an `INITIAL_STATE`, in board order.
+pub fn stroke_ids(state: &Value) -> Vec<&str> {
+    state["payload"]["strokes"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no strokes in {state}"))
+        .iter()
+        .map(|s| s["strokeId"].as_str().unwrap_or_else(|| panic!("{s}")))
+        .collect()
+}
+
+/// The user ids listed in an `INITIAL_STATE` or `REPLAY`, sorted.
+pub fn user_ids(state: &Value) -> Vec<&str> {
+    let mut users: Vec<&str> = state["payload"]["users"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no users in {state}"))
+        .iter()
+        .map(|u| u["userId"].as_str().unwrap_or_else(|| panic!("{u}")))
+        .collect();
+    users.sort_unstable();
+    users
 }
 
 /// A WebSocket client speaking the v1 protocol.
@@ -305,18 +424,28 @@ pub struct Client {
 }
 
 impl Client {
+    /// Connects as `user` (named `name-<user>`) with a token made here.
     pub async fn connect(addr: SocketAddr, user: &str) -> Self {
-        let url = format!(
-            "ws://{addr}/ws?token={}",
-            token(user, &format!("name-{user}"))
-        );
+        Self::connect_with(addr, user, &token(user, &format!("name-{user}"))).await
+    }
+
+    /// Connects with an access token from elsewhere; `label` names the client in failures.
+    pub async fn connect_with(addr: SocketAddr, label: &str, access: &str) -> Self {
+        let url = format!("ws://{addr}/ws?token={access}");
         let (ws, _) = tokio_tungstenite::connect_async(url)
             .await
             .expect("ws connect");
         Self {
-            user: user.to_owned(),
+            user: label.to_owned(),
             ws,
         }
+    }
+
+    /// Connects as `user` and joins `room`.
+    pub async fn joined(addr: SocketAddr, user: &str, room: &str) -> Self {
+        let mut client = Self::connect(addr, user).await;
+        client.join(room).await;
+        client
     }
 
     pub async fn send(&mut self, message: Value) {
@@ -358,13 +487,22 @@ impl Client {
 
     /// Skips frames until one of type `kind` arrives.
     pub async fn until(&mut self, kind: &str) -> Value {
+        let mut frames = self.frames_until(kind).await;
+        frames.pop().expect("frames_until ends with the frame")
+    }
+
+    /// Every frame up to and including the first of type `kind`.
+    pub async fn frames_until(&mut self, kind: &str) -> Vec<Value> {
+        let mut frames = Vec::new();
         loop {
             let v = self
                 .next()
                 .await
-                .unwrap_or_else(|| panic!("{}: no {kind} arrived", self.user));
-            if v["type"] == kind {
-                return v;
+                .unwrap_or_else(|| panic!("{}: no {kind} arrived; got only {frames:?}", self.user));
+            let done = v["type"] == kind;
+            frames.push(v);
+            if done {
+                return frames;
             }
         }
     }
@@ -387,8 +525,7 @@ impl Client {
 
     /// Joins and returns the `INITIAL_STATE`/`REPLAY`, consuming the count update that follows.
     pub async fn join(&mut self, room: &str) -> Value {
-        self.send(json!({"type": "JOIN_ROOM", "payload": {"roomId": room}}))
-            .await;
+        self.send(join_room(room)).await;
         let state = self.expect("INITIAL_STATE").await;
         self.until("USER_COUNT_UPDATED").await;
         state
@@ -404,6 +541,21 @@ impl Client {
         self.until("ACK").await
     }
 
+    /// Sends `UNDO`, of `target` or (without one) of the caller's latest stroke.
+    pub async fn undo(&mut self, room: &str, target: Option<&str>) {
+        let mut payload = json!({"roomId": room});
+        if let Some(id) = target {
+            payload["strokeId"] = json!(id);
+        }
+        self.send(json!({"type": "UNDO", "payload": payload})).await;
+    }
+
+    /// Sends `REDO` of the caller's most recently undone stroke.
+    pub async fn redo(&mut self, room: &str) {
+        self.send(json!({"type": "REDO", "payload": {"roomId": room}}))
+            .await;
+    }
+
     pub async fn close(mut self) {
         let _ = self.ws.close(None).await;
     }
@@ -414,4 +566,13 @@ pub fn stroke(room: &str, stroke_id: &str) -> Value {
         "strokeId": stroke_id, "points": [{"x": 1.5, "y": 2}, {"x": 3, "y": 4}],
         "color": "#ff0000", "width": 3
     }}})
+}
+
+pub fn join_room(room: &str) -> Value {
+    json!({"type": "JOIN_ROOM", "payload": {"roomId": room}})
+}
+
+/// A `JOIN_ROOM` asking to replay what came after `since` in `epoch`.
+pub fn join_room_since(room: &str, since: u64, epoch: &Value) -> Value {
+    json!({"type": "JOIN_ROOM", "payload": {"roomId": room, "since": since, "epoch": epoch}})
 }
