@@ -6,55 +6,21 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::{Client, Instance, RedisServer, config, create_room, http, metrics, stroke, token};
+use common::{
+    Client, Instance, Pair, RedisServer, config, create_room, get_status, header, http, join_room,
+    join_room_since, metrics, stroke, stroke_ids, token, two_instances, upgrade, user_ids,
+    wait_for_status,
+};
 use serde_json::{Value, json};
-
-async fn two_instances(redis: &RedisServer) -> (Instance, Instance) {
-    (
-        Instance::start(config(Some(redis), "inst-a")).await,
-        Instance::start(config(Some(redis), "inst-b")).await,
-    )
-}
-
-/// Two instances, a room, Alice joined on A and Bob on B.
-struct Pair {
-    a: Instance,
-    b: Instance,
-    room: String,
-    alice: Client,
-    bob: Client,
-}
-
-async fn pair(redis: &RedisServer) -> Pair {
-    let (a, b) = two_instances(redis).await;
-    let room = create_room(a.addr).await;
-    let mut alice = Client::connect(a.addr, "alice").await;
-    let mut bob = Client::connect(b.addr, "bob").await;
-    alice.join(&room).await;
-    bob.join(&room).await;
-    // Settle: Alice has seen Bob arrive, so tests start from a quiet room.
-    alice.until("USER_JOINED").await;
-    alice.until("USER_COUNT_UPDATED").await;
-    Pair {
-        a,
-        b,
-        room,
-        alice,
-        bob,
-    }
-}
 
 #[tokio::test]
 async fn a_stroke_on_one_instance_reaches_clients_on_both_in_seq_order() {
     let redis = RedisServer::start();
     let (a, b) = two_instances(&redis).await;
     let room = create_room(a.addr).await;
-    let mut alice = Client::connect(a.addr, "alice").await;
-    let mut bob = Client::connect(b.addr, "bob").await;
-    let mut carol = Client::connect(a.addr, "carol").await;
-    alice.join(&room).await;
-    bob.join(&room).await;
-    carol.join(&room).await;
+    let mut alice = Client::joined(a.addr, "alice", &room).await;
+    let mut bob = Client::joined(b.addr, "bob", &room).await;
+    let mut carol = Client::joined(a.addr, "carol", &room).await;
 
     for n in 1..=3 {
         let ack = alice.draw_acked(&room, &format!("s{n}")).await;
@@ -88,9 +54,7 @@ async fn concurrent_writers_on_two_instances_all_see_one_gap_free_order() {
     let room = create_room(a.addr).await;
     let mut clients = Vec::new();
     for (i, addr) in [a.addr, b.addr, a.addr, b.addr].into_iter().enumerate() {
-        let mut c = Client::connect(addr, &format!("user{i}")).await;
-        c.join(&room).await;
-        clients.push(c);
+        clients.push(Client::joined(addr, &format!("user{i}"), &room).await);
     }
     // Everyone sees the presence of those who joined after them; drain that first.
     for (i, c) in clients.iter_mut().enumerate() {
@@ -158,33 +122,18 @@ async fn late_joiner_gets_the_board_users_seq_and_epoch() {
     let redis = RedisServer::start();
     let (a, b) = two_instances(&redis).await;
     let room = create_room(a.addr).await;
-    let mut alice = Client::connect(a.addr, "alice").await;
-    alice.join(&room).await;
+    let mut alice = Client::joined(a.addr, "alice", &room).await;
     alice.draw_acked(&room, "s1").await;
     alice.draw_acked(&room, "s2").await;
 
     let mut bob = Client::connect(b.addr, "bob").await;
-    bob.send(json!({"type": "JOIN_ROOM", "payload": {"roomId": room}}))
-        .await;
+    bob.send(join_room(&room)).await;
     let state = bob.expect("INITIAL_STATE").await;
     let p = &state["payload"];
     assert_eq!(p["seq"], 2);
     assert!(p["epoch"].as_str().is_some_and(|e| !e.is_empty()));
-    let ids: Vec<&str> = p["strokes"]
-        .as_array()
-        .expect("strokes")
-        .iter()
-        .filter_map(|s| s["strokeId"].as_str())
-        .collect();
-    assert_eq!(ids, ["s1", "s2"]);
-    let mut users: Vec<&str> = p["users"]
-        .as_array()
-        .expect("users")
-        .iter()
-        .filter_map(|u| u["userId"].as_str())
-        .collect();
-    users.sort_unstable();
-    assert_eq!(users, ["alice", "bob"]);
+    assert_eq!(stroke_ids(&state), ["s1", "s2"]);
+    assert_eq!(user_ids(&state), ["alice", "bob"]);
     let count = bob.expect("USER_COUNT_UPDATED").await;
     assert_eq!(count["payload"]["count"], 2);
 
@@ -211,26 +160,22 @@ async fn undo_and_redo_are_the_owners_alone() {
         room,
         mut alice,
         mut bob,
-    } = pair(&redis).await;
+    } = Pair::start(&redis).await;
     alice.draw_acked(&room, "a1").await;
     alice.draw_acked(&room, "a2").await;
     bob.draw_acked(&room, "b1").await;
 
     // Bob may not undo Alice's stroke, and has nothing to redo.
-    bob.send(json!({"type": "UNDO", "payload": {"roomId": room, "strokeId": "a1"}}))
-        .await;
+    bob.undo(&room, Some("a1")).await;
     assert_eq!(bob.until("ERROR").await["payload"]["code"], "FORBIDDEN");
-    bob.send(json!({"type": "REDO", "payload": {"roomId": room}}))
-        .await;
+    bob.redo(&room).await;
     assert_eq!(
         bob.until("ERROR").await["payload"]["code"],
         "NOTHING_TO_REDO"
     );
 
     // Alice's UNDO without an id takes her latest stroke, not Bob's later one.
-    alice
-        .send(json!({"type": "UNDO", "payload": {"roomId": room}}))
-        .await;
+    alice.undo(&room, None).await;
     let ack = alice.until("ACK").await;
     assert_eq!(ack["payload"]["strokeId"], "a2");
     let undo = bob.until("UNDO").await;
@@ -238,39 +183,24 @@ async fn undo_and_redo_are_the_owners_alone() {
     assert_eq!(undo["payload"]["userId"], "alice");
     assert_eq!(undo["payload"]["seq"], 4);
 
-    alice
-        .send(json!({"type": "REDO", "payload": {"roomId": room}}))
-        .await;
+    alice.redo(&room).await;
     assert_eq!(alice.until("ACK").await["payload"]["seq"], 5);
     let redo = bob.until("REDO").await;
     assert_eq!(redo["payload"]["stroke"]["strokeId"], "a2");
     assert_eq!(redo["payload"]["stroke"]["points"][1]["y"], 4.0);
 
-    alice
-        .send(json!({"type": "UNDO", "payload": {"roomId": room, "strokeId": "a1"}}))
-        .await;
+    alice.undo(&room, Some("a1")).await;
     alice.until("ACK").await;
-    alice
-        .send(json!({"type": "UNDO", "payload": {"roomId": room}}))
-        .await;
+    alice.undo(&room, None).await;
     alice.until("ACK").await;
-    alice
-        .send(json!({"type": "UNDO", "payload": {"roomId": room}}))
-        .await;
+    alice.undo(&room, None).await;
     assert_eq!(
         alice.until("ERROR").await["payload"]["code"],
         "NOTHING_TO_UNDO"
     );
 
-    let mut late = Client::connect(b.addr, "late").await;
-    let state = late.join(&room).await;
-    let ids: Vec<&str> = state["payload"]["strokes"]
-        .as_array()
-        .expect("strokes")
-        .iter()
-        .filter_map(|s| s["strokeId"].as_str())
-        .collect();
-    assert_eq!(ids, ["b1"]);
+    let state = Client::connect(b.addr, "late").await.join(&room).await;
+    assert_eq!(stroke_ids(&state), ["b1"]);
 }
 
 #[tokio::test]
@@ -282,7 +212,7 @@ async fn resending_an_op_returns_the_original_ack_and_changes_nothing() {
         room,
         mut alice,
         mut bob,
-    } = pair(&redis).await;
+    } = Pair::start(&redis).await;
     let first = alice.draw_acked(&room, "s1").await;
     assert_eq!(
         first["payload"]["opId"], "s1",
@@ -291,21 +221,16 @@ async fn resending_an_op_returns_the_original_ack_and_changes_nothing() {
     bob.until("CANVAS_UPDATE").await;
 
     // Resent on another instance, as after a reconnect.
-    let mut again = Client::connect(b.addr, "alice").await;
-    again.join(&room).await;
+    let mut again = Client::joined(b.addr, "alice", &room).await;
     let dup = again.draw_acked(&room, "s1").await;
     assert_eq!(dup["payload"]["seq"], first["payload"]["seq"]);
     assert_eq!(dup["payload"]["duplicate"], true);
     bob.expect_none_of("CANVAS_UPDATE", Duration::from_millis(300))
         .await;
 
-    let mut late = Client::connect(a.addr, "late").await;
-    let state = late.join(&room).await;
+    let state = Client::connect(a.addr, "late").await.join(&room).await;
     assert_eq!(state["payload"]["seq"], 1);
-    assert_eq!(
-        state["payload"]["strokes"].as_array().map(Vec::len),
-        Some(1)
-    );
+    assert_eq!(stroke_ids(&state), ["s1"]);
 }
 
 #[tokio::test]
@@ -313,9 +238,8 @@ async fn reconnecting_to_the_other_instance_with_since_replays_exactly_the_misse
     let redis = RedisServer::start();
     let (a, b) = two_instances(&redis).await;
     let room = create_room(a.addr).await;
-    let mut alice = Client::connect(a.addr, "alice").await;
+    let mut alice = Client::joined(a.addr, "alice", &room).await;
     let mut bob = Client::connect(a.addr, "bob").await;
-    alice.join(&room).await;
     let state = bob.join(&room).await;
     let epoch = state["payload"]["epoch"].clone();
     alice.draw_acked(&room, "s1").await;
@@ -323,14 +247,11 @@ async fn reconnecting_to_the_other_instance_with_since_replays_exactly_the_misse
     bob.close().await;
 
     alice.draw_acked(&room, "s2").await;
-    alice
-        .send(json!({"type": "UNDO", "payload": {"roomId": room}}))
-        .await;
+    alice.undo(&room, None).await;
     alice.until("ACK").await;
 
     let mut bob = Client::connect(b.addr, "bob").await;
-    bob.send(json!({"type": "JOIN_ROOM", "payload": {"roomId": room, "since": 1, "epoch": epoch}}))
-        .await;
+    bob.send(join_room_since(&room, 1, &epoch)).await;
     let replay = bob.expect("REPLAY").await;
     let p = &replay["payload"];
     assert_eq!(p["fromSeq"], 2);
@@ -342,22 +263,15 @@ async fn reconnecting_to_the_other_instance_with_since_replays_exactly_the_misse
     assert_eq!(events[0]["payload"]["seq"], 2);
     assert_eq!(events[1]["type"], "UNDO");
     assert_eq!(events[1]["payload"]["strokeId"], "s2");
-    let mut present: Vec<&str> = p["users"]
-        .as_array()
-        .expect("REPLAY lists who is present")
-        .iter()
-        .filter_map(|u| u["userId"].as_str())
-        .collect();
-    present.sort_unstable();
-    assert_eq!(present, ["alice", "bob"]);
+    assert_eq!(
+        user_ids(&replay),
+        ["alice", "bob"],
+        "REPLAY lists who is present"
+    );
 
     // A wrong epoch falls back to the full state.
     let mut carol = Client::connect(b.addr, "carol").await;
-    carol
-        .send(
-            json!({"type": "JOIN_ROOM", "payload": {"roomId": room, "since": 1, "epoch": "other"}}),
-        )
-        .await;
+    carol.send(join_room_since(&room, 1, &json!("other"))).await;
     assert_eq!(carol.expect("INITIAL_STATE").await["payload"]["seq"], 3);
 
     // And live events continue after the replay without a gap.
@@ -375,7 +289,7 @@ async fn cursors_are_relayed_to_others_with_identity_and_capped() {
         room,
         mut alice,
         mut bob,
-    } = pair(&redis).await;
+    } = Pair::start(&redis).await;
 
     let started = std::time::Instant::now();
     for i in 0..60 {
@@ -411,12 +325,9 @@ async fn leaving_and_disconnecting_tell_the_room() {
     let redis = RedisServer::start();
     let (a, b) = two_instances(&redis).await;
     let room = create_room(a.addr).await;
-    let mut alice = Client::connect(a.addr, "alice").await;
-    let mut bob = Client::connect(b.addr, "bob").await;
-    let mut carol = Client::connect(b.addr, "carol").await;
-    alice.join(&room).await;
-    bob.join(&room).await;
-    carol.join(&room).await;
+    let mut alice = Client::joined(a.addr, "alice", &room).await;
+    let mut bob = Client::joined(b.addr, "bob", &room).await;
+    let carol = Client::joined(b.addr, "carol", &room).await;
     alice.until("USER_JOINED").await;
     alice.until("USER_JOINED").await;
 
@@ -468,28 +379,23 @@ async fn every_auth_rejection_gets_its_status_before_the_upgrade() {
     let good = token("u1", "U");
     let origin = "https://board.example";
 
-    let status = |token: Option<String>, origin: &'static str| {
-        let addr = a.addr;
-        async move {
-            let mut request = format!("ws://{addr}/ws");
-            if let Some(t) = token {
-                request.push_str(&format!("?token={t}"));
-            }
-            let mut req =
-                tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
-                    request,
-                )
-                .expect("request");
-            req.headers_mut()
-                .insert("Origin", origin.parse().expect("origin"));
-            match tokio_tungstenite::connect_async(req).await {
-                Ok(_) => 101,
-                Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
-                    response.status().as_u16()
-                }
-                Err(e) => panic!("unexpected failure: {e}"),
-            }
+    // An upgrade from `origin`, with `token` if there is one: status and headers.
+    let attempt = |token: Option<String>, origin: &'static str| {
+        let mut url = format!("ws://{}/ws", a.addr);
+        if let Some(t) = token {
+            url.push_str(&format!("?token={t}"));
         }
+        let mut request =
+            tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url)
+                .expect("request");
+        request
+            .headers_mut()
+            .insert("Origin", origin.parse().expect("origin"));
+        upgrade(request)
+    };
+    let status = |token, origin| {
+        let answer = attempt(token, origin);
+        async move { answer.await.0 }
     };
     assert_eq!(status(None, origin).await, 401, "missing");
     assert_eq!(
@@ -508,33 +414,13 @@ async fn every_auth_rejection_gets_its_status_before_the_upgrade() {
     assert_eq!(status(Some(good.clone()), origin).await, 101);
     assert_eq!(status(Some(good.clone()), origin).await, 101);
     assert_eq!(status(Some(good.clone()), origin).await, 101);
-    assert_eq!(
-        status(Some(good.clone()), origin).await,
-        429,
-        "over the per-IP limit"
-    );
-    // The refusal says when to come back, like every other limited route.
-    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
-        a.ws_url(&good),
-    )
-    .expect("request");
-    req.headers_mut()
-        .insert("Origin", origin.parse().expect("origin"));
-    match tokio_tungstenite::connect_async(req).await {
-        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
-            let header = |name: &str| {
-                response
-                    .headers()
-                    .get(name)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse::<u64>().ok())
-            };
-            assert!(header("retry-after").is_some_and(|s| (1..=60).contains(&s)));
-            assert_eq!(header("ratelimit-limit"), Some(3));
-            assert_eq!(header("ratelimit-remaining"), Some(0));
-        }
-        other => panic!("expected 429, got {:?}", other.map(|_| ())),
-    }
+    // Over the per-IP limit; the refusal says when to come back, like every other limited route.
+    let (status, headers) = attempt(Some(good.clone()), origin).await;
+    assert_eq!(status, 429, "over the per-IP limit");
+    let number = |name: &str| header(&headers, name).and_then(|v| v.parse::<u64>().ok());
+    assert!(number("retry-after").is_some_and(|s| (1..=60).contains(&s)));
+    assert_eq!(number("ratelimit-limit"), Some(3));
+    assert_eq!(number("ratelimit-remaining"), Some(0));
     a.stop().await;
 }
 
@@ -543,26 +429,15 @@ async fn upgrades_get_503_while_redis_is_unreachable_and_readiness_says_so() {
     let mut redis = RedisServer::start();
     let a = Instance::start(config(Some(&redis), "inst-a")).await;
     redis.stop();
-    let mut became_unready = false;
-    for _ in 0..100 {
-        if http(a.addr, "GET", "/readyz", None, None).await.0 == 503 {
-            became_unready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(became_unready, "readiness must turn 503 when redis is gone");
-    assert_eq!(http(a.addr, "GET", "/ready", None, None).await.0, 503);
+    // Readiness must turn 503 when redis is gone.
+    wait_for_status(a.addr, "/readyz", 503, Duration::from_secs(10)).await;
+    assert_eq!(get_status(a.addr, "/ready").await, 503);
     assert_eq!(
-        http(a.addr, "GET", "/healthz", None, None).await.0,
+        get_status(a.addr, "/healthz").await,
         200,
         "liveness stays up"
     );
-    let url = a.ws_url(&token("u1", "U"));
-    match tokio_tungstenite::connect_async(url).await {
-        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 503),
-        other => panic!("expected 503, got {:?}", other.map(|_| ())),
-    }
+    assert_eq!(upgrade(a.ws_url(&token("u1", "U"))).await.0, 503);
 }
 
 #[tokio::test]
@@ -574,7 +449,7 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
         room,
         mut alice,
         mut bob,
-    } = pair(&redis).await;
+    } = Pair::start(&redis).await;
 
     let points = |n: usize| (0..n).map(|i| json!({"x": i, "y": i})).collect::<Vec<_>>();
     let bad_strokes = [
@@ -659,10 +534,8 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
     assert_eq!(state["payload"]["strokes"], json!([]));
 
     // Joining a room that does not exist.
-    late.send(
-        json!({"type": "JOIN_ROOM", "payload": {"roomId": "00000000-0000-4000-8000-000000000000"}}),
-    )
-    .await;
+    late.send(join_room("00000000-0000-4000-8000-000000000000"))
+        .await;
     assert_eq!(late.until("ROOM_EXPIRED").await["type"], "ROOM_EXPIRED");
 }
 
@@ -684,25 +557,11 @@ async fn sigterm_drain_closes_sockets_with_1001_and_refuses_new_upgrades() {
     let mut a = Instance::start(config(Some(&redis), "inst-a")).await;
     let addr = a.addr;
     let room = create_room(addr).await;
-    let mut alice = Client::connect(addr, "alice").await;
-    alice.join(&room).await;
+    let mut alice = Client::joined(addr, "alice", &room).await;
     a.signal_stop();
-    // During the drain the listener still answers: readiness 503, upgrades 503.
-    let mut saw_503 = false;
-    for _ in 0..20 {
-        if http(addr, "GET", "/readyz", None, None).await.0 == 503 {
-            saw_503 = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(saw_503, "readiness must turn 503 on drain");
-    match tokio_tungstenite::connect_async(format!("ws://{addr}/ws?token={}", token("x", "X")))
-        .await
-    {
-        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 503),
-        other => panic!("expected 503, got {:?}", other.map(|_| ())),
-    }
+    // During the drain (1 s here) the listener still answers: readiness 503, upgrades 503.
+    wait_for_status(addr, "/readyz", 503, Duration::from_millis(500)).await;
+    assert_eq!(upgrade(a.ws_url(&token("x", "X"))).await.0, 503);
     let close = alice.until("CLOSE").await;
     assert_eq!(close["code"], 1001);
     a.stop().await;
@@ -712,10 +571,8 @@ async fn sigterm_drain_closes_sockets_with_1001_and_refuses_new_upgrades() {
 async fn the_embedded_engine_serves_a_whole_session_without_redis() {
     let a = Instance::start(config(None, "solo")).await;
     let room = create_room(a.addr).await;
-    let mut alice = Client::connect(a.addr, "alice").await;
-    let mut bob = Client::connect(a.addr, "bob").await;
-    alice.join(&room).await;
-    bob.join(&room).await;
+    let mut alice = Client::joined(a.addr, "alice", &room).await;
+    let mut bob = Client::joined(a.addr, "bob", &room).await;
     assert_eq!(alice.draw_acked(&room, "s1").await["payload"]["seq"], 1);
     assert_eq!(bob.until("CANVAS_UPDATE").await["payload"]["seq"], 1);
     let value = metrics(a.addr).await;
@@ -778,8 +635,7 @@ async fn a_connection_that_misses_two_pings_is_closed_and_leaves_the_room() {
     cfg.ping_interval_secs = 1;
     let a = Instance::start(cfg).await;
     let room = create_room(a.addr).await;
-    let mut alice = Client::connect(a.addr, "alice").await;
-    alice.join(&room).await;
+    let mut alice = Client::joined(a.addr, "alice", &room).await;
     // A raw socket that joins and then never reads again, so it never answers a ping.
     let url = a.ws_url(&token("mute", "Mute"));
     let (mut mute, _) = tokio_tungstenite::connect_async(url)
@@ -787,7 +643,7 @@ async fn a_connection_that_misses_two_pings_is_closed_and_leaves_the_room() {
         .expect("connect");
     use futures::SinkExt;
     mute.send(tokio_tungstenite::tungstenite::Message::text(
-        json!({"type": "JOIN_ROOM", "payload": {"roomId": room}}).to_string(),
+        join_room(&room).to_string(),
     ))
     .await
     .expect("send");
@@ -812,12 +668,9 @@ async fn a_client_that_cannot_keep_up_is_closed_with_1013_and_never_slows_the_ro
     cfg.ws_write_buffer = 1024;
     let a = Instance::start(cfg).await;
     let room = create_room(a.addr).await;
-    let mut writer = Client::connect(a.addr, "writer").await;
-    let mut fast = Client::connect(a.addr, "fast").await;
-    let mut slow = Client::connect(a.addr, "slow").await;
-    writer.join(&room).await;
-    fast.join(&room).await;
-    slow.join(&room).await;
+    let mut writer = Client::joined(a.addr, "writer", &room).await;
+    let mut fast = Client::joined(a.addr, "fast", &room).await;
+    let mut slow = Client::joined(a.addr, "slow", &room).await;
     // Big strokes fill the socket buffers quickly; the slow client stops reading.
     let points: Vec<Value> = (0..2500).map(|i| json!({"x": i, "y": i})).collect();
     const STROKES: u64 = 150;
@@ -856,7 +709,7 @@ async fn rejoining_the_same_room_on_a_socket_causes_no_presence_churn() {
         room,
         mut alice,
         mut bob,
-    } = pair(&redis).await;
+    } = Pair::start(&redis).await;
     let state = bob.join(&room).await;
     assert_eq!(state["type"], "INITIAL_STATE");
     alice.draw_acked(&room, "s1").await;
