@@ -5,7 +5,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Client, Instance, RedisServer, config, create_room, metrics};
+use common::{
+    Client, Instance, Pair, RedisServer, WAIT, config, metrics, stroke_ids, user_ids,
+    wait_for_status,
+};
 use drawbridge::config::Config;
 use redis::AsyncCommands;
 use serde_json::{Value, json};
@@ -54,17 +57,7 @@ async fn collect_seqs(client: &mut Client, want: usize) -> Vec<u64> {
 }
 
 async fn wait_ready(instance: &Instance) {
-    for _ in 0..200 {
-        if common::http(instance.addr, "GET", "/readyz", None, None)
-            .await
-            .0
-            == 200
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("instance did not become ready again");
+    wait_for_status(instance.addr, "/readyz", 200, 2 * WAIT).await;
 }
 
 /// Draws until the stroke is acknowledged, retrying with the same id while Redis is away.
@@ -90,13 +83,13 @@ async fn draw_until_acked(client: &mut Client, room: &str, id: &str) -> Value {
 #[tokio::test]
 async fn a_redis_restart_loses_no_acknowledged_stroke_and_leaves_no_gap() {
     let mut redis = RedisServer::start();
-    let a = Instance::start(config(Some(&redis), "inst-a")).await;
-    let b = Instance::start(config(Some(&redis), "inst-b")).await;
-    let room = create_room(a.addr).await;
-    let mut alice = Client::connect(a.addr, "alice").await;
-    let mut bob = Client::connect(b.addr, "bob").await;
-    alice.join(&room).await;
-    bob.join(&room).await;
+    let Pair {
+        a,
+        b,
+        room,
+        mut alice,
+        mut bob,
+    } = Pair::start(&redis).await;
     for n in 1..=3 {
         alice.draw_acked(&room, &format!("before{n}")).await;
     }
@@ -111,16 +104,9 @@ async fn a_redis_restart_loses_no_acknowledged_stroke_and_leaves_no_gap() {
     wait_ready(&b).await;
     assert_eq!(collect_seqs(&mut bob, 3).await, [4, 5, 6]);
 
-    let mut late = Client::connect(b.addr, "late").await;
-    let state = late.join(&room).await;
-    let ids: Vec<&str> = state["payload"]["strokes"]
-        .as_array()
-        .expect("strokes")
-        .iter()
-        .filter_map(|s| s["strokeId"].as_str())
-        .collect();
+    let state = Client::connect(b.addr, "late").await.join(&room).await;
     assert_eq!(
-        ids,
+        stroke_ids(&state),
         [
             "before1", "before2", "before3", "after1", "after2", "after3"
         ]
@@ -130,13 +116,13 @@ async fn a_redis_restart_loses_no_acknowledged_stroke_and_leaves_no_gap() {
 #[tokio::test]
 async fn an_instance_cut_off_from_pubsub_fills_the_hole_from_the_log() {
     let redis = RedisServer::start();
-    let a = Instance::start(config(Some(&redis), "inst-a")).await;
-    let b = Instance::start(config(Some(&redis), "inst-b")).await;
-    let room = create_room(a.addr).await;
-    let mut alice = Client::connect(a.addr, "alice").await;
-    let mut bob = Client::connect(b.addr, "bob").await;
-    alice.join(&room).await;
-    bob.join(&room).await;
+    let Pair {
+        a: _a,
+        b,
+        room,
+        mut alice,
+        mut bob,
+    } = Pair::start(&redis).await;
     alice.draw_acked(&room, "s1").await;
     assert_eq!(collect_seqs(&mut bob, 1).await, [1]);
 
@@ -171,17 +157,17 @@ async fn an_instance_cut_off_from_pubsub_fills_the_hole_from_the_log() {
 #[tokio::test]
 async fn presence_swept_while_an_instance_looked_dead_is_put_back() {
     let redis = RedisServer::start();
-    let fast_heartbeat = |instance| Config {
+    let fast_heartbeat = |instance: &str| Config {
         heartbeat_secs: 1,
         ..config(Some(&redis), instance)
     };
-    let a = Instance::start(fast_heartbeat("inst-a")).await;
-    let b = Instance::start(fast_heartbeat("inst-b")).await;
-    let room = create_room(a.addr).await;
-    let mut alice = Client::connect(a.addr, "alice").await;
-    let mut bob = Client::connect(b.addr, "bob").await;
-    alice.join(&room).await;
-    bob.join(&room).await;
+    let Pair {
+        a: _a,
+        b,
+        room,
+        alice: _alice,
+        mut bob,
+    } = Pair::start_with(fast_heartbeat).await;
 
     // What Redis looks like after A was cut off for longer than its key's TTL and B swept the
     // room: A's key is gone and so is Alice's entry, though her socket is open.
@@ -210,25 +196,16 @@ async fn presence_swept_while_an_instance_looked_dead_is_put_back() {
     let alive: bool = conn.exists("instance:inst-a").await.expect("exists");
     assert!(alive);
 
-    let mut late = Client::connect(b.addr, "late").await;
-    let state = late.join(&room).await;
-    let mut present: Vec<&str> = state["payload"]["users"]
-        .as_array()
-        .expect("users")
-        .iter()
-        .filter_map(|u| u["userId"].as_str())
-        .collect();
-    present.sort_unstable();
-    assert_eq!(present, ["alice", "bob", "late"]);
+    let state = Client::connect(b.addr, "late").await.join(&room).await;
+    assert_eq!(user_ids(&state), ["alice", "bob", "late"]);
 }
 
 #[tokio::test]
 async fn scripts_are_in_redis_before_the_first_op() {
     let redis = RedisServer::start();
     let a = Instance::start(config(Some(&redis), "inst-a")).await;
-    let room = create_room(a.addr).await;
-    let mut alice = Client::connect(a.addr, "alice").await;
-    alice.join(&room).await;
+    let room = common::create_room(a.addr).await;
+    let mut alice = Client::joined(a.addr, "alice", &room).await;
     alice.draw_acked(&room, "s1").await;
     // A script missing from Redis's cache fails its EVALSHA with NOSCRIPT: after a restart
     // every first join would, all at once, and each would resend the script's body.
