@@ -284,14 +284,12 @@ async fn redis_engine_keeps_accounts() {
 // ---------------------------------------------------------------------------------------------
 // Over HTTP: real instances, a real redis-server, and a real SMTP listener.
 
-use common::{Instance, SECRET, config, http};
-use futures::{SinkExt, StreamExt};
+use common::{Client, Instance, SECRET, config, header, http};
 use serde_json::{Value, json};
 use std::net::SocketAddr;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::Message;
 
 /// A one-purpose SMTP server on `127.0.0.1:0`: accepts every message and hands over its DATA.
 struct SmtpSink {
@@ -400,13 +398,19 @@ async fn smtp_session(socket: TcpStream, mails: mpsc::Sender<String>) {
     }
 }
 
-fn mail_config(redis: &RedisServer, smtp: &SmtpSink, instance: &str) -> drawbridge::config::Config {
+/// An instance's configuration with mail going to `smtp` (and, without Redis, the embedded
+/// engine).
+fn mail_config(
+    redis: Option<&RedisServer>,
+    smtp: &SmtpSink,
+    instance: &str,
+) -> drawbridge::config::Config {
     drawbridge::config::Config {
         smtp_host: "127.0.0.1".into(),
         smtp_port: smtp.port,
         smtp_tls: "none".into(),
         smtp_from: "drawbridge tests <tests@drawbridge.test>".into(),
-        ..config(Some(redis), instance)
+        ..config(redis, instance)
     }
 }
 
@@ -437,15 +441,34 @@ async fn get(addr: SocketAddr, path: &str, bearer: Option<&str>) -> (u16, Value)
     (status, serde_json::from_str(&body).unwrap_or(Value::Null))
 }
 
-fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers
-        .iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
-}
-
 fn s(v: &Value) -> &str {
     v.as_str().unwrap_or_else(|| panic!("not a string: {v}"))
+}
+
+/// Exchanges a refresh token: status and JSON body.
+async fn refresh(addr: SocketAddr, token: &str) -> (u16, Value) {
+    post(
+        addr,
+        "/api/v1/auth/refresh",
+        None,
+        json!({"refreshToken": token}),
+    )
+    .await
+}
+
+async fn sign_in(addr: SocketAddr, email: &str, password: &str) -> (u16, Value) {
+    post(
+        addr,
+        "/api/v1/auth/signin",
+        None,
+        json!({"email": email, "password": password}),
+    )
+    .await
+}
+
+/// A six-digit code that is not `code`.
+fn wrong_code(code: &str) -> &'static str {
+    if code == "000000" { "111111" } else { "000000" }
 }
 
 /// Signs up and returns the verification token.
@@ -476,8 +499,8 @@ async fn redis_keys(redis: &RedisServer, pattern: &str) -> Vec<String> {
 async fn sign_up_verify_connect_refresh_reuse_and_logout() {
     let redis = RedisServer::start();
     let mut smtp = SmtpSink::start().await;
-    let a = Instance::start(mail_config(&redis, &smtp, "inst-a")).await;
-    let b = Instance::start(mail_config(&redis, &smtp, "inst-b")).await;
+    let a = Instance::start(mail_config(Some(&redis), &smtp, "inst-a")).await;
+    let b = Instance::start(mail_config(Some(&redis), &smtp, "inst-b")).await;
 
     // Sign up on one instance; the code arrives by e-mail.
     let verification = sign_up(a.addr, "Ann", "Ann@Example.com", "correct horse").await;
@@ -512,43 +535,15 @@ async fn sign_up_verify_connect_refresh_reuse_and_logout() {
     assert_eq!(get(b.addr, "/api/user/me", Some(&access)).await.0, 200);
 
     // The access token opens a WebSocket, and the room sees the account's id and name.
-    let (status, _, created) = http(a.addr, "POST", "/api/v1/rooms", Some(&access), None).await;
-    assert_eq!(status, 201, "{created}");
-    let room: Value = serde_json::from_str(&created).expect("json");
-    let room = s(&room["data"]["roomId"]).to_owned();
-    let (mut ws, _) = tokio_tungstenite::connect_async(b.ws_url(&access))
-        .await
-        .expect("the access token opens a socket");
-    ws.send(Message::text(
-        json!({"type": "JOIN_ROOM", "payload": {"roomId": room}}).to_string(),
-    ))
-    .await
-    .expect("send");
-    let state = loop {
-        let frame = tokio::time::timeout(common::WAIT, ws.next())
-            .await
-            .expect("a frame")
-            .expect("open")
-            .expect("frame");
-        if let Message::Text(text) = frame {
-            let v: Value = serde_json::from_str(text.as_str()).expect("json");
-            if v["type"] == "INITIAL_STATE" {
-                break v;
-            }
-        }
-    };
+    let room = common::create_room_as(a.addr, &access).await;
+    let mut ws = Client::connect_with(b.addr, "ann", &access).await;
+    let state = ws.join(&room).await;
     assert_eq!(state["payload"]["users"][0]["userId"], user_id.as_str());
     assert_eq!(state["payload"]["users"][0]["username"], "Ann");
-    let _ = ws.close(None).await;
+    ws.close().await;
 
     // Refresh rotates: a new pair, and the old refresh token is dead.
-    let (status, body) = post(
-        b.addr,
-        "/api/v1/auth/refresh",
-        None,
-        json!({"refreshToken": refresh1}),
-    )
-    .await;
+    let (status, body) = refresh(b.addr, &refresh1).await;
     assert_eq!(status, 200, "{body}");
     let refresh2 = s(&body["refreshToken"]).to_owned();
     assert_ne!(refresh2, refresh1);
@@ -566,17 +561,11 @@ async fn sign_up_verify_connect_refresh_reuse_and_logout() {
     .await;
     assert_eq!(status, 401, "{body}");
     assert_eq!(body["code"], "TOKEN_REUSED");
-    let (status, body) = post(
-        b.addr,
-        "/api/v1/auth/refresh",
-        None,
-        json!({"refreshToken": refresh2}),
-    )
-    .await;
+    let (status, body) = refresh(b.addr, &refresh2).await;
     assert_eq!(status, 401, "the family was revoked: {body}");
     assert!(redis_keys(&redis, "refresh:*").await.is_empty());
 
-    // Sign in again; logout revokes that session's refresh token.
+    // Sign in again (the Canvas alias); logout revokes that session's refresh token.
     let (status, body) = post(
         a.addr,
         "/api/home/signin",
@@ -595,13 +584,7 @@ async fn sign_up_verify_connect_refresh_reuse_and_logout() {
     )
     .await;
     assert_eq!(status, 200, "{body}");
-    let (status, _) = post(
-        a.addr,
-        "/api/v1/auth/refresh",
-        None,
-        json!({"refreshToken": refresh3}),
-    )
-    .await;
+    let (status, _) = refresh(a.addr, &refresh3).await;
     assert_eq!(status, 401, "logged out");
     assert!(redis_keys(&redis, "refresh:*").await.is_empty());
     smtp.expect_none().await;
@@ -613,7 +596,7 @@ async fn two_instances_share_the_sign_in_and_room_limits() {
     let smtp = SmtpSink::start().await;
     let room_limited = |instance| drawbridge::config::Config {
         room_rate_limit: 2,
-        ..mail_config(&redis, &smtp, instance)
+        ..mail_config(Some(&redis), &smtp, instance)
     };
     let a = Instance::start(room_limited("inst-a")).await;
     let b = Instance::start(room_limited("inst-b")).await;
@@ -645,14 +628,7 @@ async fn two_instances_share_the_sign_in_and_room_limits() {
         assert!(header(&headers, "ratelimit-reset").is_some());
     }
     // Sign-up counts separately, so a locked-out sign-in does not block it.
-    let (status, body) = post(
-        b.addr,
-        "/api/v1/auth/signup",
-        None,
-        json!({"name": "Bo", "email": "bo@example.com", "password": "12345678"}),
-    )
-    .await;
-    assert_eq!(status, 201, "{body}");
+    sign_up(b.addr, "Bo", "bo@example.com", "12345678").await;
 
     // Room creation: 2 per window per IP here, whichever instance is asked.
     let token = common::token("creator", "C");
@@ -673,7 +649,7 @@ async fn forwarded_for_counts_only_behind_a_trusted_proxy() {
     let limited = |trusted: &str, instance| drawbridge::config::Config {
         auth_rate_limit: 1,
         trusted_proxies: trusted.into(),
-        ..mail_config(&redis, &smtp, instance)
+        ..mail_config(Some(&redis), &smtp, instance)
     };
     let attempt = r#"{"email":"x@example.com","password":"wrong password"}"#;
     let signin = |addr, forwarded| async move {
@@ -723,7 +699,7 @@ async fn code_checks_are_limited_per_ip_across_instances() {
     let mut smtp = SmtpSink::start().await;
     let limited = |instance| drawbridge::config::Config {
         verify_rate_limit: 3,
-        ..mail_config(&redis, &smtp, instance)
+        ..mail_config(Some(&redis), &smtp, instance)
     };
     let a = Instance::start(limited("inst-a")).await;
     let b = Instance::start(limited("inst-b")).await;
@@ -743,7 +719,7 @@ async fn code_checks_are_limited_per_ip_across_instances() {
             .await
         }
     };
-    let wrong = if code == "000000" { "111111" } else { "000000" };
+    let wrong = wrong_code(&code);
     for n in 1..=3u32 {
         let addr = if n % 2 == 0 { a.addr } else { b.addr };
         let (status, headers, body) = verify(addr, wrong).await;
@@ -792,7 +768,7 @@ async fn bad_inputs_are_refused_and_change_nothing() {
     let a = Instance::start(drawbridge::config::Config {
         auth_rate_limit: 100,
         verify_rate_limit: 100,
-        ..mail_config(&redis, &smtp, "inst-a")
+        ..mail_config(Some(&redis), &smtp, "inst-a")
     })
     .await;
     let signup = |body: Value| post(a.addr, "/api/v1/auth/signup", None, body);
@@ -901,8 +877,11 @@ async fn bad_inputs_are_refused_and_change_nothing() {
         let (status, body) = verify(Some(verification.clone()), bad.clone()).await;
         assert_eq!(status, 400, "{bad}: {body}");
     }
-    let wrong = if code == "000000" { "111111" } else { "000000" };
-    let (status, body) = verify(Some(verification.clone()), json!({"otp": wrong})).await;
+    let (status, body) = verify(
+        Some(verification.clone()),
+        json!({"otp": wrong_code(&code)}),
+    )
+    .await;
     assert_eq!(status, 400);
     assert_eq!(body["code"], "INVALID_OTP");
     assert!(s(&body["message"]).contains("4 more tries"), "{body}");
@@ -919,20 +898,19 @@ async fn bad_inputs_are_refused_and_change_nothing() {
     assert!(!verified().await);
 
     // Unverified sign-in: 403, a clear message, a fresh code and token. Wrong password: 401.
-    let credentials = json!({"email": "ann@example.com", "password": "correct horse"});
-    let (status, body) = post(a.addr, "/api/v1/auth/signin", None, credentials.clone()).await;
+    let (status, body) = sign_in(a.addr, "ann@example.com", "correct horse").await;
     assert_eq!(status, 403, "{body}");
     assert_eq!(body["code"], "UNVERIFIED");
     assert!(s(&body["message"]).contains("verify your e-mail"));
     assert_eq!(body["user"]["email"], "ann@example.com");
     let verification = s(&body["verificationToken"]).to_owned();
     let code = smtp.next_code("ann@example.com").await;
-    for wrong_credentials in [
-        json!({"email": "ann@example.com", "password": "wrong horse"}),
-        json!({"email": "nobody@example.com", "password": "correct horse"}),
-        json!({"email": "not an address", "password": "correct horse"}),
+    for (email, password) in [
+        ("ann@example.com", "wrong horse"),
+        ("nobody@example.com", "correct horse"),
+        ("not an address", "correct horse"),
     ] {
-        let (status, body) = post(a.addr, "/api/v1/auth/signin", None, wrong_credentials).await;
+        let (status, body) = sign_in(a.addr, email, password).await;
         assert_eq!(status, 401, "{body}");
         assert_eq!(body["message"], "wrong e-mail or password");
     }
@@ -947,7 +925,7 @@ async fn bad_inputs_are_refused_and_change_nothing() {
     smtp.expect_none().await;
 
     // Five wrong tries kill the code: even the right one is refused afterwards.
-    let wrong = if code == "000000" { "111111" } else { "000000" };
+    let wrong = wrong_code(&code);
     for left in (1..=4).rev() {
         let (_, body) = verify(Some(verification.clone()), json!({"otp": wrong})).await;
         assert!(
@@ -962,7 +940,7 @@ async fn bad_inputs_are_refused_and_change_nothing() {
     assert!(!verified().await);
 
     // A fresh code, given as a number, verifies.
-    let (status, body) = post(a.addr, "/api/v1/auth/signin", None, credentials.clone()).await;
+    let (status, body) = sign_in(a.addr, "ann@example.com", "correct horse").await;
     assert_eq!(status, 403);
     let verification = s(&body["verificationToken"]).to_owned();
     let code = smtp.next_code("ann@example.com").await;
@@ -975,26 +953,18 @@ async fn bad_inputs_are_refused_and_change_nothing() {
     assert_eq!(status, 200, "{body}");
     assert!(verified().await);
     let access = s(&body["accessToken"]).to_owned();
-    let refresh = s(&body["refreshToken"]).to_owned();
+    let refresh_token = s(&body["refreshToken"]).to_owned();
     let (status, body) = verify(Some(verification), json!({"otp": code})).await;
     assert_eq!((status, s(&body["code"])), (409, "ALREADY_VERIFIED"));
 
     // Tokens used for what they are not: each 401, and the refresh token still works after.
-    let refresh_with = |token: &str| {
-        post(
-            a.addr,
-            "/api/v1/auth/refresh",
-            None,
-            json!({"refreshToken": token}),
-        )
-    };
     for not_refresh in [access.as_str(), "garbage", &"x".repeat(600)] {
-        let (status, body) = refresh_with(not_refresh).await;
+        let (status, body) = refresh(a.addr, not_refresh).await;
         assert_eq!(status, 401, "{body}");
     }
     let (status, _) = post(a.addr, "/api/v1/auth/refresh", None, json!({})).await;
     assert_eq!(status, 400);
-    for not_access in [refresh.as_str(), verification_for(&a).as_str()] {
+    for not_access in [refresh_token.as_str(), verification_token().as_str()] {
         let (status, body) = get(a.addr, "/api/v1/me", Some(not_access)).await;
         assert_eq!(status, 401, "{body}");
         let (status, _, body) = http(a.addr, "POST", "/api/v1/rooms", Some(not_access), None).await;
@@ -1003,16 +973,15 @@ async fn bad_inputs_are_refused_and_change_nothing() {
     assert_eq!(get(a.addr, "/api/v1/me", None).await.0, 401);
     let (status, _) = post(a.addr, "/api/v1/auth/logout", None, json!({})).await;
     assert_eq!(status, 400);
-    let (status, body) = refresh_with(&refresh).await;
+    let (status, body) = refresh(a.addr, &refresh_token).await;
     assert_eq!(
         status, 200,
         "refresh token unharmed by the refused attempts: {body}"
     );
 }
 
-/// A valid verification token (for an address without an account), to present where an
-/// access token is required.
-fn verification_for(_instance: &Instance) -> String {
+/// A valid verification token, to present where an access token is required.
+fn verification_token() -> String {
     drawbridge::domain::token::TokenKeys::new(SECRET.as_bytes(), 900)
         .issue_verification("ann@example.com", 600, drawbridge::unix_now())
         .expect("token")
@@ -1021,13 +990,7 @@ fn verification_for(_instance: &Instance) -> String {
 #[tokio::test]
 async fn the_embedded_engine_serves_the_same_flow() {
     let mut smtp = SmtpSink::start().await;
-    let a = Instance::start(drawbridge::config::Config {
-        smtp_host: "127.0.0.1".into(),
-        smtp_port: smtp.port,
-        smtp_tls: "none".into(),
-        ..config(None, "solo")
-    })
-    .await;
+    let a = Instance::start(mail_config(None, &smtp, "solo")).await;
     let verification = sign_up(a.addr, "Cy", "cy@example.com", "correct horse").await;
     let code = smtp.next_code("cy@example.com").await;
     let (status, body) = post(
@@ -1039,30 +1002,12 @@ async fn the_embedded_engine_serves_the_same_flow() {
     .await;
     assert_eq!(status, 200, "{body}");
     let refresh1 = s(&body["refreshToken"]).to_owned();
-    let (status, body) = post(
-        a.addr,
-        "/api/v1/auth/refresh",
-        None,
-        json!({"refreshToken": refresh1}),
-    )
-    .await;
+    let (status, body) = refresh(a.addr, &refresh1).await;
     assert_eq!(status, 200, "{body}");
     let refresh2 = s(&body["refreshToken"]).to_owned();
-    let (status, body) = post(
-        a.addr,
-        "/api/v1/auth/refresh",
-        None,
-        json!({"refreshToken": refresh1}),
-    )
-    .await;
+    let (status, body) = refresh(a.addr, &refresh1).await;
     assert_eq!((status, s(&body["code"])), (401, "TOKEN_REUSED"));
-    let (status, _) = post(
-        a.addr,
-        "/api/v1/auth/refresh",
-        None,
-        json!({"refreshToken": refresh2}),
-    )
-    .await;
+    let (status, _) = refresh(a.addr, &refresh2).await;
     assert_eq!(status, 401, "the family was revoked");
     a.stop().await;
 }
