@@ -11,7 +11,7 @@ mod common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use drawbridge::domain::{ConnKey, Identity, Point, RoomId, Stroke, StrokeId, UserId};
 use drawbridge::engine::memory::MemoryEngine;
@@ -20,13 +20,13 @@ use drawbridge::engine::{
     Engine, EngineSettings, JoinOutcome, JoinRequest, Op, OpKind, OpOutcome, RateDecision,
     RoomView, ViewBody, now_ms,
 };
-use drawbridge::hub::{Hub, Item, Member, Outbound};
+use drawbridge::hub::{Delivery, Hub, Item, Member, Outbound};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use common::{RedisServer, WAIT};
+use common::{RedisServer, WAIT, wait_until};
 
 /// The instance every fixture's connections belong to (so its own presence is never swept).
 const INSTANCE: &str = "inst-a";
@@ -100,7 +100,10 @@ impl Fixture {
         .expect("the redis engine starts");
         // The pub/sub subscription comes up in the background; events published before it
         // would be lost to this instance.
-        wait_until("the redis engine is ready", || engine.is_ready()).await;
+        wait_until("the redis engine is ready", WAIT, || async {
+            engine.is_ready()
+        })
+        .await;
         Self {
             engine: Arc::new(engine),
             hub,
@@ -164,9 +167,13 @@ impl Fixture {
         }
     }
 
-    async fn join(&self, room: &RoomId, peer: &Peer, since: Option<(u64, &str)>) -> RoomView {
-        let outcome = self
-            .engine
+    async fn join_outcome(
+        &self,
+        room: &RoomId,
+        peer: &Peer,
+        since: Option<(u64, &str)>,
+    ) -> JoinOutcome {
+        self.engine
             .join(JoinRequest {
                 room,
                 conn: &peer.conn,
@@ -174,8 +181,11 @@ impl Fixture {
                 since,
             })
             .await
-            .expect("join");
-        match outcome {
+            .expect("join")
+    }
+
+    async fn join(&self, room: &RoomId, peer: &Peer, since: Option<(u64, &str)>) -> RoomView {
+        match self.join_outcome(room, peer, since).await {
             JoinOutcome::Joined(view) => view,
             JoinOutcome::Missing => panic!("room {room} is missing"),
         }
@@ -217,6 +227,19 @@ impl Fixture {
     async fn redo(&self, room: &RoomId, peer: &Peer, target: Option<&str>) -> OpOutcome {
         let target = target.map(StrokeId::new);
         self.apply(room, peer, None, OpKind::Redo(target)).await
+    }
+
+    async fn rate_limit(
+        &self,
+        kind: &str,
+        subject: &str,
+        limit: u32,
+        window: Duration,
+    ) -> RateDecision {
+        self.engine
+            .rate_limit(kind, subject, limit, window)
+            .await
+            .expect("rate_limit")
     }
 
     async fn leave(&self, room: &RoomId, peer: &Peer) {
@@ -324,11 +347,24 @@ impl Peer {
     }
 }
 
-async fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !ok() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
+/// Asserts each of `peers` is delivered exactly `frames` next, in order, unsequenced.
+async fn expect_transient(peers: &mut [&mut Peer], frames: &[Value]) {
+    for peer in peers.iter_mut() {
+        for frame in frames {
+            assert_eq!(&peer.transient().await, frame, "{}", peer.conn);
+        }
+    }
+}
+
+/// Asserts each of `peers` is delivered `frame` next, as event `seq`.
+async fn expect_event(peers: &mut [&mut Peer], seq: u64, frame: &Value) {
+    for peer in peers.iter_mut() {
+        assert_eq!(
+            peer.sequenced().await,
+            (seq, frame.clone()),
+            "{}",
+            peer.conn
+        );
     }
 }
 
@@ -347,6 +383,14 @@ fn item_json(item: &Item) -> Value {
         Item::Own { seq } => json!({"own": seq}),
         Item::Resync => json!("resync"),
     }
+}
+
+/// A logged event as JSON, with its origin and lossiness.
+fn event_json(event: &Delivery) -> Value {
+    json!({
+        "seq": event.seq, "origin": event.origin.as_ref().map(ConnKey::as_str),
+        "lossy": event.lossy, "frame": parse(&event.frame)
+    })
 }
 
 fn show(item: &Item) -> String {
@@ -532,16 +576,7 @@ mod cases {
         assert!(!fx.engine.room_exists(&room).await.expect("exists"));
         let mut watcher = fx.peer(&room, "watcher", 900);
         let alice = fx.peer(&room, "alice", 1);
-        let joined = fx
-            .engine
-            .join(JoinRequest {
-                room: &room,
-                conn: &alice.conn,
-                who: &alice.who,
-                since: None,
-            })
-            .await
-            .expect("join");
+        let joined = fx.join_outcome(&room, &alice, None).await;
         assert!(matches!(joined, JoinOutcome::Missing), "{joined:?}");
         assert_eq!(fx.draw(&room, &alice, "a1").await, OpOutcome::RoomMissing);
         assert_eq!(fx.undo(&room, &alice, None).await, OpOutcome::RoomMissing);
@@ -582,32 +617,20 @@ mod cases {
         let view = fx.join(&room, &a2, None).await;
         assert_eq!((view.seq, view.epoch.as_str()), (0, epoch.as_str()));
         assert_eq!(users(&view), [member_json(&a1.who)]);
-        for peer in [&mut watcher, &mut a1, &mut a2] {
-            assert_eq!(
-                peer.transient().await,
-                user_count(&room, 1),
-                "{}",
-                peer.conn
-            );
-        }
+        expect_transient(
+            &mut [&mut watcher, &mut a1, &mut a2],
+            &[user_count(&room, 1)],
+        )
+        .await;
 
         let mut b1 = fx.peer(&room, "bob", 3);
         let view = fx.join(&room, &b1, None).await;
         assert_eq!(users(&view), [member_json(&a1.who), member_json(&b1.who)]);
-        for peer in [&mut watcher, &mut a1, &mut a2] {
-            assert_eq!(
-                peer.transient().await,
-                user_joined(&room, &b1.who),
-                "{}",
-                peer.conn
-            );
-            assert_eq!(
-                peer.transient().await,
-                user_count(&room, 2),
-                "{}",
-                peer.conn
-            );
-        }
+        expect_transient(
+            &mut [&mut watcher, &mut a1, &mut a2],
+            &[user_joined(&room, &b1.who), user_count(&room, 2)],
+        )
+        .await;
         assert_eq!(b1.transient().await, user_count(&room, 2));
         fx.settle(&room, &mut [&mut watcher, &mut a1, &mut a2, &mut b1])
             .await;
@@ -625,14 +648,12 @@ mod cases {
         assert_eq!(fx.draw(&room, &a, "a1").await, applied(1, "a1"));
         assert_eq!(a.own().await, 1);
         let frame = canvas_update(&room, &a.who, "a1", 1);
-        assert_eq!(b.sequenced().await, (1, frame.clone()));
-        assert_eq!(watcher.sequenced().await, (1, frame));
+        expect_event(&mut [&mut b, &mut watcher], 1, &frame).await;
 
         assert_eq!(fx.draw(&room, &b, "b1").await, applied(2, "b1"));
         assert_eq!(b.own().await, 2);
         let frame = canvas_update(&room, &b.who, "b1", 2);
-        assert_eq!(a.sequenced().await, (2, frame.clone()));
-        assert_eq!(watcher.sequenced().await, (2, frame));
+        expect_event(&mut [&mut a, &mut watcher], 2, &frame).await;
 
         // An op without an op id is applied all the same.
         let a2 = stroke(&room, &a.who, "a2");
@@ -642,8 +663,7 @@ mod cases {
         );
         assert_eq!(a.own().await, 3);
         let frame = canvas_update(&room, &a.who, "a2", 3);
-        assert_eq!(b.sequenced().await, (3, frame.clone()));
-        assert_eq!(watcher.sequenced().await, (3, frame));
+        expect_event(&mut [&mut b, &mut watcher], 3, &frame).await;
         fx.settle(&room, &mut [&mut watcher, &mut a, &mut b]).await;
 
         let c = fx.peer(&room, "carol", 3);
@@ -680,10 +700,8 @@ mod cases {
 
         assert_eq!(fx.draw(&room, &a, "a2").await, applied(2, "a2"));
         assert_eq!(a.own().await, 2);
-        assert_eq!(
-            watcher.sequenced().await,
-            (2, canvas_update(&room, &a.who, "a2", 2))
-        );
+        let frame = canvas_update(&room, &a.who, "a2", 2);
+        expect_event(&mut [&mut watcher], 2, &frame).await;
 
         // Undo is idempotent under its op id too: resending it undoes nothing more.
         assert_eq!(
@@ -720,14 +738,12 @@ mod cases {
         assert_eq!(fx.undo(&room, &a, None).await, applied(4, "a2"));
         assert_eq!(a.own().await, 4);
         let frame = undo_frame(&room, &a.who, "a2", 4);
-        assert_eq!(b.sequenced().await, (4, frame.clone()));
-        assert_eq!(watcher.sequenced().await, (4, frame));
+        expect_event(&mut [&mut b, &mut watcher], 4, &frame).await;
 
         assert_eq!(fx.undo(&room, &a, Some("a1")).await, applied(5, "a1"));
         assert_eq!(a.own().await, 5);
         let frame = undo_frame(&room, &a.who, "a1", 5);
-        assert_eq!(b.sequenced().await, (5, frame.clone()));
-        assert_eq!(watcher.sequenced().await, (5, frame));
+        expect_event(&mut [&mut b, &mut watcher], 5, &frame).await;
 
         assert_eq!(fx.undo(&room, &a, Some("b1")).await, OpOutcome::Forbidden);
         assert_eq!(fx.undo(&room, &a, None).await, OpOutcome::NothingToUndo);
@@ -774,8 +790,7 @@ mod cases {
         assert_eq!(fx.redo(&room, &a, None).await, applied(7, "a1"));
         assert_eq!(a.own().await, 7);
         let frame = redo_frame(&room, &a.who, "a1", 7);
-        assert_eq!(b.sequenced().await, (7, frame.clone()));
-        assert_eq!(watcher.sequenced().await, (7, frame));
+        expect_event(&mut [&mut b, &mut watcher], 7, &frame).await;
         // Redo stacks are per user.
         assert_eq!(fx.redo(&room, &b, None).await, OpOutcome::NothingToRedo);
         assert_eq!(
@@ -785,8 +800,7 @@ mod cases {
         assert_eq!(fx.redo(&room, &a, Some("a3")).await, applied(8, "a3"));
         assert_eq!(a.own().await, 8);
         let frame = redo_frame(&room, &a.who, "a3", 8);
-        assert_eq!(b.sequenced().await, (8, frame.clone()));
-        assert_eq!(watcher.sequenced().await, (8, frame));
+        expect_event(&mut [&mut b, &mut watcher], 8, &frame).await;
         assert_eq!(fx.redo(&room, &a, None).await, OpOutcome::NothingToRedo);
         fx.settle(&room, &mut [&mut watcher, &mut a, &mut b]).await;
 
@@ -987,16 +1001,7 @@ mod cases {
                 .expect("events_after")
                 .unwrap_or_else(|| panic!("after {after}: the log reaches back"));
             assert_eq!(slice.epoch, epoch);
-            let got: Vec<Value> = slice
-                .events
-                .iter()
-                .map(|e| {
-                    json!({
-                        "seq": e.seq, "origin": e.origin.as_ref().map(ConnKey::as_str),
-                        "lossy": e.lossy, "frame": parse(&e.frame)
-                    })
-                })
-                .collect();
+            let got: Vec<Value> = slice.events.iter().map(event_json).collect();
             let want: Vec<Value> = (after + 1..=4)
                 .map(|s| {
                     let i = s as usize - 1;
@@ -1031,45 +1036,25 @@ mod cases {
         // As a session does: out of the hub first, then out of the room.
         fx.hub.remove(&room, &a1.conn);
         fx.leave(&room, &a1).await;
-        for peer in [&mut watcher, &mut a2, &mut b] {
-            assert_eq!(
-                peer.transient().await,
-                cursor_leave(&room, "alice"),
-                "{}",
-                peer.conn
-            );
-            // Alice is still here on her other connection: no USER_LEFT.
-            assert_eq!(
-                peer.transient().await,
-                user_count(&room, 2),
-                "{}",
-                peer.conn
-            );
-        }
+        // Alice is still here on her other connection: no USER_LEFT.
+        expect_transient(
+            &mut [&mut watcher, &mut a2, &mut b],
+            &[cursor_leave(&room, "alice"), user_count(&room, 2)],
+        )
+        .await;
         fx.settle(&room, &mut [&mut watcher, &mut a2, &mut b]).await;
 
         fx.hub.remove(&room, &a2.conn);
         fx.leave(&room, &a2).await;
-        for peer in [&mut watcher, &mut b] {
-            assert_eq!(
-                peer.transient().await,
+        expect_transient(
+            &mut [&mut watcher, &mut b],
+            &[
                 cursor_leave(&room, "alice"),
-                "{}",
-                peer.conn
-            );
-            assert_eq!(
-                peer.transient().await,
                 user_left(&room, "alice", 1),
-                "{}",
-                peer.conn
-            );
-            assert_eq!(
-                peer.transient().await,
                 user_count(&room, 1),
-                "{}",
-                peer.conn
-            );
-        }
+            ],
+        )
+        .await;
 
         // Leaving twice, or without having joined, is harmless and tells no one.
         fx.leave(&room, &a2).await;
@@ -1143,12 +1128,7 @@ mod cases {
     pub async fn rate_limit_counts_hits_per_window(fx: &Fixture) {
         let window = Duration::from_secs(30);
         for want in [2, 1, 0] {
-            match fx
-                .engine
-                .rate_limit("ws", "10.0.0.1", 3, window)
-                .await
-                .expect("rate_limit")
-            {
+            match fx.rate_limit("ws", "10.0.0.1", 3, window).await {
                 RateDecision::Allowed { remaining, reset } => {
                     assert_eq!(remaining, want);
                     assert!(reset > Duration::ZERO && reset <= window, "{reset:?}");
@@ -1157,12 +1137,7 @@ mod cases {
             }
         }
         for _ in 0..2 {
-            match fx
-                .engine
-                .rate_limit("ws", "10.0.0.1", 3, window)
-                .await
-                .expect("rate_limit")
-            {
+            match fx.rate_limit("ws", "10.0.0.1", 3, window).await {
                 RateDecision::Limited { retry_after } => {
                     assert!(
                         retry_after > Duration::ZERO && retry_after <= window,
@@ -1175,10 +1150,7 @@ mod cases {
         // Counters are per subject and per kind.
         for (kind, subject) in [("ws", "10.0.0.2"), ("login", "10.0.0.1")] {
             assert!(matches!(
-                fx.engine
-                    .rate_limit(kind, subject, 3, window)
-                    .await
-                    .expect("rate_limit"),
+                fx.rate_limit(kind, subject, 3, window).await,
                 RateDecision::Allowed { remaining: 2, .. }
             ));
         }
@@ -1186,28 +1158,17 @@ mod cases {
         // A new window starts afresh.
         let short = Duration::from_millis(300);
         assert!(matches!(
-            fx.engine
-                .rate_limit("short", "10.0.0.1", 1, short)
-                .await
-                .expect("rate_limit"),
+            fx.rate_limit("short", "10.0.0.1", 1, short).await,
             RateDecision::Allowed { remaining: 0, .. }
         ));
-        let retry_after = match fx
-            .engine
-            .rate_limit("short", "10.0.0.1", 1, short)
-            .await
-            .expect("rate_limit")
-        {
+        let retry_after = match fx.rate_limit("short", "10.0.0.1", 1, short).await {
             RateDecision::Limited { retry_after } => retry_after,
             other => panic!("over the limit: {other:?}"),
         };
         assert!(retry_after <= short, "{retry_after:?}");
         tokio::time::sleep(retry_after + Duration::from_millis(50)).await;
         assert!(matches!(
-            fx.engine
-                .rate_limit("short", "10.0.0.1", 1, short)
-                .await
-                .expect("rate_limit"),
+            fx.rate_limit("short", "10.0.0.1", 1, short).await,
             RateDecision::Allowed { remaining: 0, .. }
         ));
     }
@@ -1226,16 +1187,7 @@ mod cases {
         tokio::time::sleep(step * 2).await;
         assert!(!fx.engine.room_exists(&room).await.expect("exists"));
         assert_eq!(fx.draw(&room, &a, "a2").await, OpOutcome::RoomMissing);
-        let joined = fx
-            .engine
-            .join(JoinRequest {
-                room: &room,
-                conn: &a.conn,
-                who: &a.who,
-                since: None,
-            })
-            .await
-            .expect("join");
+        let joined = fx.join_outcome(&room, &a, None).await;
         assert!(matches!(joined, JoinOutcome::Missing), "{joined:?}");
     }
 
@@ -1279,26 +1231,15 @@ mod cases {
             .expect("HSET");
 
         assert_eq!(fx.engine.sweep_presence(&room).await.expect("sweep"), 1);
-        for peer in [&mut watcher, &mut a] {
-            assert_eq!(
-                peer.transient().await,
+        expect_transient(
+            &mut [&mut watcher, &mut a],
+            &[
                 cursor_leave(&room, "g"),
-                "{}",
-                peer.conn
-            );
-            assert_eq!(
-                peer.transient().await,
                 user_left(&room, "g", 2),
-                "{}",
-                peer.conn
-            );
-            assert_eq!(
-                peer.transient().await,
                 user_count(&room, 2),
-                "{}",
-                peer.conn
-            );
-        }
+            ],
+        )
+        .await;
         let mut fields: Vec<String> = ::redis::cmd("HKEYS")
             .arg(&users_key)
             .query_async(&mut conn)
@@ -1327,11 +1268,17 @@ mod cases {
                 parse(live.as_bytes())
             ]
         );
-        assert_eq!(watcher.transient().await, cursor_leave(&room, "g2"));
-        assert_eq!(watcher.transient().await, user_left(&room, "g2", 2));
-        assert_eq!(watcher.transient().await, user_count(&room, 2));
-        assert_eq!(watcher.transient().await, user_joined(&room, &b.who));
-        assert_eq!(watcher.transient().await, user_count(&room, 3));
+        expect_transient(
+            &mut [&mut watcher],
+            &[
+                cursor_leave(&room, "g2"),
+                user_left(&room, "g2", 2),
+                user_count(&room, 2),
+                user_joined(&room, &b.who),
+                user_count(&room, 3),
+            ],
+        )
+        .await;
         fx.settle(&room, &mut [&mut watcher]).await;
     }
 
@@ -1546,12 +1493,7 @@ async fn transcript(fx: &Fixture) -> Vec<Value> {
         .expect("events_after")
         .expect("the log reaches back");
     record.push(json!(slice.epoch));
-    record.extend(slice.events.iter().map(|e| {
-        json!({
-            "seq": e.seq, "origin": e.origin.as_ref().map(ConnKey::as_str),
-            "lossy": e.lossy, "frame": parse(&e.frame)
-        })
-    }));
+    record.extend(slice.events.iter().map(event_json));
     fx.leave(&room, &a2).await;
     fx.leave(&room, &a1).await;
     fx.leave(&room, &b).await;
