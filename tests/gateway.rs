@@ -22,8 +22,16 @@ async fn a_stroke_on_one_instance_reaches_clients_on_both_in_seq_order() {
     let mut bob = Client::joined(b.addr, "bob", &room).await;
     let mut carol = Client::joined(a.addr, "carol", &room).await;
 
+    // The sender gets ACKs only, never its own CANVAS_UPDATE: one would come through the same
+    // feed as the ACK, so before it or right after.
     for n in 1..=3 {
-        let ack = alice.draw_acked(&room, &format!("s{n}")).await;
+        alice.draw(&room, &format!("s{n}")).await;
+        let frames = alice.frames_until("ACK").await;
+        assert!(
+            frames.iter().all(|f| f["type"] != "CANVAS_UPDATE"),
+            "the sender got its own stroke back: {frames:?}"
+        );
+        let ack = &frames[frames.len() - 1];
         assert_eq!(ack["payload"]["seq"], n);
         assert_eq!(ack["payload"]["strokeId"], format!("s{n}"));
         assert_eq!(ack["payload"]["duplicate"], false);
@@ -43,7 +51,6 @@ async fn a_stroke_on_one_instance_reaches_clients_on_both_in_seq_order() {
             assert_eq!(p["canvasData"]["points"][0]["x"], 1.5);
         }
     }
-    // The sender gets ACKs only, never its own CANVAS_UPDATE.
     alice.expect_quiet(Duration::from_millis(300)).await;
 }
 
