@@ -197,9 +197,13 @@ async fn undo_and_redo_are_the_owners_alone() {
     assert_eq!(redo["payload"]["stroke"]["points"][1]["y"], 4.0);
 
     alice.undo(&room, Some("a1")).await;
-    alice.until("ACK").await;
+    assert_eq!(alice.until("ACK").await["payload"]["strokeId"], "a1");
     alice.undo(&room, None).await;
-    alice.until("ACK").await;
+    assert_eq!(
+        alice.until("ACK").await["payload"]["strokeId"],
+        "a2",
+        "the redone stroke is her latest again"
+    );
     alice.undo(&room, None).await;
     assert_eq!(
         alice.until("ERROR").await["payload"]["code"],
@@ -335,8 +339,9 @@ async fn leaving_and_disconnecting_tell_the_room() {
     let mut alice = Client::joined(a.addr, "alice", &room).await;
     let mut bob = Client::joined(b.addr, "bob", &room).await;
     let carol = Client::joined(b.addr, "carol", &room).await;
-    alice.until("USER_JOINED").await;
-    alice.until("USER_JOINED").await;
+    for user in ["bob", "carol"] {
+        assert_eq!(alice.until("USER_JOINED").await["payload"]["userId"], user);
+    }
 
     bob.send(json!({"type": "LEAVE_ROOM", "payload": {"roomId": room}}))
         .await;
@@ -357,7 +362,9 @@ async fn leaving_and_disconnecting_tell_the_room() {
         alice.until("CURSOR_LEAVE").await["payload"]["userId"],
         "carol"
     );
-    assert_eq!(alice.until("USER_LEFT").await["payload"]["count"], 1);
+    let left = alice.until("USER_LEFT").await;
+    assert_eq!(left["payload"]["userId"], "carol");
+    assert_eq!(left["payload"]["count"], 1);
 
     // Bob is out of the room: his ops are refused.
     bob.draw(&room, "late").await;
