@@ -576,12 +576,14 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
 async fn repeated_bad_frames_close_the_connection_with_1008() {
     let a = Instance::start(config(None, "solo")).await;
     let mut c = Client::connect(a.addr, "u").await;
-    for _ in 0..10 {
+    // Each bad frame is answered; the tenth is the last one tolerated.
+    for n in 1..=10 {
         c.send_raw(tokio_tungstenite::tungstenite::Message::text("garbage"))
             .await;
+        let err = c.expect("ERROR").await;
+        assert_eq!(err["payload"]["code"], "BAD_MESSAGE", "frame {n}: {err}");
     }
-    let close = c.until("CLOSE").await;
-    assert_eq!(close["code"], 1008);
+    assert_eq!(c.expect("CLOSE").await["code"], 1008);
 }
 
 #[tokio::test]
