@@ -613,27 +613,26 @@ async fn the_embedded_engine_serves_a_whole_session_without_redis() {
     let value = metrics(a.addr).await;
     assert_eq!(value("drawbridge_ops_applied_total"), 1.0);
     assert_eq!(value("drawbridge_connections"), 2.0);
-    // Bob's CANVAS_UPDATE, Alice's own event (her ACK) and the presence events.
-    assert!(value("drawbridge_hub_delivered_total") >= 2.0);
+    // Presence: Alice's count; Bob's arrival to Alice and the count to both. Then Alice's own
+    // event (her ACK) and Bob's CANVAS_UPDATE.
+    assert_eq!(value("drawbridge_hub_delivered_total"), 6.0);
     assert_eq!(value("drawbridge_hub_dropped_lossy_total"), 0.0);
-    let (status, _, body) = http(
-        a.addr,
-        "GET",
-        &format!("/api/v1/rooms/{room}"),
-        Some(&token("u", "U")),
-        None,
-    )
-    .await;
-    assert_eq!((status, body.contains("true")), (200, true));
-    let (status, _, _) = http(
-        a.addr,
-        "GET",
-        "/api/user/rooms/nope",
-        Some(&token("u", "U")),
-        None,
-    )
-    .await;
-    assert_eq!(status, 404);
+
+    // Rooms are looked up by id (and the Canvas alias); unknown and malformed ids are 404.
+    let lookup = |path: String, token: String| async move {
+        let (status, _, body) = http(a.addr, "GET", &path, Some(&token), None).await;
+        (status, serde_json::from_str::<Value>(&body).expect("json"))
+    };
+    let (status, body) = lookup(format!("/api/v1/rooms/{room}"), token("u", "U")).await;
+    assert_eq!((status, &body["success"]), (200, &json!(true)), "{body}");
+    for id in ["00000000-0000-4000-8000-000000000000", "nope"] {
+        let (status, body) = lookup(format!("/api/user/rooms/{id}"), token("u", "U")).await;
+        assert_eq!(
+            (status, &body["code"]),
+            (404, &json!("ROOM_NOT_FOUND")),
+            "{id}"
+        );
+    }
     let (status, _, body) = http(
         a.addr,
         "POST",
@@ -644,12 +643,16 @@ async fn the_embedded_engine_serves_a_whole_session_without_redis() {
     .await;
     assert_eq!(status, 200, "{body}");
     let guest: Value = serde_json::from_str(&body).expect("json");
-    let token = guest["accessToken"].as_str().expect("token");
-    let (status, _, _) = http(a.addr, "POST", "/api/user/rooms", Some(token), None).await;
+    let guest_token = guest["accessToken"].as_str().expect("token").to_owned();
+    let (status, _, body) = http(a.addr, "POST", "/api/user/rooms", Some(&guest_token), None).await;
     assert_eq!(
         status, 201,
-        "guest tokens may create rooms, with an empty body"
+        "guest tokens may create rooms, with an empty body: {body}"
     );
+    let created: Value = serde_json::from_str(&body).expect("json");
+    let guest_room = created["data"]["roomId"].as_str().expect("roomId");
+    let (status, body) = lookup(format!("/api/v1/rooms/{guest_room}"), guest_token).await;
+    assert_eq!(status, 200, "the guest's room exists: {body}");
     let (status, _, _) = http(
         a.addr,
         "POST",
