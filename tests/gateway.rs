@@ -679,7 +679,7 @@ async fn a_connection_that_misses_two_pings_is_closed_and_leaves_the_room() {
     let (mut mute, _) = tokio_tungstenite::connect_async(url)
         .await
         .expect("connect");
-    use futures::SinkExt;
+    use futures::{SinkExt, StreamExt};
     mute.send(tokio_tungstenite::tungstenite::Message::text(
         join_room(&room).to_string(),
     ))
@@ -694,7 +694,16 @@ async fn a_connection_that_misses_two_pings_is_closed_and_leaves_the_room() {
         .await
         .expect("the silent connection is dropped within about two ping intervals");
     assert_eq!(left["payload"]["userId"], "mute");
-    drop(mute);
+    // And the socket itself is closed: reading now finds the end after whatever was queued.
+    let ended = tokio::time::timeout(common::WAIT, async {
+        while let Some(Ok(message)) = mute.next().await {
+            if message.is_close() {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the silent socket was left open");
 }
 
 #[tokio::test]
