@@ -758,10 +758,18 @@ async fn rejoining_the_same_room_on_a_socket_causes_no_presence_churn() {
         mut bob,
     } = Pair::start(&redis).await;
     let state = bob.join(&room).await;
-    assert_eq!(state["type"], "INITIAL_STATE");
-    alice.draw_acked(&room, "s1").await;
+    assert_eq!(user_ids(&state), ["alice", "bob"]);
+    // Whatever the re-join told Alice arrived before her next ACK (one feed, in order).
+    alice.draw(&room, "s1").await;
+    let seen = alice.frames_until("ACK").await;
     assert_eq!(bob.until("CANVAS_UPDATE").await["payload"]["seq"], 1);
-    for kind in ["USER_LEFT", "USER_JOINED", "CURSOR_LEAVE"] {
+    let churn = ["USER_LEFT", "USER_JOINED", "CURSOR_LEAVE"];
+    assert!(
+        seen.iter()
+            .all(|f| churn.iter().all(|kind| f["type"] != *kind)),
+        "presence churn: {seen:?}"
+    );
+    for kind in churn {
         alice.expect_none_of(kind, Duration::from_millis(200)).await;
     }
 }
