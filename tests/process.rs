@@ -45,13 +45,27 @@ fn sigterm_drains_and_exits_zero() {
         .spawn()
         .expect("spawn drawbridge");
     let stdout = child.stdout.take().expect("stdout");
+    // Kept open to the end: the drain still logs.
     let mut lines = BufReader::new(stdout).lines();
-    let listening = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .find(|l| l.contains("listening"))
-        .expect("a listening line");
+    let mut startup = Vec::new();
+    for line in lines.by_ref().map_while(Result::ok) {
+        let listening = line.contains("listening");
+        startup.push(line);
+        if listening {
+            break;
+        }
+    }
+    let listening = startup
+        .last()
+        .filter(|l| l.contains("listening"))
+        .unwrap_or_else(|| panic!("no listening line in {startup:#?}"));
     assert!(listening.contains("127.0.0.1:"), "{listening}");
+    assert!(
+        startup
+            .iter()
+            .any(|l| l.contains("DRAWBRIDGE_BIN") && l.contains("names no setting")),
+        "no warning about DRAWBRIDGE_BIN in {startup:#?}"
+    );
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
