@@ -528,11 +528,14 @@ async fn sign_up_verify_connect_refresh_reuse_and_logout() {
         "only the token's hash is stored"
     );
 
-    let (status, me) = get(a.addr, "/api/v1/me", Some(&access)).await;
-    assert_eq!(status, 200, "{me}");
-    assert_eq!(me["success"], true);
-    assert_eq!(me["user"]["userId"], user_id.as_str());
-    assert_eq!(get(b.addr, "/api/user/me", Some(&access)).await.0, 200);
+    // Both instances, under both spellings, know who the access token is.
+    for (addr, path) in [(a.addr, "/api/v1/me"), (b.addr, "/api/user/me")] {
+        let (status, me) = get(addr, path, Some(&access)).await;
+        assert_eq!(status, 200, "{path}: {me}");
+        assert_eq!(me["success"], true);
+        assert_eq!(me["user"]["userId"], user_id.as_str(), "{path}");
+        assert_eq!(me["user"]["email"], "ann@example.com", "{path}");
+    }
 
     // The access token opens a WebSocket, and the room sees the account's id and name.
     let room = common::create_room_as(a.addr, &access).await;
@@ -549,7 +552,12 @@ async fn sign_up_verify_connect_refresh_reuse_and_logout() {
     assert_ne!(refresh2, refresh1);
     assert_eq!(body["user"]["userId"], user_id.as_str());
     let access2 = s(&body["accessToken"]).to_owned();
-    assert_eq!(get(a.addr, "/api/v1/me", Some(&access2)).await.0, 200);
+    let (status, me) = get(a.addr, "/api/v1/me", Some(&access2)).await;
+    assert_eq!(
+        (status, &me["user"]["userId"]),
+        (200, &json!(user_id)),
+        "{me}"
+    );
 
     // Presenting the old one again is theft: 401, and the whole family goes, refresh2 too.
     let (status, body) = post(
@@ -1001,9 +1009,11 @@ async fn the_embedded_engine_serves_the_same_flow() {
     )
     .await;
     assert_eq!(status, 200, "{body}");
+    let user_id = body["user"]["userId"].clone();
     let refresh1 = s(&body["refreshToken"]).to_owned();
     let (status, body) = refresh(a.addr, &refresh1).await;
     assert_eq!(status, 200, "{body}");
+    assert_eq!(body["user"]["userId"], user_id);
     let refresh2 = s(&body["refreshToken"]).to_owned();
     let (status, body) = refresh(a.addr, &refresh1).await;
     assert_eq!((status, s(&body["code"])), (401, "TOKEN_REUSED"));
