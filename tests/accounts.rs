@@ -471,6 +471,30 @@ fn wrong_code(code: &str) -> &'static str {
     if code == "000000" { "111111" } else { "000000" }
 }
 
+/// Asserts a 429 in the shape every limited route uses: `limit` per window of `window_secs`,
+/// nothing left, and when to come back.
+fn assert_rate_limited(
+    (status, headers, body): (u16, Vec<(String, String)>, String),
+    limit: u32,
+    window_secs: u64,
+) {
+    assert_eq!(status, 429, "{body}");
+    let body: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(body["success"], false, "{body}");
+    assert_eq!(body["code"], "RATE_LIMITED", "{body}");
+    let number = |name: &str| header(&headers, name).and_then(|v| v.parse::<u64>().ok());
+    assert!(
+        number("retry-after").is_some_and(|s| (1..=window_secs).contains(&s)),
+        "{headers:?}"
+    );
+    assert_eq!(number("ratelimit-limit"), Some(u64::from(limit)));
+    assert_eq!(number("ratelimit-remaining"), Some(0));
+    assert!(
+        number("ratelimit-reset").is_some_and(|s| (1..=window_secs).contains(&s)),
+        "{headers:?}"
+    );
+}
+
 /// Signs up and returns the verification token.
 async fn sign_up(addr: SocketAddr, name: &str, email: &str, password: &str) -> String {
     let (status, body) = post(
@@ -630,19 +654,8 @@ async fn two_instances_share_the_sign_in_and_room_limits() {
         );
     }
     for addr in [a.addr, b.addr] {
-        let (status, headers, body) =
-            http(addr, "POST", "/api/v1/auth/signin", None, Some(&attempt)).await;
-        assert_eq!(status, 429, "{body}");
-        let body: Value = serde_json::from_str(&body).expect("json");
-        assert_eq!(body["success"], false);
-        assert_eq!(body["code"], "RATE_LIMITED");
-        let retry: u64 = header(&headers, "retry-after")
-            .and_then(|v| v.parse().ok())
-            .expect("Retry-After");
-        assert!((1..=900).contains(&retry), "{retry}");
-        assert_eq!(header(&headers, "ratelimit-limit"), Some("10"));
-        assert_eq!(header(&headers, "ratelimit-remaining"), Some("0"));
-        assert!(header(&headers, "ratelimit-reset").is_some());
+        let answer = http(addr, "POST", "/api/v1/auth/signin", None, Some(&attempt)).await;
+        assert_rate_limited(answer, 10, 900);
     }
     // Sign-up counts separately, so a locked-out sign-in does not block it.
     sign_up(b.addr, "Bo", "bo@example.com", "12345678").await;
@@ -654,9 +667,8 @@ async fn two_instances_share_the_sign_in_and_room_limits() {
         assert_eq!(status, 201, "{body}");
         assert_eq!(header(&headers, "ratelimit-limit"), Some("2"));
     }
-    let (status, headers, _) = http(a.addr, "POST", "/api/user/rooms", Some(&token), None).await;
-    assert_eq!(status, 429);
-    assert!(header(&headers, "retry-after").is_some());
+    let answer = http(a.addr, "POST", "/api/user/rooms", Some(&token), None).await;
+    assert_rate_limited(answer, 2, 3600);
 }
 
 #[tokio::test]
@@ -750,15 +762,7 @@ async fn code_checks_are_limited_per_ip_across_instances() {
 
     // Over the limit even the right code is refused, on either instance, before it is checked.
     for addr in [a.addr, b.addr] {
-        let (status, headers, body) = verify(addr, &code).await;
-        assert_eq!(status, 429, "{body}");
-        let body: Value = serde_json::from_str(&body).expect("json");
-        assert_eq!(body["code"], "RATE_LIMITED");
-        let retry: u64 = header(&headers, "retry-after")
-            .and_then(|v| v.parse().ok())
-            .expect("Retry-After");
-        assert!((1..=900).contains(&retry), "{retry}");
-        assert_eq!(header(&headers, "ratelimit-remaining"), Some("0"));
+        assert_rate_limited(verify(addr, &code).await, 3, 900);
     }
     let mut conn = redis.client().await;
     let (tries, verified): (String, String) = redis::pipe()
