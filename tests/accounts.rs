@@ -948,7 +948,8 @@ async fn bad_inputs_are_refused_and_change_nothing() {
     // Five wrong tries kill the code: even the right one is refused afterwards.
     let wrong = wrong_code(&code);
     for left in (1..=4).rev() {
-        let (_, body) = verify(Some(verification.clone()), json!({"otp": wrong})).await;
+        let (status, body) = verify(Some(verification.clone()), json!({"otp": wrong})).await;
+        assert_eq!((status, s(&body["code"])), (400, "INVALID_OTP"), "{body}");
         assert!(
             s(&body["message"]).contains(&format!("{left} more tries")),
             "{body}"
@@ -962,7 +963,7 @@ async fn bad_inputs_are_refused_and_change_nothing() {
 
     // A fresh code, given as a number, verifies.
     let (status, body) = sign_in(a.addr, "ann@example.com", "correct horse").await;
-    assert_eq!(status, 403);
+    assert_eq!((status, s(&body["code"])), (403, "UNVERIFIED"), "{body}");
     let verification = s(&body["verificationToken"]).to_owned();
     let code = smtp.next_code("ann@example.com").await;
     let numeric: Value = if code.starts_with('0') {
