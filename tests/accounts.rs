@@ -912,7 +912,10 @@ async fn bad_inputs_are_refused_and_change_nothing() {
     let _: () = redis::AsyncCommands::pexpire(&mut conn, "otp:ann@example.com", 1)
         .await
         .expect("expire");
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    common::wait_until("the code has expired", common::WAIT, || async {
+        redis_keys(&redis, "otp:*").await.is_empty()
+    })
+    .await;
     let (status, body) = verify(Some(verification.clone()), json!({"otp": code})).await;
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["code"], "OTP_EXPIRED");
