@@ -219,6 +219,13 @@ impl Fixture {
             .await
     }
 
+    /// Draws `ids` in order, each applied with the next seq from `first_seq`.
+    async fn draw_each(&self, room: &RoomId, peer: &Peer, first_seq: u64, ids: &[&str]) {
+        for (seq, id) in (first_seq..).zip(ids) {
+            assert_eq!(self.draw(room, peer, id).await, applied(seq, id));
+        }
+    }
+
     async fn undo(&self, room: &RoomId, peer: &Peer, target: Option<&str>) -> OpOutcome {
         let target = target.map(StrokeId::new);
         self.apply(room, peer, None, OpKind::Undo(target)).await
@@ -330,6 +337,17 @@ impl Peer {
             Item::Own { seq } => seq,
             other => panic!("{}: wanted its own op, got {}", self.conn, show(&other)),
         }
+    }
+
+    /// The next events, which must carry exactly the seqs `seqs`: their frames.
+    async fn events(&mut self, seqs: std::ops::RangeInclusive<u64>) -> Vec<Value> {
+        let mut frames = Vec::new();
+        for want in seqs {
+            let (seq, frame) = self.sequenced().await;
+            assert_eq!(seq, want, "{}: {frame}", self.conn);
+            frames.push(frame);
+        }
+        frames
     }
 
     /// Everything delivered before `marker` (which is consumed), as JSON.
@@ -688,7 +706,8 @@ mod cases {
 
         assert_eq!(fx.draw(&room, &a, "a1").await, applied(1, "a1"));
         assert_eq!(a.own().await, 1);
-        assert_eq!(watcher.sequenced().await.0, 1);
+        let frame = canvas_update(&room, &a.who, "a1", 1);
+        expect_event(&mut [&mut watcher], 1, &frame).await;
         assert_eq!(fx.draw(&room, &a, "a1").await, duplicate(1, "a1"));
         // The op id decides, whatever the resent op holds.
         let other = stroke(&room, &a.who, "a1-retry");
@@ -709,7 +728,8 @@ mod cases {
             applied(3, "a2")
         );
         assert_eq!(a.own().await, 3);
-        assert_eq!(watcher.sequenced().await.0, 3);
+        let frame = undo_frame(&room, &a.who, "a2", 3);
+        expect_event(&mut [&mut watcher], 3, &frame).await;
         assert_eq!(
             fx.apply(&room, &a, Some("u1"), OpKind::Undo(None)).await,
             duplicate(3, "a2")
@@ -729,9 +749,8 @@ mod cases {
         let mut b = fx.peer(&room, "bob", 2);
         fx.join(&room, &a, None).await;
         fx.join(&room, &b, None).await;
-        assert_eq!(fx.draw(&room, &a, "a1").await, applied(1, "a1"));
-        assert_eq!(fx.draw(&room, &a, "a2").await, applied(2, "a2"));
-        assert_eq!(fx.draw(&room, &b, "b1").await, applied(3, "b1"));
+        fx.draw_each(&room, &a, 1, &["a1", "a2"]).await;
+        fx.draw_each(&room, &b, 3, &["b1"]).await;
         fx.flush(&room, &mut [&mut watcher, &mut a, &mut b]).await;
 
         // No id: the caller's latest stroke, not the room's latest.
@@ -774,13 +793,8 @@ mod cases {
         let c = fx.peer(&room, "carol", 3);
         fx.join(&room, &a, None).await;
         fx.join(&room, &b, None).await;
-        for id in ["a1", "a2", "a3"] {
-            assert!(matches!(
-                fx.draw(&room, &a, id).await,
-                OpOutcome::Applied { .. }
-            ));
-        }
-        assert_eq!(fx.draw(&room, &b, "b1").await, applied(4, "b1"));
+        fx.draw_each(&room, &a, 1, &["a1", "a2", "a3"]).await;
+        fx.draw_each(&room, &b, 4, &["b1"]).await;
         assert_eq!(fx.redo(&room, &a, None).await, OpOutcome::NothingToRedo);
         assert_eq!(fx.undo(&room, &a, None).await, applied(5, "a3"));
         assert_eq!(fx.undo(&room, &a, Some("a1")).await, applied(6, "a1"));
@@ -848,12 +862,7 @@ mod cases {
         let room = fx.room().await;
         let a = fx.peer(&room, "alice", 1);
         fx.join(&room, &a, None).await;
-        for id in ["a1", "a2", "a3"] {
-            assert!(matches!(
-                fx.draw(&room, &a, id).await,
-                OpOutcome::Applied { .. }
-            ));
-        }
+        fx.draw_each(&room, &a, 1, &["a1", "a2", "a3"]).await;
         assert_eq!(fx.undo(&room, &a, None).await, applied(4, "a3"));
         assert_eq!(fx.undo(&room, &a, None).await, applied(5, "a2"));
         assert_eq!(fx.undo(&room, &a, None).await, applied(6, "a1"));
@@ -873,20 +882,10 @@ mod cases {
         let a = fx.peer(&room, "alice", 1);
         let epoch = fx.join(&room, &a, None).await.epoch;
         fx.flush(&room, &mut [&mut watcher]).await;
-        for id in ["a1", "a2", "a3"] {
-            assert!(matches!(
-                fx.draw(&room, &a, id).await,
-                OpOutcome::Applied { .. }
-            ));
-        }
+        fx.draw_each(&room, &a, 1, &["a1", "a2", "a3"]).await;
         assert_eq!(fx.undo(&room, &a, None).await, applied(4, "a3"));
         assert_eq!(fx.redo(&room, &a, None).await, applied(5, "a3"));
-        let mut frames = Vec::new();
-        for seq in 1..=5 {
-            let (got, frame) = watcher.sequenced().await;
-            assert_eq!(got, seq);
-            frames.push(frame);
-        }
+        let frames = watcher.events(1..=5).await;
 
         let c = fx.peer(&room, "carol", 3);
         let view = fx.join(&room, &c, Some((2, &epoch))).await;
@@ -920,18 +919,8 @@ mod cases {
         let epoch = fx.join(&room, &a, None).await.epoch;
         fx.flush(&room, &mut [&mut watcher]).await;
         let ids = ["a1", "a2", "a3", "a4", "a5"];
-        for id in ids {
-            assert!(matches!(
-                fx.draw(&room, &a, id).await,
-                OpOutcome::Applied { .. }
-            ));
-        }
-        let mut frames = Vec::new();
-        for seq in 1..=5 {
-            let (got, frame) = watcher.sequenced().await;
-            assert_eq!(got, seq);
-            frames.push(frame);
-        }
+        fx.draw_each(&room, &a, 1, &ids).await;
+        let frames = watcher.events(1..=5).await;
         let strokes: Vec<Value> = ids
             .iter()
             .map(|id| stroke_json(&room, &a.who, id))
@@ -987,10 +976,7 @@ mod cases {
         assert_eq!(fx.draw(&room, &b, "b1").await, applied(2, "b1"));
         assert_eq!(fx.draw(&room, &a, "a2").await, applied(3, "a2"));
         assert_eq!(fx.undo(&room, &a, None).await, applied(4, "a2"));
-        let mut frames = Vec::new();
-        for _ in 1..=4 {
-            frames.push(watcher.sequenced().await.1);
-        }
+        let frames = watcher.events(1..=4).await;
         let origins = [&a.conn, &b.conn, &a.conn, &a.conn];
 
         for after in [0, 1, 3, 4] {
@@ -1115,7 +1101,8 @@ mod cases {
 
         // A sequenced event is not lossy: the full member is cut loose instead.
         assert_eq!(fx.draw(&room, &sender, "a1").await, applied(1, "a1"));
-        assert_eq!(other.sequenced().await.0, 1);
+        let frame = canvas_update(&room, &sender.who, "a1", 1);
+        expect_event(&mut [&mut other], 1, &frame).await;
         assert!(full_overflow.is_cancelled());
         assert!(matches!(
             full_rx.try_recv().map(|o| o.item),
@@ -1293,9 +1280,7 @@ mod cases {
 
         let a = fx.peer(&room, "alice", 1);
         fx.join(&room, &a, None).await;
-        assert_eq!(fx.draw(&room, &a, "a1").await, applied(1, "a1"));
-        assert_eq!(fx.draw(&room, &a, "a2").await, applied(2, "a2"));
-        assert_eq!(fx.draw(&room, &a, "a3").await, applied(3, "a3"));
+        fx.draw_each(&room, &a, 1, &["a1", "a2", "a3"]).await;
         assert_eq!(fx.undo(&room, &a, None).await, applied(4, "a3"));
         let keys: Vec<String> = ["", ":strokes", ":log", ":users", ":ops", ":undone"]
             .iter()
@@ -1358,8 +1343,7 @@ mod cases {
         let room = info.room_id;
         let a = fx.peer(&room, "alice", 1);
         fx.join(&room, &a, None).await;
-        assert_eq!(fx.draw(&room, &a, "a1").await, applied(1, "a1"));
-        assert_eq!(fx.draw(&room, &a, "a2").await, applied(2, "a2"));
+        fx.draw_each(&room, &a, 1, &["a1", "a2"]).await;
         assert_eq!(fx.undo(&room, &a, None).await, applied(3, "a2"));
         let base = format!("{}room:{{{room}}}", redis.prefix);
         for suffix in ["", ":strokes", ":log", ":users", ":ops", ":undone"] {
