@@ -659,3 +659,69 @@ fn short(e: &tungstenite::Error) -> String {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::{Extra, Report};
+    use crate::stats::{Clock, Collector};
+
+    fn stroke_from_conn_2(seq: u64) -> String {
+        format!(
+            r#"{{"type":"CANVAS_UPDATE","payload":{{"roomId":"r","canvasData":{{"userId":"lt-2","strokeId":"2-{seq}-1000","points":[]}},"userId":"lt-2","seq":{seq}}}}}"#
+        )
+    }
+
+    #[test]
+    fn what_a_receiver_sees_reaches_the_report_and_the_verdict() {
+        let collector = Collector::new(Clock {
+            start_us: 0,
+            measure_from_us: 0,
+            measure_to_us: u64::MAX,
+        });
+        let mut client = Client::new(1, "r", "lt-1", 1, Recorder::new(collector.clone()));
+        let joined = client.on_frame(
+            r#"{"type":"INITIAL_STATE","payload":{"roomId":"r","strokes":[{}],"seq":1,"epoch":"e","users":[]}}"#,
+            1_000,
+        );
+        assert!(matches!(
+            joined,
+            Some(JoinReply::Initial { strokes: 1, .. })
+        ));
+        // 2, then 4 twice (a duplicate), then 3 late (out of order), then 5 never comes although
+        // the receiver's own ACK of 6 shows the room went past it.
+        for seq in [2, 4, 4, 3] {
+            assert_eq!(client.on_frame(&stroke_from_conn_2(seq), 3_000), None);
+        }
+        client.on_frame(
+            r#"{"type":"ACK","payload":{"opId":"1-0-2000","seq":6,"strokeId":"1-0-2000","duplicate":false}}"#,
+            2_500,
+        );
+        let Client {
+            recorder, tracker, ..
+        } = client;
+        recorder.finish(0, tracker.finish());
+
+        let report = Report::build(Scenario::default(), &collector.lock(), Extra::default());
+        let s = &report.sequencing;
+        assert_eq!((s.rooms, s.receivers), (1, 1));
+        assert_eq!((s.duplicates, s.out_of_order, s.gaps), (1, 1, 1));
+        assert_eq!(
+            report.strokes.delivered, 3,
+            "the duplicate is not a delivery"
+        );
+        assert_eq!(report.strokes.latency.max_ms, 2.0);
+        assert_eq!(
+            report.connections.received_types.get("CANVAS_UPDATE"),
+            Some(&4)
+        );
+        assert!(!report.passed);
+        for what in ["duplicate deliveries", "out of seq order", "seq gaps"] {
+            assert!(
+                report.failures.iter().any(|f| f.contains(what)),
+                "{what}: {:?}",
+                report.failures
+            );
+        }
+    }
+}

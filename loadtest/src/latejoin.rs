@@ -12,7 +12,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::auth::User;
 use crate::conn::{self, Client, JoinReply};
-use crate::report::{Extra, Report, Sequencing};
+use crate::report::{Extra, Report};
 use crate::runner::{MAX_MESSAGE, create_rooms, users};
 use crate::scenario::Scenario;
 use crate::stats::{Clock, Collector, Recorder, now_us};
@@ -147,7 +147,6 @@ pub async fn run(sc: Scenario, targets: Vec<Arc<Target>>) -> Result<Report> {
         settled: true,
         joined_at_end: 0,
         unacked_at_end: 0,
-        sequencing: Sequencing::default(),
         joins_extra: (!samples.is_empty()).then_some(((min_strokes, max_strokes), samples)),
     };
     Ok(Report::build(sc, &agg, extra))

@@ -8,6 +8,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::scenario::{Mode, Scenario};
+use crate::seq::{SeqCounters, SeqReport, judge_room};
 use crate::stats::{Aggregate, Bucket};
 
 /// Percentiles of a latency histogram recorded in µs, reported in ms.
@@ -162,6 +163,35 @@ pub struct Sequencing {
     pub absurd_seq: u64,
 }
 
+impl Sequencing {
+    /// Judges every room from its members' reports (by room index).
+    fn judge(rooms: &BTreeMap<usize, Vec<SeqReport>>, self_echo: u64) -> Self {
+        let mut s = Self {
+            rooms: rooms.len(),
+            self_echo,
+            ..Self::default()
+        };
+        let mut seen = SeqCounters::default();
+        for members in rooms.values() {
+            s.receivers += members.len();
+            let v = judge_room(members);
+            s.gaps += v.gaps;
+            s.lost_acked += v.lost_acked;
+            for m in members {
+                seen.add(&m.counters);
+            }
+        }
+        s.duplicates = seen.duplicates;
+        s.out_of_order = seen.out_of_order;
+        s.stale = seen.stale;
+        s.replay_overlap = seen.replay_overlap;
+        s.snapshot_resync = seen.snapshot_resync;
+        s.epoch_changes = seen.epoch_changes;
+        s.absurd_seq = seen.absurd;
+        s
+    }
+}
+
 /// One second of the run.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Second {
@@ -249,6 +279,7 @@ pub struct Report {
 }
 
 /// Facts gathered outside the aggregate.
+#[derive(Default)]
 pub struct Extra {
     pub started_at_unix: u64,
     pub elapsed_secs: f64,
@@ -258,7 +289,6 @@ pub struct Extra {
     pub settled: bool,
     pub joined_at_end: i64,
     pub unacked_at_end: u64,
-    pub sequencing: Sequencing,
     pub joins_extra: Option<((usize, usize), Vec<f64>)>,
 }
 
@@ -266,15 +296,6 @@ impl Report {
     pub fn build(scenario: Scenario, agg: &Aggregate, x: Extra) -> Self {
         let t = &agg.totals;
         let tl = &agg.tallies;
-        let mut sequencing = x.sequencing;
-        sequencing.duplicates += tl.seq.duplicates;
-        sequencing.out_of_order += tl.seq.out_of_order;
-        sequencing.stale += tl.seq.stale;
-        sequencing.replay_overlap += tl.seq.replay_overlap;
-        sequencing.snapshot_resync += tl.seq.snapshot_resync;
-        sequencing.epoch_changes += tl.seq.epoch_changes;
-        sequencing.absurd_seq += tl.seq.absurd;
-        sequencing.self_echo += tl.self_echo;
         let (strokes_range, samples) = match x.joins_extra {
             Some((r, s)) => (Some(r), s),
             None => (None, Vec::new()),
@@ -324,7 +345,7 @@ impl Report {
                 initial_state_strokes: strokes_range,
                 samples_ms: samples,
             },
-            sequencing,
+            sequencing: Sequencing::judge(&agg.seq_reports, tl.self_echo),
             client_send_lag: Latency::from_us(&t.send_lag),
             socket_write_wait: Latency::from_us(&t.send_wait),
             timeline: agg

@@ -17,9 +17,8 @@ use crate::auth::{self, Minter, User};
 use crate::conn::{self, ConnPlan, Phase, Shared};
 use crate::http;
 use crate::latejoin;
-use crate::report::{Extra, Report, Sequencing};
+use crate::report::{Extra, Report};
 use crate::scenario::{Mode, Scenario};
-use crate::seq::judge_room;
 use crate::stats::{Clock, Collector, Recorder, now_us};
 use crate::target::Target;
 
@@ -257,16 +256,6 @@ async fn run_connections(
 
     let unacked_at_end = collector.unacked.load(Ordering::Relaxed).max(0) as u64;
     let agg = collector.lock();
-    let mut sequencing = Sequencing {
-        rooms: agg.seq_reports.len(),
-        ..Sequencing::default()
-    };
-    for members in agg.seq_reports.values() {
-        sequencing.receivers += members.len();
-        let v = judge_room(members);
-        sequencing.gaps += v.gaps;
-        sequencing.lost_acked += v.lost_acked;
-    }
     let extra = Extra {
         started_at_unix: start_us / 1_000_000,
         elapsed_secs: start.elapsed().as_secs_f64(),
@@ -279,7 +268,6 @@ async fn run_connections(
         settled,
         joined_at_end,
         unacked_at_end,
-        sequencing,
         joins_extra: None,
     };
     Ok(Report::build((*sc).clone(), &agg, extra))

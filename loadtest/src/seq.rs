@@ -32,6 +32,18 @@ pub struct SeqCounters {
     pub absurd: u64,
 }
 
+impl SeqCounters {
+    pub fn add(&mut self, o: &SeqCounters) {
+        self.duplicates += o.duplicates;
+        self.out_of_order += o.out_of_order;
+        self.stale += o.stale;
+        self.replay_overlap += o.replay_overlap;
+        self.snapshot_resync += o.snapshot_resync;
+        self.epoch_changes += o.epoch_changes;
+        self.absurd += o.absurd;
+    }
+}
+
 /// What one receiver saw of one room, handed to the collector at the end.
 #[derive(Clone, Debug, Default)]
 pub struct SeqReport {
@@ -39,6 +51,8 @@ pub struct SeqReport {
     pub base: u64,
     /// Flags of `base+1`, `base+2`, ...
     pub flags: Vec<u8>,
+    /// The anomalies it met on the way.
+    pub counters: SeqCounters,
 }
 
 /// Tracks one receiver in one room.
@@ -196,6 +210,7 @@ impl SeqTracker {
         self.epoch.map(|_| SeqReport {
             base: self.base,
             flags: self.flags,
+            counters: self.counters,
         })
     }
 }

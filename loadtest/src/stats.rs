@@ -9,7 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use hdrhistogram::Histogram;
 
-use crate::seq::{SeqCounters, SeqReport};
+use crate::seq::SeqReport;
 
 /// Latencies above this are clamped (and are failures by any standard).
 pub const MAX_LATENCY_US: u64 = 600_000_000;
@@ -83,7 +83,6 @@ pub struct Tallies {
     pub resent_ops: u64,
     /// Ops answered with an `ERROR` naming them instead of an `ACK`.
     pub rejected_ops: u64,
-    pub seq: SeqCounters,
 }
 
 impl Tallies {
@@ -106,14 +105,6 @@ impl Tallies {
         self.duplicate_acks += o.duplicate_acks;
         self.resent_ops += o.resent_ops;
         self.rejected_ops += o.rejected_ops;
-        let (a, b) = (&mut self.seq, &o.seq);
-        a.duplicates += b.duplicates;
-        a.out_of_order += b.out_of_order;
-        a.stale += b.stale;
-        a.replay_overlap += b.replay_overlap;
-        a.snapshot_resync += b.snapshot_resync;
-        a.epoch_changes += b.epoch_changes;
-        a.absurd += b.absurd;
     }
 
     pub fn bump(map: &mut BTreeMap<String, u64>, key: &str) {
