@@ -78,11 +78,6 @@ pub enum Mark {
 }
 
 impl SeqTracker {
-    /// The epoch last joined, if any.
-    pub fn epoch(&self) -> Option<&str> {
-        self.epoch.as_deref()
-    }
-
     /// `(since, epoch)` for a re-join, once the room was joined at least once.
     pub fn resume_point(&self) -> Option<(u64, &str)> {
         self.epoch.as_deref().map(|e| (self.contiguous, e))
@@ -156,29 +151,27 @@ impl SeqTracker {
         if self.epoch.is_none() {
             return Mark::Ignored;
         }
-        if seq <= self.base {
-            self.counters.stale += 1;
-            return Mark::Stale;
-        }
-        if seq < self.max_event {
+        if seq > self.base && seq < self.max_event {
             self.counters.out_of_order += 1;
         }
-        self.max_event = self.max_event.max(seq);
-        let Some(f) = self.slot(seq) else {
-            return Mark::Ignored;
-        };
-        let again = *f & EVENT != 0;
-        *f |= EVENT;
-        if again {
+        let mark = self.event(seq);
+        if mark == Mark::Again {
             self.counters.duplicates += 1;
-            return Mark::Again;
         }
-        self.advance();
-        Mark::New
+        mark
     }
 
     /// An event inside a `REPLAY`.
     pub fn replayed_event(&mut self, seq: u64) -> Mark {
+        let mark = self.event(seq);
+        if mark == Mark::Again {
+            self.counters.replay_overlap += 1;
+        }
+        mark
+    }
+
+    /// Flags `seq` as seen as an event, live or replayed.
+    fn event(&mut self, seq: u64) -> Mark {
         if seq <= self.base {
             self.counters.stale += 1;
             return Mark::Stale;
@@ -187,12 +180,10 @@ impl SeqTracker {
         let Some(f) = self.slot(seq) else {
             return Mark::Ignored;
         };
-        let again = *f & EVENT != 0;
-        *f |= EVENT;
-        if again {
-            self.counters.replay_overlap += 1;
+        if *f & EVENT != 0 {
             return Mark::Again;
         }
+        *f |= EVENT;
         self.advance();
         Mark::New
     }
@@ -290,8 +281,44 @@ mod tests {
         assert_eq!(t.resume_point(), Some((13, "e")));
         assert_eq!(t.live_event(13), Mark::Again);
         assert_eq!(t.live_event(9), Mark::Stale);
-        assert_eq!(t.counters.duplicates, 1);
-        assert_eq!(t.counters.stale, 1);
+        assert_eq!(t.live_event(10 + MAX_JUMP + 100), Mark::Ignored);
+        assert_eq!(
+            t.counters,
+            SeqCounters {
+                duplicates: 1,
+                stale: 1,
+                absurd: 1,
+                ..SeqCounters::default()
+            }
+        );
+    }
+
+    #[test]
+    fn a_late_live_event_is_out_of_order_but_a_replayed_one_is_not() {
+        let mut t = SeqTracker::default();
+        assert_eq!(t.live_event(1), Mark::Ignored, "before any join");
+        t.initial_state(0, "e");
+        t.live_event(1);
+        t.live_event(3);
+        assert_eq!(t.live_event(2), Mark::New);
+        assert_eq!(t.live_event(1), Mark::Again);
+        assert_eq!(t.resume_point(), Some((3, "e")));
+        t.replay_epoch("e");
+        assert_eq!(t.replayed_event(5), Mark::New);
+        assert_eq!(t.replayed_event(4), Mark::New);
+        assert_eq!(t.replayed_event(4), Mark::Again);
+        assert_eq!(t.replayed_event(0), Mark::Stale);
+        assert_eq!(
+            t.counters,
+            SeqCounters {
+                duplicates: 1,
+                out_of_order: 2,
+                replay_overlap: 1,
+                stale: 1,
+                ..SeqCounters::default()
+            }
+        );
+        assert_eq!(t.resume_point(), Some((5, "e")));
     }
 
     #[test]
