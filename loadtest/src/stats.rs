@@ -66,7 +66,7 @@ pub struct Sample {
 }
 
 /// Counters with string keys, merged at flush.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Tallies {
     pub close_codes: BTreeMap<String, u64>,
     pub errors: BTreeMap<String, u64>,
@@ -86,15 +86,16 @@ pub struct Tallies {
 }
 
 impl Tallies {
-    fn merge(&mut self, o: &Tallies) {
-        for (k, v) in &o.close_codes {
-            *self.close_codes.entry(k.clone()).or_default() += v;
-        }
-        for (k, v) in &o.errors {
-            *self.errors.entry(k.clone()).or_default() += v;
-        }
-        for (k, v) in &o.received_types {
-            *self.received_types.entry(k.clone()).or_default() += v;
+    /// Adds `o` in, keeping its keys rather than copying them.
+    fn merge(&mut self, o: Tallies) {
+        for (mine, theirs) in [
+            (&mut self.close_codes, o.close_codes),
+            (&mut self.errors, o.errors),
+            (&mut self.received_types, o.received_types),
+        ] {
+            for (k, v) in theirs {
+                *mine.entry(k).or_default() += v;
+            }
         }
         self.connect_failures += o.connect_failures;
         self.join_failures += o.join_failures;
@@ -107,6 +108,11 @@ impl Tallies {
         self.rejected_ops += o.rejected_ops;
     }
 
+    fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// Counts one `key`; allocates only the first time a key is seen.
     pub fn bump(map: &mut BTreeMap<String, u64>, key: &str) {
         match map.get_mut(key) {
             Some(v) => *v += 1,
@@ -377,7 +383,6 @@ impl Collector {
 /// A connection's private buffer of samples and tallies.
 pub struct Recorder {
     collector: Arc<Collector>,
-    clock: Clock,
     samples: Vec<Sample>,
     pub tallies: Tallies,
     received: u64,
@@ -386,16 +391,11 @@ pub struct Recorder {
 impl Recorder {
     pub fn new(collector: Arc<Collector>) -> Self {
         Self {
-            clock: collector.clock,
             collector,
             samples: Vec::with_capacity(BATCH),
             tallies: Tallies::default(),
             received: 0,
         }
-    }
-
-    pub fn clock(&self) -> &Clock {
-        &self.clock
     }
 
     pub fn collector(&self) -> &Arc<Collector> {
@@ -404,10 +404,11 @@ impl Recorder {
 
     /// Records an event that happened at `now_us` and whose send time was `sent_us`.
     pub fn record(&mut self, kind: Kind, value: u64, sent_us: u64, now_us: u64) {
+        let clock = &self.collector.clock;
         self.samples.push(Sample {
-            sec: self.clock.sec(now_us),
+            sec: clock.sec(now_us),
             kind,
-            measured: self.clock.measured(sent_us),
+            measured: clock.measured(sent_us),
             value,
         });
         if self.samples.len() >= BATCH {
@@ -420,7 +421,7 @@ impl Recorder {
         self.received += 1;
     }
 
-    /// Hands everything buffered to the collector.
+    /// Hands everything buffered to the collector; an idle connection takes no lock.
     pub fn flush(&mut self) {
         if self.received > 0 {
             self.collector
@@ -428,14 +429,14 @@ impl Recorder {
                 .fetch_add(self.received, Ordering::Relaxed);
             self.received = 0;
         }
-        let mut agg = self.collector.lock();
-        for s in &self.samples {
-            agg.ingest(s);
+        if self.samples.is_empty() && self.tallies.is_empty() {
+            return;
         }
-        agg.tallies.merge(&self.tallies);
-        drop(agg);
-        self.samples.clear();
-        self.tallies = Tallies::default();
+        let mut agg = self.collector.lock();
+        for s in self.samples.drain(..) {
+            agg.ingest(&s);
+        }
+        agg.tallies.merge(std::mem::take(&mut self.tallies));
     }
 
     /// Final hand-over: flushes and files the connection's sequence report under its room.
@@ -467,19 +468,44 @@ mod tests {
         let mut r = Recorder::new(c.clone());
         r.record(Kind::StrokeSent, 0, 2_000_000, 2_000_000);
         r.record(Kind::StrokeSent, 0, 3_500_000, 3_500_000);
+        // Sent as the window closes: after it.
+        r.record(Kind::StrokeSent, 0, 5_000_000, 5_000_000);
         r.record(Kind::StrokeDelivered, 800, 3_500_000, 3_500_800);
+        r.record(Kind::StrokeReplayed, 900_000, 3_600_000, 4_500_000);
         r.record(Kind::StrokeExpected, 9, 3_500_000, 3_500_000);
         r.record(Kind::Join, 5_000, 0, 1_200_000);
         Tallies::bump(&mut r.tallies.close_codes, "1013");
+        r.flush();
+        // A second connection's tallies add to the first's.
+        let mut r2 = Recorder::new(c.clone());
+        Tallies::bump(&mut r2.tallies.close_codes, "1013");
+        Tallies::bump(&mut r2.tallies.close_codes, "1001");
+        r2.finish(0, None);
         r.finish(0, None);
         let agg = c.lock();
-        assert_eq!(agg.totals.stroke_sent, 1);
-        assert_eq!(agg.totals.stroke_expected, 9);
-        assert_eq!(agg.totals.stroke_latency.len(), 1);
-        assert_eq!(agg.totals.join_time.len(), 1);
-        assert_eq!(agg.timeline.len(), 3);
-        assert_eq!(agg.timeline[1].stroke_sent, 1);
+        let t = &agg.totals;
+        assert_eq!(t.stroke_sent, 1);
+        assert_eq!(t.stroke_expected, 9);
+        assert_eq!((t.stroke_delivered, t.stroke_replayed), (2, 1));
+        assert_eq!(t.stroke_latency.len(), 2);
+        assert_eq!(
+            t.stroke_latency.max(),
+            t.stroke_latency.highest_equivalent(900_000)
+        );
+        assert_eq!(t.join_time.len(), 1);
+        assert_eq!(agg.timeline.len(), 5);
+        let sent: Vec<u64> = agg.timeline.iter().map(|b| b.stroke_sent).collect();
+        assert_eq!(sent, [0, 1, 1, 0, 1]);
         assert_eq!(agg.timeline[2].stroke_delivered, 1);
-        assert_eq!(agg.tallies.close_codes.get("1013"), Some(&1));
+        assert_eq!(agg.timeline[3].stroke_replayed, 1);
+        assert_eq!(agg.timeline[0].joins, 1);
+        let codes: Vec<(&str, u64)> = agg
+            .tallies
+            .close_codes
+            .iter()
+            .map(|(k, v)| (k.as_str(), *v))
+            .collect();
+        assert_eq!(codes, [("1001", 1), ("1013", 2)]);
+        assert!(agg.seq_reports.is_empty());
     }
 }
