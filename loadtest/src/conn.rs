@@ -581,6 +581,12 @@ async fn session(
     let mut flush = tokio::time::interval(FLUSH_EVERY);
     flush.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let others = || members.load(Ordering::Relaxed).saturating_sub(1).max(0) as u64;
+    // Registered once for the session: a `changed()` per pass would add and remove a waiter on
+    // the channel every connection shares for every frame received.
+    let closing = async {
+        let _ = phase.wait_for(|p| *p == Phase::Closing).await;
+    };
+    tokio::pin!(closing);
     loop {
         let sending = Instant::now() < shared.send_until;
         tokio::select! {
@@ -621,11 +627,9 @@ async fn session(
                 }
             }
             _ = flush.tick() => client.recorder.flush(),
-            r = phase.changed() => {
-                if r.is_err() || *phase.borrow() == Phase::Closing {
-                    close_gracefully(client, ws).await;
-                    return Ended::Finished;
-                }
+            () = &mut closing => {
+                close_gracefully(client, ws).await;
+                return Ended::Finished;
             }
         }
     }
