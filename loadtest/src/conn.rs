@@ -229,8 +229,7 @@ impl Client {
                         self.recorder
                             .record(Kind::StrokeDelivered, lat, tag.sent_us, now);
                     }
-                    Some(_) => {}
-                    None => t.foreign += 1,
+                    _ => {}
                 }
                 None
             }
@@ -245,20 +244,19 @@ impl Client {
             } => {
                 Tallies::bump(&mut t.received_types, "ACK");
                 self.tracker.ack(seq);
-                match StrokeTag::parse(&stroke_id) {
-                    Some(tag) if tag.conn == self.index => {
-                        let was_pending = self.pending.remove(&tag.n).is_some();
-                        if was_pending {
-                            self.unacked_delta(-1);
-                        }
-                        if duplicate || !was_pending {
-                            self.recorder.tallies.duplicate_acks += 1;
-                        } else {
-                            let lat = now.saturating_sub(tag.sent_us);
-                            self.recorder.record(Kind::Ack, lat, tag.sent_us, now);
-                        }
+                if let Some(tag) = StrokeTag::parse(&stroke_id)
+                    && tag.conn == self.index
+                {
+                    let was_pending = self.pending.remove(&tag.n).is_some();
+                    if was_pending {
+                        self.unacked_delta(-1);
                     }
-                    _ => t.foreign += 1,
+                    if duplicate || !was_pending {
+                        self.recorder.tallies.duplicate_acks += 1;
+                    } else {
+                        let lat = now.saturating_sub(tag.sent_us);
+                        self.recorder.record(Kind::Ack, lat, tag.sent_us, now);
+                    }
                 }
                 None
             }
@@ -311,7 +309,6 @@ impl Client {
                 Some(JoinReply::Expired)
             }
             Incoming::Error { code, reference } => {
-                Tallies::bump(&mut t.errors, &code);
                 // A refused op will never be acknowledged: stop waiting for it.
                 if let Some(tag) = reference.as_deref().and_then(StrokeTag::parse)
                     && tag.conn == self.index
@@ -321,7 +318,7 @@ impl Client {
                     self.rejected_total += 1;
                     self.unacked_delta(-1);
                 }
-                self.recorder.record(Kind::Error, 0, now, now);
+                self.recorder.error(&code, now);
                 Some(JoinReply::Error(code.into_owned()))
             }
             Incoming::Other { kind } => {
@@ -463,15 +460,13 @@ pub async fn run_client(plan: ConnPlan, shared: Arc<Shared>, recorder: Recorder)
         {
             Ok(ws) => ws,
             Err(e) => {
-                let now = now_us();
                 client.recorder.tallies.connect_failures += 1;
-                Tallies::bump(&mut client.recorder.tallies.errors, &e);
-                client.recorder.record(Kind::Error, 0, now, now);
-                failures += 1;
-                if !sc.reconnect || failures >= MAX_ATTEMPTS || e.starts_with("http 4") {
+                client.recorder.error(&e, now_us());
+                // A refused upgrade (bad token, policy) would only be refused again.
+                if e.starts_with("http 4") || !retry(&mut failures, sc.reconnect, &mut phase).await
+                {
                     break;
                 }
-                backoff(failures, &mut phase).await;
                 continue;
             }
         };
@@ -488,12 +483,10 @@ pub async fn run_client(plan: ConnPlan, shared: Arc<Shared>, recorder: Recorder)
             }
             Ok(JoinReply::Error(_)) | Err(_) => {
                 client.recorder.tallies.join_failures += 1;
-                failures += 1;
                 let _ = ws.close(None).await;
-                if !sc.reconnect || failures >= MAX_ATTEMPTS {
+                if !retry(&mut failures, sc.reconnect, &mut phase).await {
                     break;
                 }
-                backoff(failures, &mut phase).await;
                 continue;
             }
         }
@@ -556,6 +549,16 @@ pub async fn run_client(plan: ConnPlan, shared: Arc<Shared>, recorder: Recorder)
         .finish(plan.room_index, client.tracker.finish());
 }
 
+/// Counts a failed connect or join; backs off and returns true if the client should try again.
+async fn retry(failures: &mut u32, reconnect: bool, phase: &mut watch::Receiver<Phase>) -> bool {
+    *failures += 1;
+    if !reconnect || *failures >= MAX_ATTEMPTS {
+        return false;
+    }
+    backoff(*failures, phase).await;
+    true
+}
+
 /// Exponential backoff from 100 ms up to 3 s, with jitter so clients dropped together do not
 /// return together.
 async fn backoff(failures: u32, phase: &mut watch::Receiver<Phase>) {
@@ -606,9 +609,7 @@ async fn session(
                 }
                 Some(Ok(_)) => {}
                 Some(Err(e)) => {
-                    let now = now_us();
-                    Tallies::bump(&mut client.recorder.tallies.errors, &format!("read: {}", short(&e)));
-                    client.recorder.record(Kind::Error, 0, now, now);
+                    client.recorder.error(&format!("read: {}", short(&e)), now_us());
                     return Ended::Dropped;
                 }
                 None => {

@@ -77,8 +77,6 @@ pub struct Tallies {
     pub parse_errors: u64,
     /// A live event of this client's own op echoed back to it (the contract says "except the sender").
     pub self_echo: u64,
-    /// Strokes or ACKs whose id this tool did not write.
-    pub foreign: u64,
     pub duplicate_acks: u64,
     pub resent_ops: u64,
     /// Ops answered with an `ERROR` naming them instead of an `ACK`.
@@ -102,7 +100,6 @@ impl Tallies {
         self.room_expired += o.room_expired;
         self.parse_errors += o.parse_errors;
         self.self_echo += o.self_echo;
-        self.foreign += o.foreign;
         self.duplicate_acks += o.duplicate_acks;
         self.resent_ops += o.resent_ops;
         self.rejected_ops += o.rejected_ops;
@@ -414,6 +411,13 @@ impl Recorder {
         if self.samples.len() >= BATCH {
             self.flush();
         }
+    }
+
+    /// Counts an error under `what` (an `ERROR` code or a local failure) in the tallies and the
+    /// timeline.
+    pub fn error(&mut self, what: &str, now_us: u64) {
+        Tallies::bump(&mut self.tallies.errors, what);
+        self.record(Kind::Error, 0, now_us, now_us);
     }
 
     /// Counts a received frame (published to the collector at the next flush).
