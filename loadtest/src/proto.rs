@@ -304,56 +304,59 @@ fn fast_canvas_update(text: &str) -> Option<Incoming<'_>> {
     })
 }
 
+/// The `payload` of a frame, as `P`.
+fn payload<'a, P: Deserialize<'a>>(text: &'a str) -> Result<P, serde_json::Error> {
+    serde_json::from_str::<Env<P>>(text).map(|env| env.payload)
+}
+
 fn parse_kind<'a>(kind: &'a str, text: &'a str) -> Result<Incoming<'a>, serde_json::Error> {
     Ok(match kind {
-        "CANVAS_UPDATE" => {
-            if let Some(fast) = fast_canvas_update(text) {
-                return Ok(fast);
+        "CANVAS_UPDATE" => match fast_canvas_update(text) {
+            Some(fast) => fast,
+            None => {
+                let p: CanvasPayload = payload(text)?;
+                Incoming::CanvasUpdate {
+                    seq: p.seq,
+                    stroke_id: p.canvas_data.stroke_id,
+                }
             }
-            let p: Env<CanvasPayload> = serde_json::from_str(text)?;
-            Incoming::CanvasUpdate {
-                seq: p.payload.seq,
-                stroke_id: p.payload.canvas_data.stroke_id,
-            }
-        }
-        "UNDO" | "REDO" => {
-            let p: Env<SeqOnly> = serde_json::from_str(text)?;
-            Incoming::Sequenced { seq: p.payload.seq }
-        }
+        },
+        "UNDO" | "REDO" => Incoming::Sequenced {
+            seq: payload::<SeqOnly>(text)?.seq,
+        },
         "ACK" => {
-            let p: Env<AckPayload> = serde_json::from_str(text)?;
+            let p: AckPayload = payload(text)?;
             Incoming::Ack {
-                seq: p.payload.seq,
-                stroke_id: p.payload.stroke_id,
-                duplicate: p.payload.duplicate,
+                seq: p.seq,
+                stroke_id: p.stroke_id,
+                duplicate: p.duplicate,
             }
         }
-        "CURSOR_MOVE" => {
-            let p: Env<CursorPayload> = serde_json::from_str(text)?;
-            Incoming::Cursor { x: p.payload.x }
-        }
+        "CURSOR_MOVE" => Incoming::Cursor {
+            x: payload::<CursorPayload>(text)?.x,
+        },
         "INITIAL_STATE" => {
-            let p: Env<InitialPayload> = serde_json::from_str(text)?;
+            let p: InitialPayload = payload(text)?;
             Incoming::InitialState {
-                seq: p.payload.seq,
-                epoch: p.payload.epoch,
-                strokes: p.payload.strokes.len(),
+                seq: p.seq,
+                epoch: p.epoch,
+                strokes: p.strokes.len(),
             }
         }
         "REPLAY" => {
-            let p: Env<ReplayPayload> = serde_json::from_str(text)?;
+            let p: ReplayPayload = payload(text)?;
             Incoming::Replay {
-                epoch: p.payload.epoch,
-                seq: p.payload.seq,
-                events: p.payload.events,
+                epoch: p.epoch,
+                seq: p.seq,
+                events: p.events,
             }
         }
         "ROOM_EXPIRED" => Incoming::RoomExpired,
         "ERROR" => {
-            let p: Env<ErrorPayload> = serde_json::from_str(text)?;
+            let p: ErrorPayload = payload(text)?;
             Incoming::Error {
-                code: p.payload.code,
-                reference: p.payload.reference,
+                code: p.code,
+                reference: p.reference,
             }
         }
         other => Incoming::Other {
