@@ -415,6 +415,91 @@ mod tests {
         );
     }
 
+    /// The frames as drawbridge itself builds them (it is a dev-dependency): should their shape
+    /// drift, this fails, rather than the fast path quietly giving way to a full parse.
+    #[test]
+    fn reads_the_frames_the_gateway_builds() {
+        use drawbridge::domain::frames;
+        use drawbridge::domain::identity::Identity;
+        use drawbridge::domain::ids::{RoomId, StrokeId, UserId};
+        use drawbridge::domain::stroke::{Point, Stroke};
+
+        let room = RoomId::new("room-1");
+        let user = UserId::new("lt-2");
+        let id = "2-7-1700000000123456";
+        let stroke = serde_json::to_string(&Stroke {
+            user_id: user.clone(),
+            stroke_id: StrokeId::new(id),
+            room_id: room.clone(),
+            points: vec![Point { x: 1.0, y: 2.0 }; 3],
+            color: "#1f77b4".into(),
+            width: 2.0,
+        })
+        .expect("stroke");
+        let stroke_raw: &RawValue = serde_json::from_str(&stroke).expect("raw stroke");
+        let update = frames::canvas_update(&room, stroke_raw, &user, 42);
+        assert!(
+            matches!(
+                fast_canvas_update(&update),
+                Some(Incoming::CanvasUpdate { seq: 42, stroke_id: Cow::Borrowed(s) }) if s == id
+            ),
+            "the fast path declined {update}"
+        );
+        let ack = frames::ack(Some(id), 42, &StrokeId::new(id), true);
+        assert!(matches!(
+            parse(&ack),
+            Ok(Incoming::Ack { seq: 42, ref stroke_id, duplicate: true }) if stroke_id == id
+        ));
+        let x = cursor_x_for(1_700_000_123_456_789);
+        let who = Identity::new(user.clone(), "lt-2".into());
+        assert!(matches!(
+            parse(&frames::cursor_move(&room, &who, x, 5.0)),
+            Ok(Incoming::Cursor { x: got }) if got == x
+        ));
+        let undo = frames::undo(&room, &user, &StrokeId::new(id), 43);
+        assert!(matches!(parse(&undo), Ok(Incoming::Sequenced { seq: 43 })));
+        let initial = frames::initial_state(&room, &[stroke.clone(), stroke], 43, "ep", &[]);
+        assert!(matches!(
+            parse(&initial),
+            Ok(Incoming::InitialState { seq: 43, ref epoch, strokes: 2 }) if epoch == "ep"
+        ));
+        let events: Vec<&RawValue> = [&update, &undo]
+            .iter()
+            .map(|f| serde_json::from_str(f).expect("raw event"))
+            .collect();
+        let replay = frames::replay(&room, "ep", 41, 43, &events, &[]);
+        let Ok(Incoming::Replay {
+            epoch,
+            seq: 43,
+            events,
+        }) = parse(&replay)
+        else {
+            panic!("replay: {replay}")
+        };
+        assert_eq!(epoch, "ep");
+        assert!(matches!(
+            parse(events[0].get()),
+            Ok(Incoming::CanvasUpdate { seq: 42, .. })
+        ));
+        assert!(matches!(
+            parse(events[1].get()),
+            Ok(Incoming::Sequenced { seq: 43 })
+        ));
+        let refused = frames::error("RATE_LIMITED", "slow down", Some(id));
+        assert!(matches!(
+            parse(&refused),
+            Ok(Incoming::Error { ref code, reference: Some(ref r) }) if code == "RATE_LIMITED" && r == id
+        ));
+        assert!(matches!(
+            parse(&frames::room_expired("room-1")),
+            Ok(Incoming::RoomExpired)
+        ));
+        assert!(matches!(
+            parse(&frames::pong()),
+            Ok(Incoming::Other { ref kind }) if kind == "PONG"
+        ));
+    }
+
     #[test]
     fn parses_what_the_server_sends() {
         let m = parse(r##"{"type":"CANVAS_UPDATE","payload":{"roomId":"r","canvasData":{"userId":"u","strokeId":"1-2-3","roomId":"r","points":[{"x":1,"y":2}],"color":"#abc","width":1},"userId":"u","seq":42}}"##).expect("cu");
