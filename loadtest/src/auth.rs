@@ -3,7 +3,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde::{Deserialize, Serialize};
 
@@ -85,17 +85,10 @@ struct GuestUser {
 /// `POST /api/v1/auth/guest {"name":"lt-<n>"}`.
 pub async fn guest(target: &Target, n: usize) -> Result<User> {
     let body = format!(r#"{{"name":"lt-{n}"}}"#);
-    let resp = http::call(target, "POST", "/api/v1/auth/guest", None, Some(&body)).await?;
-    if !(200..300).contains(&resp.status) {
-        bail!(
-            "guest token from {}: status {}: {}",
-            target.url,
-            resp.status,
-            String::from_utf8_lossy(&resp.body)
-        );
-    }
-    let parsed: GuestResponse =
-        serde_json::from_slice(&resp.body).context("guest token: unexpected body")?;
+    let parsed: GuestResponse = http::call(target, "POST", "/api/v1/auth/guest", None, Some(&body))
+        .await?
+        .json()
+        .with_context(|| format!("guest token from {}", target.url))?;
     Ok(User {
         user_id: parsed.user.user_id,
         token: parsed.access_token,

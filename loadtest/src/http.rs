@@ -1,4 +1,4 @@
-//! The few HTTP calls the tool makes (guest tokens, room creation, readiness), as plain HTTP/1.1
+//! The few HTTP calls the tool makes (guest tokens, room creation), as plain HTTP/1.1
 //! over a `TcpStream`: the targets are local and unencrypted, and a full client would cost more
 //! build time than all the rest of the tool.
 
@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -23,6 +24,20 @@ pub struct Response {
     pub body: Vec<u8>,
 }
 
+impl Response {
+    /// The body as `T`, provided the status is 2xx.
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T> {
+        if !(200..300).contains(&self.status) {
+            bail!(
+                "answered {}: {}",
+                self.status,
+                String::from_utf8_lossy(&self.body)
+            );
+        }
+        serde_json::from_slice(&self.body).context("unexpected body")
+    }
+}
+
 /// Sends one request with `Connection: close` and reads the whole response.
 pub async fn call(
     target: &Target,
@@ -31,56 +46,46 @@ pub async fn call(
     bearer: Option<&str>,
     json_body: Option<&str>,
 ) -> Result<Response> {
-    tokio::time::timeout(
-        CALL_TIMEOUT,
-        call_inner(target, method, path, bearer, json_body),
-    )
-    .await
-    .with_context(|| format!("{method} {path} on {} timed out", target.url))?
-}
+    let exchange = async {
+        let mut stream = TcpStream::connect(target.addr)
+            .await
+            .with_context(|| format!("connect to {}", target.addr))?;
+        let mut req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nAccept: application/json\r\n",
+            target.authority
+        );
+        if let Some(token) = bearer {
+            req.push_str(&format!("Authorization: Bearer {token}\r\n"));
+        }
+        let body = json_body.unwrap_or("");
+        if json_body.is_some() {
+            req.push_str("Content-Type: application/json\r\n");
+        }
+        req.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+        req.push_str(body);
+        stream.write_all(req.as_bytes()).await?;
 
-async fn call_inner(
-    target: &Target,
-    method: &str,
-    path: &str,
-    bearer: Option<&str>,
-    json_body: Option<&str>,
-) -> Result<Response> {
-    let mut stream = TcpStream::connect(target.addr)
+        let mut raw = Vec::with_capacity(1024);
+        let mut chunk = [0u8; 4096];
+        loop {
+            let n = stream.read(&mut chunk).await?;
+            if n == 0 {
+                break;
+            }
+            raw.extend_from_slice(&chunk[..n]);
+            if raw.len() > MAX_RESPONSE {
+                bail!("response to {method} {path} is larger than {MAX_RESPONSE} bytes");
+            }
+        }
+        parse_response(&raw).with_context(|| format!("bad response to {method} {path}"))
+    };
+    tokio::time::timeout(CALL_TIMEOUT, exchange)
         .await
-        .with_context(|| format!("connect to {}", target.addr))?;
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nAccept: application/json\r\n",
-        target.authority
-    );
-    if let Some(token) = bearer {
-        req.push_str(&format!("Authorization: Bearer {token}\r\n"));
-    }
-    let body = json_body.unwrap_or("");
-    if json_body.is_some() {
-        req.push_str("Content-Type: application/json\r\n");
-    }
-    req.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
-    req.push_str(body);
-    stream.write_all(req.as_bytes()).await?;
-
-    let mut raw = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 4096];
-    loop {
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            break;
-        }
-        raw.extend_from_slice(&chunk[..n]);
-        if raw.len() > MAX_RESPONSE {
-            bail!("response to {method} {path} is larger than {MAX_RESPONSE} bytes");
-        }
-    }
-    parse_response(&raw).with_context(|| format!("bad response to {method} {path}"))
+        .with_context(|| format!("{method} {path} on {} timed out", target.url))?
 }
 
 /// Parses a complete HTTP/1.1 response (read until the server closed), including a chunked body.
-pub fn parse_response(raw: &[u8]) -> Result<Response> {
+fn parse_response(raw: &[u8]) -> Result<Response> {
     let head_end = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
@@ -152,23 +157,11 @@ struct RoomData {
 
 /// `POST /api/v1/rooms` → the new room's id.
 pub async fn create_room(target: &Target, token: &str) -> Result<String> {
-    let resp = call(target, "POST", "/api/v1/rooms", Some(token), None).await?;
-    if resp.status != 201 && resp.status != 200 {
-        bail!(
-            "POST /api/v1/rooms on {} answered {}: {}",
-            target.url,
-            resp.status,
-            String::from_utf8_lossy(&resp.body)
-        );
-    }
-    let parsed: RoomCreated =
-        serde_json::from_slice(&resp.body).context("POST /api/v1/rooms: unexpected body")?;
-    Ok(parsed.data.room_id)
-}
-
-/// `GET /readyz` answered 200.
-pub async fn is_ready(target: &Target) -> bool {
-    matches!(call(target, "GET", "/readyz", None, None).await, Ok(r) if r.status == 200)
+    let created: RoomCreated = call(target, "POST", "/api/v1/rooms", Some(token), None)
+        .await?
+        .json()
+        .with_context(|| format!("POST /api/v1/rooms on {}", target.url))?;
+    Ok(created.data.room_id)
 }
 
 #[cfg(test)]
@@ -186,5 +179,31 @@ mod tests {
         .expect("chunked");
         assert_eq!(r.body, b"abcde");
         assert!(parse_response(b"HTTP/1.1 200 OK\r\n").is_err());
+        assert!(parse_response(b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\n{}").is_err());
+    }
+
+    #[derive(Debug, Deserialize)]
+    struct Named {
+        name: String,
+    }
+
+    #[test]
+    fn json_bodies_are_read_only_from_a_success() {
+        let ok = Response {
+            status: 201,
+            body: br#"{"name":"lt-1"}"#.to_vec(),
+        };
+        assert_eq!(ok.json::<Named>().expect("2xx").name, "lt-1");
+        let refused = Response {
+            status: 429,
+            body: br#"{"name":"lt-1"}"#.to_vec(),
+        };
+        let e = refused.json::<Named>().expect_err("429");
+        assert!(e.to_string().contains("429"), "{e}");
+        let garbled = Response {
+            status: 200,
+            body: b"<html>".to_vec(),
+        };
+        assert!(garbled.json::<Named>().is_err());
     }
 }
