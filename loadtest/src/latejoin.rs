@@ -33,7 +33,7 @@ pub async fn run(sc: Scenario, targets: Vec<Arc<Target>>) -> Result<Report> {
             eprintln!("{msg}");
         }
     };
-    let mut all = users(&sc, &targets, 0, fillers + sc.joins + 1).await?;
+    let mut all = users(&sc, &targets, fillers + sc.joins + 1).await?;
     let creator = all.pop().context("no creator token")?;
     let joiners = all.split_off(fillers);
     let room = create_rooms(&targets, &creator.token, 1)

@@ -2,13 +2,13 @@
 //! live progress line, and the final report.
 
 use std::io::{IsTerminal, Write as _};
+use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use futures_util::StreamExt;
-use futures_util::stream;
+use futures_util::stream::{self, StreamExt, TryStreamExt};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep, sleep_until};
@@ -53,24 +53,20 @@ pub async fn run_until(scenario: Scenario, stop: impl Future<Output = ()>) -> Re
 pub async fn users(
     scenario: &Scenario,
     targets: &[Arc<Target>],
-    first: usize,
     count: usize,
 ) -> Result<Vec<User>> {
     match &scenario.jwt_secret {
         Some(secret) => {
             let minter = Minter::new(secret, auth::unix_now(), scenario.token_ttl.as_secs());
-            (first..first + count).map(|n| minter.user(n)).collect()
+            (0..count).map(|n| minter.user(n)).collect()
         }
         None => {
-            let fetched: Vec<Result<User>> = stream::iter(first..first + count)
-                .map(|n| {
-                    let t = targets[n % targets.len()].clone();
-                    async move { auth::guest(&t, n).await }
-                })
-                .buffered(PREP_CONCURRENCY)
-                .collect()
-                .await;
-            fetched.into_iter().collect()
+            prepare(
+                targets,
+                0..count,
+                |t, n| async move { auth::guest(&t, n).await },
+            )
+            .await
         }
     }
 }
@@ -81,19 +77,26 @@ pub async fn create_rooms(
     token: &str,
     count: usize,
 ) -> Result<Vec<Arc<str>>> {
-    let created: Vec<Result<String>> = stream::iter(0..count)
-        .map(|i| {
-            let t = targets[i % targets.len()].clone();
-            async move { http::create_room(&t, token).await }
-        })
+    let rooms = prepare(targets, 0..count, |t, _| async move {
+        http::create_room(&t, token).await
+    })
+    .await
+    .context("creating rooms")?;
+    Ok(rooms.into_iter().map(Arc::from).collect())
+}
+
+/// Runs `call(target, i)` for every `i` in `items`, a few at a time, round-robin over the
+/// targets: the results in order, or the first error.
+async fn prepare<T, F, Fut>(targets: &[Arc<Target>], items: Range<usize>, call: F) -> Result<Vec<T>>
+where
+    F: Fn(Arc<Target>, usize) -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    stream::iter(items)
+        .map(|i| call(targets[i % targets.len()].clone(), i))
         .buffered(PREP_CONCURRENCY)
-        .collect()
-        .await;
-    created
-        .into_iter()
-        .map(|r| r.map(Arc::from))
-        .collect::<Result<Vec<_>>>()
-        .context("creating rooms")
+        .try_collect()
+        .await
 }
 
 /// Sets the soft open-files limit to at least `want` (up to the hard limit). Best effort:
@@ -140,18 +143,20 @@ async fn run_connections(
         sc.rooms,
         targets.len()
     ));
-    let mut users = users(&sc, &targets, 0, n + 1).await?;
+    let mut users = users(&sc, &targets, n + 1).await?;
     let creator = users.pop().context("no creator token")?;
     let rooms = create_rooms(&targets, &creator.token, sc.rooms).await?;
 
     let start = Instant::now() + Duration::from_millis(100);
     let start_us = now_us() + 100_000;
-    let measure_from = start + sc.ramp_up + sc.warmup;
-    let measure_to = measure_from + sc.duration;
+    // The measured window, from the start.
+    let window_from = sc.ramp_up + sc.warmup;
+    let window_to = window_from + sc.duration;
+    let measure_to = start + window_to;
     let clock = Clock {
         start_us,
-        measure_from_us: start_us + (sc.ramp_up + sc.warmup).as_micros() as u64,
-        measure_to_us: start_us + (sc.ramp_up + sc.warmup + sc.duration).as_micros() as u64,
+        measure_from_us: start_us + window_from.as_micros() as u64,
+        measure_to_us: start_us + window_to.as_micros() as u64,
     };
     let collector = Collector::new(clock);
     let members: Arc<[AtomicI64]> = (0..sc.rooms).map(|_| AtomicI64::new(0)).collect();
@@ -256,14 +261,13 @@ async fn run_connections(
 
     let unacked_at_end = collector.unacked.load(Ordering::Relaxed).max(0) as u64;
     let agg = collector.lock();
+    let elapsed_secs = start.elapsed().as_secs_f64();
     let extra = Extra {
         started_at_unix: start_us / 1_000_000,
-        elapsed_secs: start.elapsed().as_secs_f64(),
-        measured_from_s: (sc.ramp_up + sc.warmup).as_secs_f64(),
+        elapsed_secs,
+        measured_from_s: window_from.as_secs_f64(),
         // An interrupted run measured only until it stopped.
-        measured_to_s: (sc.ramp_up + sc.warmup + sc.duration)
-            .as_secs_f64()
-            .min(start.elapsed().as_secs_f64()),
+        measured_to_s: window_to.as_secs_f64().min(elapsed_secs),
         aborted,
         settled,
         joined_at_end,
