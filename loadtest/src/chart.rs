@@ -30,9 +30,7 @@ type DrawResult<T> = Result<T, DrawingAreaErrorKind<std::io::Error>>;
 
 fn title(report: &Report) -> String {
     let sc = &report.scenario;
-    let name = sc
-        .preset
-        .map_or_else(|| "custom".to_owned(), |p| format!("{p:?}").to_lowercase());
+    let name = sc.name();
     match sc.mode {
         Mode::Latejoin => format!(
             "drawbridge loadtest: {name}, {} sequential joins of a room holding {} strokes",

@@ -442,9 +442,7 @@ impl Report {
     pub fn table(&self) -> String {
         let mut o = String::new();
         let sc = &self.scenario;
-        let name = sc
-            .preset
-            .map_or_else(|| "custom".to_owned(), |p| format!("{p:?}").to_lowercase());
+        let name = sc.name();
         let what = match sc.mode {
             Mode::Latejoin => format!(
                 "{} sequential joins of a room filled with {} strokes by {} connections",
@@ -478,80 +476,59 @@ impl Report {
             "p99.9",
             "max ms"
         );
-        let row = |o: &mut String,
-                   k: &str,
-                   sent: String,
-                   del: String,
-                   exp: String,
-                   ratio: String,
-                   l: &Latency| {
+        // Counts: sent, delivered, expected, ratio.
+        let row = |o: &mut String, k: &str, counts: [String; 4], l: &Latency| {
+            let [sent, del, exp, ratio] = counts;
             let _ = writeln!(
                 o,
                 "{k:<16}{sent:>10}{del:>11}{exp:>11}{ratio:>8}{:>9.2}{:>9.2}{:>9.2}{:>9.2}{:>9.2}",
                 l.p50_ms, l.p90_ms, l.p99_ms, l.p999_ms, l.max_ms
             );
         };
-        if sc.mode == Mode::Traffic {
-            let d = &self.strokes;
-            row(
-                &mut o,
-                "stroke e2e",
+        let delivery = |d: &Delivery| {
+            [
                 d.sent.to_string(),
                 d.delivered.to_string(),
                 d.expected.to_string(),
                 format!("{:.4}", d.delivery_ratio),
-                &d.latency,
+            ]
+        };
+        let delivered = |n: u64| [String::new(), n.to_string(), String::new(), String::new()];
+        if sc.mode == Mode::Traffic {
+            row(
+                &mut o,
+                "stroke e2e",
+                delivery(&self.strokes),
+                &self.strokes.latency,
             );
             if self.cursors.sent > 0 || self.cursors.delivered > 0 {
-                let d = &self.cursors;
                 row(
                     &mut o,
                     "cursor e2e",
-                    d.sent.to_string(),
-                    d.delivered.to_string(),
-                    d.expected.to_string(),
-                    format!("{:.4}", d.delivery_ratio),
-                    &d.latency,
+                    delivery(&self.cursors),
+                    &self.cursors.latency,
                 );
             }
-            let a = &self.acks;
             row(
                 &mut o,
                 "ack",
-                String::new(),
-                a.acked.to_string(),
-                String::new(),
-                String::new(),
-                &a.latency,
+                delivered(self.acks.acked),
+                &self.acks.latency,
             );
         }
         let j = &self.joins;
-        row(
-            &mut o,
-            "join",
-            String::new(),
-            j.count.to_string(),
-            String::new(),
-            String::new(),
-            &j.time,
-        );
+        row(&mut o, "join", delivered(j.count), &j.time);
         if sc.mode == Mode::Traffic {
             row(
                 &mut o,
                 "client send lag",
-                String::new(),
-                String::new(),
-                String::new(),
-                String::new(),
+                Default::default(),
                 &self.client_send_lag,
             );
             row(
                 &mut o,
                 "socket write wait",
-                String::new(),
-                String::new(),
-                String::new(),
-                String::new(),
+                Default::default(),
                 &self.socket_write_wait,
             );
         }

@@ -225,6 +225,12 @@ impl Scenario {
         }
     }
 
+    /// The preset's name, or "custom".
+    pub fn name(&self) -> String {
+        self.preset
+            .map_or_else(|| "custom".to_owned(), |p| format!("{p:?}").to_lowercase())
+    }
+
     /// The URLs this run uses.
     pub fn active_urls(&self) -> &[String] {
         if self.single_instance {
