@@ -4,8 +4,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use drawbridge::config::Config;
-use loadtest::Scenario;
 use loadtest::target::Target;
+use loadtest::{Mode, Scenario};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -66,11 +66,71 @@ async fn a_short_run_against_one_instance_loses_nothing() {
     let report = loadtest::run(scenario).await.expect("run");
     server.stop().await;
 
-    assert!(report.passed, "{}", report.table());
-    assert!(report.strokes.sent >= 60, "{}", report.table());
-    assert_eq!(report.strokes.delivered, report.strokes.expected);
-    assert_eq!(report.sequencing.gaps + report.sequencing.duplicates, 0);
-    assert_eq!(report.acks.acked, report.strokes.sent);
+    let table = report.table();
+    assert!(report.passed, "{table}");
+    assert!(report.settled, "{table}");
+    // Four members of one room: each send is owed to the three others, all of whom had joined
+    // by the time the measured window opened.
+    for (kind, d) in [("strokes", &report.strokes), ("cursors", &report.cursors)] {
+        assert!(d.sent >= 60, "{kind}: {table}");
+        assert_eq!(d.expected, 3 * d.sent, "{kind}: {table}");
+        assert_eq!(d.delivered, d.expected, "{kind}: {table}");
+        // Every delivery has a latency, and a plausible one (a broken clock reads as minutes).
+        assert_eq!(d.latency.count, d.delivered, "{kind}: {table}");
+        assert!(d.latency.p50_ms > 0.0, "{kind}: {table}");
+        assert!(d.latency.max_ms < 60_000.0, "{kind}: {table}");
+    }
+    let a = &report.acks;
+    assert_eq!((a.acked, a.latency.count), (report.strokes.sent, a.acked));
+    assert_eq!((a.unacked_at_end, a.duplicates, a.resent), (0, 0, 0));
+    let q = &report.sequencing;
+    assert_eq!((q.rooms, q.receivers), (1, 4), "{table}");
+    assert_eq!(
+        (
+            q.gaps,
+            q.duplicates,
+            q.lost_acked,
+            q.out_of_order,
+            q.self_echo
+        ),
+        (0, 0, 0, 0, 0)
+    );
+    assert_eq!(report.joins.count, 4);
+    let c = &report.connections;
+    assert!(c.close_codes.is_empty() && c.errors.is_empty(), "{table}");
+    assert_eq!(c.parse_errors, 0);
+    // The timeline covers the whole run, warm-up included; the totals only the window.
+    let timeline_sent: u64 = report.timeline.iter().map(|s| s.strokes_sent).sum();
+    assert!(timeline_sent > report.strokes.sent, "{table}");
+    // Clients closed when told to, not when the runner gave up waiting on them (15 s).
+    assert!(report.elapsed_secs < 12.0, "{table}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latejoin_measures_each_join_of_a_filled_room() {
+    let server = Server::start().await;
+    let scenario = Scenario {
+        mode: Mode::Latejoin,
+        urls: vec![format!("ws://{}", server.addr)],
+        connections: 2,
+        prefill: 30,
+        joins: 3,
+        jwt_secret: Some(SECRET.into()),
+        ..Scenario::default()
+    };
+    let report = loadtest::run(scenario).await.expect("run");
+    server.stop().await;
+
+    let table = report.table();
+    assert!(report.passed, "{table}");
+    let j = &report.joins;
+    assert_eq!(j.count, 3, "{table}");
+    assert_eq!(j.samples_ms.len(), 3);
+    assert!(j.samples_ms.iter().all(|&ms| ms > 0.0));
+    assert_eq!(j.initial_state_strokes, Some((30, 30)), "{table}");
+    assert_eq!(j.initial_state_bytes.count, 3);
+    assert!(j.initial_state_bytes.min > 30 * 100, "{table}");
+    assert_eq!(report.connections.join_failures, 0);
 }
 
 #[tokio::test]
