@@ -602,3 +602,143 @@ fn kv(m: &BTreeMap<String, u64>) -> String {
         .collect::<Vec<_>>()
         .join(", ")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::{Clock, Collector, Kind, Recorder};
+
+    fn report(scenario: Scenario, extra: Extra) -> Report {
+        let c = Collector::new(Clock {
+            start_us: 0,
+            measure_from_us: 0,
+            measure_to_us: u64::MAX,
+        });
+        let mut r = Recorder::new(c.clone());
+        r.record(Kind::Join, 3_000, 0, 10);
+        r.record(Kind::StrokeSent, 0, 20, 20);
+        r.record(Kind::StrokeExpected, 1, 20, 20);
+        r.record(Kind::StrokeDelivered, 1_500, 20, 1_520);
+        r.finish(0, None);
+        Report::build(scenario, &c.lock(), extra)
+    }
+
+    /// Other docs and scripts read the result JSON by these names.
+    #[test]
+    fn the_json_keeps_its_field_names() {
+        let v = serde_json::to_value(report(Scenario::default(), Extra::default())).expect("json");
+        let keys = |v: &serde_json::Value| -> Vec<String> {
+            let mut k: Vec<String> = v
+                .as_object()
+                .map_or_else(Vec::new, |o| o.keys().cloned().collect());
+            k.sort();
+            k
+        };
+        let names = |list: &str| -> Vec<String> {
+            let mut n: Vec<String> = list.split_whitespace().map(str::to_owned).collect();
+            n.sort();
+            n
+        };
+        assert_eq!(
+            keys(&v),
+            names(
+                "scenario started_at_unix elapsed_secs measured_from_s measured_to_s aborted \
+                 settled connections strokes cursors acks joins sequencing client_send_lag \
+                 socket_write_wait timeline failures passed"
+            )
+        );
+        let latency = names("count p50_ms p90_ms p99_ms p999_ms max_ms mean_ms");
+        for l in [
+            &v["strokes"]["latency"],
+            &v["acks"]["latency"],
+            &v["joins"]["time"],
+            &v["client_send_lag"],
+            &v["socket_write_wait"],
+        ] {
+            assert_eq!(keys(l), latency);
+        }
+        assert_eq!(
+            keys(&v["strokes"]),
+            names("sent delivered expected delivery_ratio replayed latency")
+        );
+        assert_eq!(
+            keys(&v["acks"]),
+            names("acked unacked_at_end rejected duplicates resent latency")
+        );
+        assert_eq!(keys(&v["joins"]), names("count time initial_state_bytes"));
+        assert_eq!(
+            keys(&v["connections"]),
+            names(
+                "planned joined_at_end connect_failures join_failures room_expired reconnects \
+                 close_codes errors received_types parse_errors"
+            )
+        );
+        assert_eq!(
+            keys(&v["sequencing"]),
+            names(
+                "rooms receivers gaps duplicates lost_acked out_of_order stale replay_overlap \
+                 snapshot_resync epoch_changes self_echo absurd_seq"
+            )
+        );
+        assert_eq!(
+            keys(&v["timeline"][0]),
+            names(
+                "t strokes_sent strokes_delivered strokes_replayed cursors_sent cursors_delivered \
+                 acks joins reconnects errors stroke_p50_ms stroke_p90_ms stroke_p99_ms \
+                 stroke_max_ms cursor_p99_ms ack_p99_ms"
+            )
+        );
+        assert_eq!(v["strokes"]["latency"]["p50_ms"], 1.5);
+        assert!(
+            v["scenario"].get("jwt_secret").is_none(),
+            "the secret stays out"
+        );
+    }
+
+    #[test]
+    fn loss_fails_the_run_unless_told_otherwise_but_an_interruption_always_does() {
+        let settled = || Extra {
+            settled: true,
+            ..Extra::default()
+        };
+        assert!(report(Scenario::default(), settled()).passed);
+        let lossy = || Extra {
+            unacked_at_end: 2,
+            ..settled()
+        };
+        let r = report(Scenario::default(), lossy());
+        assert_eq!(r.failures, ["2 ops never acknowledged"]);
+        let lenient = Scenario {
+            fail_on_loss: false,
+            ..Scenario::default()
+        };
+        assert!(report(lenient.clone(), lossy()).passed);
+        let interrupted = Extra {
+            aborted: true,
+            ..lossy()
+        };
+        assert_eq!(report(lenient, interrupted).failures, ["interrupted"]);
+        // A drain that ran out of time is a failure of its own.
+        let r = report(Scenario::default(), Extra::default());
+        assert!(
+            r.failures[0].contains("had not caught up"),
+            "{:?}",
+            r.failures
+        );
+    }
+
+    #[test]
+    fn a_run_that_measured_nothing_fails() {
+        let c = Collector::new(Clock {
+            start_us: 0,
+            measure_from_us: 0,
+            measure_to_us: u64::MAX,
+        });
+        let extra = Extra {
+            settled: true,
+            ..Extra::default()
+        };
+        let r = Report::build(Scenario::default(), &c.lock(), extra);
+        assert_eq!(r.failures, ["no connection ever joined its room"]);
+    }
+}

@@ -455,6 +455,8 @@ mod tests {
         assert_eq!(ms("1.5"), Ok(1_500));
         assert_eq!(ms("500ms"), Ok(500));
         assert_eq!(ms("2m"), Ok(120_000));
+        assert_eq!(ms(" 30s "), Ok(30_000));
+        assert_eq!(ms("1h"), Ok(3_600_000));
         assert!(ms("soon").is_err());
         assert!(ms("-1s").is_err());
     }
@@ -497,5 +499,43 @@ mod tests {
         let mut s = Scenario::preset(Preset::Idle);
         s.urls = vec!["a".into(), "b".into()];
         assert_eq!(s.active_urls().len(), 1);
+    }
+
+    /// The figures the README and the benchmarks quote for each preset.
+    #[test]
+    fn presets_hold_the_documented_figures() {
+        let traffic = |p| {
+            let s = Scenario::preset(p);
+            (
+                s.mode,
+                s.connections,
+                s.rooms,
+                s.strokes_per_sec,
+                s.cursor_per_sec,
+            )
+        };
+        assert_eq!(
+            traffic(Preset::Fanout),
+            (Mode::Traffic, 1000, 100, 10.0, 0.0)
+        );
+        assert_eq!(
+            traffic(Preset::Overload),
+            (Mode::Traffic, 1000, 100, 20.0, 0.0)
+        );
+        assert_eq!(traffic(Preset::Presence), (Mode::Traffic, 50, 1, 2.0, 20.0));
+        assert_eq!(
+            Scenario::preset(Preset::Overload).drain,
+            Duration::from_secs(300)
+        );
+        let idle = Scenario::preset(Preset::Idle);
+        assert_eq!((idle.mode, idle.connections), (Mode::Idle, 10_000));
+        assert!(idle.single_instance);
+        let late = Scenario::preset(Preset::Latejoin);
+        assert_eq!(
+            (late.mode, late.prefill, late.joins),
+            (Mode::Latejoin, 5000, 100)
+        );
+        assert_eq!(Scenario::preset(Preset::Latejoin).name(), "latejoin");
+        assert_eq!(Scenario::default().name(), "custom");
     }
 }

@@ -103,7 +103,16 @@ mod tests {
 
     #[tokio::test]
     async fn refuses_remote_and_tls() {
-        assert!(Target::resolve("ws://192.0.2.1:80", false).await.is_err());
-        assert!(Target::resolve("wss://127.0.0.1:443", false).await.is_err());
+        let refusal = |r: Result<Target>| r.map(|t| t.url).expect_err("refused").to_string();
+        let remote = Target::resolve("ws://192.0.2.1:80", false).await;
+        assert!(refusal(remote).contains("--allow-remote"));
+        let allowed = Target::resolve("ws://192.0.2.1:80", true)
+            .await
+            .expect("allowed");
+        assert_eq!(allowed.addr.to_string(), "192.0.2.1:80");
+        let tls = Target::resolve("wss://127.0.0.1:443", false).await;
+        assert!(refusal(tls).contains("TLS"));
+        let other = Target::resolve("ftp://127.0.0.1:21", false).await;
+        assert!(refusal(other).contains("unknown scheme"));
     }
 }
