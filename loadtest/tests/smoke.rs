@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use drawbridge::config::Config;
 use loadtest::target::Target;
-use loadtest::{Mode, Scenario};
+use loadtest::{Mode, Report, Scenario};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -47,11 +47,23 @@ impl Server {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_short_run_against_one_instance_loses_nothing() {
+/// Runs `scenario` against a server of its own (URL and secret filled in); the report must pass.
+async fn run_passing(scenario: Scenario) -> Report {
     let server = Server::start().await;
     let scenario = Scenario {
         urls: vec![format!("ws://{}", server.addr)],
+        jwt_secret: Some(SECRET.into()),
+        ..scenario
+    };
+    let report = loadtest::run(scenario).await.expect("run");
+    server.stop().await;
+    assert!(report.passed, "{}", report.table());
+    report
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_run_against_one_instance_loses_nothing() {
+    let report = run_passing(Scenario {
         connections: 4,
         rooms: 1,
         strokes_per_sec: 10.0,
@@ -60,14 +72,10 @@ async fn a_short_run_against_one_instance_loses_nothing() {
         warmup: Duration::from_millis(500),
         ramp_up: Duration::from_millis(200),
         drain: Duration::from_secs(3),
-        jwt_secret: Some(SECRET.into()),
         ..Scenario::default()
-    };
-    let report = loadtest::run(scenario).await.expect("run");
-    server.stop().await;
-
+    })
+    .await;
     let table = report.table();
-    assert!(report.passed, "{table}");
     assert!(report.settled, "{table}");
     // Four members of one room: each send is owed to the three others, all of whom had joined
     // by the time the measured window opened.
@@ -108,21 +116,15 @@ async fn a_short_run_against_one_instance_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn latejoin_measures_each_join_of_a_filled_room() {
-    let server = Server::start().await;
-    let scenario = Scenario {
+    let report = run_passing(Scenario {
         mode: Mode::Latejoin,
-        urls: vec![format!("ws://{}", server.addr)],
         connections: 2,
         prefill: 30,
         joins: 3,
-        jwt_secret: Some(SECRET.into()),
         ..Scenario::default()
-    };
-    let report = loadtest::run(scenario).await.expect("run");
-    server.stop().await;
-
+    })
+    .await;
     let table = report.table();
-    assert!(report.passed, "{table}");
     let j = &report.joins;
     assert_eq!(j.count, 3, "{table}");
     assert_eq!(j.samples_ms.len(), 3);
