@@ -372,10 +372,9 @@ impl Client {
 
     /// After a re-join: the ops whose ACK never came are sent again with the same op id.
     async fn resend_pending(&mut self, ws: &mut Ws) -> bool {
-        let frames: Vec<Utf8Bytes> = self.pending.values().cloned().collect();
-        self.recorder.tallies.resent_ops += frames.len() as u64;
-        for f in frames {
-            if ws.feed(Message::Text(f)).await.is_err() {
+        self.recorder.tallies.resent_ops += self.pending.len() as u64;
+        for f in self.pending.values() {
+            if ws.feed(Message::Text(f.clone())).await.is_err() {
                 return false;
             }
         }
