@@ -181,16 +181,7 @@ impl Client {
                     Some(Ok(Message::Text(t))) => {
                         let now = now_us();
                         if let Some(reply) = self.on_frame(&t, now) {
-                            if matches!(reply, JoinReply::Initial { .. } | JoinReply::Replay) {
-                                self.last_join_us = now.saturating_sub(sent);
-                                self.recorder
-                                    .record(Kind::Join, self.last_join_us, now, now);
-                            }
-                            if let JoinReply::Initial { bytes, .. } = reply {
-                                self.recorder
-                                    .record(Kind::InitialBytes, bytes as u64, now, now);
-                            }
-                            return Ok(reply);
+                            return Ok((reply, now));
                         }
                     }
                     Some(Ok(Message::Close(f))) => {
@@ -202,9 +193,19 @@ impl Client {
                 }
             }
         };
-        timeout(limit, wait)
+        let (reply, now) = timeout(limit, wait)
             .await
-            .unwrap_or_else(|_| Err("join: timeout".to_owned()))
+            .unwrap_or_else(|_| Err("join: timeout".to_owned()))?;
+        if matches!(reply, JoinReply::Initial { .. } | JoinReply::Replay) {
+            self.last_join_us = now.saturating_sub(sent);
+            self.recorder
+                .record(Kind::Join, self.last_join_us, now, now);
+        }
+        if let JoinReply::Initial { bytes, .. } = reply {
+            self.recorder
+                .record(Kind::InitialBytes, bytes as u64, now, now);
+        }
+        Ok(reply)
     }
 
     /// Handles one server frame; returns a join answer if it was one.
