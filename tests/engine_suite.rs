@@ -13,12 +13,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use drawbridge::domain::board::{Intent, Refusal};
+use drawbridge::domain::element::Element;
 use drawbridge::domain::{ConnKey, Identity, Point, RoomId, Stroke, StrokeId, UserId};
 use drawbridge::engine::memory::MemoryEngine;
 use drawbridge::engine::redis::{RedisEngine, RedisSettings};
 use drawbridge::engine::{
-    Engine, EngineSettings, JoinOutcome, JoinRequest, Op, OpKind, OpOutcome, RateDecision,
-    RoomView, ViewBody, now_ms,
+    Engine, EngineSettings, JoinOutcome, JoinRequest, Op, OpOutcome, RateDecision, RoomView,
+    ViewBody, now_ms,
 };
 use drawbridge::hub::{Delivery, Hub, Item, Member, Outbound};
 use serde_json::{Value, json};
@@ -38,6 +40,8 @@ fn settings() -> EngineSettings {
         room_ttl: Some(Duration::from_secs(3600)),
         log_max: 100,
         redo_max: 10,
+        undo_max: 100,
+        max_points: 5000,
     }
 }
 
@@ -196,7 +200,7 @@ impl Fixture {
         room: &RoomId,
         peer: &Peer,
         op_id: Option<&str>,
-        kind: OpKind,
+        intent: Intent,
     ) -> OpOutcome {
         self.engine
             .apply(
@@ -205,7 +209,7 @@ impl Fixture {
                     who: &peer.who,
                     conn: &peer.conn,
                     op_id,
-                    kind,
+                    intent,
                 },
             )
             .await
@@ -215,8 +219,13 @@ impl Fixture {
     /// Draws stroke `id`; like a session, the op id defaults to the stroke id.
     async fn draw(&self, room: &RoomId, peer: &Peer, id: &str) -> OpOutcome {
         let stroke = stroke(room, &peer.who, id);
-        self.apply(room, peer, Some(id), OpKind::Stroke(stroke))
-            .await
+        self.apply(
+            room,
+            peer,
+            Some(id),
+            Intent::Stroke(Box::new(Element::from_stroke(stroke))),
+        )
+        .await
     }
 
     /// Draws `ids` in order, each applied with the next seq from `first_seq`.
@@ -228,12 +237,12 @@ impl Fixture {
 
     async fn undo(&self, room: &RoomId, peer: &Peer, target: Option<&str>) -> OpOutcome {
         let target = target.map(StrokeId::new);
-        self.apply(room, peer, None, OpKind::Undo(target)).await
+        self.apply(room, peer, None, Intent::Undo(target)).await
     }
 
     async fn redo(&self, room: &RoomId, peer: &Peer, target: Option<&str>) -> OpOutcome {
         let target = target.map(StrokeId::new);
-        self.apply(room, peer, None, OpKind::Redo(target)).await
+        self.apply(room, peer, None, Intent::Redo(target)).await
     }
 
     async fn rate_limit(
@@ -273,7 +282,9 @@ impl Fixture {
         for peer in peers.iter_mut() {
             let item = peer.item().await;
             match item {
-                Item::Frame { seq: None, bytes } if parse(&bytes) == marker => {}
+                Item::Frame {
+                    seq: None, bytes, ..
+                } if parse(&bytes) == marker => {}
                 other => panic!("{}: delivered unexpectedly: {}", peer.conn, show(&other)),
             }
         }
@@ -307,7 +318,7 @@ impl Peer {
 
     async fn frame(&mut self) -> (Option<u64>, Value) {
         match self.item().await {
-            Item::Frame { seq, bytes } => (seq, parse(&bytes)),
+            Item::Frame { seq, bytes, .. } => (seq, parse(&bytes)),
             other => panic!("{}: wanted a frame, got {}", self.conn, show(&other)),
         }
     }
@@ -355,7 +366,9 @@ impl Peer {
         let mut items = Vec::new();
         loop {
             let item = self.item().await;
-            if let Item::Frame { seq: None, bytes } = &item
+            if let Item::Frame {
+                seq: None, bytes, ..
+            } = &item
                 && parse(bytes) == *marker
             {
                 return items;
@@ -386,9 +399,31 @@ async fn expect_event(peers: &mut [&mut Peer], seq: u64, frame: &Value) {
     }
 }
 
+/// A frame or stored text as JSON, with the `v` and `z` of every element left out: most cases
+/// check what an element is, and [`parse_exact`] keeps them where they matter.
 fn parse(bytes: &[u8]) -> Value {
+    let mut value = parse_exact(bytes);
+    strip_versions(&mut value);
+    value
+}
+
+fn parse_exact(bytes: &[u8]) -> Value {
     serde_json::from_slice(bytes)
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(bytes)))
+}
+
+fn strip_versions(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            if map.contains_key("kind") {
+                map.remove("v");
+                map.remove("z");
+            }
+            map.values_mut().for_each(strip_versions);
+        }
+        Value::Array(items) => items.iter_mut().for_each(strip_versions),
+        _ => {}
+    }
 }
 
 fn parse_all(texts: &[String]) -> Vec<Value> {
@@ -397,7 +432,7 @@ fn parse_all(texts: &[String]) -> Vec<Value> {
 
 fn item_json(item: &Item) -> Value {
     match item {
-        Item::Frame { seq, bytes } => json!({"seq": seq, "frame": parse(bytes)}),
+        Item::Frame { seq, bytes, .. } => json!({"seq": seq, "frame": parse(bytes)}),
         Item::Own { seq } => json!({"own": seq}),
         Item::Resync => json!("resync"),
     }
@@ -422,14 +457,14 @@ fn identity(user: &str) -> Identity {
 fn applied(seq: u64, id: &str) -> OpOutcome {
     OpOutcome::Applied {
         seq,
-        stroke_id: StrokeId::new(id),
+        ack_id: Some(StrokeId::new(id)),
     }
 }
 
 fn duplicate(seq: u64, id: &str) -> OpOutcome {
     OpOutcome::Duplicate {
         seq,
-        stroke_id: StrokeId::new(id),
+        ack_id: Some(StrokeId::new(id)),
     }
 }
 
@@ -449,6 +484,7 @@ fn stroke(room: &RoomId, who: &Identity, id: &str) -> Stroke {
 
 fn stroke_json(room: &RoomId, who: &Identity, id: &str) -> Value {
     json!({
+        "id": id, "kind": "stroke",
         "userId": who.user_id.as_str(), "strokeId": id, "roomId": room.as_str(),
         "points": [{"x": 1.5, "y": 2.0}, {"x": -3.0, "y": 4.25}], "color": "#ff8800", "width": 2.5
     })
@@ -520,9 +556,21 @@ fn snapshot(view: &RoomView) -> Vec<Value> {
     }
 }
 
-fn replay(view: &RoomView) -> (u64, Vec<Value>) {
+/// The frames v1.1 clients of `room` get for logged records.
+fn record_frames(room: &RoomId, records: &[String]) -> Vec<Value> {
+    records
+        .iter()
+        .map(|r| {
+            let event = drawbridge::engine::delivery(room, r)
+                .unwrap_or_else(|| panic!("not a record: {r}"));
+            parse(&event.frame)
+        })
+        .collect()
+}
+
+fn replay(room: &RoomId, view: &RoomView) -> (u64, Vec<Value>) {
     match &view.body {
-        ViewBody::Replay { from_seq, events } => (*from_seq, parse_all(events)),
+        ViewBody::Replay { from_seq, records } => (*from_seq, record_frames(room, records)),
         ViewBody::Snapshot(strokes) => {
             panic!(
                 "wanted a replay, got a snapshot of {} strokes",
@@ -535,8 +583,8 @@ fn replay(view: &RoomView) -> (u64, Vec<Value>) {
 fn view_json(view: &RoomView) -> Value {
     let body = match &view.body {
         ViewBody::Snapshot(strokes) => json!({"snapshot": parse_all(strokes)}),
-        ViewBody::Replay { from_seq, events } => {
-            json!({"replay": {"fromSeq": from_seq, "events": parse_all(events)}})
+        ViewBody::Replay { from_seq, records } => {
+            json!({"replay": {"fromSeq": from_seq, "records": records}})
         }
     };
     json!({"seq": view.seq, "epoch": view.epoch, "users": users(view), "body": body})
@@ -676,7 +724,13 @@ mod cases {
         // An op without an op id is applied all the same.
         let a2 = stroke(&room, &a.who, "a2");
         assert_eq!(
-            fx.apply(&room, &a, None, OpKind::Stroke(a2)).await,
+            fx.apply(
+                &room,
+                &a,
+                None,
+                Intent::Stroke(Box::new(Element::from_stroke(a2)))
+            )
+            .await,
             applied(3, "a2")
         );
         assert_eq!(a.own().await, 3);
@@ -712,7 +766,13 @@ mod cases {
         // The op id decides, whatever the resent op holds.
         let other = stroke(&room, &a.who, "a1-retry");
         assert_eq!(
-            fx.apply(&room, &a, Some("a1"), OpKind::Stroke(other)).await,
+            fx.apply(
+                &room,
+                &a,
+                Some("a1"),
+                Intent::Stroke(Box::new(Element::from_stroke(other))),
+            )
+            .await,
             duplicate(1, "a1")
         );
         fx.settle(&room, &mut [&mut watcher, &mut a]).await;
@@ -724,14 +784,14 @@ mod cases {
 
         // Undo is idempotent under its op id too: resending it undoes nothing more.
         assert_eq!(
-            fx.apply(&room, &a, Some("u1"), OpKind::Undo(None)).await,
+            fx.apply(&room, &a, Some("u1"), Intent::Undo(None)).await,
             applied(3, "a2")
         );
         assert_eq!(a.own().await, 3);
         let frame = undo_frame(&room, &a.who, "a2", 3);
         expect_event(&mut [&mut watcher], 3, &frame).await;
         assert_eq!(
-            fx.apply(&room, &a, Some("u1"), OpKind::Undo(None)).await,
+            fx.apply(&room, &a, Some("u1"), Intent::Undo(None)).await,
             duplicate(3, "a2")
         );
         fx.settle(&room, &mut [&mut watcher, &mut a]).await;
@@ -764,16 +824,24 @@ mod cases {
         let frame = undo_frame(&room, &a.who, "a1", 5);
         expect_event(&mut [&mut b, &mut watcher], 5, &frame).await;
 
-        assert_eq!(fx.undo(&room, &a, Some("b1")).await, OpOutcome::Forbidden);
-        assert_eq!(fx.undo(&room, &a, None).await, OpOutcome::NothingToUndo);
+        assert_eq!(
+            fx.undo(&room, &a, Some("b1")).await,
+            OpOutcome::Refused(Refusal::Forbidden(
+                "that stroke belongs to someone else".into()
+            ))
+        );
+        assert_eq!(
+            fx.undo(&room, &a, None).await,
+            OpOutcome::Refused(Refusal::NothingToUndo)
+        );
         assert_eq!(
             fx.undo(&room, &a, Some("a1")).await,
-            OpOutcome::NothingToUndo,
+            OpOutcome::Refused(Refusal::NothingToUndo),
             "already undone"
         );
         assert_eq!(
             fx.undo(&room, &a, Some("nope")).await,
-            OpOutcome::NothingToUndo
+            OpOutcome::Refused(Refusal::NothingToUndo)
         );
         fx.settle(&room, &mut [&mut watcher, &mut a, &mut b]).await;
 
@@ -795,7 +863,10 @@ mod cases {
         fx.join(&room, &b, None).await;
         fx.draw_each(&room, &a, 1, &["a1", "a2", "a3"]).await;
         fx.draw_each(&room, &b, 4, &["b1"]).await;
-        assert_eq!(fx.redo(&room, &a, None).await, OpOutcome::NothingToRedo);
+        assert_eq!(
+            fx.redo(&room, &a, None).await,
+            OpOutcome::Refused(Refusal::NothingToRedo)
+        );
         assert_eq!(fx.undo(&room, &a, None).await, applied(5, "a3"));
         assert_eq!(fx.undo(&room, &a, Some("a1")).await, applied(6, "a1"));
         fx.flush(&room, &mut [&mut watcher, &mut a, &mut b]).await;
@@ -806,37 +877,47 @@ mod cases {
         let frame = redo_frame(&room, &a.who, "a1", 7);
         expect_event(&mut [&mut b, &mut watcher], 7, &frame).await;
         // Redo stacks are per user.
-        assert_eq!(fx.redo(&room, &b, None).await, OpOutcome::NothingToRedo);
+        assert_eq!(
+            fx.redo(&room, &b, None).await,
+            OpOutcome::Refused(Refusal::NothingToRedo)
+        );
         assert_eq!(
             fx.redo(&room, &b, Some("a3")).await,
-            OpOutcome::NothingToRedo
+            OpOutcome::Refused(Refusal::NothingToRedo)
         );
         assert_eq!(fx.redo(&room, &a, Some("a3")).await, applied(8, "a3"));
         assert_eq!(a.own().await, 8);
         let frame = redo_frame(&room, &a.who, "a3", 8);
         expect_event(&mut [&mut b, &mut watcher], 8, &frame).await;
-        assert_eq!(fx.redo(&room, &a, None).await, OpOutcome::NothingToRedo);
+        assert_eq!(
+            fx.redo(&room, &a, None).await,
+            OpOutcome::Refused(Refusal::NothingToRedo)
+        );
         fx.settle(&room, &mut [&mut watcher, &mut a, &mut b]).await;
 
+        // A redone stroke goes back to its place in the paint order (its `z`).
         let view = fx.join(&room, &c, None).await;
         assert_eq!(view.seq, 8);
         assert_eq!(
             snapshot(&view),
             [
-                stroke_json(&room, &a.who, "a2"),
-                stroke_json(&room, &b.who, "b1"),
                 stroke_json(&room, &a.who, "a1"),
+                stroke_json(&room, &a.who, "a2"),
                 stroke_json(&room, &a.who, "a3"),
+                stroke_json(&room, &b.who, "b1"),
             ]
         );
 
         // A new stroke of the user ends the user's redo chain...
         assert_eq!(fx.undo(&room, &a, None).await, applied(9, "a3"));
         assert_eq!(fx.draw(&room, &a, "a4").await, applied(10, "a4"));
-        assert_eq!(fx.redo(&room, &a, None).await, OpOutcome::NothingToRedo);
+        assert_eq!(
+            fx.redo(&room, &a, None).await,
+            OpOutcome::Refused(Refusal::NothingToRedo)
+        );
         assert_eq!(
             fx.redo(&room, &a, Some("a3")).await,
-            OpOutcome::NothingToRedo
+            OpOutcome::Refused(Refusal::NothingToRedo)
         );
         // ...but someone else's stroke does not.
         assert_eq!(fx.undo(&room, &a, None).await, applied(11, "a4"));
@@ -847,12 +928,14 @@ mod cases {
         assert_eq!(view.seq, 13);
         assert_eq!(
             snapshot(&view),
+            // Paint order: a4 kept its z (5), which b2 also got while a4 was undone; equal
+            // z's order by id, as in a Redis sorted set.
             [
+                stroke_json(&room, &a.who, "a1"),
                 stroke_json(&room, &a.who, "a2"),
                 stroke_json(&room, &b.who, "b1"),
-                stroke_json(&room, &a.who, "a1"),
-                stroke_json(&room, &b.who, "b2"),
                 stroke_json(&room, &a.who, "a4"),
+                stroke_json(&room, &b.who, "b2"),
             ]
         );
     }
@@ -869,11 +952,14 @@ mod cases {
         // Only the two most recent undos can be redone.
         assert_eq!(
             fx.redo(&room, &a, Some("a3")).await,
-            OpOutcome::NothingToRedo
+            OpOutcome::Refused(Refusal::NothingToRedo)
         );
         assert_eq!(fx.redo(&room, &a, None).await, applied(7, "a1"));
         assert_eq!(fx.redo(&room, &a, None).await, applied(8, "a2"));
-        assert_eq!(fx.redo(&room, &a, None).await, OpOutcome::NothingToRedo);
+        assert_eq!(
+            fx.redo(&room, &a, None).await,
+            OpOutcome::Refused(Refusal::NothingToRedo)
+        );
     }
 
     pub async fn replay_covers_the_missed_events(fx: &Fixture) {
@@ -891,13 +977,13 @@ mod cases {
         let view = fx.join(&room, &c, Some((2, &epoch))).await;
         assert_eq!((view.seq, view.epoch.as_str()), (5, epoch.as_str()));
         assert_eq!(users(&view), [member_json(&a.who), member_json(&c.who)]);
-        assert_eq!(replay(&view), (3, frames[2..].to_vec()));
+        assert_eq!(replay(&room, &view), (3, frames[2..].to_vec()));
 
         let view = fx.join(&room, &c, Some((0, &epoch))).await;
-        assert_eq!(replay(&view), (1, frames.clone()));
+        assert_eq!(replay(&room, &view), (1, frames.clone()));
 
         let view = fx.join(&room, &c, Some((5, &epoch))).await;
-        assert_eq!(replay(&view), (6, Vec::new()));
+        assert_eq!(replay(&room, &view), (6, Vec::new()));
 
         let strokes: Vec<Value> = ["a1", "a2", "a3"]
             .iter()
@@ -928,14 +1014,14 @@ mod cases {
 
         let c = fx.peer(&room, "carol", 3);
         let view = fx.join(&room, &c, Some((2, &epoch))).await;
-        assert_eq!(replay(&view), (3, frames[2..].to_vec()));
+        assert_eq!(replay(&room, &view), (3, frames[2..].to_vec()));
         for since in [1, 0] {
             let view = fx.join(&room, &c, Some((since, &epoch))).await;
             assert_eq!(view.seq, 5);
             assert_eq!(snapshot(&view), strokes, "since {since}");
         }
         let view = fx.join(&room, &c, Some((5, &epoch))).await;
-        assert_eq!(replay(&view), (6, Vec::new()));
+        assert_eq!(replay(&room, &view), (6, Vec::new()));
 
         let slice = fx
             .engine
@@ -1282,10 +1368,19 @@ mod cases {
         fx.join(&room, &a, None).await;
         fx.draw_each(&room, &a, 1, &["a1", "a2", "a3"]).await;
         assert_eq!(fx.undo(&room, &a, None).await, applied(4, "a3"));
-        let keys: Vec<String> = ["", ":strokes", ":log", ":users", ":ops", ":undone"]
-            .iter()
-            .map(|suffix| format!("{base}{suffix}"))
-            .collect();
+        let keys: Vec<String> = [
+            "",
+            ":strokes",
+            ":log",
+            ":users",
+            ":ops",
+            ":z",
+            ":undo:alice",
+            ":redo:alice",
+        ]
+        .iter()
+        .map(|suffix| format!("{base}{suffix}"))
+        .collect();
         assert_pttls(&mut conn, &keys, 0, ttl).await;
 
         async fn run(conn: &mut ::redis::aio::MultiplexedConnection, cmd: &str, key: &str) {
@@ -1306,18 +1401,18 @@ mod cases {
 
         // A stroke refreshes only once a tenth of the TTL has passed, but a key it creates in
         // between gets the TTL at once: none is ever left without one.
-        for key in [":strokes", ":log", ":ops"] {
+        for key in [":strokes", ":z", ":log", ":ops", ":undo:alice"] {
             run(&mut conn, "DEL", &format!("{base}{key}")).await;
         }
         assert_eq!(fx.draw(&room, &a, "a4").await, applied(6, "a4"));
-        assert_pttls(&mut conn, &keys[..5], 50_000, ttl).await;
+        assert_pttls(&mut conn, &keys[..7], 50_000, ttl).await;
         // Past a tenth of the TTL, a stroke refreshes every key (the stroke ended the redo
-        // chain, so `:undone` is gone).
-        for key in &keys[..5] {
+        // chain, so `:redo:alice` is gone).
+        for key in &keys[..7] {
             run(&mut conn, "PEXPIRE", key).await;
         }
         assert_eq!(fx.draw(&room, &a, "a5").await, applied(7, "a5"));
-        assert_pttls(&mut conn, &keys[..5], 5_000, ttl).await;
+        assert_pttls(&mut conn, &keys[..7], 5_000, ttl).await;
         let expires_at: u64 = ::redis::cmd("HGET")
             .arg(&base)
             .arg("expiresAt")
@@ -1346,7 +1441,16 @@ mod cases {
         fx.draw_each(&room, &a, 1, &["a1", "a2"]).await;
         assert_eq!(fx.undo(&room, &a, None).await, applied(3, "a2"));
         let base = format!("{}room:{{{room}}}", redis.prefix);
-        for suffix in ["", ":strokes", ":log", ":users", ":ops", ":undone"] {
+        for suffix in [
+            "",
+            ":strokes",
+            ":log",
+            ":users",
+            ":ops",
+            ":z",
+            ":undo:alice",
+            ":redo:alice",
+        ] {
             let key = format!("{base}{suffix}");
             assert_eq!(pttl(&mut conn, &key).await, -1, "{key} has a TTL");
         }

@@ -22,8 +22,8 @@ impl Keys {
         format!("{}room:{{{room}}}", self.prefix)
     }
 
-    /// The six keys of a room, in the order the scripts expect.
-    pub fn room_keys(&self, room: &RoomId) -> [String; 6] {
+    /// The seven keys of a room, in the order the scripts expect (`lua/prelude.lua`).
+    pub fn room_keys(&self, room: &RoomId) -> [String; 7] {
         let base = self.room(room);
         [
             base.clone(),
@@ -31,8 +31,15 @@ impl Keys {
             format!("{base}:log"),
             format!("{base}:users"),
             format!("{base}:ops"),
-            format!("{base}:undone"),
+            format!("{base}:z"),
+            format!("{base}:edges"),
         ]
+    }
+
+    /// A user's undo and redo lists in a room (seqs of their ops, newest last).
+    pub fn user_lists(&self, room: &RoomId, user: &UserId) -> [String; 2] {
+        let base = self.room(room);
+        [format!("{base}:undo:{user}"), format!("{base}:redo:{user}")]
     }
 
     /// The channel a room's events are published on (same name as its hash: channels and keys
@@ -119,8 +126,13 @@ mod tests {
                 "p:room:{3f2a}:log",
                 "p:room:{3f2a}:users",
                 "p:room:{3f2a}:ops",
-                "p:room:{3f2a}:undone",
+                "p:room:{3f2a}:z",
+                "p:room:{3f2a}:edges",
             ]
+        );
+        assert_eq!(
+            keys.user_lists(&room, &UserId::new("u1")),
+            ["p:room:{3f2a}:undo:u1", "p:room:{3f2a}:redo:u1"]
         );
         assert_eq!(keys.room_of_channel("p:room:{3f2a}"), Some(room));
         assert_eq!(keys.room_of_channel("room:{3f2a}"), None);

@@ -6,6 +6,7 @@
 //! ([`liveness`]) keeps `instance:<id>` alive so other instances can sweep presence of dead ones.
 
 mod accounts;
+mod board;
 mod keys;
 mod liveness;
 mod pubsub;
@@ -27,12 +28,11 @@ pub use keys::Keys;
 
 use super::{
     Engine, EngineError, EngineResult, EngineSettings, JoinOutcome, JoinRequest, LogSlice, Op,
-    OpKind, OpOutcome, OtpOutcome, RateDecision, RefreshOutcome, RoomInfo, RoomView, ViewBody,
-    now_ms,
+    OpOutcome, OtpOutcome, RateDecision, RefreshOutcome, RoomInfo, RoomView, ViewBody, now_ms,
 };
 use crate::domain::accounts::Account;
 use crate::domain::ids::instance_of;
-use crate::domain::{ConnKey, Identity, RoomId, StrokeId, UserId, frames};
+use crate::domain::{ConnKey, Identity, RoomId, UserId, frames};
 use crate::hub::Hub;
 
 /// How long one Redis round trip may take before the op is reported `UNAVAILABLE`.
@@ -51,6 +51,7 @@ struct Scripts {
     join: Script,
     leave: Script,
     announce: Script,
+    read: Script,
     apply: Script,
     events_after: Script,
     rate: Script,
@@ -62,11 +63,12 @@ struct Scripts {
 }
 
 impl Scripts {
-    fn all(&self) -> [&Script; 11] {
+    fn all(&self) -> [&Script; 12] {
         [
             &self.join,
             &self.leave,
             &self.announce,
+            &self.read,
             &self.apply,
             &self.events_after,
             &self.rate,
@@ -83,6 +85,7 @@ impl Scripts {
             join: room_script!("lua/join.lua"),
             leave: room_script!("lua/leave.lua"),
             announce: room_script!("lua/announce.lua"),
+            read: room_script!("lua/read.lua"),
             apply: room_script!("lua/apply.lua"),
             events_after: room_script!("lua/events_after.lua"),
             rate: Script::new(include_str!("lua/rate.lua")),
@@ -270,11 +273,33 @@ impl Inner {
         self.with_timeout(invocation.invoke_async(&mut conn)).await
     }
 
-    /// Runs a room script with the six room keys and the four common arguments.
+    /// Runs a room script with the room keys and the four common arguments.
     async fn room_script(
         &self,
         script: &Script,
         room: &RoomId,
+        args: &[&str],
+    ) -> EngineResult<Value> {
+        self.invoke_room(script, room, None, args).await
+    }
+
+    /// Runs a room script that acts for `user`: their undo and redo lists follow the room keys.
+    async fn user_script(
+        &self,
+        script: &Script,
+        room: &RoomId,
+        user: &UserId,
+        args: &[String],
+    ) -> EngineResult<Value> {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.invoke_room(script, room, Some(user), &args).await
+    }
+
+    async fn invoke_room(
+        &self,
+        script: &Script,
+        room: &RoomId,
+        user: Option<&UserId>,
         args: &[&str],
     ) -> EngineResult<Value> {
         let ttl_ms = self.settings.room_ttl.map_or(0, |t| t.as_millis() as u64);
@@ -282,6 +307,11 @@ impl Inner {
         let mut invocation = script.prepare_invoke();
         for key in self.keys.room_keys(room) {
             invocation.key(key);
+        }
+        if let Some(user) = user {
+            for key in self.keys.user_lists(room, user) {
+                invocation.key(key);
+            }
         }
         invocation
             .arg(self.keys.channel(room))
@@ -307,7 +337,7 @@ impl Inner {
         let epoch = text(next(&mut items)?)?;
         let events = texts(next(&mut items)?)?
             .iter()
-            .filter_map(|e| pubsub::parse_envelope(e.as_bytes()))
+            .filter_map(|record| super::delivery(room, record))
             .collect();
         Ok(Some(LogSlice { epoch, events }))
     }
@@ -389,7 +419,7 @@ impl Inner {
     }
 
     async fn sweep_presence(&self, room: &RoomId) -> EngineResult<usize> {
-        let [_, _, _, users, _, _] = self.keys.room_keys(room);
+        let [_, _, _, users, ..] = self.keys.room_keys(room);
         let mut conn = self.conn().await?;
         let fields: Vec<String> = self.with_timeout(conn.hkeys(&users)).await?;
         let others: Vec<&str> = fields
@@ -501,10 +531,7 @@ impl Engine for RedisEngine {
         let body = match tag.as_str() {
             "replay" => ViewBody::Replay {
                 from_seq: req.since.map_or(0, |(s, _)| s) + 1,
-                events: list
-                    .iter()
-                    .filter_map(|e| pubsub::envelope_frame(e).map(str::to_owned))
-                    .collect(),
+                records: list,
             },
             "snapshot" => ViewBody::Snapshot(list),
             other => return Err(bad_reply(other)),
@@ -522,66 +549,7 @@ impl Engine for RedisEngine {
     }
 
     async fn apply(&self, room: &RoomId, op: Op<'_>) -> EngineResult<OpOutcome> {
-        let inner = &self.inner;
-        let (kind, stroke, target) = match &op.kind {
-            OpKind::Stroke(s) => ("stroke", json(s), json(&s.stroke_id)),
-            OpKind::Undo(id) => (
-                "undo",
-                String::new(),
-                id.as_ref().map(json).unwrap_or_default(),
-            ),
-            OpKind::Redo(id) => (
-                "redo",
-                String::new(),
-                id.as_ref().map(json).unwrap_or_default(),
-            ),
-        };
-        let reply = inner
-            .room_script(
-                &inner.scripts.apply,
-                room,
-                &[
-                    kind,
-                    op.op_id.unwrap_or(""),
-                    &json(op.conn.as_str()),
-                    &json(&op.who.user_id),
-                    op.who.user_id.as_str(),
-                    &stroke,
-                    &target,
-                    &inner.settings.log_max.to_string(),
-                    &inner.settings.redo_max.to_string(),
-                ],
-            )
-            .await?;
-        let (tag, mut items) = tagged(reply)?;
-        let stroke_id = |sid: &str| {
-            serde_json::from_str::<String>(sid)
-                .map(StrokeId::new)
-                .map_err(|_| bad_reply("stroke id"))
-        };
-        Ok(match tag.as_str() {
-            "ok" => {
-                let seq = number(next(&mut items)?)?;
-                let sid = text(next(&mut items)?)?;
-                OpOutcome::Applied {
-                    seq,
-                    stroke_id: stroke_id(&sid)?,
-                }
-            }
-            "duplicate" => {
-                let prev = text(next(&mut items)?)?;
-                let (seq, sid) = prev.split_once('|').ok_or_else(|| bad_reply("op record"))?;
-                OpOutcome::Duplicate {
-                    seq: seq.parse().map_err(|_| bad_reply("op seq"))?,
-                    stroke_id: stroke_id(sid)?,
-                }
-            }
-            "missing" => OpOutcome::RoomMissing,
-            "forbidden" => OpOutcome::Forbidden,
-            "nothing_to_undo" => OpOutcome::NothingToUndo,
-            "nothing_to_redo" => OpOutcome::NothingToRedo,
-            other => return Err(bad_reply(other)),
-        })
+        self.inner.apply_op(room, &op).await
     }
 
     async fn publish_transient(

@@ -31,14 +31,10 @@ const PING_TIMEOUT: Duration = Duration::from_secs(3);
 /// Reads of the log tried before a room's sessions are told to re-join instead.
 const FILL_ATTEMPTS: u32 = 3;
 
-/// What every published message looks like:
-/// `{"seq":N,"origin":"<conn>","frame":{...}}` for sequenced events (also the log's entries),
-/// `{"except":"<conn>","lossy":true,"frame":{...}}` for transient ones.
+/// A transient message: `{"except":"<conn>","lossy":true,"frame":{...}}` (sequenced events
+/// are published as their log records, `{"seq":N,...}`: see `domain::record`).
 #[derive(Deserialize)]
 struct Envelope<'a> {
-    seq: Option<u64>,
-    #[serde(borrow)]
-    origin: Option<Cow<'a, str>>,
     #[serde(borrow)]
     except: Option<Cow<'a, str>>,
     #[serde(default)]
@@ -47,21 +43,20 @@ struct Envelope<'a> {
     frame: &'a RawValue,
 }
 
-pub(super) fn parse_envelope(payload: &[u8]) -> Option<Delivery> {
+/// A published message as the hub takes it: a sequenced op's log record (its frames built here,
+/// once for every local member) or a transient envelope.
+pub(super) fn parse_message(room: &RoomId, payload: &[u8]) -> Option<Delivery> {
+    if payload.starts_with(br#"{"seq":"#) {
+        return crate::engine::delivery(room, std::str::from_utf8(payload).ok()?);
+    }
     let env: Envelope<'_> = serde_json::from_slice(payload).ok()?;
     Some(Delivery {
-        seq: env.seq,
-        origin: env.origin.or(env.except).map(|k| ConnKey::from_raw(&k)),
+        seq: None,
+        origin: env.except.map(|k| ConnKey::from_raw(&k)),
         lossy: env.lossy,
         frame: Bytes::copy_from_slice(env.frame.get().as_bytes()),
+        legacy: None,
     })
-}
-
-/// The client frame inside a logged envelope.
-pub(super) fn envelope_frame(envelope: &str) -> Option<&str> {
-    serde_json::from_str::<Envelope<'_>>(envelope)
-        .ok()
-        .map(|e| e.frame.get())
 }
 
 pub(super) async fn run(inner: Arc<Inner>, shutdown: CancellationToken) {
@@ -147,7 +142,7 @@ async fn handle(inner: &Inner, channel: &str, payload: &[u8]) {
     if !inner.hub.is_local(&room) {
         return;
     }
-    let Some(event) = parse_envelope(payload) else {
+    let Some(event) = parse_message(&room, payload) else {
         tracing::warn!(%room, "unreadable room message");
         return;
     };
@@ -197,13 +192,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn envelopes_parse_both_kinds() {
-        let d = parse_envelope(br#"{"seq":3,"origin":"a/1","frame":{"type":"X"}}"#).expect("seq");
+    fn messages_parse_both_kinds() {
+        let room = RoomId::new("r");
+        let record = br#"{"seq":3,"origin":"a/1","user":"u","op":"delete","via":"elements","ids":["x"],"removed":[]}"#;
+        let d = parse_message(&room, record).expect("seq");
         assert_eq!(d.seq, Some(3));
         assert_eq!(d.origin.as_ref().map(ConnKey::as_str), Some("a/1"));
-        assert_eq!(&d.frame[..], br#"{"type":"X"}"#);
-        let d = parse_envelope(br#"{"except":"a/2","lossy":true,"frame":{}}"#).expect("transient");
+        assert!(d.frame.starts_with(br#"{"type":"ELEMENTS_DELETED""#));
+        let d = parse_message(&room, br#"{"except":"a/2","lossy":true,"frame":{}}"#)
+            .expect("transient");
         assert!(d.lossy && d.seq.is_none());
-        assert!(parse_envelope(b"nope").is_none());
+        assert!(parse_message(&room, b"nope").is_none());
     }
 }

@@ -1,6 +1,7 @@
 -- JOIN: ARGV 5 presence field (conn key), 6 member JSON, 7 userId as JSON, 8 USER_JOINED frame,
 -- 9 since ('' = none), 10 client's epoch, 11 conn key as JSON.
--- Returns {'missing'} | {'replay', seq, epoch, users, events} | {'snapshot', seq, epoch, users, strokes}.
+-- Returns {'missing'} | {'replay', seq, epoch, users, records} | {'snapshot', seq, epoch, users, elements}
+-- (elements in paint order).
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end
 local before = distinct_users()
 local was_present = before[ARGV[7]]
@@ -20,4 +21,12 @@ if since and ARGV[10] == epoch and since <= seq then
     return {'replay', seq, epoch, users, redis.call('LRANGE', KEYS[3], since + 1 - first, -1)}
   end
 end
-return {'snapshot', seq, epoch, users, redis.call('LRANGE', KEYS[2], 0, -1)}
+local ids, elements = redis.call('ZRANGE', KEYS[6], 0, -1), {}
+-- HMGET in slices: unpack() has a small limit on how many values it spreads.
+for i = 1, #ids, 1000 do
+  local part = redis.call('HMGET', KEYS[2], unpack(ids, i, math.min(i + 999, #ids)))
+  for _, e in ipairs(part) do
+    if e then elements[#elements + 1] = e end
+  end
+end
+return {'snapshot', seq, epoch, users, elements}
