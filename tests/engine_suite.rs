@@ -705,6 +705,60 @@ async fn assert_pttls(
 mod cases {
     use super::*;
 
+    /// A room a v1 gateway wrote (strokes in a list) is moved at start-up, keeping its board.
+    pub async fn v1_rooms_move_to_the_board_layout(fx: &Fixture) {
+        let redis = fx.backend();
+        let mut conn = redis.server.client().await;
+        let room = fx.room().await;
+        let base = format!("{}room:{{{room}}}", redis.prefix);
+        let a = identity("alice");
+        let v1 = |id: &str| {
+            format!(
+                r##"{{"userId":"alice","strokeId":"{id}","roomId":"{room}","points":[{{"x":1.5,"y":2.0}},{{"x":-3.0,"y":4.25}}],"color":"#ff8800","width":2.5}}"##
+            )
+        };
+        ::redis::pipe()
+            .rpush(format!("{base}:strokes"), vec![v1("s1"), v1("s\\\"2")])
+            .rpush(
+                format!("{base}:log"),
+                r#"{"seq":2,"origin":"x/1","frame":{}}"#,
+            )
+            .hset(format!("{base}:undone"), "alice", "[]")
+            .hset(&base, "seq", 2)
+            .query_async::<()>(&mut conn)
+            .await
+            .expect("seed a v1 room");
+        let twin = fx.twin().await;
+        let mut c = twin.peer(&room, "carol", 3);
+        let view = twin.join(&room, &c, None).await;
+        assert_eq!(view.seq, 2);
+        let board = board_of(&view);
+        assert_eq!(board.len(), 2);
+        assert_eq!(
+            (board[0]["id"].clone(), board[0]["z"].clone()),
+            (json!("s1"), json!(1))
+        );
+        assert_eq!(board[1]["strokeId"], json!("s\"2"));
+        assert_eq!(snapshot(&view)[0], stroke_json(&room, &a, "s1"));
+        // The moved room works: the next stroke is on top, and its author may undo the old ones.
+        let who = twin.peer(&room, "alice", 1);
+        twin.join(&room, &who, None).await;
+        twin.flush(&room, &mut [&mut c]).await;
+        assert_eq!(twin.draw(&room, &who, "s3").await, applied(3, "s3"));
+        assert_eq!(twin.undo(&room, &who, Some("s1")).await, applied(4, "s1"));
+        let kind: String = ::redis::cmd("TYPE")
+            .arg(format!("{base}:undone"))
+            .query_async(&mut conn)
+            .await
+            .expect("TYPE");
+        assert_eq!(kind, "none");
+        // A since from before the move gets the board, not a replay of records it cannot read.
+        let d = twin.peer(&room, "dave", 4);
+        let view = twin.join(&room, &d, Some((1, view.epoch.as_str()))).await;
+        assert_eq!(board_of(&view).len(), 2);
+        twin.stop().await;
+    }
+
     pub async fn element_ops_are_sequenced_and_fanned_out(fx: &Fixture) {
         let room = fx.room().await;
         let mut a = fx.peer(&room, "alice", 1);
@@ -2096,6 +2150,7 @@ engine_suite! {
             with EngineSettings { room_ttl: Some(Duration::from_secs(60)), ..settings() };
         rooms_without_ttl_never_expire with EngineSettings { room_ttl: None, ..settings() };
         two_instances_converge_per_field;
+        v1_rooms_move_to_the_board_layout;
     }
 }
 

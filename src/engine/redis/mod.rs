@@ -1,7 +1,9 @@
 //! The Redis engine: every piece of shared state in Redis, so any instance can serve any client.
 //!
-//! Each sequenced op is one Lua script (`lua/apply.lua`) that assigns the room's next seq,
-//! updates the visible strokes, appends to the log and publishes, atomically. Each instance
+//! Each sequenced op is decided in Rust from what it touches ([`board`]: `lua/read.lua` when it
+//! needs a read) and committed by one generic Lua script (`lua/apply.lua`) that checks versions,
+//! assigns the room's next seq, writes the elements, appends the log record and publishes it,
+//! atomically. Each instance
 //! runs one `PSUBSCRIBE room:*` ([`pubsub`]) and hands every event to its hub; a heartbeat
 //! ([`liveness`]) keeps `instance:<id>` alive so other instances can sweep presence of dead ones.
 
@@ -53,6 +55,7 @@ struct Scripts {
     announce: Script,
     read: Script,
     apply: Script,
+    migrate: Script,
     events_after: Script,
     rate: Script,
     account_create: Script,
@@ -63,13 +66,14 @@ struct Scripts {
 }
 
 impl Scripts {
-    fn all(&self) -> [&Script; 12] {
+    fn all(&self) -> [&Script; 13] {
         [
             &self.join,
             &self.leave,
             &self.announce,
             &self.read,
             &self.apply,
+            &self.migrate,
             &self.events_after,
             &self.rate,
             &self.account_create,
@@ -87,6 +91,7 @@ impl Scripts {
             announce: room_script!("lua/announce.lua"),
             read: room_script!("lua/read.lua"),
             apply: room_script!("lua/apply.lua"),
+            migrate: room_script!("lua/migrate.lua"),
             events_after: room_script!("lua/events_after.lua"),
             rate: Script::new(include_str!("lua/rate.lua")),
             account_create: Script::new(include_str!("lua/account_create.lua")),
@@ -193,6 +198,11 @@ impl RedisEngine {
             tracing::debug!(error = %e, "first heartbeat did not reach redis");
         }
         inner.load_scripts().await;
+        match inner.migrate_v1_rooms().await {
+            Ok(0) => {}
+            Ok(rooms) => tracing::info!(rooms, "v1 rooms moved to the board layout"),
+            Err(e) => tracing::warn!(error = %e, "could not look for v1 rooms to move"),
+        }
         tasks.spawn(pubsub::run(inner.clone(), shutdown.clone()));
         tasks.spawn(liveness::run(inner.clone(), shutdown));
         Ok(Self { inner })
@@ -346,6 +356,53 @@ impl Inner {
         self.room_script(&self.scripts.leave, room, &[field])
             .await?;
         Ok(())
+    }
+
+    /// Moves rooms a v1 gateway wrote (strokes in a list) to the board layout, so an upgrade
+    /// keeps every board. Each room moves atomically; a room already moved is left alone.
+    async fn migrate_v1_rooms(&self) -> EngineResult<usize> {
+        let mut conn = self.conn().await?;
+        let pattern = self.keys.v1_strokes_pattern();
+        let mut cursor = 0_u64;
+        let mut found = Vec::new();
+        loop {
+            let (next, keys): (u64, Vec<String>) = self
+                .with_timeout(
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(&pattern)
+                        .arg("COUNT")
+                        .arg(1000)
+                        .arg("TYPE")
+                        .arg("list")
+                        .query_async(&mut conn),
+                )
+                .await?;
+            found.extend(keys.iter().filter_map(|k| self.keys.room_of_strokes_key(k)));
+            cursor = next;
+            if cursor == 0 {
+                break;
+            }
+        }
+        drop(conn);
+        let mut moved = 0;
+        for room in &found {
+            let mut invocation = self.scripts.migrate.prepare_invoke();
+            for key in self.keys.room_keys(room) {
+                invocation.key(key);
+            }
+            invocation.key(self.keys.v1_redo_stacks(room));
+            invocation
+                .arg(self.keys.channel(room))
+                .arg(0)
+                .arg(0)
+                .arg(json(room));
+            let strokes: u64 = self.invoke(&invocation).await?;
+            tracing::info!(%room, strokes, "moved a v1 room to the board layout");
+            moved += 1;
+        }
+        Ok(moved)
     }
 
     /// Loads every script into Redis's cache up front. Otherwise the first burst of joins
