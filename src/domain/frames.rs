@@ -429,6 +429,56 @@ pub fn pong() -> String {
     message("PONG", serde_json::Map::new())
 }
 
+/// A presence change as the Redis scripts publish it (`{"presence":{...}}`), turned into the
+/// frames it means, in order, each with the connection it must skip.
+pub fn presence(room: &RoomId, record: &str) -> Option<Vec<(Option<String>, String)>> {
+    /// A presence entry as stored: ours, so read back as the identity it was written from.
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Member {
+        user_id: UserId,
+        username: String,
+        color: String,
+    }
+    #[derive(serde::Deserialize)]
+    struct Change {
+        #[serde(default)]
+        joined: Option<Member>,
+        #[serde(default)]
+        except: Option<String>,
+        #[serde(default)]
+        left: Option<UserId>,
+        #[serde(default)]
+        gone: bool,
+        #[serde(default)]
+        count: Option<usize>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Record {
+        presence: Change,
+    }
+    let change = serde_json::from_str::<Record>(record).ok()?.presence;
+    let mut out = Vec::with_capacity(3);
+    if let Some(user) = &change.left {
+        out.push((None, cursor_leave(room, user)));
+        if change.gone {
+            out.push((None, user_left(room, user, change.count.unwrap_or(0))));
+        }
+    }
+    if let Some(m) = change.joined {
+        let who = Identity {
+            user_id: m.user_id,
+            username: m.username,
+            color: m.color,
+        };
+        out.push((change.except.clone(), user_joined(room, &who)));
+    }
+    if let Some(count) = change.count {
+        out.push((None, user_count(room, count)));
+    }
+    Some(out)
+}
+
 /// A presence entry as stored and as listed in `INITIAL_STATE.users`.
 pub fn member(who: &Identity) -> String {
     serde_json::to_string(who).unwrap_or_default()

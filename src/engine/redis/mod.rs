@@ -450,12 +450,11 @@ impl Inner {
         room: &RoomId,
         members: &[(ConnKey, Arc<Identity>)],
     ) -> EngineResult<usize> {
-        let mut args = Vec::with_capacity(members.len() * 4);
+        let mut args = Vec::with_capacity(members.len() * 3);
         for (conn, who) in members {
             args.push(conn.as_str().to_owned());
             args.push(frames::member(who));
             args.push(json(&who.user_id));
-            args.push(frames::user_joined(room, who));
         }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let restored = number(
@@ -570,7 +569,6 @@ impl Engine for RedisEngine {
                     req.conn.as_str(),
                     &frames::member(req.who),
                     &json(&req.who.user_id),
-                    &frames::user_joined(req.room, req.who),
                     &since,
                     epoch,
                     &json(req.conn.as_str()),

@@ -1,5 +1,5 @@
--- JOIN: ARGV 5 presence field (conn key), 6 member JSON, 7 userId as JSON, 8 USER_JOINED frame,
--- 9 since ('' = none), 10 client's epoch, 11 conn key as JSON.
+-- JOIN: ARGV 5 presence field (conn key), 6 member JSON, 7 userId as JSON, 8 since ('' = none),
+-- 9 client's epoch, 10 conn key as JSON.
 -- Returns {'missing'} | {'replay', seq, epoch, users, records} | {'snapshot', seq, epoch, users, elements}
 -- (elements in paint order).
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end
@@ -8,13 +8,18 @@ local was_present = before[ARGV[7]]
 redis.call('HSET', KEYS[4], ARGV[5], ARGV[6])
 local _, users = distinct_users()
 touch()
-if not was_present then publish_frame(ARGV[8], ARGV[11]) end
-publish_frame(count_frame(#users), nil)
+local presence = {'"count":' .. #users}
+-- Only a user the room did not have yet is announced, to everyone but the joining socket.
+if not was_present then
+  presence[2] = '"joined":' .. ARGV[6]
+  presence[3] = '"except":' .. ARGV[10]
+end
+publish_presence(presence)
 
 local seq = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
 local epoch = redis.call('HGET', KEYS[1], 'epoch') or ''
-local since = tonumber(ARGV[9])
-if since and ARGV[10] == epoch and since <= seq then
+local since = tonumber(ARGV[8])
+if since and ARGV[9] == epoch and since <= seq then
   local len = redis.call('LLEN', KEYS[3])
   local first = seq - len + 1
   if since + 1 >= first then

@@ -2,10 +2,11 @@
 --   1 room:{id} (hash)  2 :strokes (hash: element id -> element)  3 :log (list of records)
 --   4 :users (hash)  5 :ops (hash)  6 :z (zset: element id by paint order)  7 :edges (hash)
 --   and for scripts acting for one user: 8 :undo:<userId> (list)  9 :redo:<userId> (list)
--- ARGV 1..4, always: channel, room TTL in ms (0 = forever), expiresAt (unix ms), room id as JSON.
+-- ARGV 1..4, always: channel, room TTL in ms (0 = forever), expiresAt (unix ms), room id as JSON
+-- (for reading a script call in MONITOR; no script needs it since frames are built in Rust).
 -- Stored JSON is produced by the gateway with a fixed field order (elements start {"v":..,"z":..,
 -- presence entries {"userId":..), so scripts read what they need by prefix without decoding.
-local channel, ttl_ms, expires_at, room_json = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
+local channel, ttl_ms, expires_at = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 
 -- The JSON string token that starts at `pos` (a '"'), escapes included.
 local function string_token(s, pos)
@@ -52,14 +53,9 @@ local function expire_new(key)
   if ttl_ms > 0 then redis.call('PEXPIRE', key, ttl_ms) end
 end
 
-local function publish_frame(frame, except_json)
-  if except_json then
-    redis.call('PUBLISH', channel, '{"except":' .. except_json .. ',"frame":' .. frame .. '}')
-  else
-    redis.call('PUBLISH', channel, '{"frame":' .. frame .. '}')
-  end
-end
-
-local function count_frame(count)
-  return '{"type":"USER_COUNT_UPDATED","payload":{"roomId":' .. room_json .. ',"count":' .. count .. '}}'
+-- Presence changes are published as a compact record; every instance builds the client frames
+-- (CURSOR_LEAVE, USER_LEFT, USER_JOINED, USER_COUNT_UPDATED) from it in Rust. `parts` are JSON
+-- members: "joined":<member>, "except":<conn>, "left":<userId>, "gone":true, "count":N.
+local function publish_presence(parts)
+  redis.call('PUBLISH', channel, '{"presence":{' .. table.concat(parts, ',') .. '}}')
 end
