@@ -778,6 +778,7 @@ mod tests {
                 stacks: Stacks::Push,
                 reverts: None,
                 ack_id: None,
+                read_edges: false,
             };
             let record = Parts::new(&decision, &conn, &user, Some(op)).assemble(seq, added);
             EventFrames::build(&room, &record).expect("a record").frame
