@@ -68,6 +68,12 @@ enum Step {
         id: usize,
         x: i16,
     },
+    /// One op patching one element twice (the second patch wins where they overlap).
+    MoveTwice {
+        id: usize,
+        x: i16,
+        y: i16,
+    },
     Recolor {
         id: usize,
         color: u8,
@@ -98,6 +104,7 @@ fn step() -> impl Strategy<Value = Step> {
         }),
         id.clone().prop_map(|id| Step::Stroke { id }),
         (id.clone(), -50_i16..50).prop_map(|(id, x)| Step::Move { id, x }),
+        (id.clone(), -50_i16..50, -50_i16..50).prop_map(|(id, x, y)| Step::MoveTwice { id, x, y }),
         (id.clone(), 0_u8..8).prop_map(|(id, color)| Step::Recolor { id, color }),
         id.clone().prop_map(|id| Step::ClearFill { id }),
         proptest::collection::vec(id, 1..3).prop_map(|ids| Step::Delete { ids }),
@@ -136,6 +143,13 @@ fn intent(room: &RoomId, user: usize, step: &Step) -> Option<Intent> {
         Step::Move { id, x } => {
             Intent::Update(vec![(StrokeId::new(IDS[*id]), patch(json!({"x": x})))])
         }
+        Step::MoveTwice { id, x, y } => Intent::Update(vec![
+            (StrokeId::new(IDS[*id]), patch(json!({"x": x}))),
+            (
+                StrokeId::new(IDS[*id]),
+                patch(json!({"x": y, "y": x, "color": "#abc"})),
+            ),
+        ]),
         Step::Recolor { id, color } => Intent::Update(vec![(
             StrokeId::new(IDS[*id]),
             patch(json!({"color": format!("#00000{color}")})),
@@ -174,6 +188,20 @@ impl Run {
             )
             .await
             .expect("apply")
+    }
+
+    /// The board by id, without versions (`v`): what a person sees.
+    async fn visible(&self) -> BTreeMap<String, Value> {
+        let (board, _) = self.board_and_log().await;
+        by_id(&board)
+            .into_iter()
+            .map(|(id, mut e)| {
+                if let Some(e) = e.as_object_mut() {
+                    e.remove("v");
+                }
+                (id, e)
+            })
+            .collect()
     }
 
     /// The board a joiner gets (stored texts, parsed), and the whole log.
@@ -217,6 +245,8 @@ async fn play(run: &Run, steps: &[(usize, Step)]) -> Vec<String> {
     // Each user's ops as sent: op id, intent, and the seq it was applied at (if it was).
     let mut sent: Vec<Vec<(String, Intent, Option<u64>)>> = vec![Vec::new(); USERS.len()];
     let mut answers = Vec::new();
+    // The last applied op: who, whether it was an undo, and the board before it.
+    let mut last: Option<(usize, bool, BTreeMap<String, Value>)> = None;
     for (n, (user, step)) in steps.iter().enumerate() {
         let (op_id, intent, first) = match intent(&run.room, *user, step) {
             Some(intent) => (format!("op-{n}"), intent, None),
@@ -232,7 +262,18 @@ async fn play(run: &Run, steps: &[(usize, Step)]) -> Vec<String> {
                 previous
             }
         };
+        let before = run.visible().await;
         let outcome = run.apply(*user, &op_id, intent.clone()).await;
+        if let OpOutcome::Applied { .. } = outcome {
+            // An undo right after the user's own op (nobody acting in between) puts the board
+            // back exactly as it was before that op.
+            if let (Step::Undo, Some((by, false, board))) = (step, &last) {
+                if by == user {
+                    assert_eq!(&run.visible().await, board, "undo of {user}'s last op");
+                }
+            }
+            last = Some((*user, matches!(step, Step::Undo), before));
+        }
         match (step, first) {
             // An applied op sent again changes nothing and answers with its seq. (A refused
             // one left no record: sending it again is a new try.)
