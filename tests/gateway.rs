@@ -538,6 +538,17 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
         alice.expect("ERROR").await["payload"]["code"],
         "UNKNOWN_TYPE"
     );
+    // An op id is bounded like any id (it is stored with the op).
+    let long_op = json!({"type": "CANVAS_UPDATE", "payload": {"roomId": room, "opId": "o".repeat(65),
+        "canvasData": {"strokeId": "ok", "points": points(1), "color": "#000", "width": 1}}});
+    alice.send(long_op).await;
+    let err = alice.expect("ERROR").await;
+    assert_eq!(err["payload"]["code"], "BAD_MESSAGE", "{err}");
+    assert!(
+        err["payload"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("opId"))
+    );
     alice
         .send(json!({"type": "CANVAS_UPDATE", "payload": {"roomId": "elsewhere"}}))
         .await;

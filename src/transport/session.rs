@@ -662,6 +662,18 @@ where
     }
 
     async fn apply(&mut self, room: RoomId, op_id: Option<String>, intent: Intent) {
+        // The op id is stored with the op (idempotency record, log): bounded like any id.
+        if op_id
+            .as_ref()
+            .is_some_and(|id| id.is_empty() || id.len() > crate::domain::ids::MAX_ID_LEN)
+        {
+            let message = format!(
+                "opId must be 1 to {} bytes; nothing was applied",
+                crate::domain::ids::MAX_ID_LEN
+            );
+            self.error("BAD_MESSAGE", &message, None).await;
+            return;
+        }
         if self.op_limit.check().is_err() {
             self.error(
                 "RATE_LIMITED",
