@@ -53,11 +53,7 @@ pub async fn run_with_listener(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
     config.validate().map_err(StartError::Config)?;
-    let instance_id = if config.instance_id.is_empty() {
-        default_instance_id()
-    } else {
-        config.instance_id.clone()
-    };
+    let instance_id = unique_instance_id(&config.instance_id);
     let secret = if config.jwt_secret.is_empty() {
         tracing::warn!(
             "no jwt_secret configured: using a random one. Tokens die with this process and no \
@@ -157,21 +153,52 @@ pub async fn run_with_listener(
     Ok(())
 }
 
-/// `<hostname>-<random>`: readable in `redis-cli`, unique per process.
-fn default_instance_id() -> String {
+/// This process's instance id: the configured id (or, when none is, the host name) as a
+/// readable prefix, and a random suffix drawn at every start.
+///
+/// The suffix is not optional. Presence entries are tagged with their instance and swept once
+/// that instance's liveness key expires; a restarted process that reused its predecessor's id
+/// (a container restarted in the same pod, whose name is the configured id) would renew the
+/// dead process's key and keep its users "present" for ever.
+pub fn unique_instance_id(configured: &str) -> String {
+    let prefix = if configured.is_empty() {
+        host_name()
+    } else {
+        configured.to_owned()
+    };
+    let suffix = &uuid::Uuid::new_v4().simple().to_string()[..8];
+    format!("{prefix}-{suffix}")
+}
+
+/// The host name, reduced to the characters an instance id may hold; `drawbridge` if none.
+fn host_name() -> String {
     let host = std::env::var("HOSTNAME")
         .ok()
         .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
-        .unwrap_or_else(|| "drawbridge".into());
+        .unwrap_or_default();
     let host: String = host
         .trim()
         .chars()
         .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
         .take(40)
         .collect();
-    let suffix = &uuid::Uuid::new_v4().simple().to_string()[..8];
-    format!(
-        "{}-{suffix}",
-        if host.is_empty() { "drawbridge" } else { &host }
-    )
+    if host.is_empty() {
+        "drawbridge".into()
+    } else {
+        host
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_start_gets_its_own_instance_id() {
+        let first = unique_instance_id("pod-1");
+        let second = unique_instance_id("pod-1");
+        assert_ne!(first, second);
+        assert!(first.starts_with("pod-1-"), "{first}");
+        assert!(!unique_instance_id("").is_empty());
+    }
 }

@@ -28,7 +28,9 @@ pub struct Config {
     pub jwt_secret: String,
     /// Access token lifetime.
     pub access_token_ttl_secs: u64,
-    /// Unique per process; empty picks `<hostname>-<random>`.
+    /// A readable prefix for this process's instance id (e.g. the pod name); every start
+    /// appends a random suffix, so a restarted process never keeps a dead one's users
+    /// present. Empty uses the host name.
     #[serde(deserialize_with = "text")]
     pub instance_id: String,
     /// How often this instance renews its liveness key in Redis. After three missed renewals
