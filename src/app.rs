@@ -4,6 +4,9 @@
 //! Drain order on shutdown: readiness turns 503 and new upgrades are refused while the listener
 //! keeps answering (so a load balancer sees the instance leave), open sockets close with 1001
 //! spread over `drain_secs`, then the HTTP server and the engine's tasks stop.
+//!
+//! With `admin_listen` set, `/metrics` (and the probes) are served on a second listener, and
+//! `/metrics` no longer on the public one.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,7 +27,7 @@ use crate::engine::redis::{RedisEngine, RedisSettings};
 use crate::engine::{Engine, EngineError, EngineSettings};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
-use crate::transport::{AppState, router};
+use crate::transport::{AppState, admin_router, router};
 
 /// Time allowed past the drain window for sessions and tasks to finish before exiting anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
@@ -35,15 +38,25 @@ pub enum StartError {
     Config(Vec<String>),
     #[error("cannot start the engine: {0}")]
     Engine(#[from] EngineError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("cannot serve: {0}")]
     Io(#[from] std::io::Error),
 }
 
-/// Binds `config.listen` and runs until `shutdown` resolves.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
+/// Binds `config.listen` and runs as `instance_id` (from [`unique_instance_id`]: the caller
+/// has already put it on its log lines) until `shutdown` resolves.
+pub async fn run(
+    config: Config,
+    instance_id: String,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StartError> {
     config.validate().map_err(StartError::Config)?;
-    let listener = TcpListener::bind(&config.listen).await?;
-    run_with_listener(config, listener, shutdown).await
+    let listener = bind(&config.listen).await?;
+    serve(config, instance_id, listener, shutdown).await
 }
 
 /// Serves on an already bound listener (tests bind `127.0.0.1:0`) until `shutdown` resolves.
@@ -52,8 +65,31 @@ pub async fn run_with_listener(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
-    config.validate().map_err(StartError::Config)?;
     let instance_id = unique_instance_id(&config.instance_id);
+    serve(config, instance_id, listener, shutdown).await
+}
+
+async fn bind(addr: &str) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: addr.to_owned(),
+            source,
+        })
+}
+
+async fn serve(
+    config: Config,
+    instance_id: String,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StartError> {
+    config.validate().map_err(StartError::Config)?;
+    let admin_listener = if config.admin_listen.is_empty() {
+        None
+    } else {
+        Some(bind(&config.admin_listen).await?)
+    };
     let secret = if config.jwt_secret.is_empty() {
         tracing::warn!(
             "no jwt_secret configured: using a random one. Tokens die with this process and no \
@@ -92,7 +128,7 @@ pub async fn run_with_listener(
         crate::mail::from_config(&config).map_err(|e| StartError::Config(vec![e.to_string()]))?;
     let trusted_proxies = crate::transport::client_ip::parse_list(&config.trusted_proxies)
         .map_err(|bad| StartError::Config(vec![format!("trusted_proxies: {}", bad.join(", "))]))?;
-    let metrics = Metrics::new(&hub.stats);
+    let metrics = Metrics::new(hub.clone(), config.max_connections);
     let state = Arc::new(AppState {
         origins: config.origins(),
         instance_id: instance_id.clone(),
@@ -125,6 +161,19 @@ pub async fn run_with_listener(
     )
     .with_graceful_shutdown(stop_http.clone().cancelled_owned());
     let server = tokio::spawn(server.into_future());
+    let admin = match admin_listener {
+        Some(listener) => {
+            let addr = listener.local_addr()?;
+            tracing::info!(%addr, "admin listening (/metrics, /healthz, /readyz)");
+            let admin = axum::serve(
+                listener,
+                admin_router(state.clone()).into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(stop_http.clone().cancelled_owned());
+            Some(tokio::spawn(admin.into_future()))
+        }
+        None => None,
+    };
 
     shutdown.await;
     let drain = Duration::from_secs(state.config.drain_secs);
@@ -140,6 +189,11 @@ pub async fn run_with_listener(
     stop_http.cancel();
     if tokio::time::timeout(SHUTDOWN_GRACE, server).await.is_err() {
         tracing::warn!("http server did not stop in time");
+    }
+    if let Some(admin) = admin
+        && tokio::time::timeout(SHUTDOWN_GRACE, admin).await.is_err()
+    {
+        tracing::warn!("admin server did not stop in time");
     }
     stop_tasks.cancel();
     tasks.close();
