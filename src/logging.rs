@@ -6,6 +6,7 @@
 //! process before logging is set up ([`startup_error`]) are written in the same shape.
 
 use std::fmt;
+use std::io::IsTerminal;
 
 use serde_json::{Map, Value};
 use tracing::field::{Field, Visit};
@@ -38,7 +39,10 @@ impl Format {
 
 /// Installs the global subscriber writing to stdout; `instance` goes on every JSON line.
 pub fn init(format: Format, filter: EnvFilter, instance: &str) {
-    let logs = tracing_subscriber::fmt().with_env_filter(filter);
+    // Colour codes only for a person at a terminal, not in files or a collector's pipe.
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stdout().is_terminal());
     match format {
         Format::Text => logs.init(),
         Format::Json => logs

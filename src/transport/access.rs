@@ -41,7 +41,8 @@ pub async fn observe(State(app): State<Arc<AppState>>, request: Request, next: N
     let response = next.run(request).await;
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
-    let latency_ms = elapsed.as_secs_f64() * 1000.0;
+    // Microsecond precision: more digits are noise in a log line.
+    let latency_ms = (elapsed.as_secs_f64() * 1e6).round() / 1e3;
     let ip = ip.map(|ip| ip.to_string()).unwrap_or_default();
     if PROBE_ROUTES.contains(&route.as_str()) {
         tracing::info!(target: "drawbridge::access::probe", method, route, status, latency_ms, ip, uri, "request");
