@@ -49,6 +49,30 @@ struct CodeLabel {
     code: u16,
 }
 
+/// Why a WebSocket upgrade is refused (`transport::ws`). Every label value is created at 0 at
+/// start, so a first refusal shows up in `rate()` and dashboards have series to draw.
+pub const UPGRADE_REFUSALS: [&str; 10] = [
+    "not_websocket",
+    "origin",
+    "no_token",
+    "bad_token",
+    "unverified",
+    "draining",
+    "not_ready",
+    "rate_limited",
+    "limit_unavailable",
+    "full",
+];
+
+/// The rate limits: per IP or address (`transport::limits`), and per connection (`ops`,
+/// `cursor`, counted by the session loop).
+pub const RATE_LIMITS: [&str; 9] = [
+    "signup", "signin", "verify", "refresh", "ws", "room", "otp", "ops", "cursor",
+];
+
+/// The close codes the session loop uses (normal, going away, policy, too big, internal, slow).
+const CLOSE_CODES: [u16; 6] = [1000, 1001, 1008, 1009, 1011, 1013];
+
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
 
 /// Request latencies from 1 ms to about 16 s: health checks at the bottom, argon2 sign-ins and
@@ -187,6 +211,15 @@ impl Metrics {
             session_duration.clone(),
         );
         registry.register_collector(Box::new(RoomsCollector(hub)));
+        for reason in UPGRADE_REFUSALS {
+            upgrades_refused.get_or_create_owned(&ReasonLabel { reason });
+        }
+        for kind in RATE_LIMITS {
+            rate_limited.get_or_create_owned(&KindLabel { kind });
+        }
+        for code in CLOSE_CODES {
+            sessions_closed.get_or_create_owned(&CodeLabel { code });
+        }
         Self {
             registry: root,
             connections,
@@ -215,6 +248,10 @@ impl Metrics {
 
     /// One WebSocket upgrade refused; `reason` is one of a fixed list (`transport::ws`).
     pub fn upgrade_refused(&self, reason: &'static str) {
+        debug_assert!(
+            UPGRADE_REFUSALS.contains(&reason),
+            "unlisted reason {reason}"
+        );
         self.upgrades_refused
             .get_or_create(&ReasonLabel { reason })
             .inc();
@@ -222,6 +259,7 @@ impl Metrics {
 
     /// One request, upgrade or op refused by the limit of `kind` (a limit's fixed name).
     pub fn rate_limited(&self, kind: &'static str) {
+        debug_assert!(RATE_LIMITS.contains(&kind), "unlisted limit {kind}");
         self.rate_limited.get_or_create(&KindLabel { kind }).inc();
     }
 

@@ -405,6 +405,15 @@ async fn metrics_count_requests_refusals_limits_and_the_process() {
     );
     assert_eq!(value(r#"drawbridge_rate_limited_total{kind="ws"}"#), 1.0);
     assert_eq!(
+        value(r#"drawbridge_rate_limited_total{kind="signin"}"#),
+        0.0,
+        "known kinds start at 0"
+    );
+    assert_eq!(
+        value(r#"drawbridge_upgrades_refused_total{reason="full"}"#),
+        0.0
+    );
+    assert_eq!(
         value(
             r#"drawbridge_http_requests_total{method="POST",route="/api/v1/rooms",status="201"}"#
         ),
@@ -438,6 +447,56 @@ async fn metrics_count_requests_refusals_limits_and_the_process() {
     assert!(value("process_cpu_seconds_total") > 0.0);
     assert!(value("process_start_time_seconds") > 1_600_000_000.0);
     first.close().await;
+}
+
+#[tokio::test]
+async fn every_metric_the_dashboard_queries_is_exposed() {
+    let dashboard = include_str!("../deploy/grafana/drawbridge.json");
+    let dashboard: Value = serde_json::from_str(dashboard).expect("dashboard JSON");
+    let mut exprs = Vec::new();
+    collect_exprs(&dashboard, &mut exprs);
+    assert!(exprs.len() > 10, "{exprs:?}");
+    let server = Server::start(&mut drawbridge());
+    // HTTP families have series once a request was answered.
+    assert_eq!(get(server.addr, "/healthz").await.0, 200);
+    let (_, _, metrics) = get(server.addr, "/metrics").await;
+    for expr in &exprs {
+        for name in metric_names(expr) {
+            // A family is declared by its `# TYPE` line even before its first sample.
+            let base = ["_total", "_bucket", "_sum", "_count", "_info"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix))
+                .unwrap_or(&name);
+            assert!(
+                metrics.contains(&format!("# TYPE {base} ")),
+                "the dashboard queries {name} ({expr}), which /metrics does not expose"
+            );
+        }
+    }
+}
+
+fn collect_exprs(value: &Value, into: &mut Vec<String>) {
+    match value {
+        Value::Object(map) => {
+            for (k, v) in map {
+                match v {
+                    Value::String(expr) if k == "expr" => into.push(expr.clone()),
+                    _ => collect_exprs(v, into),
+                }
+            }
+        }
+        Value::Array(list) => list.iter().for_each(|v| collect_exprs(v, into)),
+        _ => {}
+    }
+}
+
+/// The `drawbridge_*` and `process_*` names in a PromQL expression.
+fn metric_names(expr: &str) -> Vec<String> {
+    let is_name = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_';
+    expr.split(|c: char| !is_name(c))
+        .filter(|w| w.starts_with("drawbridge_") || w.starts_with("process_"))
+        .map(str::to_owned)
+        .collect()
 }
 
 #[tokio::test]
