@@ -11,6 +11,7 @@ mod limits;
 mod openapi;
 mod protocol;
 mod session;
+pub mod session_end;
 mod ws;
 
 use std::sync::Arc;
