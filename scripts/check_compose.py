@@ -6,14 +6,17 @@
 nginx's upstream lists exactly the drawbridge services; only nginx's fixed address is a trusted
 proxy and it is inside the network's subnet; every drawbridge service is locked down, waits for
 Redis, has its own instance id prefix, and its environment passes `drawbridge check-config` with
-no variable that names no setting; files the compose file mounts exist.
+no variable that names no setting; files the compose file mounts exist; and, where nginx is
+installed, `nginx -t` accepts nginx.conf.
 """
 
 import ipaddress
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import yaml
@@ -39,6 +42,18 @@ def main(binary):
     servers = sorted(re.findall(r"server ([\w.-]+):8080;", upstream.group(1) if upstream else ""))
     check(servers == gateways, f"nginx upstream {servers} lists the drawbridge services {gateways}")
     check("$request " not in nginx_conf and "$request_uri" not in nginx_conf, "nginx never logs query strings")
+
+    if shutil.which("nginx"):
+        # Syntax, with the service names (resolved only inside compose's network) on loopback.
+        with tempfile.TemporaryDirectory() as prefix:
+            conf = Path(prefix) / "nginx.conf"
+            conf.write_text(re.sub(r"server drawbridge-\d+:", "server 127.0.0.1:", nginx_conf))
+            result = subprocess.run(
+                ["nginx", "-t", "-q", "-p", prefix, "-c", str(conf), "-e", "stderr", "-g", f"pid {prefix}/nginx.pid;"],
+                capture_output=True,
+                text=True,
+            )
+            check(result.returncode == 0, f"nginx -t: {result.stderr.strip()}")
 
     nginx_ip = services["nginx"]["networks"]["default"]["ipv4_address"]
     subnet = compose["networks"]["default"]["ipam"]["config"][0]["subnet"]
