@@ -74,7 +74,8 @@ describe('whiteboard through nginx on two instances', { timeout: 300000 }, () =>
       assert.equal(res.status, 200);
       assert.match(res.headers.get('content-type') || '', /text\/html/);
       assert.match(await res.text(), /<canvas id="board"/);
-      seen.add(res.headers.get('x-drawbridge-instance'));
+      // The configured id is a prefix: every process start appends `-<8 hex digits>`.
+      seen.add((res.headers.get('x-drawbridge-instance') || '').replace(/-[0-9a-f]{8}$/, ''));
     }
     assert.deepEqual([...seen].sort(), ['a', 'b'], 'x-drawbridge-instance should alternate between a and b');
     // The server must serve this tree's web/ (a binary built from another checkout serves that one's).

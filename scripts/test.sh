@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine: installs what the tests talk to when it is missing
 # (redis-server; for the browser tests chromium and nginx; needs root and apt), then runs the
-# Rust suites (unit, engine, gateway, Redis faults, process, loadtest smoke) and the browser
-# end-to-end tests. Every server is private, on free loopback ports, and stopped afterwards.
+# Rust suites (unit, engine, gateway, Redis faults, process, loadtest smoke), the deployment
+# checks (Dockerfile, Kubernetes, compose, the image) and the browser end-to-end tests. Every
+# server is private, on free loopback ports, and stopped afterwards.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -11,6 +12,16 @@ scripts/ensure-packages redis-server=redis-server
 cargo build --workspace --all-targets
 cargo test --workspace --no-fail-fast
 
+bin="${CARGO_TARGET_DIR:-$PWD/target}/debug/drawbridge"
+
+# What operators deploy: Dockerfile lint, Kubernetes schemas and cross-checks, the compose kit
+# (linters from PyPI, in a venv under the target directory).
+scripts/check-deploy.sh "$bin"
+
+# The image, built with buildah and health-checked with the server running inside it (as root;
+# installs buildah when missing; skipped with a notice where it cannot run).
+scripts/container-build.sh "$bin"
+
 # Browser end-to-end: Debian's Chromium against two instances behind nginx, with Redis.
 # e2e/run.sh installs chromium and nginx when missing (as root) and the node packages.
-DRAWBRIDGE_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/drawbridge" bash e2e/run.sh
+DRAWBRIDGE_BIN="$bin" bash e2e/run.sh

@@ -4,6 +4,9 @@
 //! Drain order on shutdown: readiness turns 503 and new upgrades are refused while the listener
 //! keeps answering (so a load balancer sees the instance leave), open sockets close with 1001
 //! spread over `drain_secs`, then the HTTP server and the engine's tasks stop.
+//!
+//! With `admin_listen` set, `/metrics` (and the probes) are served on a second listener, and
+//! `/metrics` no longer on the public one.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,7 +27,7 @@ use crate::engine::redis::{RedisEngine, RedisSettings};
 use crate::engine::{Engine, EngineError, EngineSettings};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
-use crate::transport::{AppState, router};
+use crate::transport::{AppState, admin_router, router};
 
 /// Time allowed past the drain window for sessions and tasks to finish before exiting anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
@@ -35,15 +38,25 @@ pub enum StartError {
     Config(Vec<String>),
     #[error("cannot start the engine: {0}")]
     Engine(#[from] EngineError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("cannot serve: {0}")]
     Io(#[from] std::io::Error),
 }
 
-/// Binds `config.listen` and runs until `shutdown` resolves.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
+/// Binds `config.listen` and runs as `instance_id` (from [`unique_instance_id`]: the caller
+/// has already put it on its log lines) until `shutdown` resolves.
+pub async fn run(
+    config: Config,
+    instance_id: String,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StartError> {
     config.validate().map_err(StartError::Config)?;
-    let listener = TcpListener::bind(&config.listen).await?;
-    run_with_listener(config, listener, shutdown).await
+    let listener = bind(&config.listen).await?;
+    serve(config, instance_id, listener, shutdown).await
 }
 
 /// Serves on an already bound listener (tests bind `127.0.0.1:0`) until `shutdown` resolves.
@@ -52,11 +65,30 @@ pub async fn run_with_listener(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
+    let instance_id = unique_instance_id(&config.instance_id);
+    serve(config, instance_id, listener, shutdown).await
+}
+
+async fn bind(addr: &str) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: addr.to_owned(),
+            source,
+        })
+}
+
+async fn serve(
+    config: Config,
+    instance_id: String,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StartError> {
     config.validate().map_err(StartError::Config)?;
-    let instance_id = if config.instance_id.is_empty() {
-        default_instance_id()
+    let admin_listener = if config.admin_listen.is_empty() {
+        None
     } else {
-        config.instance_id.clone()
+        Some(bind(&config.admin_listen).await?)
     };
     let secret = if config.jwt_secret.is_empty() {
         tracing::warn!(
@@ -98,7 +130,7 @@ pub async fn run_with_listener(
         crate::mail::from_config(&config).map_err(|e| StartError::Config(vec![e.to_string()]))?;
     let trusted_proxies = crate::transport::client_ip::parse_list(&config.trusted_proxies)
         .map_err(|bad| StartError::Config(vec![format!("trusted_proxies: {}", bad.join(", "))]))?;
-    let metrics = Metrics::new(&hub.stats);
+    let metrics = Metrics::new(hub.clone(), config.max_connections);
     let state = Arc::new(AppState {
         origins: config.origins(),
         instance_id: instance_id.clone(),
@@ -131,6 +163,19 @@ pub async fn run_with_listener(
     )
     .with_graceful_shutdown(stop_http.clone().cancelled_owned());
     let server = tokio::spawn(server.into_future());
+    let admin = match admin_listener {
+        Some(listener) => {
+            let addr = listener.local_addr()?;
+            tracing::info!(%addr, "admin listening (/metrics, /healthz, /readyz)");
+            let admin = axum::serve(
+                listener,
+                admin_router(state.clone()).into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(stop_http.clone().cancelled_owned());
+            Some(tokio::spawn(admin.into_future()))
+        }
+        None => None,
+    };
 
     shutdown.await;
     let drain = Duration::from_secs(state.config.drain_secs);
@@ -147,6 +192,11 @@ pub async fn run_with_listener(
     if tokio::time::timeout(SHUTDOWN_GRACE, server).await.is_err() {
         tracing::warn!("http server did not stop in time");
     }
+    if let Some(admin) = admin
+        && tokio::time::timeout(SHUTDOWN_GRACE, admin).await.is_err()
+    {
+        tracing::warn!("admin server did not stop in time");
+    }
     stop_tasks.cancel();
     tasks.close();
     if tokio::time::timeout(SHUTDOWN_GRACE, tasks.wait())
@@ -159,21 +209,52 @@ pub async fn run_with_listener(
     Ok(())
 }
 
-/// `<hostname>-<random>`: readable in `redis-cli`, unique per process.
-fn default_instance_id() -> String {
+/// This process's instance id: the configured id (or, when none is, the host name) as a
+/// readable prefix, and a random suffix drawn at every start.
+///
+/// The suffix is not optional. Presence entries are tagged with their instance and swept once
+/// that instance's liveness key expires; a restarted process that reused its predecessor's id
+/// (a container restarted in the same pod, whose name is the configured id) would renew the
+/// dead process's key and keep its users "present" for ever.
+pub fn unique_instance_id(configured: &str) -> String {
+    let prefix = if configured.is_empty() {
+        host_name()
+    } else {
+        configured.to_owned()
+    };
+    let suffix = &uuid::Uuid::new_v4().simple().to_string()[..8];
+    format!("{prefix}-{suffix}")
+}
+
+/// The host name, reduced to the characters an instance id may hold; `drawbridge` if none.
+fn host_name() -> String {
     let host = std::env::var("HOSTNAME")
         .ok()
         .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
-        .unwrap_or_else(|| "drawbridge".into());
+        .unwrap_or_default();
     let host: String = host
         .trim()
         .chars()
         .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
         .take(40)
         .collect();
-    let suffix = &uuid::Uuid::new_v4().simple().to_string()[..8];
-    format!(
-        "{}-{suffix}",
-        if host.is_empty() { "drawbridge" } else { &host }
-    )
+    if host.is_empty() {
+        "drawbridge".into()
+    } else {
+        host
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_start_gets_its_own_instance_id() {
+        let first = unique_instance_id("pod-1");
+        let second = unique_instance_id("pod-1");
+        assert_ne!(first, second);
+        assert!(first.starts_with("pod-1-"), "{first}");
+        assert!(!unique_instance_id("").is_empty());
+    }
 }

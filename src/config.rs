@@ -1,8 +1,9 @@
 //! One configuration struct, read from `config/default.toml` (or the file named by
-//! `DRAWBRIDGE_CONFIG`) and overridden by `DRAWBRIDGE_*` environment variables.
+//! `--config` or `DRAWBRIDGE_CONFIG`) and overridden by `DRAWBRIDGE_*` environment variables.
 //! [`Config::validate`] reports every bad value at once.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::time::Duration;
 
 use figment::Figment;
@@ -28,7 +29,9 @@ pub struct Config {
     pub jwt_secret: String,
     /// Access token lifetime.
     pub access_token_ttl_secs: u64,
-    /// Unique per process; empty picks `<hostname>-<random>`.
+    /// A readable prefix for this process's instance id (e.g. the pod name); every start
+    /// appends a random suffix, so a restarted process never keeps a dead one's users
+    /// present. Empty uses the host name.
     #[serde(deserialize_with = "text")]
     pub instance_id: String,
     /// How often this instance renews its liveness key in Redis. After three missed renewals
@@ -118,6 +121,10 @@ pub struct Config {
     /// A `tracing` filter, e.g. `info` or `drawbridge=debug`.
     #[serde(deserialize_with = "text")]
     pub log: String,
+    /// host:port of a second listener for `/metrics` (and `/healthz`, `/readyz`), which is
+    /// then no longer served on `listen`; empty serves everything on `listen`.
+    #[serde(deserialize_with = "text")]
+    pub admin_listen: String,
 }
 
 impl Default for Config {
@@ -169,15 +176,33 @@ impl Default for Config {
             worker_threads: 0,
             log_format: "text".into(),
             log: "info".into(),
+            admin_listen: String::new(),
         }
     }
 }
 
 impl Config {
-    /// Defaults, then the TOML file (if present), then `DRAWBRIDGE_*` variables.
+    /// Defaults, then the TOML file named by `DRAWBRIDGE_CONFIG` (or `config/default.toml`, if
+    /// present), then `DRAWBRIDGE_*` variables.
     pub fn load() -> Result<Self, Vec<String>> {
-        let file =
-            std::env::var("DRAWBRIDGE_CONFIG").unwrap_or_else(|_| "config/default.toml".into());
+        let named = std::env::var_os("DRAWBRIDGE_CONFIG").map(std::path::PathBuf::from);
+        Self::load_from(named.as_deref())
+    }
+
+    /// Defaults, then `file`, then `DRAWBRIDGE_*` variables. A file that was named must exist
+    /// (a typo in a path would otherwise start a server on the defaults); with none named,
+    /// `config/default.toml` is read when present.
+    pub fn load_from(file: Option<&Path>) -> Result<Self, Vec<String>> {
+        let file = match file {
+            Some(named) if !named.is_file() => {
+                return Err(vec![format!(
+                    "configuration file {} does not exist or is not a file",
+                    named.display()
+                )]);
+            }
+            Some(named) => named,
+            None => Path::new("config/default.toml"),
+        };
         let known = Self::keys();
         Figment::from(Serialized::defaults(Config::default()))
             .merge(Toml::file(file))
@@ -211,6 +236,24 @@ impl Config {
         match serde_json::to_value(Config::default()) {
             Ok(serde_json::Value::Object(map)) => map.keys().cloned().collect(),
             _ => Vec::new(),
+        }
+    }
+
+    /// A copy safe to print: secrets replaced by `********`, and the password of a Redis URL.
+    pub fn masked(&self) -> Config {
+        const MASK: &str = "********";
+        let mask = |secret: &str| {
+            if secret.is_empty() {
+                String::new()
+            } else {
+                MASK.to_owned()
+            }
+        };
+        Config {
+            jwt_secret: mask(&self.jwt_secret),
+            smtp_password: mask(&self.smtp_password),
+            redis_url: mask_url_password(&self.redis_url, MASK),
+            ..self.clone()
         }
     }
 
@@ -339,6 +382,16 @@ impl Config {
             tracing_subscriber::EnvFilter::try_new(&self.log).is_ok(),
             "log must be a tracing filter such as info or drawbridge=debug",
         );
+        check(
+            self.admin_listen.is_empty() || self.admin_listen.parse::<SocketAddr>().is_ok(),
+            "admin_listen must be empty or host:port with a literal IP, e.g. 0.0.0.0:9090",
+        );
+        check(
+            self.admin_listen.is_empty()
+                || self.admin_listen != self.listen
+                || self.listen.ends_with(":0"),
+            "admin_listen must differ from listen",
+        );
         if errors.is_empty() {
             Ok(())
         } else {
@@ -357,6 +410,24 @@ impl Config {
             .filter(|o| !o.is_empty())
             .collect()
     }
+}
+
+/// `scheme://user:password@host/...` with the password replaced; anything else unchanged.
+fn mask_url_password(url: &str, mask: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return url.to_owned();
+    };
+    let userinfo = &rest[..at];
+    let user = match userinfo.split_once(':') {
+        Some((user, _password)) => user,
+        // `redis://secret@host`: Redis reads a lone userinfo as the password.
+        None => "",
+    };
+    format!("{scheme}://{user}:{mask}{}", &rest[at..])
 }
 
 /// Environment values arrive typed (`DRAWBRIDGE_JWT_SECRET=1234…` is a number to figment);
@@ -406,5 +477,41 @@ mod tests {
         assert_eq!(errors.len(), 4, "{errors:#?}");
         assert!(errors.iter().any(|e| e.contains("jwt_secret is required")));
         assert!(Config::default().validate().is_ok());
+    }
+
+    #[test]
+    fn masked_hides_every_secret_and_keeps_the_rest() {
+        let config = Config {
+            jwt_secret: "0123456789abcdef0123".into(),
+            smtp_password: "hunter2".into(),
+            redis_url: "redis://app:s3cret@redis.internal:6379/0".into(),
+            smtp_user: "apikey".into(),
+            ..Config::default()
+        };
+        let masked = config.masked();
+        assert_eq!(masked.jwt_secret, "********");
+        assert_eq!(masked.smtp_password, "********");
+        assert_eq!(
+            masked.redis_url,
+            "redis://app:********@redis.internal:6379/0"
+        );
+        assert_eq!(masked.smtp_user, "apikey");
+        assert_eq!(Config::default().masked(), Config::default());
+        assert_eq!(
+            mask_url_password("redis://only-a-password@h:1", "*"),
+            "redis://:*@h:1"
+        );
+        assert_eq!(
+            mask_url_password("redis://h:1/0", "*"),
+            "redis://h:1/0",
+            "no userinfo"
+        );
+    }
+
+    #[test]
+    fn a_named_file_that_does_not_exist_is_an_error() {
+        let errors = Config::load_from(Some(Path::new("/nonexistent/drawbridge.toml")))
+            .expect_err("missing file");
+        assert!(errors[0].contains("does not exist"), "{errors:?}");
     }
 }

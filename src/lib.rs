@@ -25,15 +25,18 @@
 //! Module map: [`config`] (one struct, file + env), [`app`] (assembly and drain), [`transport`]
 //! (HTTP routes, upgrade checks, the session loop), [`domain`] (rules, no HTTP or Redis
 //! types), [`engine`] (the `Engine` trait and both engines), [`hub`] (local fan-out),
-//! [`mail`] (the sign-up codes, over SMTP or to the log).
+//! [`mail`] (the sign-up codes, over SMTP or to the log), [`metrics`] and [`logging`] (what an
+//! operator sees), [`cli`] (the command line).
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod app;
+pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod engine;
 pub mod hub;
+pub mod logging;
 pub mod mail;
 pub mod metrics;
 pub mod transport;

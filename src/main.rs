@@ -1,7 +1,14 @@
-//! Loads the configuration, sets up logging, and serves until SIGTERM or Ctrl-C.
+//! The command line (see [`drawbridge::cli`]): loads the configuration, sets up logging, and
+//! serves until SIGTERM or Ctrl-C; or checks the configuration, or a health endpoint.
 
-use anyhow::Context;
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use drawbridge::cli::{Cli, Command, INVALID_CONFIG};
 use drawbridge::config::Config;
+use drawbridge::logging::{self, Format};
 use tracing_subscriber::EnvFilter;
 
 // Frames are allocated on the pub/sub task and freed on whichever worker runs the session;
@@ -9,24 +16,43 @@ use tracing_subscriber::EnvFilter;
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn main() -> anyhow::Result<()> {
-    let config = match Config::load().and_then(|c| c.validate().map(|()| c)) {
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let file = cli.config.as_deref();
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(file),
+        Command::CheckConfig => drawbridge::cli::check_config(file),
+        Command::Healthcheck { url, timeout } => {
+            drawbridge::cli::healthcheck(file, url, Duration::from_secs(timeout))
+        }
+    }
+}
+
+fn serve(file: Option<&Path>) -> ExitCode {
+    let loaded = Config::load_from(file);
+    // Start-up errors are written in the configured format, so a log collector parses them
+    // too; when the file itself is unreadable, the environment may still say JSON.
+    let (format, configured_id) = match &loaded {
+        Ok(config) => (
+            Format::parse(&config.log_format),
+            config.instance_id.clone(),
+        ),
+        Err(_) => (
+            Format::parse(&std::env::var("DRAWBRIDGE_LOG_FORMAT").unwrap_or_default()),
+            std::env::var("DRAWBRIDGE_INSTANCE_ID").unwrap_or_default(),
+        ),
+    };
+    let instance = drawbridge::app::unique_instance_id(&configured_id);
+    let config = match loaded.and_then(|c| c.validate().map(|()| c)) {
         Ok(config) => config,
         Err(errors) => {
-            eprintln!("drawbridge: invalid configuration:");
-            for e in errors {
-                eprintln!("  - {e}");
-            }
-            std::process::exit(2);
+            logging::startup_error(format, &instance, "invalid configuration", &errors);
+            return ExitCode::from(INVALID_CONFIG);
         }
     };
-    let filter = EnvFilter::try_new(&config.log).context("log filter")?;
-    let logs = tracing_subscriber::fmt().with_env_filter(filter);
-    if config.log_format == "json" {
-        logs.json().init();
-    } else {
-        logs.init();
-    }
+    // Validated above; the fallback only keeps this free of a panic path.
+    let filter = EnvFilter::try_new(&config.log).unwrap_or_else(|_| EnvFilter::new("info"));
+    logging::init(format, filter, &instance);
     for name in Config::unknown_env() {
         tracing::warn!(%name, "ignoring an environment variable that names no setting");
     }
@@ -34,16 +60,26 @@ fn main() -> anyhow::Result<()> {
     if config.worker_threads > 0 {
         runtime.worker_threads(config.worker_threads);
     }
-    let runtime = runtime
-        .enable_all()
-        .build()
-        .context("starting the runtime")?;
-    runtime.block_on(async {
-        let shutdown = shutdown_signal().context("installing signal handlers")?;
-        drawbridge::app::run(config, shutdown)
+    let runtime = match runtime.enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let shutdown = shutdown_signal().map_err(|e| format!("installing signal handlers: {e}"))?;
+        drawbridge::app::run(config, instance, shutdown)
             .await
-            .context("drawbridge stopped with an error")
-    })
+            .map_err(|e| e.to_string())
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(%error, "drawbridge stopped with an error");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Resolves on SIGTERM (what Kubernetes sends before killing a pod) or Ctrl-C. The handlers

@@ -1,11 +1,90 @@
-//! Prometheus metrics for `/metrics`.
+//! Prometheus metrics for `/metrics`: this instance's counters, the hub's, and, read at each
+//! scrape, the rooms it hosts and the process's own figures ([`process`]).
+//!
+//! Every label set is bounded: routes are templates (`/api/v1/rooms/{room_id}`), never paths;
+//! statuses, refusal reasons, limit kinds and close codes come from fixed lists in the code.
 
+mod process;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::collector::Collector;
 use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
-use crate::hub::HubStats;
+use crate::hub::Hub;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    pub method: &'static str,
+    /// The matched route template, or `unmatched`.
+    pub route: String,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabel {
+    pub route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CodeLabel {
+    code: u16,
+}
+
+/// Why a WebSocket upgrade is refused (`transport::ws`). Every label value is created at 0 at
+/// start, so a first refusal shows up in `rate()` and dashboards have series to draw.
+pub const UPGRADE_REFUSALS: [&str; 10] = [
+    "not_websocket",
+    "origin",
+    "no_token",
+    "bad_token",
+    "unverified",
+    "draining",
+    "not_ready",
+    "rate_limited",
+    "limit_unavailable",
+    "full",
+];
+
+/// The rate limits: per IP or address (`transport::limits`), and per connection (`ops`,
+/// `cursor`, counted by the session loop).
+pub const RATE_LIMITS: [&str; 9] = [
+    "signup", "signin", "verify", "refresh", "ws", "room", "otp", "ops", "cursor",
+];
+
+/// The close codes the session loop uses (normal, going away, policy, too big, internal, slow).
+const CLOSE_CODES: [u16; 6] = [1000, 1001, 1008, 1009, 1011, 1013];
+
+type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// Request latencies from 1 ms to about 16 s: health checks at the bottom, argon2 sign-ins and
+/// Redis time-outs at the top.
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 15))
+}
+
+/// Session lifetimes from 1 s to about 18 h.
+fn session_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(1.0, 3.0, 12))
+}
 
 pub struct Metrics {
     registry: Registry,
@@ -14,14 +93,28 @@ pub struct Metrics {
     pub frames_out: Counter,
     pub ops_applied: Counter,
     pub slow_consumers: Counter,
-    pub upgrades_refused: Counter,
+    /// HTTP requests answered, by method, route template and status.
+    http_requests: Family<HttpLabels, Counter>,
+    /// Time to produce each HTTP response (for an upgrade, up to the `101`), by route.
+    http_duration: Histograms<RouteLabel>,
+    /// WebSocket upgrades refused, by reason (see `transport::ws`).
+    upgrades_refused: Family<ReasonLabel, Counter>,
+    /// Requests, upgrades and ops refused by a rate limit, by kind (`signin`, `ws`, `ops`, …).
+    rate_limited: Family<KindLabel, Counter>,
+    /// Sessions ended, by WebSocket close code.
+    sessions_closed: Family<CodeLabel, Counter>,
+    session_duration: Histogram,
 }
 
 impl Metrics {
-    /// Registers this instance's counters, and the hub's own (counters are shared handles, so
-    /// the hub keeps counting and the registry reads the same values).
-    pub fn new(hub: &HubStats) -> Self {
-        let mut registry = Registry::with_prefix("drawbridge");
+    /// Registers this instance's metrics, the hub's own counters (shared handles, so the hub
+    /// keeps counting and the registry reads the same values), the rooms of `hub` and the
+    /// process's figures.
+    pub fn new(hub: Arc<Hub>, max_connections: usize) -> Self {
+        let mut root = Registry::default();
+        // The process collector keeps the conventional unprefixed `process_*` names.
+        root.register_collector(Box::new(process::ProcessCollector));
+        let registry = root.sub_registry_with_prefix("drawbridge");
         let mut counter = |name: &str, help: &str| {
             let counter = Counter::default();
             registry.register(name, help, counter.clone());
@@ -34,55 +127,148 @@ impl Metrics {
             "slow_consumers",
             "Sessions closed with 1013 because their queue overflowed",
         );
-        let upgrades_refused = counter(
-            "upgrades_refused",
-            "WebSocket upgrades answered with an error status",
-        );
         let connections = Gauge::default();
         registry.register(
             "connections",
             "Open WebSocket sessions",
             connections.clone(),
         );
+        registry.register(
+            "connection_limit",
+            "WebSocket sessions this instance accepts (max_connections)",
+            ConstGauge::new(i64::try_from(max_connections).unwrap_or(i64::MAX)),
+        );
+        registry.register(
+            "build",
+            "The running build",
+            Info::new(vec![("version", crate::logging::VERSION)]),
+        );
         let hub_counters = [
             (
                 "hub_delivered",
                 "Room events queued to local sockets",
-                &hub.delivered,
+                &hub.stats.delivered,
             ),
             (
                 "hub_dropped_lossy",
                 "Cursor moves dropped for slow sockets",
-                &hub.dropped_lossy,
+                &hub.stats.dropped_lossy,
             ),
             (
                 "feed_resubscribed",
                 "Times the room event feed (Redis pub/sub) was re-established after being lost",
-                &hub.feed_resubscribed,
+                &hub.stats.feed_resubscribed,
             ),
             (
                 "feed_filled_from_log",
                 "Room events the feed missed and the room's log supplied",
-                &hub.filled_from_log,
+                &hub.stats.filled_from_log,
             ),
             (
                 "feed_resyncs",
                 "Rooms whose local sessions re-joined because the log could not fill a hole",
-                &hub.resyncs,
+                &hub.stats.resyncs,
             ),
         ];
         for (name, help, counter) in hub_counters {
             registry.register(name, help, counter.clone());
         }
+        let http_requests = Family::<HttpLabels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests answered, by method, route template and status",
+            http_requests.clone(),
+        );
+        let http_duration: Histograms<RouteLabel> =
+            Family::new_with_constructor(latency_histogram as fn() -> Histogram);
+        registry.register(
+            "http_request_duration_seconds",
+            "Time to answer an HTTP request (an upgrade: up to its 101), by route template",
+            http_duration.clone(),
+        );
+        let upgrades_refused = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "upgrades_refused",
+            "WebSocket upgrades answered with an error status, by reason",
+            upgrades_refused.clone(),
+        );
+        let rate_limited = Family::<KindLabel, Counter>::default();
+        registry.register(
+            "rate_limited",
+            "Requests, upgrades and ops refused by a rate limit, by kind",
+            rate_limited.clone(),
+        );
+        let sessions_closed = Family::<CodeLabel, Counter>::default();
+        registry.register(
+            "sessions_closed",
+            "WebSocket sessions ended, by close code",
+            sessions_closed.clone(),
+        );
+        let session_duration = session_histogram();
+        registry.register(
+            "session_duration_seconds",
+            "How long WebSocket sessions lasted",
+            session_duration.clone(),
+        );
+        registry.register_collector(Box::new(RoomsCollector(hub)));
+        for reason in UPGRADE_REFUSALS {
+            upgrades_refused.get_or_create_owned(&ReasonLabel { reason });
+        }
+        for kind in RATE_LIMITS {
+            rate_limited.get_or_create_owned(&KindLabel { kind });
+        }
+        for code in CLOSE_CODES {
+            sessions_closed.get_or_create_owned(&CodeLabel { code });
+        }
         Self {
-            registry,
+            registry: root,
             connections,
             frames_in,
             frames_out,
             ops_applied,
             slow_consumers,
+            http_requests,
+            http_duration,
             upgrades_refused,
+            rate_limited,
+            sessions_closed,
+            session_duration,
         }
+    }
+
+    /// One HTTP request answered.
+    pub fn http_request(&self, labels: HttpLabels, elapsed: Duration) {
+        self.http_duration
+            .get_or_create(&RouteLabel {
+                route: labels.route.clone(),
+            })
+            .observe(elapsed.as_secs_f64());
+        self.http_requests.get_or_create(&labels).inc();
+    }
+
+    /// One WebSocket upgrade refused; `reason` is one of a fixed list (`transport::ws`).
+    pub fn upgrade_refused(&self, reason: &'static str) {
+        debug_assert!(
+            UPGRADE_REFUSALS.contains(&reason),
+            "unlisted reason {reason}"
+        );
+        self.upgrades_refused
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
+    }
+
+    /// One request, upgrade or op refused by the limit of `kind` (a limit's fixed name).
+    pub fn rate_limited(&self, kind: &'static str) {
+        debug_assert!(RATE_LIMITS.contains(&kind), "unlisted limit {kind}");
+        self.rate_limited.get_or_create(&KindLabel { kind }).inc();
+    }
+
+    /// One WebSocket session ended with `close_code` after `lasted`.
+    pub fn session_ended(&self, close_code: u16, lasted: Duration) {
+        self.sessions_closed
+            .get_or_create(&CodeLabel { code: close_code })
+            .inc();
+        self.session_duration.observe(lasted.as_secs_f64());
     }
 
     /// The text exposition.
@@ -92,5 +278,27 @@ impl Metrics {
             out.clear();
         }
         out
+    }
+}
+
+/// `drawbridge_rooms`: rooms with at least one socket on this instance, counted at the scrape.
+struct RoomsCollector(Arc<Hub>);
+
+impl std::fmt::Debug for RoomsCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RoomsCollector")
+    }
+}
+
+impl Collector for RoomsCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let rooms = ConstGauge::new(i64::try_from(self.0.rooms().len()).unwrap_or(i64::MAX));
+        let metric = encoder.encode_descriptor(
+            "rooms",
+            "Rooms with at least one WebSocket session on this instance",
+            None,
+            rooms.metric_type(),
+        )?;
+        rooms.encode(metric)
     }
 }

@@ -174,17 +174,20 @@ async fn presence_swept_while_an_instance_looked_dead_is_put_back() {
     let users = format!("room:{{{room}}}:users");
     let mut conn = redis.client().await;
     let fields: Vec<String> = conn.hkeys(&users).await.expect("hkeys");
+    // Entries are tagged `<instance>/<conn>`, and every start adds a suffix to the configured id.
     let alice_field = fields
         .into_iter()
-        .find(|f| f.starts_with("inst-a/"))
+        .find(|f| f.starts_with("inst-a-"))
         .expect("alice's entry");
+    let (instance_a, _) = alice_field.split_once('/').expect("tagged entry");
+    let instance_key = format!("instance:{instance_a}");
     redis::pipe()
         .atomic()
-        .del("instance:inst-a")
+        .del(&instance_key)
         .hdel(&users, &alice_field)
         .query_async::<()>(&mut conn)
         .await
-        .expect("forget inst-a");
+        .expect("forget instance a");
 
     // A's next heartbeat finds its key gone and puts Alice back; the room is told.
     let joined = bob.until("USER_JOINED").await;
@@ -193,7 +196,7 @@ async fn presence_swept_while_an_instance_looked_dead_is_put_back() {
     assert_eq!(count["payload"]["count"], 2, "{count}");
     let back: bool = conn.hexists(&users, &alice_field).await.expect("hexists");
     assert!(back, "alice's entry is back under her connection");
-    let alive: bool = conn.exists("instance:inst-a").await.expect("exists");
+    let alive: bool = conn.exists(&instance_key).await.expect("exists");
     assert!(alive);
 
     let state = Client::connect(b.addr, "late").await.join(&room).await;

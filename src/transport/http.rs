@@ -1,5 +1,6 @@
 //! The HTTP routes of `PROTOCOL.md` §2 (canonical under `/api/v1`, Canvas aliases beside them),
-//! health and readiness, metrics, and the bundled whiteboard page.
+//! health and readiness, metrics, and the bundled whiteboard page; and the admin routes served
+//! on `admin_listen` when it is set.
 
 use std::sync::Arc;
 
@@ -8,13 +9,14 @@ use axum::http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Json, Router, middleware};
 use serde::Deserialize;
 use serde_json::json;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
 
 use super::AppState;
+use super::access;
 use super::credentials::access_claims;
 use super::error::ApiError;
 use super::limits::{self, Rejection, Rule};
@@ -27,9 +29,12 @@ const INSTANCE_HEADER: &str = "x-drawbridge-instance";
 
 pub fn router(app: Arc<AppState>) -> Router {
     let cors = cors(&app.origins);
-    let instance = HeaderValue::from_str(&app.instance_id)
-        .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
-    Router::new()
+    let mut routes = Router::new();
+    // With an admin listener, metrics stay off the public one (and so off the proxy).
+    if app.config.admin_listen.is_empty() {
+        routes = routes.route("/metrics", get(metrics));
+    }
+    routes
         .route("/", get(root))
         .route("/ws", get(ws::upgrade))
         .route("/assets/{file}", get(asset))
@@ -37,7 +42,6 @@ pub fn router(app: Arc<AppState>) -> Router {
         .route("/health", get(health))
         .route("/readyz", get(ready))
         .route("/ready", get(ready))
-        .route("/metrics", get(metrics))
         .route("/api/v1/auth/guest", post(guest))
         .route("/api/v1/rooms", post(create_room))
         .route("/api/user/rooms", post(create_room))
@@ -46,11 +50,26 @@ pub fn router(app: Arc<AppState>) -> Router {
         .merge(super::auth::routes())
         .merge(super::openapi::routes())
         .layer(cors)
-        .layer(SetResponseHeaderLayer::overriding(
-            HeaderName::from_static(INSTANCE_HEADER),
-            instance,
-        ))
+        .layer(instance_header(&app))
+        .layer(middleware::from_fn_with_state(app.clone(), access::observe))
         .with_state(app)
+}
+
+/// The routes of the admin listener: metrics and the probes, never the public API.
+pub fn admin_router(app: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(health))
+        .route("/readyz", get(ready))
+        .layer(instance_header(&app))
+        .layer(middleware::from_fn_with_state(app.clone(), access::observe))
+        .with_state(app)
+}
+
+fn instance_header(app: &AppState) -> SetResponseHeaderLayer<HeaderValue> {
+    let instance = HeaderValue::from_str(&app.instance_id)
+        .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+    SetResponseHeaderLayer::overriding(HeaderName::from_static(INSTANCE_HEADER), instance)
 }
 
 /// Credentials are allowed, so the origin is echoed, never `*`.

@@ -204,10 +204,22 @@ pub async fn check(app: &AppState, rule: Rule, subject: &str) -> Result<Option<Q
             remaining,
             reset,
         })),
-        RateDecision::Limited { retry_after } => Err(Rejection::Limited {
-            limit: rule.limit,
-            retry_after,
-        }),
+        RateDecision::Limited { retry_after } => {
+            // IPs are logged; other subjects (e-mail addresses) are personal data and are not.
+            let ip = subject.parse::<std::net::IpAddr>().ok();
+            tracing::info!(
+                kind = rule.kind,
+                limit = rule.limit,
+                retry_after_secs = whole_secs(retry_after),
+                ip = ip.map(tracing::field::display),
+                "rate limited"
+            );
+            app.metrics.rate_limited(rule.kind);
+            Err(Rejection::Limited {
+                limit: rule.limit,
+                retry_after,
+            })
+        }
     }
 }
 

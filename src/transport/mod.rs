@@ -1,6 +1,7 @@
 //! HTTP and WebSocket: parse, authorize, call the domain and the engine, write. Nothing here
 //! holds shared state of its own beyond this instance's sockets.
 
+mod access;
 mod auth;
 pub(crate) mod client_ip;
 mod credentials;
@@ -10,6 +11,7 @@ mod limits;
 mod openapi;
 mod protocol;
 mod session;
+pub mod session_end;
 mod ws;
 
 use std::sync::Arc;
@@ -19,8 +21,9 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use access::redact as redact_uri;
 pub use error::ApiError;
-pub use http::router;
+pub use http::{admin_router, router};
 
 use crate::config::Config;
 use crate::domain::token::TokenKeys;

@@ -1,5 +1,6 @@
 //! The WebSocket upgrade: every check of `PROTOCOL.md` §1 happens here, before the `101`,
-//! and is answered with a plain status and a short JSON body.
+//! and is answered with a plain status and a short JSON body. Each refusal is logged at INFO
+//! and counted by its reason, one of [`Refusal::reason`]'s fixed names.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -13,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use super::AppState;
 use super::credentials::bearer;
 use super::error::ApiError;
-use super::limits::{self, Rule};
+use super::limits::{self, Rejection, Rule};
 use super::session;
 use crate::domain::token::TokenError;
 use crate::engine::EngineError;
@@ -36,18 +37,33 @@ pub async fn upgrade(
     request: Request,
 ) -> Response {
     let (mut parts, _body) = request.into_parts();
-    let ws = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
-        Ok(ws) => ws,
-        Err(rejection) => return rejection.into_response(),
-    };
     let ip = super::client_ip::client_ip(peer.ip(), &parts.headers, &app.trusted_proxies);
-    match check(&app, ip, &parts.headers, parts.uri.query()).await {
-        Ok(admitted) => accept(app, ws, admitted),
-        Err(response) => {
-            app.metrics.upgrades_refused.inc();
+    let checked = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
+        Ok(ws) => check(&app, ip, &parts.headers, parts.uri.query())
+            .await
+            .map(|admitted| (ws, admitted)),
+        Err(rejection) => Err(Refusal {
+            reason: "not_websocket",
+            response: rejection.into_response(),
+        }),
+    };
+    match checked {
+        Ok((ws, admitted)) => accept(app, ws, admitted),
+        Err(Refusal { reason, response }) => {
+            let status = response.status().as_u16();
+            tracing::info!(%ip, status, reason, "upgrade refused");
+            app.metrics.upgrade_refused(reason);
             response
         }
     }
+}
+
+/// Why an upgrade was refused, and the answer.
+struct Refusal {
+    /// A fixed name, a metric label: `not_websocket`, `origin`, `no_token`, `bad_token`,
+    /// `unverified`, `draining`, `not_ready`, `rate_limited`, `limit_unavailable`, `full`.
+    reason: &'static str,
+    response: Response,
 }
 
 struct Admitted {
@@ -57,8 +73,11 @@ struct Admitted {
     slot: tokio::sync::OwnedSemaphorePermit,
 }
 
-fn refuse(status: StatusCode, code: &'static str, message: &str) -> Response {
-    ApiError::new(status, code, message).into_response()
+fn refuse(reason: &'static str, status: StatusCode, code: &'static str, message: &str) -> Refusal {
+    Refusal {
+        reason,
+        response: ApiError::new(status, code, message).into_response(),
+    }
 }
 
 async fn check(
@@ -66,7 +85,7 @@ async fn check(
     ip: IpAddr,
     headers: &HeaderMap,
     query: Option<&str>,
-) -> Result<Admitted, Response> {
+) -> Result<Admitted, Refusal> {
     if !app.origins.is_empty() {
         let origin = headers
             .get(ORIGIN)
@@ -78,25 +97,41 @@ async fn check(
             .any(|o| o == origin.trim_end_matches('/'))
         {
             return Err(refuse(
+                "origin",
                 StatusCode::FORBIDDEN,
                 "FORBIDDEN",
                 "origin not allowed",
             ));
         }
     }
-    let (token, protocol) = token_of(headers, query)
-        .ok_or_else(|| refuse(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", "missing token"))?;
+    let (token, protocol) = token_of(headers, query).ok_or_else(|| {
+        refuse(
+            "no_token",
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHORIZED",
+            "missing token",
+        )
+    })?;
     let (who, expires_at) =
         app.tokens
             .identity(&token, crate::unix_now())
             .map_err(|e| match e {
-                TokenError::Unverified => {
-                    refuse(StatusCode::FORBIDDEN, "UNVERIFIED", &e.to_string())
-                }
-                other => refuse(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", &other.to_string()),
+                TokenError::Unverified => refuse(
+                    "unverified",
+                    StatusCode::FORBIDDEN,
+                    "UNVERIFIED",
+                    &e.to_string(),
+                ),
+                other => refuse(
+                    "bad_token",
+                    StatusCode::UNAUTHORIZED,
+                    "UNAUTHORIZED",
+                    &other.to_string(),
+                ),
             })?;
     if app.draining.is_cancelled() {
         return Err(refuse(
+            "draining",
             StatusCode::SERVICE_UNAVAILABLE,
             "DRAINING",
             "instance is shutting down; reconnect",
@@ -104,19 +139,29 @@ async fn check(
     }
     if !app.engine.is_ready() {
         let unreachable = EngineError::Unavailable("engine not ready".into());
-        return Err(ApiError::from(unreachable).into_response());
+        return Err(Refusal {
+            reason: "not_ready",
+            response: ApiError::from(unreachable).into_response(),
+        });
     }
     // Counted like the HTTP limits (shared by every instance), answered the same way: 429
     // with Retry-After and RateLimit-* headers, or 503 when Redis cannot count.
     limits::check(app, Rule::ws_upgrade(&app.config), &ip.to_string())
         .await
-        .map_err(IntoResponse::into_response)?;
+        .map_err(|rejection| Refusal {
+            reason: match rejection {
+                Rejection::Limited { .. } => "rate_limited",
+                Rejection::Api(_) => "limit_unavailable",
+            },
+            response: rejection.into_response(),
+        })?;
     let slot = app
         .connection_slots
         .clone()
         .try_acquire_owned()
         .map_err(|_| {
             refuse(
+                "full",
                 StatusCode::SERVICE_UNAVAILABLE,
                 "FULL",
                 "instance is at its connection limit",
