@@ -415,8 +415,28 @@
     return { x: cx + (p.x - cx) * c - (p.y - cy) * s, y: cy + (p.x - cx) * s + (p.y - cy) * c };
   }
 
-  /** Whether board point `p` touches `el`, within `tol` board units. */
-  function hits(el, p, tol, board) {
+  /** Distance from `q` to the border of a rect or ellipse frame (ellipse: approximated radially). */
+  function borderDist(el, q) {
+    const cx = el.x + el.w / 2;
+    const cy = el.y + el.h / 2;
+    if (el.kind === 'ellipse') {
+      const rx = Math.max(el.w / 2, 1e-6);
+      const ry = Math.max(el.h / 2, 1e-6);
+      const dx = q.x - cx;
+      const dy = q.y - cy;
+      const r = Math.hypot(dx / rx, dy / ry);
+      return Math.abs(r - 1) * Math.min(rx, ry);
+    }
+    const dx = Math.abs(q.x - cx) - el.w / 2;
+    const dy = Math.abs(q.y - cy) - el.h / 2;
+    return dx > 0 || dy > 0 ? Math.hypot(Math.max(dx, 0), Math.max(dy, 0)) : -Math.max(dx, dy);
+  }
+
+  /**
+   * Whether board point `p` touches `el`, within `tol` board units. With `outline`, an unfilled
+   * rectangle or ellipse is touched only on its line (the eraser), not anywhere inside (selection).
+   */
+  function hits(el, p, tol, board, outline = false) {
     const b = bounds(el, board);
     if (!b || p.x < b.x0 - tol || p.x > b.x1 + tol || p.y < b.y0 - tol || p.y > b.y1 + tol) return false;
     if (POINTED.has(el.kind)) return polyDist(p, el.points) <= (el.width || 2) / 2 + tol;
@@ -425,6 +445,7 @@
       return !!ends && segDist(p, ends[0], ends[1]) <= (el.width || 2) / 2 + tol;
     }
     const q = unrotate(el, p);
+    if (outline && !el.fill && (el.kind === 'rect' || el.kind === 'ellipse')) return borderDist(el, q) <= (el.width || 2) / 2 + tol;
     if (el.kind === 'ellipse') {
       const rx = el.w / 2 + tol;
       const ry = el.h / 2 + tol;
@@ -439,8 +460,18 @@
 
   const round = (n) => Math.round(n * 100) / 100;
 
-  function movePatch(el, dx, dy) {
-    if (FRAMED.has(el.kind)) return { x: round(el.x + dx), y: round(el.y + dy) };
+  /**
+   * Frames patch only the axes that moved: fields are last-writer-wins, so a nudge down must not
+   * write back an x that someone else is dragging at the same moment.
+   */
+  function movePatch(el, dx, dy, axes = { x: dx !== 0, y: dy !== 0 }) {
+    if (FRAMED.has(el.kind)) {
+      if (!axes.x && !axes.y) return null;
+      const patch = {};
+      if (axes.x) patch.x = round(el.x + dx);
+      if (axes.y) patch.y = round(el.y + dy);
+      return patch;
+    }
     if (POINTED.has(el.kind)) return { points: el.points.map((p) => ({ x: round(p.x + dx), y: round(p.y + dy) })) };
     return null; // edges follow their nodes
   }

@@ -171,7 +171,8 @@
       this.commitText();
       this.tool = name;
       this.canvas.dataset.tool = name;
-      if (name !== 'select') this.r.hideHandles = false;
+      // Handles are for the select tool; with a drawing tool, a press on them draws.
+      this.r.showHandles = name === 'select';
       this.hooks.toolChanged(name);
       this.r.invalidate();
     }
@@ -411,9 +412,9 @@
       if (a.type === 'pen') {
         clearInterval(a.timer);
         this.r.previews = [];
-        // Others saw it drawn live: a final element that never comes would leave it there until we
-        // leave, so a cancelled stroke is still committed if it has any length.
-        if (a.stroke.points.length > 2) this.finishPen(a);
+        // A stroke others already watch being drawn is kept: a final element that never came would
+        // leave it on their screens. One nobody saw yet (a finger that became a pinch) is dropped.
+        if (a.sentUpTo > 0) this.finishPen(a);
       } else if (a.type === 'move' || a.type === 'resize') {
         this.finishDrag(a);
       } else if (a.type === 'eraser') {
@@ -482,7 +483,8 @@
     sendProgress(a) {
       if (!a || a.type !== 'pen') return;
       const pts = a.stroke.points;
-      if (a.sentUpTo >= pts.length) return;
+      // A press that has not moved yet may still become a pinch or a click: nothing to show.
+      if (a.sentUpTo >= pts.length || pts.length < 2) return;
       const { id, color, width } = a.stroke;
       if (this.sync.sendTransient('STROKE_PROGRESS', { id, points: pts.slice(a.sentUpTo), color, width })) a.sentUpTo = pts.length;
     }
@@ -550,7 +552,13 @@
 
     place(a) {
       const p = a.start;
-      if (this.tool === 'text') {
+      const s = this.r.toScreen(p.x, p.y);
+      const hit = this.r.elementAt(s.x, s.y, (el) => el.kind === this.tool);
+      if (hit) {
+        // On a text or note of its own kind, the tool edits it rather than stacking a new one.
+        this.select([hit.id]);
+        this.openEditor(hit, false);
+      } else if (this.tool === 'text') {
         this.openEditor({ id: newId(), kind: 'text', x: p.x, y: round1(p.y - 14), w: 240, h: 34, color: this.style.color, text: '' }, true);
       } else if (this.tool === 'sticky') {
         const el = { id: newId(), kind: 'sticky', x: round1(p.x - 100), y: round1(p.y - 100), w: 200, h: 200, color: '#1d2430', fill: this.style.fill || '#fff59d', z: this.nextZ()[0] };
@@ -692,13 +700,14 @@
     }
 
     doubleClick(e) {
+      if (this.tool !== 'select') return;
       const pt = this.local(e);
       const el = this.r.elementAt(pt.x, pt.y);
       if (el && M.TEXTUAL.has(el.kind)) {
         this.cancelAction();
         this.select([el.id]);
         this.openEditor(el, false);
-      } else if (!el && this.tool === 'select') {
+      } else if (!el) {
         this.openEditor({ id: newId(), kind: 'text', ...this.boardPoint(e), w: 240, h: 34, color: this.style.color, text: '' }, true);
       }
     }
@@ -741,8 +750,11 @@
       if (!a.moved) return;
       const dx = p.x - a.start.x;
       const dy = p.y - a.start.y;
+      // An axis once moved stays in the patch, so coming back to where it started is sent too.
+      a.axisX = a.axisX || dx !== 0;
+      a.axisY = a.axisY || dy !== 0;
       for (const [id, el] of a.originals) {
-        const patch = M.movePatch(el, dx, dy);
+        const patch = M.movePatch(el, dx, dy, { x: a.axisX, y: a.axisY });
         if (patch) a.patches.set(id, patch);
       }
       this.applyDraft(a);
@@ -860,7 +872,7 @@
         const q = { x: a.last.x + ((p.x - a.last.x) * i) / steps, y: a.last.y + ((p.y - a.last.y) * i) / steps };
         for (let k = order.length - 1; k >= 0; k--) {
           const el = this.board.get(order[k]);
-          if (el && !a.erased.has(el.id) && M.hits(el, q, tol, this.board)) {
+          if (el && !a.erased.has(el.id) && M.hits(el, q, tol, this.board, true)) {
             a.erased.add(el.id);
             found = true;
           }
