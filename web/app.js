@@ -717,7 +717,7 @@
         joins: { ...sync.joins },
         closeCodes: [...sync.closeCodes],
         view: { ...renderer.cam, dpr: renderer.dpr, width: renderer.cssW, height: renderer.cssH },
-        render: { ...renderer.stats },
+        render: { ...renderer.stats, frameMs: [...renderer.stats.frameMs] },
       };
     },
     /** The board as confirmed by the server (`shown: true`: with our pending ops), in paint order. */

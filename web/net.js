@@ -341,7 +341,7 @@
           this.board.applyConfirmed(item.op.intent, next);
         } else {
           // Our undo/redo, whose effect only the server knows: a REPLAY from just before it says.
-          if (this.joined) this.sendJoin(false);
+          this.resolveByReplay();
           break;
         }
         if (item.op) {
@@ -358,6 +358,15 @@
         }, GAP_WAIT_MS);
       }
       this.hooks.changed();
+    }
+
+    /**
+     * Re-joins with `since` so the server replays the events of our own undo/redo. If more of them
+     * are on their way (a whole drag being undone), waits for their ACKs: one REPLAY covers them all.
+     */
+    resolveByReplay() {
+      const inFlight = this.board.pending.some((op) => op.kind !== 'op' && !op.ackSeq);
+      if (this.joined && !inFlight) this.sendJoin(false);
     }
 
     /** TEXT_EDIT (collaborative typing) is not applied by this page: a full state brings the text. */

@@ -286,7 +286,8 @@
       /** Other people's strokes in progress: id -> {userId, points, color, width}. */
       this.live = new Map();
       this.marquee = null;
-      this.hideHandles = false;
+      this.showHandles = false;
+      this.hideHandles = false; // during a move: the box travels, its handles would flicker
       /** Id of an element whose text is being edited in the DOM editor: its text is not painted. */
       this.editing = null;
       this.cache = document.createElement('canvas');
@@ -297,7 +298,8 @@
       this.pendingFrame = false;
       this.settleTimer = 0;
       this.onCamera = () => {};
-      this.stats = { frames: 0, cacheRenders: 0, lastFrameMs: 0, lastCacheMs: 0, maxFrameMs: 0 };
+      /** For tests and tuning: how long frames took (the last 240), and what the last cache paint did. */
+      this.stats = { frames: 0, cacheRenders: 0, lastFrameMs: 0, lastCacheMs: 0, maxFrameMs: 0, painted: 0, frameMs: [] };
       board.onChange = (ids) => this.contentChanged(ids);
     }
 
@@ -445,6 +447,8 @@
       this.stats.frames++;
       this.stats.lastFrameMs = ms;
       this.stats.maxFrameMs = Math.max(this.stats.maxFrameMs, ms);
+      this.stats.frameMs.push(Math.round(ms * 10) / 10);
+      if (this.stats.frameMs.length > 240) this.stats.frameMs.shift();
     }
 
     paintMaybeEditing(ctx, el, frameOf) {
@@ -489,12 +493,17 @@
       ctx.setTransform(dpr * cv.s, 0, 0, dpr * cv.s, -cv.x * cv.s * dpr, -cv.y * cv.s * dpr);
       const area = { x0: cv.x, y0: cv.y, x1: cv.x + w / cv.s, y1: cv.y + h / cv.s };
       const frameOf = (id) => { const n = this.board.get(id); return n && n.kind === 'node' ? n : null; };
+      let painted = 0;
       for (const id of this.board.order()) {
         if (this.active.has(id)) continue;
         const el = this.board.get(id);
         const b = M.bounds(el, this.board);
-        if (b && M.overlaps(b, area)) this.paintMaybeEditing(ctx, el, frameOf);
+        if (b && M.overlaps(b, area)) {
+          this.paintMaybeEditing(ctx, el, frameOf);
+          painted++;
+        }
       }
+      this.stats.painted = painted;
       this.cacheView = cv;
       this.cacheDirty = false;
       this.stats.cacheRenders++;
@@ -522,7 +531,7 @@
 
     /** Resize handles in screen px: {name, x, y}. Edges alone have none (they follow nodes). */
     handles() {
-      if (this.hideHandles || !this.selection.size) return [];
+      if (!this.showHandles || this.hideHandles || !this.selection.size) return [];
       const line = this.endpointTarget();
       if (line) {
         const p = line.points;
