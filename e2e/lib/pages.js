@@ -35,6 +35,13 @@ class User {
     user.sockets = [];
     user.cdp = await user.context.newCDPSession(user.page);
     await user.cdp.send('Network.enable');
+    // And how each handshake asked: the URL and the subprotocol that carries the token.
+    user.handshakes = [];
+    user.cdp.on('Network.webSocketCreated', (e) => user.handshakes.push({ requestId: e.requestId, url: e.url }));
+    user.cdp.on('Network.webSocketWillSendHandshakeRequest', (e) => {
+      const h = user.handshakes.find((x) => x.requestId === e.requestId);
+      if (h) h.protocol = header(e.request.headers, 'sec-websocket-protocol');
+    });
     user.cdp.on('Network.webSocketHandshakeResponseReceived', (e) => {
       user.sockets.push({ status: e.response.status, instance: header(e.response.headers, 'x-drawbridge-instance') });
     });
