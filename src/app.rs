@@ -76,6 +76,8 @@ pub async fn run_with_listener(
         room_ttl: config.room_ttl(),
         log_max: config.log_max_ops,
         redo_max: config.redo_max,
+        undo_max: config.undo_max,
+        max_points: config.max_points,
     };
     let engine: Arc<dyn Engine> = if config.redis_url.is_empty() {
         tracing::info!("no redis_url: embedded in-memory engine, single instance only");

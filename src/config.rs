@@ -39,8 +39,14 @@ pub struct Config {
     pub room_ttl_secs: u64,
     /// Sequenced ops kept per room for `REPLAY`.
     pub log_max_ops: usize,
-    /// Undone strokes a user can redo, per room.
+    /// Undone ops a user can redo, per room.
     pub redo_max: usize,
+    /// Ops of theirs a user can undo, per room.
+    pub undo_max: usize,
+    /// Oldest page protocol served; an older page that says its version gets
+    /// `UPGRADE_REQUIRED` and reloads. Clients that name no version get the v1 subset.
+    #[serde(deserialize_with = "text")]
+    pub min_protocol: String,
     /// Largest accepted text frame; larger ones get `ERROR TOO_LARGE`.
     pub max_frame_bytes: usize,
     /// Most points in one stroke.
@@ -58,6 +64,8 @@ pub struct Config {
     pub ws_upgrades_per_minute: u32,
     /// Cursor moves relayed per connection per second (extra ones are dropped silently).
     pub cursor_per_sec: u32,
+    /// `STROKE_PROGRESS` batches relayed per connection per second (extra ones are dropped).
+    pub progress_per_sec: u32,
     /// Sequenced ops accepted per connection per second (extra ones get `RATE_LIMITED`).
     pub ops_per_sec: u32,
     /// Open WebSocket connections this instance accepts.
@@ -126,6 +134,8 @@ impl Default for Config {
             room_ttl_secs: 86_400,
             log_max_ops: 10_000,
             redo_max: 100,
+            undo_max: 100,
+            min_protocol: crate::domain::PROTOCOL.into(),
             max_frame_bytes: 64 * 1024,
             max_points: 5_000,
             send_queue: 1_024,
@@ -134,6 +144,7 @@ impl Default for Config {
             allowed_origins: String::new(),
             ws_upgrades_per_minute: 600,
             cursor_per_sec: 20,
+            progress_per_sec: 30,
             ops_per_sec: 100,
             max_connections: 100_000,
             ws_read_buffer: 2 * 1024,
@@ -256,6 +267,17 @@ impl Config {
         );
         check(self.log_max_ops > 0, "log_max_ops must be at least 1");
         check(self.redo_max > 0, "redo_max must be at least 1");
+        check(self.undo_max > 0, "undo_max must be at least 1");
+        check(
+            crate::domain::protocol_version(&self.min_protocol).is_some_and(|v| {
+                v <= crate::domain::protocol_version(crate::domain::PROTOCOL).unwrap_or_default()
+            }),
+            "min_protocol must be a version like 1.1, at most the server's own",
+        );
+        check(
+            self.progress_per_sec > 0,
+            "progress_per_sec must be positive",
+        );
         check(
             self.max_frame_bytes >= 1024,
             "max_frame_bytes must be at least 1024",

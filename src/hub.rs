@@ -29,13 +29,21 @@ pub struct Outbound {
 #[derive(Debug)]
 pub enum Item {
     /// A frame for the client. `seq` is set on sequenced events so a session that has just
-    /// sent a snapshot can drop what the snapshot already covers.
-    Frame { seq: Option<u64>, bytes: Bytes },
+    /// sent a snapshot can drop what the snapshot already covers. `legacy` is what a v1
+    /// client gets instead, when that differs.
+    Frame {
+        seq: Option<u64>,
+        bytes: Bytes,
+        legacy: Option<Legacy>,
+    },
     /// This connection's own op has gone out at `seq`: its `ACK` goes now, in order.
     Own { seq: u64 },
     /// This instance missed events the log can no longer supply: the session must re-join.
     Resync,
 }
+
+/// What v1 clients get in place of an event's frame (possibly nothing), shared by members.
+pub type Legacy = Arc<[Bytes]>;
 
 /// One room event as an engine hands it over.
 #[derive(Clone, Debug)]
@@ -48,6 +56,8 @@ pub struct Delivery {
     /// May be dropped for a slow member instead of closing it.
     pub lossy: bool,
     pub frame: Bytes,
+    /// See [`Item::Frame`].
+    pub legacy: Option<Legacy>,
 }
 
 /// What happened to a delivery, so the engine can repair ordering.
@@ -216,6 +226,7 @@ impl Hub {
                 (seq, false) => Item::Frame {
                     seq,
                     bytes: event.frame.clone(),
+                    legacy: event.legacy.clone(),
                 },
             };
             match m.tx.try_send(Outbound {
@@ -276,6 +287,7 @@ mod tests {
             origin: Some(ConnKey::new("i", origin)),
             lossy: false,
             frame: Bytes::from_static(b"{}"),
+            legacy: None,
         }
     }
 
@@ -342,6 +354,7 @@ mod tests {
             origin: None,
             lossy: true,
             frame: Bytes::from_static(b"c"),
+            legacy: None,
         };
         hub.deliver(&room, &cursor);
         hub.deliver(&room, &cursor);

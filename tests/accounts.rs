@@ -22,6 +22,8 @@ fn settings() -> EngineSettings {
         room_ttl: None,
         log_max: 100,
         redo_max: 10,
+        undo_max: 100,
+        max_points: 5000,
     }
 }
 

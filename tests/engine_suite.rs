@@ -13,12 +13,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use drawbridge::domain::board::{Intent, Refusal};
+use drawbridge::domain::element::{Element, ElementLimits, Patch};
 use drawbridge::domain::{ConnKey, Identity, Point, RoomId, Stroke, StrokeId, UserId};
 use drawbridge::engine::memory::MemoryEngine;
 use drawbridge::engine::redis::{RedisEngine, RedisSettings};
 use drawbridge::engine::{
-    Engine, EngineSettings, JoinOutcome, JoinRequest, Op, OpKind, OpOutcome, RateDecision,
-    RoomView, ViewBody, now_ms,
+    Engine, EngineSettings, JoinOutcome, JoinRequest, Op, OpOutcome, RateDecision, RoomView,
+    ViewBody, now_ms,
 };
 use drawbridge::hub::{Delivery, Hub, Item, Member, Outbound};
 use serde_json::{Value, json};
@@ -38,6 +40,8 @@ fn settings() -> EngineSettings {
         room_ttl: Some(Duration::from_secs(3600)),
         log_max: 100,
         redo_max: 10,
+        undo_max: 100,
+        max_points: 5000,
     }
 }
 
@@ -52,7 +56,8 @@ struct Fixture {
 }
 
 struct RedisBackend {
-    server: RedisServer,
+    /// Shared with a [`Fixture::twin`], a second instance on the same server.
+    server: Arc<RedisServer>,
     /// Every key and channel of this fixture starts with it.
     prefix: String,
     tasks: TaskTracker,
@@ -79,8 +84,25 @@ impl Fixture {
     }
 
     async fn redis(name: &str, settings: EngineSettings) -> Self {
-        let server = RedisServer::start();
-        let prefix = format!("suite:{name}:");
+        Self::redis_on(
+            Arc::new(RedisServer::start()),
+            format!("suite:{name}:"),
+            settings,
+        )
+        .await
+    }
+
+    /// A second instance on the same Redis and keys, with its own hub.
+    async fn twin(&self) -> Self {
+        let backend = self.backend();
+        let settings = EngineSettings {
+            instance_id: "inst-b".into(),
+            ..self.settings.clone()
+        };
+        Self::redis_on(backend.server.clone(), backend.prefix.clone(), settings).await
+    }
+
+    async fn redis_on(server: Arc<RedisServer>, prefix: String, settings: EngineSettings) -> Self {
         let hub = Arc::new(Hub::new());
         let tasks = TaskTracker::new();
         let shutdown = CancellationToken::new();
@@ -196,7 +218,7 @@ impl Fixture {
         room: &RoomId,
         peer: &Peer,
         op_id: Option<&str>,
-        kind: OpKind,
+        intent: Intent,
     ) -> OpOutcome {
         self.engine
             .apply(
@@ -205,7 +227,7 @@ impl Fixture {
                     who: &peer.who,
                     conn: &peer.conn,
                     op_id,
-                    kind,
+                    intent,
                 },
             )
             .await
@@ -215,8 +237,13 @@ impl Fixture {
     /// Draws stroke `id`; like a session, the op id defaults to the stroke id.
     async fn draw(&self, room: &RoomId, peer: &Peer, id: &str) -> OpOutcome {
         let stroke = stroke(room, &peer.who, id);
-        self.apply(room, peer, Some(id), OpKind::Stroke(stroke))
-            .await
+        self.apply(
+            room,
+            peer,
+            Some(id),
+            Intent::Stroke(Box::new(Element::from_stroke(stroke))),
+        )
+        .await
     }
 
     /// Draws `ids` in order, each applied with the next seq from `first_seq`.
@@ -228,12 +255,12 @@ impl Fixture {
 
     async fn undo(&self, room: &RoomId, peer: &Peer, target: Option<&str>) -> OpOutcome {
         let target = target.map(StrokeId::new);
-        self.apply(room, peer, None, OpKind::Undo(target)).await
+        self.apply(room, peer, None, Intent::Undo(target)).await
     }
 
     async fn redo(&self, room: &RoomId, peer: &Peer, target: Option<&str>) -> OpOutcome {
         let target = target.map(StrokeId::new);
-        self.apply(room, peer, None, OpKind::Redo(target)).await
+        self.apply(room, peer, None, Intent::Redo(target)).await
     }
 
     async fn rate_limit(
@@ -273,7 +300,9 @@ impl Fixture {
         for peer in peers.iter_mut() {
             let item = peer.item().await;
             match item {
-                Item::Frame { seq: None, bytes } if parse(&bytes) == marker => {}
+                Item::Frame {
+                    seq: None, bytes, ..
+                } if parse(&bytes) == marker => {}
                 other => panic!("{}: delivered unexpectedly: {}", peer.conn, show(&other)),
             }
         }
@@ -307,7 +336,7 @@ impl Peer {
 
     async fn frame(&mut self) -> (Option<u64>, Value) {
         match self.item().await {
-            Item::Frame { seq, bytes } => (seq, parse(&bytes)),
+            Item::Frame { seq, bytes, .. } => (seq, parse(&bytes)),
             other => panic!("{}: wanted a frame, got {}", self.conn, show(&other)),
         }
     }
@@ -355,7 +384,9 @@ impl Peer {
         let mut items = Vec::new();
         loop {
             let item = self.item().await;
-            if let Item::Frame { seq: None, bytes } = &item
+            if let Item::Frame {
+                seq: None, bytes, ..
+            } = &item
                 && parse(bytes) == *marker
             {
                 return items;
@@ -386,9 +417,31 @@ async fn expect_event(peers: &mut [&mut Peer], seq: u64, frame: &Value) {
     }
 }
 
+/// A frame or stored text as JSON, with the `v` and `z` of every element left out: most cases
+/// check what an element is, and [`parse_exact`] keeps them where they matter.
 fn parse(bytes: &[u8]) -> Value {
+    let mut value = parse_exact(bytes);
+    strip_versions(&mut value);
+    value
+}
+
+fn parse_exact(bytes: &[u8]) -> Value {
     serde_json::from_slice(bytes)
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(bytes)))
+}
+
+fn strip_versions(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            if map.contains_key("kind") {
+                map.remove("v");
+                map.remove("z");
+            }
+            map.values_mut().for_each(strip_versions);
+        }
+        Value::Array(items) => items.iter_mut().for_each(strip_versions),
+        _ => {}
+    }
 }
 
 fn parse_all(texts: &[String]) -> Vec<Value> {
@@ -397,7 +450,7 @@ fn parse_all(texts: &[String]) -> Vec<Value> {
 
 fn item_json(item: &Item) -> Value {
     match item {
-        Item::Frame { seq, bytes } => json!({"seq": seq, "frame": parse(bytes)}),
+        Item::Frame { seq, bytes, .. } => json!({"seq": seq, "frame": parse(bytes)}),
         Item::Own { seq } => json!({"own": seq}),
         Item::Resync => json!("resync"),
     }
@@ -422,14 +475,14 @@ fn identity(user: &str) -> Identity {
 fn applied(seq: u64, id: &str) -> OpOutcome {
     OpOutcome::Applied {
         seq,
-        stroke_id: StrokeId::new(id),
+        ack_id: Some(StrokeId::new(id)),
     }
 }
 
 fn duplicate(seq: u64, id: &str) -> OpOutcome {
     OpOutcome::Duplicate {
         seq,
-        stroke_id: StrokeId::new(id),
+        ack_id: Some(StrokeId::new(id)),
     }
 }
 
@@ -449,6 +502,7 @@ fn stroke(room: &RoomId, who: &Identity, id: &str) -> Stroke {
 
 fn stroke_json(room: &RoomId, who: &Identity, id: &str) -> Value {
     json!({
+        "id": id, "kind": "stroke",
         "userId": who.user_id.as_str(), "strokeId": id, "roomId": room.as_str(),
         "points": [{"x": 1.5, "y": 2.0}, {"x": -3.0, "y": 4.25}], "color": "#ff8800", "width": 2.5
     })
@@ -520,9 +574,21 @@ fn snapshot(view: &RoomView) -> Vec<Value> {
     }
 }
 
-fn replay(view: &RoomView) -> (u64, Vec<Value>) {
+/// The frames v1.1 clients of `room` get for logged records.
+fn record_frames(room: &RoomId, records: &[String]) -> Vec<Value> {
+    records
+        .iter()
+        .map(|r| {
+            let event = drawbridge::engine::delivery(room, r)
+                .unwrap_or_else(|| panic!("not a record: {r}"));
+            parse(&event.frame)
+        })
+        .collect()
+}
+
+fn replay(room: &RoomId, view: &RoomView) -> (u64, Vec<Value>) {
     match &view.body {
-        ViewBody::Replay { from_seq, events } => (*from_seq, parse_all(events)),
+        ViewBody::Replay { from_seq, records } => (*from_seq, record_frames(room, records)),
         ViewBody::Snapshot(strokes) => {
             panic!(
                 "wanted a replay, got a snapshot of {} strokes",
@@ -535,11 +601,80 @@ fn replay(view: &RoomView) -> (u64, Vec<Value>) {
 fn view_json(view: &RoomView) -> Value {
     let body = match &view.body {
         ViewBody::Snapshot(strokes) => json!({"snapshot": parse_all(strokes)}),
-        ViewBody::Replay { from_seq, events } => {
-            json!({"replay": {"fromSeq": from_seq, "events": parse_all(events)}})
+        ViewBody::Replay { from_seq, records } => {
+            json!({"replay": {"fromSeq": from_seq, "records": records}})
         }
     };
     json!({"seq": view.seq, "epoch": view.epoch, "users": users(view), "body": body})
+}
+
+// ---- elements -------------------------------------------------------------------------------
+
+const LIMITS: ElementLimits = ElementLimits { max_points: 100 };
+
+/// An element as a session hands it over, checked and stamped with `who` and `room`.
+fn element(room: &RoomId, who: &Identity, value: Value) -> Element {
+    Element::from_client(&value, &who.user_id, room, LIMITS).expect("a valid element")
+}
+
+fn rect(room: &RoomId, who: &Identity, id: &str) -> Element {
+    element(
+        room,
+        who,
+        json!({"id": id, "kind": "rect", "x": 0, "y": 0, "w": 10, "h": 10}),
+    )
+}
+
+fn node(room: &RoomId, who: &Identity, id: &str) -> Element {
+    element(
+        room,
+        who,
+        json!({"id": id, "kind": "node", "x": 0, "y": 0, "w": 10, "h": 10, "text": id}),
+    )
+}
+
+fn edge(room: &RoomId, who: &Identity, id: &str, from: &str, to: &str) -> Element {
+    element(
+        room,
+        who,
+        json!({"id": id, "kind": "edge", "from": from, "to": to}),
+    )
+}
+
+fn update(id: &str, patch: Value) -> Intent {
+    Intent::Update(vec![(
+        StrokeId::new(id),
+        Patch::from_client(&patch).expect("a patch"),
+    )])
+}
+
+fn delete(ids: &[&str]) -> Intent {
+    Intent::Delete(ids.iter().map(|id| StrokeId::new(*id)).collect())
+}
+
+fn applied_op(seq: u64) -> OpOutcome {
+    OpOutcome::Applied { seq, ack_id: None }
+}
+
+/// The board a joiner gets, each element exactly as stored (with `v` and `z`), by id.
+fn board_of(view: &RoomView) -> Vec<Value> {
+    match &view.body {
+        ViewBody::Snapshot(elements) => {
+            elements.iter().map(|e| parse_exact(e.as_bytes())).collect()
+        }
+        ViewBody::Replay { from_seq, .. } => {
+            panic!("wanted a snapshot, got a replay from {from_seq}")
+        }
+    }
+}
+
+/// The stored JSON a client sees for `element` at version `v` and paint order `z`.
+fn stored(element: &Element, v: u64, z: u64) -> Value {
+    parse_exact(element.stored(v, &z.to_string()).as_bytes())
+}
+
+fn is_refused_bad_element(outcome: &OpOutcome, needle: &str) -> bool {
+    matches!(outcome, OpOutcome::Refused(Refusal::BadElement(m)) if m.contains(needle))
 }
 
 /// Runs `PTTL` on `key`.
@@ -569,6 +704,528 @@ async fn assert_pttls(
 
 mod cases {
     use super::*;
+
+    /// A room a v1 gateway wrote (strokes in a list) is moved at start-up, keeping its board.
+    pub async fn v1_rooms_move_to_the_board_layout(fx: &Fixture) {
+        let redis = fx.backend();
+        let mut conn = redis.server.client().await;
+        let room = fx.room().await;
+        let base = format!("{}room:{{{room}}}", redis.prefix);
+        let a = identity("alice");
+        let v1 = |id: &str| {
+            format!(
+                r##"{{"userId":"alice","strokeId":"{id}","roomId":"{room}","points":[{{"x":1.5,"y":2.0}},{{"x":-3.0,"y":4.25}}],"color":"#ff8800","width":2.5}}"##
+            )
+        };
+        ::redis::pipe()
+            .rpush(format!("{base}:strokes"), vec![v1("s1"), v1("s\\\"2")])
+            .rpush(
+                format!("{base}:log"),
+                r#"{"seq":2,"origin":"x/1","frame":{}}"#,
+            )
+            .hset(format!("{base}:undone"), "alice", "[]")
+            .hset(&base, "seq", 2)
+            .query_async::<()>(&mut conn)
+            .await
+            .expect("seed a v1 room");
+        let twin = fx.twin().await;
+        let mut c = twin.peer(&room, "carol", 3);
+        let view = twin.join(&room, &c, None).await;
+        assert_eq!(view.seq, 2);
+        let board = board_of(&view);
+        assert_eq!(board.len(), 2);
+        assert_eq!(
+            (board[0]["id"].clone(), board[0]["z"].clone()),
+            (json!("s1"), json!(1))
+        );
+        assert_eq!(board[1]["strokeId"], json!("s\"2"));
+        assert_eq!(snapshot(&view)[0], stroke_json(&room, &a, "s1"));
+        // The moved room works: the next stroke is on top, and its author may undo the old ones.
+        let who = twin.peer(&room, "alice", 1);
+        twin.join(&room, &who, None).await;
+        twin.flush(&room, &mut [&mut c]).await;
+        assert_eq!(twin.draw(&room, &who, "s3").await, applied(3, "s3"));
+        assert_eq!(twin.undo(&room, &who, Some("s1")).await, applied(4, "s1"));
+        let kind: String = ::redis::cmd("TYPE")
+            .arg(format!("{base}:undone"))
+            .query_async(&mut conn)
+            .await
+            .expect("TYPE");
+        assert_eq!(kind, "none");
+        // A since from before the move gets the board, not a replay of records it cannot read.
+        let d = twin.peer(&room, "dave", 4);
+        let view = twin.join(&room, &d, Some((1, view.epoch.as_str()))).await;
+        assert_eq!(board_of(&view).len(), 2);
+        twin.stop().await;
+    }
+
+    pub async fn element_ops_are_sequenced_and_fanned_out(fx: &Fixture) {
+        let room = fx.room().await;
+        let mut a = fx.peer(&room, "alice", 1);
+        let mut b = fx.peer(&room, "bob", 2);
+        fx.join(&room, &a, None).await;
+        fx.join(&room, &b, None).await;
+        fx.flush(&room, &mut [&mut a, &mut b]).await;
+
+        let r1 = rect(&room, &a.who, "r1");
+        let e1 = element(
+            &room,
+            &a.who,
+            json!({"id": "e1", "kind": "ellipse", "x": 1, "y": 2, "w": 3, "h": 4, "z": 7.5}),
+        );
+        let added = Intent::Add(vec![r1.clone(), e1.clone()]);
+        assert_eq!(fx.apply(&room, &a, Some("add"), added).await, applied_op(1));
+        assert_eq!(a.own().await, 1);
+        // One event; the server placed r1 on top (z 1: the board was empty) and kept e1's z.
+        let Item::Frame {
+            seq: Some(1),
+            bytes,
+            ..
+        } = b.item().await
+        else {
+            panic!("wanted event 1")
+        };
+        let frame = parse_exact(&bytes);
+        assert_eq!(
+            frame["payload"]["elements"],
+            json!([
+                stored(&r1, 1, 1),
+                parse_exact(e1.stored(1, "7.5").as_bytes())
+            ])
+        );
+        assert_eq!(frame["type"], "ELEMENTS_ADDED");
+        assert_eq!(frame["payload"]["userId"], "alice");
+
+        let moved = update("r1", json!({"x": 5, "color": "#112233"}));
+        assert_eq!(
+            fx.apply(&room, &b, Some("move"), moved).await,
+            applied_op(2)
+        );
+        assert_eq!(b.own().await, 2);
+        let (seq, frame) = a.sequenced().await;
+        assert_eq!(seq, 2);
+        assert_eq!(
+            frame,
+            json!({"type": "ELEMENTS_UPDATED", "payload": {"roomId": room.as_str(), "userId": "bob",
+                "updates": [{"id": "r1", "patch": {"x": 5, "color": "#112233"}}], "seq": 2}})
+        );
+        assert_eq!(
+            fx.apply(&room, &b, None, delete(&["e1", "nope"])).await,
+            applied_op(3)
+        );
+        let (_, frame) = a.sequenced().await;
+        assert_eq!(frame["type"], "ELEMENTS_DELETED");
+        assert_eq!(frame["payload"]["ids"], json!(["e1"]));
+        fx.settle(&room, &mut [&mut a]).await;
+
+        // Ids that do not exist are refused with no seq used.
+        assert_eq!(
+            fx.apply(&room, &b, None, update("nope", json!({"x": 1})))
+                .await,
+            OpOutcome::Refused(Refusal::NotFound)
+        );
+        assert_eq!(
+            fx.apply(&room, &b, None, delete(&["e1"])).await,
+            OpOutcome::Refused(Refusal::NotFound)
+        );
+
+        let c = fx.peer(&room, "carol", 3);
+        let view = fx.join(&room, &c, None).await;
+        assert_eq!(view.seq, 3);
+        let mut r1_after = r1.clone();
+        r1_after.x = Some(5.0);
+        r1_after.color = Some("#112233".into());
+        assert_eq!(board_of(&view), [stored(&r1_after, 2, 1)]);
+    }
+
+    pub async fn elements_take_paint_order_and_strokes_stay_v1(fx: &Fixture) {
+        let room = fx.room().await;
+        let a = fx.peer(&room, "alice", 1);
+        fx.join(&room, &a, None).await;
+        fx.draw_each(&room, &a, 1, &["s1"]).await;
+        let low = element(
+            &room,
+            &a.who,
+            json!({"id": "low", "kind": "rect", "x": 0, "y": 0, "w": 1, "h": 1, "z": -3}),
+        );
+        assert_eq!(
+            fx.apply(
+                &room,
+                &a,
+                None,
+                Intent::Add(vec![rect(&room, &a.who, "top"), low.clone()])
+            )
+            .await,
+            applied_op(2)
+        );
+        let c = fx.peer(&room, "carol", 3);
+        let view = fx.join(&room, &c, None).await;
+        // z order: low (-3), s1 (1), top (2).
+        let ids: Vec<Value> = board_of(&view).iter().map(|e| e["id"].clone()).collect();
+        assert_eq!(ids, [json!("low"), json!("s1"), json!("top")]);
+        let s1 = &board_of(&view)[1];
+        assert_eq!(
+            (s1["v"].clone(), s1["z"].clone(), s1["strokeId"].clone()),
+            (json!(1), json!(1), json!("s1"))
+        );
+        // A stroke id already on the board is refused for a stroke as for an element.
+        let again = fx.draw(&room, &a, "s1-again").await;
+        assert_eq!(again, applied(3, "s1-again"));
+        let dup = Intent::Stroke(Box::new(Element::from_stroke(stroke(&room, &a.who, "s1"))));
+        assert!(
+            matches!(fx.apply(&room, &a, Some("other-op"), dup).await, OpOutcome::Refused(Refusal::BadStroke(m)) if m.contains("s1"))
+        );
+        assert!(is_refused_bad_element(
+            &fx.apply(
+                &room,
+                &a,
+                None,
+                Intent::Add(vec![rect(&room, &a.who, "top")])
+            )
+            .await,
+            "already exists"
+        ));
+        assert_eq!(fx.draw(&room, &a, "s2").await, applied(4, "s2"));
+    }
+
+    pub async fn deleting_a_node_deletes_its_edges(fx: &Fixture) {
+        let room = fx.room().await;
+        let mut a = fx.peer(&room, "alice", 1);
+        fx.join(&room, &a, None).await;
+        let who = a.who.clone();
+        let graph = Intent::Add(vec![
+            node(&room, &who, "n1"),
+            node(&room, &who, "n2"),
+            node(&room, &who, "n3"),
+            edge(&room, &who, "e12", "n1", "n2"),
+            edge(&room, &who, "e23", "n2", "n3"),
+        ]);
+        assert_eq!(fx.apply(&room, &a, None, graph).await, applied_op(1));
+        // An edge must join nodes of the room.
+        let dangling = Intent::Add(vec![edge(&room, &who, "e9", "n1", "ghost")]);
+        assert!(is_refused_bad_element(
+            &fx.apply(&room, &a, None, dangling).await,
+            "elements[0].to"
+        ));
+        let to_rect = Intent::Add(vec![
+            rect(&room, &who, "r"),
+            edge(&room, &who, "e9", "n1", "r"),
+        ]);
+        assert!(is_refused_bad_element(
+            &fx.apply(&room, &a, None, to_rect).await,
+            "not a node"
+        ));
+        let mut b = fx.peer(&room, "bob", 2);
+        fx.join(&room, &b, None).await;
+        fx.flush(&room, &mut [&mut a, &mut b]).await;
+
+        assert_eq!(
+            fx.apply(&room, &a, None, delete(&["n1"])).await,
+            applied_op(2)
+        );
+        let (_, frame) = b.sequenced().await;
+        assert_eq!(frame["payload"]["ids"], json!(["n1", "e12"]));
+        let c = fx.peer(&room, "carol", 3);
+        let view = fx.join(&room, &c, None).await;
+        let ids: Vec<Value> = board_of(&view).iter().map(|e| e["id"].clone()).collect();
+        assert_eq!(ids, [json!("n2"), json!("n3"), json!("e23")]);
+        fx.flush(&room, &mut [&mut b]).await;
+        // Undo brings the node back before its edge.
+        assert_eq!(fx.undo(&room, &a, None).await, applied_op(3));
+        let (_, frame) = b.sequenced().await;
+        assert_eq!(frame["type"], "ELEMENTS_ADDED");
+        let back: Vec<Value> = frame["payload"]["elements"]
+            .as_array()
+            .expect("list")
+            .iter()
+            .map(|e| e["id"].clone())
+            .collect();
+        assert_eq!(back, [json!("n1"), json!("e12")]);
+    }
+
+    pub async fn undo_and_redo_reverse_every_kind(fx: &Fixture) {
+        let room = fx.room().await;
+        let mut a = fx.peer(&room, "alice", 1);
+        let mut b = fx.peer(&room, "bob", 2);
+        fx.join(&room, &a, None).await;
+        fx.join(&room, &b, None).await;
+        let who = a.who.clone();
+        assert_eq!(
+            fx.apply(&room, &a, None, Intent::Add(vec![rect(&room, &who, "r")]))
+                .await,
+            applied_op(1)
+        );
+        assert_eq!(
+            fx.apply(&room, &a, None, update("r", json!({"x": 50})))
+                .await,
+            applied_op(2)
+        );
+        // Bob changes another field, then the same one... no: another field only.
+        assert_eq!(
+            fx.apply(&room, &b, None, update("r", json!({"color": "#ff0000"})))
+                .await,
+            applied_op(3)
+        );
+        fx.flush(&room, &mut [&mut a, &mut b]).await;
+
+        // Alice's undo restores her field and keeps Bob's.
+        assert_eq!(fx.undo(&room, &a, None).await, applied_op(4));
+        assert_eq!(a.own().await, 4);
+        let (_, frame) = b.sequenced().await;
+        assert_eq!(
+            frame["payload"]["updates"],
+            json!([{"id": "r", "patch": {"x": 0.0}}])
+        );
+        // Bob's undo of his own colour is his alone.
+        assert_eq!(fx.undo(&room, &b, None).await, applied_op(5));
+        assert_eq!(b.own().await, 5);
+        let (_, frame) = a.sequenced().await;
+        assert_eq!(
+            frame["payload"]["updates"],
+            json!([{"id": "r", "patch": {"color": null}}])
+        );
+        assert_eq!(
+            fx.undo(&room, &b, None).await,
+            OpOutcome::Refused(Refusal::NothingToUndo)
+        );
+        // Alice's next undo reverses her add; redo brings the rect back where it was.
+        assert_eq!(fx.undo(&room, &a, None).await, applied_op(6));
+        let (_, frame) = b.sequenced().await;
+        assert_eq!(
+            (frame["type"].clone(), frame["payload"]["ids"].clone()),
+            (json!("ELEMENTS_DELETED"), json!(["r"]))
+        );
+        assert_eq!(
+            fx.undo(&room, &a, None).await,
+            OpOutcome::Refused(Refusal::NothingToUndo)
+        );
+        assert_eq!(fx.redo(&room, &a, None).await, applied_op(7));
+        let (_, frame) = b.sequenced().await;
+        assert_eq!(frame["type"], "ELEMENTS_ADDED");
+        assert_eq!(
+            parse_exact(frame.to_string().as_bytes())["payload"]["elements"][0]["id"],
+            "r"
+        );
+        assert_eq!(fx.redo(&room, &a, None).await, applied_op(8));
+        let (_, frame) = b.sequenced().await;
+        assert_eq!(
+            frame["payload"]["updates"],
+            json!([{"id": "r", "patch": {"x": 50.0}}])
+        );
+        assert_eq!(
+            fx.redo(&room, &a, None).await,
+            OpOutcome::Refused(Refusal::NothingToRedo)
+        );
+
+        // Undo of a delete re-adds it, with its paint order.
+        assert_eq!(
+            fx.apply(&room, &a, None, delete(&["r"])).await,
+            applied_op(9)
+        );
+        assert_eq!(fx.undo(&room, &a, None).await, applied_op(10));
+        let c = fx.peer(&room, "carol", 3);
+        let view = fx.join(&room, &c, None).await;
+        let board = board_of(&view);
+        assert_eq!(
+            (
+                board[0]["id"].clone(),
+                board[0]["z"].clone(),
+                board[0]["v"].clone(),
+                board[0]["x"].clone()
+            ),
+            (json!("r"), json!(1), json!(10), json!(50.0))
+        );
+        // A new op ends the redo chain.
+        assert_eq!(
+            fx.apply(&room, &a, None, update("r", json!({"y": 1})))
+                .await,
+            applied_op(11)
+        );
+        assert_eq!(
+            fx.redo(&room, &a, None).await,
+            OpOutcome::Refused(Refusal::NothingToRedo)
+        );
+    }
+
+    pub async fn element_ops_are_idempotent_per_user(fx: &Fixture) {
+        let room = fx.room().await;
+        let a = fx.peer(&room, "alice", 1);
+        let b = fx.peer(&room, "bob", 2);
+        fx.join(&room, &a, None).await;
+        fx.join(&room, &b, None).await;
+        let add = || Intent::Add(vec![rect(&room, &a.who, "r")]);
+        assert_eq!(
+            fx.apply(&room, &a, Some("op-1"), add()).await,
+            applied_op(1)
+        );
+        assert_eq!(
+            fx.apply(&room, &a, Some("op-1"), add()).await,
+            OpOutcome::Duplicate {
+                seq: 1,
+                ack_id: None
+            }
+        );
+        let moved = || update("r", json!({"x": 3}));
+        assert_eq!(
+            fx.apply(&room, &a, Some("op-2"), moved()).await,
+            applied_op(2)
+        );
+        assert_eq!(
+            fx.apply(&room, &a, Some("op-2"), moved()).await,
+            OpOutcome::Duplicate {
+                seq: 2,
+                ack_id: None
+            }
+        );
+        // The same op id from someone else is another op.
+        assert_eq!(
+            fx.apply(&room, &b, Some("op-2"), moved()).await,
+            applied_op(3)
+        );
+        assert_eq!(
+            fx.apply(&room, &a, Some("op-3"), delete(&["r"])).await,
+            applied_op(4)
+        );
+        assert_eq!(
+            fx.apply(&room, &a, Some("op-3"), delete(&["r"])).await,
+            OpOutcome::Duplicate {
+                seq: 4,
+                ack_id: None
+            }
+        );
+        // Strokes too: the duplicate names the stroke.
+        assert_eq!(fx.draw(&room, &a, "s1").await, applied(5, "s1"));
+        assert_eq!(fx.draw(&room, &a, "s1").await, duplicate(5, "s1"));
+        assert_eq!(
+            fx.apply(&room, &b, Some("op-9"), moved()).await,
+            OpOutcome::Refused(Refusal::NotFound)
+        );
+    }
+
+    pub async fn concurrent_updates_merge_per_field(fx: &Fixture) {
+        let room = fx.room().await;
+        let a = fx.peer(&room, "alice", 1);
+        let b = fx.peer(&room, "bob", 2);
+        fx.join(&room, &a, None).await;
+        fx.join(&room, &b, None).await;
+        assert_eq!(
+            fx.apply(&room, &a, None, Intent::Add(vec![rect(&room, &a.who, "r")]))
+                .await,
+            applied_op(1)
+        );
+        for round in 0..10_u32 {
+            let x = json!({"x": round});
+            let color = json!({"color": format!("#00000{round}")});
+            let (one, two) = tokio::join!(
+                fx.apply(&room, &a, None, update("r", x)),
+                fx.apply(&room, &b, None, update("r", color)),
+            );
+            let seqs: Vec<u64> = [one, two]
+                .into_iter()
+                .map(|o| match o {
+                    OpOutcome::Applied { seq, .. } => seq,
+                    other => panic!("{other:?}"),
+                })
+                .collect();
+            assert_eq!(
+                seqs.iter().sum::<u64>(),
+                4 * u64::from(round) + 5,
+                "two consecutive seqs"
+            );
+            let c = fx.peer(&room, "carol", 3);
+            let board = board_of(&fx.join(&room, &c, None).await);
+            assert_eq!(board[0]["x"], json!(f64::from(round)));
+            assert_eq!(board[0]["color"], json!(format!("#00000{round}")));
+            fx.leave(&room, &c).await;
+        }
+    }
+
+    /// Two Redis engines (two instances) on one Redis, writing the same element at once.
+    pub async fn two_instances_converge_per_field(fx: &Fixture) {
+        let twin = fx.twin().await;
+        let room = fx.room().await;
+        let mut a = fx.peer(&room, "alice", 1);
+        let mut b = twin.peer(&room, "bob", 2);
+        fx.join(&room, &a, None).await;
+        twin.join(&room, &b, None).await;
+        assert_eq!(
+            fx.apply(&room, &a, None, Intent::Add(vec![rect(&room, &a.who, "r")]))
+                .await,
+            applied_op(1)
+        );
+        let mut finals = Vec::new();
+        for round in 0..20_u64 {
+            let (one, two) = tokio::join!(
+                fx.apply(
+                    &room,
+                    &a,
+                    None,
+                    update("r", json!({"x": round, "w": round}))
+                ),
+                twin.apply(
+                    &room,
+                    &b,
+                    None,
+                    update("r", json!({"y": round, "w": round + 100}))
+                ),
+            );
+            let seq_of = |o: OpOutcome| match o {
+                OpOutcome::Applied { seq, .. } => seq,
+                other => panic!("{other:?}"),
+            };
+            let (sa, sb) = (seq_of(one), seq_of(two));
+            // Both fields of their own win; the shared field is the later seq's.
+            let w = if sa > sb { round } else { round + 100 };
+            finals.push((round, w));
+        }
+        let (round, w) = *finals.last().expect("rounds");
+        for engine in [fx, &twin] {
+            let c = engine.peer(&room, "carol", 7);
+            let board = board_of(&engine.join(&room, &c, None).await);
+            assert_eq!(
+                (
+                    board[0]["x"].clone(),
+                    board[0]["y"].clone(),
+                    board[0]["w"].clone()
+                ),
+                (json!(round as f64), json!(round as f64), json!(w as f64))
+            );
+            engine.leave(&room, &c).await;
+        }
+        // Both instances delivered the same 41 events in the same order.
+        let mut seen_a = Vec::new();
+        let mut seen_b = Vec::new();
+        while seen_a.len() < 41 {
+            match a.item().await {
+                Item::Own { seq } => seen_a.push(json!({"own": seq})),
+                Item::Frame {
+                    seq: Some(seq),
+                    bytes,
+                    ..
+                } => seen_a.push(json!({"seq": seq, "frame": parse(&bytes)})),
+                _ => {}
+            }
+        }
+        while seen_b.len() < 41 {
+            match b.item().await {
+                Item::Own { seq } => seen_b.push(json!({"own": seq})),
+                Item::Frame {
+                    seq: Some(seq),
+                    bytes,
+                    ..
+                } => seen_b.push(json!({"seq": seq, "frame": parse(&bytes)})),
+                _ => {}
+            }
+        }
+        let seqs = |seen: &[Value]| -> Vec<u64> {
+            seen.iter()
+                .map(|v| v["seq"].as_u64().or(v["own"].as_u64()).unwrap_or(0))
+                .collect()
+        };
+        assert_eq!(seqs(&seen_a), (1..=41).collect::<Vec<_>>());
+        assert_eq!(seqs(&seen_b), (1..=41).collect::<Vec<_>>());
+        twin.stop().await;
+    }
 
     pub async fn rooms_exist_once_created(fx: &Fixture) {
         let before = now_ms();
@@ -676,7 +1333,13 @@ mod cases {
         // An op without an op id is applied all the same.
         let a2 = stroke(&room, &a.who, "a2");
         assert_eq!(
-            fx.apply(&room, &a, None, OpKind::Stroke(a2)).await,
+            fx.apply(
+                &room,
+                &a,
+                None,
+                Intent::Stroke(Box::new(Element::from_stroke(a2)))
+            )
+            .await,
             applied(3, "a2")
         );
         assert_eq!(a.own().await, 3);
@@ -712,7 +1375,13 @@ mod cases {
         // The op id decides, whatever the resent op holds.
         let other = stroke(&room, &a.who, "a1-retry");
         assert_eq!(
-            fx.apply(&room, &a, Some("a1"), OpKind::Stroke(other)).await,
+            fx.apply(
+                &room,
+                &a,
+                Some("a1"),
+                Intent::Stroke(Box::new(Element::from_stroke(other))),
+            )
+            .await,
             duplicate(1, "a1")
         );
         fx.settle(&room, &mut [&mut watcher, &mut a]).await;
@@ -724,14 +1393,14 @@ mod cases {
 
         // Undo is idempotent under its op id too: resending it undoes nothing more.
         assert_eq!(
-            fx.apply(&room, &a, Some("u1"), OpKind::Undo(None)).await,
+            fx.apply(&room, &a, Some("u1"), Intent::Undo(None)).await,
             applied(3, "a2")
         );
         assert_eq!(a.own().await, 3);
         let frame = undo_frame(&room, &a.who, "a2", 3);
         expect_event(&mut [&mut watcher], 3, &frame).await;
         assert_eq!(
-            fx.apply(&room, &a, Some("u1"), OpKind::Undo(None)).await,
+            fx.apply(&room, &a, Some("u1"), Intent::Undo(None)).await,
             duplicate(3, "a2")
         );
         fx.settle(&room, &mut [&mut watcher, &mut a]).await;
@@ -764,16 +1433,24 @@ mod cases {
         let frame = undo_frame(&room, &a.who, "a1", 5);
         expect_event(&mut [&mut b, &mut watcher], 5, &frame).await;
 
-        assert_eq!(fx.undo(&room, &a, Some("b1")).await, OpOutcome::Forbidden);
-        assert_eq!(fx.undo(&room, &a, None).await, OpOutcome::NothingToUndo);
+        assert_eq!(
+            fx.undo(&room, &a, Some("b1")).await,
+            OpOutcome::Refused(Refusal::Forbidden(
+                "that stroke belongs to someone else".into()
+            ))
+        );
+        assert_eq!(
+            fx.undo(&room, &a, None).await,
+            OpOutcome::Refused(Refusal::NothingToUndo)
+        );
         assert_eq!(
             fx.undo(&room, &a, Some("a1")).await,
-            OpOutcome::NothingToUndo,
+            OpOutcome::Refused(Refusal::NothingToUndo),
             "already undone"
         );
         assert_eq!(
             fx.undo(&room, &a, Some("nope")).await,
-            OpOutcome::NothingToUndo
+            OpOutcome::Refused(Refusal::NothingToUndo)
         );
         fx.settle(&room, &mut [&mut watcher, &mut a, &mut b]).await;
 
@@ -795,7 +1472,10 @@ mod cases {
         fx.join(&room, &b, None).await;
         fx.draw_each(&room, &a, 1, &["a1", "a2", "a3"]).await;
         fx.draw_each(&room, &b, 4, &["b1"]).await;
-        assert_eq!(fx.redo(&room, &a, None).await, OpOutcome::NothingToRedo);
+        assert_eq!(
+            fx.redo(&room, &a, None).await,
+            OpOutcome::Refused(Refusal::NothingToRedo)
+        );
         assert_eq!(fx.undo(&room, &a, None).await, applied(5, "a3"));
         assert_eq!(fx.undo(&room, &a, Some("a1")).await, applied(6, "a1"));
         fx.flush(&room, &mut [&mut watcher, &mut a, &mut b]).await;
@@ -806,37 +1486,47 @@ mod cases {
         let frame = redo_frame(&room, &a.who, "a1", 7);
         expect_event(&mut [&mut b, &mut watcher], 7, &frame).await;
         // Redo stacks are per user.
-        assert_eq!(fx.redo(&room, &b, None).await, OpOutcome::NothingToRedo);
+        assert_eq!(
+            fx.redo(&room, &b, None).await,
+            OpOutcome::Refused(Refusal::NothingToRedo)
+        );
         assert_eq!(
             fx.redo(&room, &b, Some("a3")).await,
-            OpOutcome::NothingToRedo
+            OpOutcome::Refused(Refusal::NothingToRedo)
         );
         assert_eq!(fx.redo(&room, &a, Some("a3")).await, applied(8, "a3"));
         assert_eq!(a.own().await, 8);
         let frame = redo_frame(&room, &a.who, "a3", 8);
         expect_event(&mut [&mut b, &mut watcher], 8, &frame).await;
-        assert_eq!(fx.redo(&room, &a, None).await, OpOutcome::NothingToRedo);
+        assert_eq!(
+            fx.redo(&room, &a, None).await,
+            OpOutcome::Refused(Refusal::NothingToRedo)
+        );
         fx.settle(&room, &mut [&mut watcher, &mut a, &mut b]).await;
 
+        // A redone stroke goes back to its place in the paint order (its `z`).
         let view = fx.join(&room, &c, None).await;
         assert_eq!(view.seq, 8);
         assert_eq!(
             snapshot(&view),
             [
-                stroke_json(&room, &a.who, "a2"),
-                stroke_json(&room, &b.who, "b1"),
                 stroke_json(&room, &a.who, "a1"),
+                stroke_json(&room, &a.who, "a2"),
                 stroke_json(&room, &a.who, "a3"),
+                stroke_json(&room, &b.who, "b1"),
             ]
         );
 
         // A new stroke of the user ends the user's redo chain...
         assert_eq!(fx.undo(&room, &a, None).await, applied(9, "a3"));
         assert_eq!(fx.draw(&room, &a, "a4").await, applied(10, "a4"));
-        assert_eq!(fx.redo(&room, &a, None).await, OpOutcome::NothingToRedo);
+        assert_eq!(
+            fx.redo(&room, &a, None).await,
+            OpOutcome::Refused(Refusal::NothingToRedo)
+        );
         assert_eq!(
             fx.redo(&room, &a, Some("a3")).await,
-            OpOutcome::NothingToRedo
+            OpOutcome::Refused(Refusal::NothingToRedo)
         );
         // ...but someone else's stroke does not.
         assert_eq!(fx.undo(&room, &a, None).await, applied(11, "a4"));
@@ -847,12 +1537,14 @@ mod cases {
         assert_eq!(view.seq, 13);
         assert_eq!(
             snapshot(&view),
+            // Paint order: a4 kept its z (5), which b2 also got while a4 was undone; equal
+            // z's order by id, as in a Redis sorted set.
             [
+                stroke_json(&room, &a.who, "a1"),
                 stroke_json(&room, &a.who, "a2"),
                 stroke_json(&room, &b.who, "b1"),
-                stroke_json(&room, &a.who, "a1"),
-                stroke_json(&room, &b.who, "b2"),
                 stroke_json(&room, &a.who, "a4"),
+                stroke_json(&room, &b.who, "b2"),
             ]
         );
     }
@@ -869,11 +1561,14 @@ mod cases {
         // Only the two most recent undos can be redone.
         assert_eq!(
             fx.redo(&room, &a, Some("a3")).await,
-            OpOutcome::NothingToRedo
+            OpOutcome::Refused(Refusal::NothingToRedo)
         );
         assert_eq!(fx.redo(&room, &a, None).await, applied(7, "a1"));
         assert_eq!(fx.redo(&room, &a, None).await, applied(8, "a2"));
-        assert_eq!(fx.redo(&room, &a, None).await, OpOutcome::NothingToRedo);
+        assert_eq!(
+            fx.redo(&room, &a, None).await,
+            OpOutcome::Refused(Refusal::NothingToRedo)
+        );
     }
 
     pub async fn replay_covers_the_missed_events(fx: &Fixture) {
@@ -891,13 +1586,13 @@ mod cases {
         let view = fx.join(&room, &c, Some((2, &epoch))).await;
         assert_eq!((view.seq, view.epoch.as_str()), (5, epoch.as_str()));
         assert_eq!(users(&view), [member_json(&a.who), member_json(&c.who)]);
-        assert_eq!(replay(&view), (3, frames[2..].to_vec()));
+        assert_eq!(replay(&room, &view), (3, frames[2..].to_vec()));
 
         let view = fx.join(&room, &c, Some((0, &epoch))).await;
-        assert_eq!(replay(&view), (1, frames.clone()));
+        assert_eq!(replay(&room, &view), (1, frames.clone()));
 
         let view = fx.join(&room, &c, Some((5, &epoch))).await;
-        assert_eq!(replay(&view), (6, Vec::new()));
+        assert_eq!(replay(&room, &view), (6, Vec::new()));
 
         let strokes: Vec<Value> = ["a1", "a2", "a3"]
             .iter()
@@ -928,14 +1623,14 @@ mod cases {
 
         let c = fx.peer(&room, "carol", 3);
         let view = fx.join(&room, &c, Some((2, &epoch))).await;
-        assert_eq!(replay(&view), (3, frames[2..].to_vec()));
+        assert_eq!(replay(&room, &view), (3, frames[2..].to_vec()));
         for since in [1, 0] {
             let view = fx.join(&room, &c, Some((since, &epoch))).await;
             assert_eq!(view.seq, 5);
             assert_eq!(snapshot(&view), strokes, "since {since}");
         }
         let view = fx.join(&room, &c, Some((5, &epoch))).await;
-        assert_eq!(replay(&view), (6, Vec::new()));
+        assert_eq!(replay(&room, &view), (6, Vec::new()));
 
         let slice = fx
             .engine
@@ -1282,10 +1977,19 @@ mod cases {
         fx.join(&room, &a, None).await;
         fx.draw_each(&room, &a, 1, &["a1", "a2", "a3"]).await;
         assert_eq!(fx.undo(&room, &a, None).await, applied(4, "a3"));
-        let keys: Vec<String> = ["", ":strokes", ":log", ":users", ":ops", ":undone"]
-            .iter()
-            .map(|suffix| format!("{base}{suffix}"))
-            .collect();
+        let keys: Vec<String> = [
+            "",
+            ":strokes",
+            ":log",
+            ":users",
+            ":ops",
+            ":z",
+            ":undo:alice",
+            ":redo:alice",
+        ]
+        .iter()
+        .map(|suffix| format!("{base}{suffix}"))
+        .collect();
         assert_pttls(&mut conn, &keys, 0, ttl).await;
 
         async fn run(conn: &mut ::redis::aio::MultiplexedConnection, cmd: &str, key: &str) {
@@ -1306,18 +2010,18 @@ mod cases {
 
         // A stroke refreshes only once a tenth of the TTL has passed, but a key it creates in
         // between gets the TTL at once: none is ever left without one.
-        for key in [":strokes", ":log", ":ops"] {
+        for key in [":strokes", ":z", ":log", ":ops", ":undo:alice"] {
             run(&mut conn, "DEL", &format!("{base}{key}")).await;
         }
         assert_eq!(fx.draw(&room, &a, "a4").await, applied(6, "a4"));
-        assert_pttls(&mut conn, &keys[..5], 50_000, ttl).await;
+        assert_pttls(&mut conn, &keys[..7], 50_000, ttl).await;
         // Past a tenth of the TTL, a stroke refreshes every key (the stroke ended the redo
-        // chain, so `:undone` is gone).
-        for key in &keys[..5] {
+        // chain, so `:redo:alice` is gone).
+        for key in &keys[..7] {
             run(&mut conn, "PEXPIRE", key).await;
         }
         assert_eq!(fx.draw(&room, &a, "a5").await, applied(7, "a5"));
-        assert_pttls(&mut conn, &keys[..5], 5_000, ttl).await;
+        assert_pttls(&mut conn, &keys[..7], 5_000, ttl).await;
         let expires_at: u64 = ::redis::cmd("HGET")
             .arg(&base)
             .arg("expiresAt")
@@ -1346,7 +2050,16 @@ mod cases {
         fx.draw_each(&room, &a, 1, &["a1", "a2"]).await;
         assert_eq!(fx.undo(&room, &a, None).await, applied(3, "a2"));
         let base = format!("{}room:{{{room}}}", redis.prefix);
-        for suffix in ["", ":strokes", ":log", ":users", ":ops", ":undone"] {
+        for suffix in [
+            "",
+            ":strokes",
+            ":log",
+            ":users",
+            ":ops",
+            ":z",
+            ":undo:alice",
+            ":redo:alice",
+        ] {
             let key = format!("{base}{suffix}");
             assert_eq!(pttl(&mut conn, &key).await, -1, "{key} has a TTL");
         }
@@ -1424,12 +2137,20 @@ engine_suite! {
         rate_limit_counts_hits_per_window;
         rooms_expire_when_idle
             with EngineSettings { room_ttl: Some(Duration::from_millis(1500)), ..settings() };
+        element_ops_are_sequenced_and_fanned_out;
+        elements_take_paint_order_and_strokes_stay_v1;
+        deleting_a_node_deletes_its_edges;
+        undo_and_redo_reverse_every_kind;
+        element_ops_are_idempotent_per_user;
+        concurrent_updates_merge_per_field;
     }
     redis_only {
         sweep_removes_presence_of_dead_instances;
         room_keys_expire_after_activity
             with EngineSettings { room_ttl: Some(Duration::from_secs(60)), ..settings() };
         rooms_without_ttl_never_expire with EngineSettings { room_ttl: None, ..settings() };
+        two_instances_converge_per_field;
+        v1_rooms_move_to_the_board_layout;
     }
 }
 

@@ -292,7 +292,7 @@ fn fast_canvas_update(text: &str) -> Option<Incoming<'_>> {
     const STROKE_ID: &str = ",\"strokeId\":\"";
     let (head, seq) = text.strip_suffix("}}")?.rsplit_once(",\"seq\":")?;
     let seq = seq.parse().ok()?;
-    let data = &head[head.find("\"canvasData\":{\"userId\":")?..];
+    let data = &head[head.find("\"canvasData\":{")?..];
     let id = &data[data.find(STROKE_ID)? + STROKE_ID.len()..];
     let id = &id[..id.find('"')?];
     if id.contains('\\') {
@@ -419,6 +419,7 @@ mod tests {
     /// drift, this fails, rather than the fast path quietly giving way to a full parse.
     #[test]
     fn reads_the_frames_the_gateway_builds() {
+        use drawbridge::domain::element::Element;
         use drawbridge::domain::frames;
         use drawbridge::domain::identity::Identity;
         use drawbridge::domain::ids::{RoomId, StrokeId, UserId};
@@ -427,7 +428,8 @@ mod tests {
         let room = RoomId::new("room-1");
         let user = UserId::new("lt-2");
         let id = "2-7-1700000000123456";
-        let stroke = serde_json::to_string(&Stroke {
+        // A stroke as the gateway stores and relays it: an element stamped with `v` and `z`.
+        let stroke = Element::from_stroke(Stroke {
             user_id: user.clone(),
             stroke_id: StrokeId::new(id),
             room_id: room.clone(),
@@ -435,9 +437,11 @@ mod tests {
             color: "#1f77b4".into(),
             width: 2.0,
         })
-        .expect("stroke");
+        .stored(42, "7");
         let stroke_raw: &RawValue = serde_json::from_str(&stroke).expect("raw stroke");
-        let update = frames::canvas_update(&room, stroke_raw, &user, 42);
+        let user_raw = serde_json::to_string(&user).expect("user");
+        let user_raw: &RawValue = serde_json::from_str(&user_raw).expect("raw user");
+        let update = frames::canvas_update_raw(&room, stroke_raw, user_raw, 42);
         assert!(
             matches!(
                 fast_canvas_update(&update),
@@ -445,7 +449,7 @@ mod tests {
             ),
             "the fast path declined {update}"
         );
-        let ack = frames::ack(Some(id), 42, &StrokeId::new(id), true);
+        let ack = frames::ack(Some(id), 42, Some(&StrokeId::new(id)), true);
         assert!(matches!(
             parse(&ack),
             Ok(Incoming::Ack { seq: 42, ref stroke_id, duplicate: true }) if stroke_id == id
@@ -456,9 +460,9 @@ mod tests {
             parse(&frames::cursor_move(&room, &who, x, 5.0)),
             Ok(Incoming::Cursor { x: got }) if got == x
         ));
-        let undo = frames::undo(&room, &user, &StrokeId::new(id), 43);
+        let undo = frames::undo_raw(&room, user_raw, &StrokeId::new(id), 43);
         assert!(matches!(parse(&undo), Ok(Incoming::Sequenced { seq: 43 })));
-        let initial = frames::initial_state(&room, &[stroke.clone(), stroke], 43, "ep", &[]);
+        let initial = frames::initial_state(&room, &[stroke.clone(), stroke], 43, "ep", &[], None);
         assert!(matches!(
             parse(&initial),
             Ok(Incoming::InitialState { seq: 43, ref epoch, strokes: 2 }) if epoch == "ep"
@@ -467,7 +471,7 @@ mod tests {
             .iter()
             .map(|f| serde_json::from_str(f).expect("raw event"))
             .collect();
-        let replay = frames::replay(&room, "ep", 41, 43, &events, &[]);
+        let replay = frames::replay(&room, "ep", 41, 43, &events, &[], None);
         let Ok(Incoming::Replay {
             epoch,
             seq: 43,

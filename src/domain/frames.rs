@@ -7,8 +7,10 @@
 use serde::Serialize;
 use serde_json::value::RawValue;
 
+use super::element::{Kind, stored_kind};
 use super::identity::Identity;
 use super::ids::{RoomId, StrokeId, UserId};
+use super::stroke::Point;
 
 #[derive(Serialize)]
 struct Message<'a, P> {
@@ -33,31 +35,51 @@ pub fn raw_list(items: &[String]) -> Vec<&RawValue> {
         .collect()
 }
 
+/// The protocol versions a v1.1 client is told on every join (`PROTOCOL.md` §4.2).
+#[derive(Clone, Copy, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Versions<'a> {
+    pub protocol: &'a str,
+    pub min_protocol: &'a str,
+}
+
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct InitialState<'a> {
     room_id: &'a RoomId,
     strokes: Vec<&'a RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    elements: Option<Vec<&'a RawValue>>,
     seq: u64,
     epoch: &'a str,
     users: Vec<&'a RawValue>,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    versions: Option<Versions<'a>>,
 }
 
+/// `board` is every stored element in paint order. v1 clients (`versions` is `None`) get the
+/// strokes only; v1.1 clients get the other kinds in `elements` and the protocol versions.
 pub fn initial_state(
     room: &RoomId,
-    strokes: &[String],
+    board: &[String],
     seq: u64,
     epoch: &str,
     users: &[String],
+    versions: Option<Versions<'_>>,
 ) -> String {
+    let (strokes, others): (Vec<&RawValue>, Vec<&RawValue>) = raw_list(board)
+        .into_iter()
+        .partition(|e| stored_kind(e.get()) == Some(Kind::Stroke));
     message(
         "INITIAL_STATE",
         InitialState {
             room_id: room,
-            strokes: raw_list(strokes),
+            strokes,
+            elements: versions.is_some().then_some(others),
             seq,
             epoch,
             users: raw_list(users),
+            versions,
         },
     )
 }
@@ -72,6 +94,8 @@ struct Replay<'a> {
     events: &'a [&'a RawValue],
     /// Beyond v1: who is present now, which the missed events cannot tell.
     users: Vec<&'a RawValue>,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    versions: Option<Versions<'a>>,
 }
 
 /// `events` are the frames of the missed sequenced events, in order.
@@ -82,6 +106,7 @@ pub fn replay(
     seq: u64,
     events: &[&RawValue],
     users: &[String],
+    versions: Option<Versions<'_>>,
 ) -> String {
     message(
         "REPLAY",
@@ -92,6 +117,7 @@ pub fn replay(
             seq,
             events,
             users: raw_list(users),
+            versions,
         },
     )
 }
@@ -101,11 +127,12 @@ pub fn replay(
 struct CanvasUpdate<'a> {
     room_id: &'a RoomId,
     canvas_data: &'a RawValue,
-    user_id: &'a UserId,
+    user_id: &'a RawValue,
     seq: u64,
 }
 
-pub fn canvas_update(room: &RoomId, stroke: &RawValue, user: &UserId, seq: u64) -> String {
+/// `user` is the user id as JSON, as records carry it.
+pub fn canvas_update_raw(room: &RoomId, stroke: &RawValue, user: &RawValue, seq: u64) -> String {
     message(
         "CANVAS_UPDATE",
         CanvasUpdate {
@@ -121,12 +148,12 @@ pub fn canvas_update(room: &RoomId, stroke: &RawValue, user: &UserId, seq: u64) 
 #[serde(rename_all = "camelCase")]
 struct Undo<'a> {
     room_id: &'a RoomId,
-    user_id: &'a UserId,
+    user_id: &'a RawValue,
     stroke_id: &'a StrokeId,
     seq: u64,
 }
 
-pub fn undo(room: &RoomId, user: &UserId, stroke: &StrokeId, seq: u64) -> String {
+pub fn undo_raw(room: &RoomId, user: &RawValue, stroke: &StrokeId, seq: u64) -> String {
     message(
         "UNDO",
         Undo {
@@ -142,12 +169,12 @@ pub fn undo(room: &RoomId, user: &UserId, stroke: &StrokeId, seq: u64) -> String
 #[serde(rename_all = "camelCase")]
 struct Redo<'a> {
     room_id: &'a RoomId,
-    user_id: &'a UserId,
+    user_id: &'a RawValue,
     stroke: &'a RawValue,
     seq: u64,
 }
 
-pub fn redo(room: &RoomId, user: &UserId, stroke: &RawValue, seq: u64) -> String {
+pub fn redo_raw(room: &RoomId, user: &RawValue, stroke: &RawValue, seq: u64) -> String {
     message(
         "REDO",
         Redo {
@@ -161,14 +188,112 @@ pub fn redo(room: &RoomId, user: &UserId, stroke: &RawValue, seq: u64) -> String
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
+struct ElementsAdded<'a> {
+    room_id: &'a RoomId,
+    user_id: &'a RawValue,
+    elements: &'a [&'a RawValue],
+    seq: u64,
+}
+
+pub fn elements_added(room: &RoomId, user: &RawValue, elements: &[&RawValue], seq: u64) -> String {
+    message(
+        "ELEMENTS_ADDED",
+        ElementsAdded {
+            room_id: room,
+            user_id: user,
+            elements,
+            seq,
+        },
+    )
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ElementsUpdated<'a> {
+    room_id: &'a RoomId,
+    user_id: &'a RawValue,
+    updates: &'a RawValue,
+    seq: u64,
+}
+
+pub fn elements_updated(room: &RoomId, user: &RawValue, updates: &RawValue, seq: u64) -> String {
+    message(
+        "ELEMENTS_UPDATED",
+        ElementsUpdated {
+            room_id: room,
+            user_id: user,
+            updates,
+            seq,
+        },
+    )
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ElementsDeleted<'a> {
+    room_id: &'a RoomId,
+    user_id: &'a RawValue,
+    ids: &'a RawValue,
+    seq: u64,
+}
+
+pub fn elements_deleted(room: &RoomId, user: &RawValue, ids: &RawValue, seq: u64) -> String {
+    message(
+        "ELEMENTS_DELETED",
+        ElementsDeleted {
+            room_id: room,
+            user_id: user,
+            ids,
+            seq,
+        },
+    )
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct StrokeProgress<'a> {
+    room_id: &'a RoomId,
+    user_id: &'a UserId,
+    id: &'a StrokeId,
+    points: &'a [Point],
+    color: &'a str,
+    width: f64,
+}
+
+/// A stroke still being drawn: the points added since the last progress of `id`.
+pub fn stroke_progress(
+    room: &RoomId,
+    user: &UserId,
+    id: &StrokeId,
+    points: &[Point],
+    color: &str,
+    width: f64,
+) -> String {
+    message(
+        "STROKE_PROGRESS",
+        StrokeProgress {
+            room_id: room,
+            user_id: user,
+            id,
+            points,
+            color,
+            width,
+        },
+    )
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
 struct Ack<'a> {
     op_id: Option<&'a str>,
     seq: u64,
-    stroke_id: &'a StrokeId,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stroke_id: Option<&'a StrokeId>,
     duplicate: bool,
 }
 
-pub fn ack(op_id: Option<&str>, seq: u64, stroke: &StrokeId, duplicate: bool) -> String {
+/// `strokeId` is there when the op was about one stroke (v1 ops, and undo/redo of one).
+pub fn ack(op_id: Option<&str>, seq: u64, stroke: Option<&StrokeId>, duplicate: bool) -> String {
     message(
         "ACK",
         Ack {
@@ -304,6 +429,56 @@ pub fn pong() -> String {
     message("PONG", serde_json::Map::new())
 }
 
+/// A presence change as the Redis scripts publish it (`{"presence":{...}}`), turned into the
+/// frames it means, in order, each with the connection it must skip.
+pub fn presence(room: &RoomId, record: &str) -> Option<Vec<(Option<String>, String)>> {
+    /// A presence entry as stored: ours, so read back as the identity it was written from.
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Member {
+        user_id: UserId,
+        username: String,
+        color: String,
+    }
+    #[derive(serde::Deserialize)]
+    struct Change {
+        #[serde(default)]
+        joined: Option<Member>,
+        #[serde(default)]
+        except: Option<String>,
+        #[serde(default)]
+        left: Option<UserId>,
+        #[serde(default)]
+        gone: bool,
+        #[serde(default)]
+        count: Option<usize>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Record {
+        presence: Change,
+    }
+    let change = serde_json::from_str::<Record>(record).ok()?.presence;
+    let mut out = Vec::with_capacity(3);
+    if let Some(user) = &change.left {
+        out.push((None, cursor_leave(room, user)));
+        if change.gone {
+            out.push((None, user_left(room, user, change.count.unwrap_or(0))));
+        }
+    }
+    if let Some(m) = change.joined {
+        let who = Identity {
+            user_id: m.user_id,
+            username: m.username,
+            color: m.color,
+        };
+        out.push((change.except.clone(), user_joined(room, &who)));
+    }
+    if let Some(count) = change.count {
+        out.push((None, user_count(room, count)));
+    }
+    Some(out)
+}
+
 /// A presence entry as stored and as listed in `INITIAL_STATE.users`.
 pub fn member(who: &Identity) -> String {
     serde_json::to_string(who).unwrap_or_default()
@@ -324,23 +499,46 @@ mod tests {
         assert_eq!(v["payload"]["color"], who.color.as_str());
 
         let stroke = serde_json::from_str::<&RawValue>(r#"{"a":1.5}"#).expect("raw");
+        let user = serde_json::from_str::<&RawValue>(r#""u""#).expect("raw");
         let v: serde_json::Value =
-            serde_json::from_str(&canvas_update(&room, stroke, &who.user_id, 7)).expect("json");
+            serde_json::from_str(&canvas_update_raw(&room, stroke, user, 7)).expect("json");
         assert_eq!(v["payload"]["canvasData"]["a"], 1.5);
         assert_eq!(v["payload"]["seq"], 7);
     }
 
     #[test]
-    fn initial_state_skips_entries_that_are_not_json() {
-        let v: serde_json::Value = serde_json::from_str(&initial_state(
+    fn initial_state_skips_entries_that_are_not_json_and_splits_by_kind() {
+        let board = [
+            r#"{"v":1,"z":1,"id":"s","kind":"stroke"}"#.into(),
+            "not json".into(),
+            r#"{"v":2,"z":2,"id":"r","kind":"rect"}"#.into(),
+        ];
+        let versions = Versions {
+            protocol: "1.1",
+            min_protocol: "1.1",
+        };
+        let v11: serde_json::Value = serde_json::from_str(&initial_state(
             &RoomId::new("r"),
-            &[r#"{"s":1}"#.into(), "not json".into()],
+            &board,
             3,
             "e1",
             &[],
+            Some(versions),
         ))
         .expect("json");
-        assert_eq!(v["payload"]["strokes"].as_array().map(Vec::len), Some(1));
-        assert_eq!(v["payload"]["epoch"], "e1");
+        assert_eq!(v11["payload"]["strokes"].as_array().map(Vec::len), Some(1));
+        assert_eq!(v11["payload"]["elements"][0]["id"], "r");
+        assert_eq!(v11["payload"]["minProtocol"], "1.1");
+        assert_eq!(v11["payload"]["epoch"], "e1");
+        let v1: serde_json::Value = serde_json::from_str(&initial_state(
+            &RoomId::new("r"),
+            &board,
+            3,
+            "e1",
+            &[],
+            None,
+        ))
+        .expect("json");
+        assert!(v1["payload"].get("elements").is_none() && v1["payload"].get("protocol").is_none());
     }
 }

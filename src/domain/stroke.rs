@@ -104,7 +104,7 @@ impl StrokeInput {
     }
 }
 
-fn is_color(c: &str) -> bool {
+pub(crate) fn is_color(c: &str) -> bool {
     let Some(hex) = c.strip_prefix('#') else {
         return false;
     };

@@ -3,21 +3,25 @@
 
 mod accounts;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use parking_lot::Mutex;
-use serde_json::value::RawValue;
 
 use super::{
     Engine, EngineError, EngineResult, EngineSettings, JoinOutcome, JoinRequest, LogSlice, Op,
-    OpKind, OpOutcome, OtpOutcome, RateDecision, RefreshOutcome, RoomInfo, RoomView, ViewBody,
-    now_ms,
+    OpOutcome, OtpOutcome, RateDecision, RefreshOutcome, RoomInfo, RoomView, ViewBody,
+    delivery as engine_delivery, now_ms, op_field,
 };
 use crate::domain::accounts::Account;
+use crate::domain::board::{
+    Board, Context, Decided, Decision, Effect, Logged, Lookup, STACK_LOOKBACK, Stacks, decide,
+};
+use crate::domain::element::{Element, ElementLimits, Kind, format_z};
+use crate::domain::record::{self, Parts};
 use crate::domain::{ConnKey, RoomId, StrokeId, UserId, frames};
 use crate::hub::{Delivery, Hub};
 
@@ -36,32 +40,68 @@ struct State {
     limits: HashMap<String, (u32, Instant)>,
 }
 
-#[derive(Clone)]
-struct StoredStroke {
-    user_id: UserId,
-    stroke_id: StrokeId,
+/// A stored element: parsed for the rules, and its stored text for joins.
+struct Stored {
+    element: Element,
     json: String,
 }
 
-struct LogEntry {
-    seq: u64,
-    origin: ConnKey,
-    frame: Bytes,
+/// Paint order: by `z`, then id, as a Redis sorted set orders its members.
+#[derive(Clone, Debug)]
+struct Z(f64);
+
+impl PartialEq for Z {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other).is_eq()
+    }
+}
+
+impl Eq for Z {}
+
+impl PartialOrd for Z {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Z {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.total_cmp(&other.0)
+    }
 }
 
 struct Room {
     epoch: String,
     seq: u64,
     expires: Option<Instant>,
-    strokes: Vec<StoredStroke>,
-    log: VecDeque<LogEntry>,
-    ops: HashMap<String, (u64, StrokeId)>,
-    undone: HashMap<UserId, Vec<StoredStroke>>,
+    elements: HashMap<StrokeId, Stored>,
+    order: BTreeSet<(Z, StrokeId)>,
+    /// Log records by seq, oldest first.
+    log: VecDeque<(u64, String)>,
+    /// Idempotency records: `userId|opId` → (seq, ACK id).
+    ops: HashMap<String, (u64, Option<StrokeId>)>,
+    undo: HashMap<UserId, VecDeque<u64>>,
+    redo: HashMap<UserId, VecDeque<u64>>,
     /// Connection → (user, member JSON).
     users: HashMap<ConnKey, (UserId, String)>,
 }
 
 impl Room {
+    fn new(expires: Option<Instant>) -> Self {
+        Self {
+            epoch: uuid::Uuid::new_v4().simple().to_string(),
+            seq: 0,
+            expires,
+            elements: HashMap::new(),
+            order: BTreeSet::new(),
+            log: VecDeque::new(),
+            ops: HashMap::new(),
+            undo: HashMap::new(),
+            redo: HashMap::new(),
+            users: HashMap::new(),
+        }
+    }
+
     fn distinct_users(&self) -> Vec<&(UserId, String)> {
         let mut seen = std::collections::HashSet::new();
         self.users
@@ -72,6 +112,90 @@ impl Room {
 
     fn has_user(&self, user: &UserId) -> bool {
         self.users.values().any(|(u, _)| u == user)
+    }
+
+    fn record(&self, seq: u64) -> Option<&str> {
+        let first = self.log.front()?.0;
+        let index = usize::try_from(seq.checked_sub(first)?).ok()?;
+        self.log.get(index).map(|(_, r)| r.as_str())
+    }
+
+    fn put(&mut self, element: &Element, v: u64, z: Option<f64>) -> String {
+        let z = z.unwrap_or_else(|| {
+            self.order
+                .last()
+                .map_or(1.0, |(Z(top), _)| top.floor() + 1.0)
+        });
+        self.remove(&element.id);
+        let json = element.stored(v, &format_z(z));
+        let mut element = element.clone();
+        element.v = v;
+        element.z = Some(z);
+        self.order.insert((Z(z), element.id.clone()));
+        self.elements.insert(
+            element.id.clone(),
+            Stored {
+                element,
+                json: json.clone(),
+            },
+        );
+        json
+    }
+
+    fn remove(&mut self, id: &StrokeId) {
+        if let Some(old) = self.elements.remove(id) {
+            self.order
+                .remove(&(Z(old.element.z.unwrap_or(0.0)), id.clone()));
+        }
+    }
+}
+
+/// The memory engine's board: all of it is known.
+struct Whole<'a> {
+    room: &'a Room,
+    user: &'a UserId,
+}
+
+impl Whole<'_> {
+    fn list(&self, stacks: &HashMap<UserId, VecDeque<u64>>) -> Vec<(u64, Option<Logged>)> {
+        stacks.get(self.user).map_or_else(Vec::new, |list| {
+            list.iter()
+                .rev()
+                .take(STACK_LOOKBACK)
+                .map(|&seq| (seq, self.room.record(seq).and_then(record::logged)))
+                .collect()
+        })
+    }
+}
+
+impl Board for Whole<'_> {
+    fn element(&self, id: &StrokeId) -> Lookup<Element> {
+        self.room
+            .elements
+            .get(id)
+            .map_or(Lookup::Absent, |s| Lookup::Found(s.element.clone()))
+    }
+
+    fn edges_touching(&self, nodes: &HashSet<StrokeId>) -> Option<Vec<StrokeId>> {
+        let touches = |id: &Option<StrokeId>| id.as_ref().is_some_and(|n| nodes.contains(n));
+        let mut edges: Vec<StrokeId> = self
+            .room
+            .elements
+            .values()
+            .filter(|s| s.element.kind == Kind::Edge)
+            .filter(|s| touches(&s.element.from) || touches(&s.element.to))
+            .map(|s| s.element.id.clone())
+            .collect();
+        edges.sort();
+        Some(edges)
+    }
+
+    fn undo_list(&self) -> Option<Vec<(u64, Option<Logged>)>> {
+        Some(self.list(&self.room.undo))
+    }
+
+    fn redo_list(&self) -> Option<Vec<(u64, Option<Logged>)>> {
+        Some(self.list(&self.room.redo))
     }
 }
 
@@ -99,8 +223,80 @@ impl MemoryEngine {
                 origin: except.cloned(),
                 lossy,
                 frame: Bytes::from(frame),
+                legacy: None,
             },
         );
+    }
+
+    /// Commits a decision as the Redis script does: next seq, elements, log, idempotency
+    /// record, undo/redo lists, delivery.
+    fn commit(&self, room_id: &RoomId, room: &mut Room, op: &Op<'_>, decision: &Decision) -> u64 {
+        let seq = room.seq + 1;
+        room.seq = seq;
+        let user = &op.who.user_id;
+        let mut added = Vec::new();
+        match &decision.effect {
+            Effect::Add(elements) => {
+                for element in elements {
+                    added.push(room.put(element, seq, element.z));
+                }
+            }
+            Effect::Update { after, .. } => {
+                for element in after {
+                    room.put(element, seq, element.z);
+                }
+            }
+            Effect::Delete(removed) => {
+                for element in removed {
+                    room.remove(&element.id);
+                }
+            }
+        }
+        let parts = Parts::new(decision, op.conn, user, op.op_id);
+        let record = parts.assemble(seq, &added);
+        let delivery = engine_delivery(room_id, &record);
+        room.log.push_back((seq, record));
+        while room.log.len() > self.settings.log_max {
+            room.log.pop_front();
+        }
+        if let Some(id) = op.op_id {
+            room.ops
+                .insert(op_field(user, id), (seq, decision.ack_id.clone()));
+        }
+        let push = |lists: &mut HashMap<UserId, VecDeque<u64>>, cap: usize| {
+            let list = lists.entry(user.clone()).or_default();
+            list.push_back(seq);
+            while list.len() > cap {
+                list.pop_front();
+            }
+        };
+        let take = |lists: &mut HashMap<UserId, VecDeque<u64>>, seq: u64| {
+            if let Some(list) = lists.get_mut(user)
+                && let Some(at) = list.iter().rposition(|&s| s == seq)
+            {
+                list.remove(at);
+            }
+        };
+        match decision.stacks {
+            Stacks::Push => {
+                push(&mut room.undo, self.settings.undo_max);
+                room.redo.remove(user);
+            }
+            Stacks::Undo { undone } => {
+                if let Some(undone) = undone {
+                    take(&mut room.undo, undone);
+                }
+                push(&mut room.redo, self.settings.redo_max);
+            }
+            Stacks::Redo { redone } => {
+                take(&mut room.redo, redone);
+                push(&mut room.undo, self.settings.undo_max);
+            }
+        }
+        if let Some(delivery) = delivery {
+            self.hub.deliver(room_id, &delivery);
+        }
+        seq
     }
 }
 
@@ -116,24 +312,11 @@ fn live_room<'a>(state: &'a mut State, id: &RoomId) -> Option<&'a mut Room> {
     state.rooms.get_mut(id)
 }
 
-fn raw(json: &str) -> EngineResult<&RawValue> {
-    serde_json::from_str(json).map_err(|e| EngineError::Internal(format!("stored json: {e}")))
-}
-
 #[async_trait]
 impl Engine for MemoryEngine {
     async fn create_room(&self, _creator: &UserId) -> EngineResult<RoomInfo> {
         let room_id = RoomId::random();
-        let room = Room {
-            epoch: uuid::Uuid::new_v4().simple().to_string(),
-            seq: 0,
-            expires: self.expiry(),
-            strokes: Vec::new(),
-            log: VecDeque::new(),
-            ops: HashMap::new(),
-            undone: HashMap::new(),
-            users: HashMap::new(),
-        };
+        let room = Room::new(self.expiry());
         let mut state = self.state.lock();
         // Creating rooms is rare; it is a fine moment to forget the expired ones.
         let now = Instant::now();
@@ -178,19 +361,24 @@ impl Engine for MemoryEngine {
                     && room
                         .log
                         .front()
-                        .map_or(since == room.seq, |e| e.seq <= since + 1) =>
+                        .map_or(since == room.seq, |(seq, _)| *seq <= since + 1) =>
             {
                 ViewBody::Replay {
                     from_seq: since + 1,
-                    events: room
+                    records: room
                         .log
                         .iter()
-                        .filter(|e| e.seq > since)
-                        .map(|e| String::from_utf8_lossy(&e.frame).into_owned())
+                        .filter(|(seq, _)| *seq > since)
+                        .map(|(_, record)| record.clone())
                         .collect(),
                 }
             }
-            _ => ViewBody::Snapshot(room.strokes.iter().map(|s| s.json.clone()).collect()),
+            _ => ViewBody::Snapshot(
+                room.order
+                    .iter()
+                    .filter_map(|(_, id)| room.elements.get(id).map(|s| s.json.clone()))
+                    .collect(),
+            ),
         };
         let view = RoomView {
             seq: room.seq,
@@ -240,91 +428,34 @@ impl Engine for MemoryEngine {
         let Some(room) = live_room(&mut state, room_id) else {
             return Ok(OpOutcome::RoomMissing);
         };
-        if let Some((seq, stroke_id)) = op.op_id.and_then(|id| room.ops.get(id)) {
+        let user = &op.who.user_id;
+        if let Some((seq, ack_id)) = op.op_id.and_then(|id| room.ops.get(&op_field(user, id))) {
             return Ok(OpOutcome::Duplicate {
                 seq: *seq,
-                stroke_id: stroke_id.clone(),
+                ack_id: ack_id.clone(),
             });
         }
-        let user = &op.who.user_id;
-        let seq = room.seq + 1;
-        let (stroke_id, frame) = match op.kind {
-            OpKind::Stroke(stroke) => {
-                let json = serde_json::to_string(&stroke)
-                    .map_err(|e| EngineError::Internal(e.to_string()))?;
-                let frame = frames::canvas_update(room_id, raw(&json)?, user, seq);
-                room.undone.remove(user);
-                room.strokes.push(StoredStroke {
-                    user_id: user.clone(),
-                    stroke_id: stroke.stroke_id.clone(),
-                    json,
-                });
-                (stroke.stroke_id, frame)
-            }
-            OpKind::Undo(target) => {
-                let found = room.strokes.iter().rposition(|s| match &target {
-                    Some(id) => &s.stroke_id == id,
-                    None => &s.user_id == user,
-                });
-                let Some(index) = found else {
-                    return Ok(OpOutcome::NothingToUndo);
-                };
-                if &room.strokes[index].user_id != user {
-                    return Ok(OpOutcome::Forbidden);
-                }
-                let stroke = room.strokes.remove(index);
-                let frame = frames::undo(room_id, user, &stroke.stroke_id, seq);
-                let id = stroke.stroke_id.clone();
-                let stack = room.undone.entry(user.clone()).or_default();
-                stack.push(stroke);
-                if stack.len() > self.settings.redo_max {
-                    stack.remove(0);
-                }
-                (id, frame)
-            }
-            OpKind::Redo(target) => {
-                let stack = room.undone.entry(user.clone()).or_default();
-                let found = match &target {
-                    Some(id) => stack.iter().rposition(|s| &s.stroke_id == id),
-                    None => stack.len().checked_sub(1),
-                };
-                let Some(index) = found else {
-                    return Ok(OpOutcome::NothingToRedo);
-                };
-                let stroke = stack.remove(index);
-                if stack.is_empty() {
-                    room.undone.remove(user);
-                }
-                let frame = frames::redo(room_id, user, raw(&stroke.json)?, seq);
-                let id = stroke.stroke_id.clone();
-                room.strokes.push(stroke);
-                (id, frame)
+        let cx = Context {
+            user,
+            limits: ElementLimits {
+                max_points: self.settings.max_points,
+            },
+        };
+        let decision = match decide(&op.intent, &cx, &Whole { room, user }) {
+            Decided::Do(decision) => decision,
+            Decided::Refuse(refusal) => return Ok(OpOutcome::Refused(refusal)),
+            Decided::Need(need) => {
+                return Err(EngineError::Internal(format!(
+                    "the whole board was not enough: {need:?}"
+                )));
             }
         };
-        room.seq = seq;
         room.expires = expires;
-        let frame = Bytes::from(frame);
-        room.log.push_back(LogEntry {
+        let seq = self.commit(room_id, room, &op, &decision);
+        Ok(OpOutcome::Applied {
             seq,
-            origin: op.conn.clone(),
-            frame: frame.clone(),
-        });
-        while room.log.len() > self.settings.log_max {
-            room.log.pop_front();
-        }
-        if let Some(id) = op.op_id {
-            room.ops.insert(id.to_owned(), (seq, stroke_id.clone()));
-        }
-        self.hub.deliver(
-            room_id,
-            &Delivery {
-                seq: Some(seq),
-                origin: Some(op.conn.clone()),
-                lossy: false,
-                frame,
-            },
-        );
-        Ok(OpOutcome::Applied { seq, stroke_id })
+            ack_id: decision.ack_id,
+        })
     }
 
     async fn publish_transient(
@@ -344,7 +475,7 @@ impl Engine for MemoryEngine {
         };
         // A position beyond the room's seq means the caller saw another history (the room was
         // recreated): no slice can repair that, as with Redis.
-        if after > room.seq || room.log.front().is_some_and(|e| e.seq > after + 1) {
+        if after > room.seq || room.log.front().is_some_and(|(seq, _)| *seq > after + 1) {
             return Ok(None);
         }
         Ok(Some(LogSlice {
@@ -352,13 +483,8 @@ impl Engine for MemoryEngine {
             events: room
                 .log
                 .iter()
-                .filter(|e| e.seq > after)
-                .map(|e| Delivery {
-                    seq: Some(e.seq),
-                    origin: Some(e.origin.clone()),
-                    lossy: false,
-                    frame: e.frame.clone(),
-                })
+                .filter(|(seq, _)| *seq > after)
+                .filter_map(|(_, record)| engine_delivery(room_id, record))
                 .collect(),
         }))
     }

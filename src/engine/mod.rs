@@ -12,8 +12,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use thiserror::Error;
 
+use bytes::Bytes;
+
 use crate::domain::accounts::Account;
-use crate::domain::{ConnKey, Identity, RoomId, Stroke, StrokeId, UserId};
+use crate::domain::board::{Intent, Refusal};
+use crate::domain::record::EventFrames;
+use crate::domain::{ConnKey, Identity, RoomId, StrokeId, UserId};
+use crate::hub::Delivery;
 
 #[derive(Debug, Error)]
 pub enum EngineError {
@@ -36,8 +41,12 @@ pub struct EngineSettings {
     pub room_ttl: Option<Duration>,
     /// How many sequenced ops each room's log keeps for `REPLAY`.
     pub log_max: usize,
-    /// How many undone strokes a user can redo, per room.
+    /// How many undone ops a user can redo, per room.
     pub redo_max: usize,
+    /// How many of their ops a user can undo, per room.
+    pub undo_max: usize,
+    /// Most points of a stroke, line or arrow (element patches are checked against it).
+    pub max_points: usize,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -74,45 +83,70 @@ pub struct RoomView {
 
 #[derive(Debug)]
 pub enum ViewBody {
-    /// Every visible stroke, oldest first.
+    /// Every element as stored, in paint order (strokes among them).
     Snapshot(Vec<String>),
-    /// The frames of the events after the client's `since`, in order.
-    Replay { from_seq: u64, events: Vec<String> },
+    /// The log records of the events after the client's `since`, in order.
+    Replay { from_seq: u64, records: Vec<String> },
 }
 
 /// A sequenced op.
 pub struct Op<'a> {
     pub who: &'a Identity,
     pub conn: &'a ConnKey,
-    /// Makes the op idempotent; `None` applies it unconditionally.
+    /// Makes the op idempotent for this user; `None` applies it unconditionally.
     pub op_id: Option<&'a str>,
-    pub kind: OpKind,
+    pub intent: Intent,
 }
 
-pub enum OpKind {
-    Stroke(Stroke),
-    /// Undo the named stroke, or the caller's latest visible one.
-    Undo(Option<StrokeId>),
-    /// Redo the named undone stroke, or the caller's most recently undone one.
-    Redo(Option<StrokeId>),
-}
-
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq)]
 pub enum OpOutcome {
+    /// `ack_id` is the stroke the `ACK` names, when the op was about one.
     Applied {
         seq: u64,
-        stroke_id: StrokeId,
+        ack_id: Option<StrokeId>,
     },
-    /// The op id was seen before: the original result, nothing changed.
+    /// The user sent this op id before: the original result, nothing changed.
     Duplicate {
         seq: u64,
-        stroke_id: StrokeId,
+        ack_id: Option<StrokeId>,
     },
     RoomMissing,
-    NothingToUndo,
-    NothingToRedo,
-    /// The named stroke belongs to someone else.
-    Forbidden,
+    /// The board's rules said no; nothing changed and no seq was used.
+    Refused(Refusal),
+}
+
+/// How an op's idempotency record is keyed: per user, so two users' op ids never collide.
+pub fn op_field(user: &UserId, op_id: &str) -> String {
+    format!("{user}|{op_id}")
+}
+
+/// The `seq|ackId` an idempotency record holds, read back.
+pub fn parse_op_record(text: &str) -> Option<(u64, Option<StrokeId>)> {
+    let (seq, ack) = text.split_once('|')?;
+    let ack = (!ack.is_empty()).then(|| StrokeId::new(ack));
+    Some((seq.parse().ok()?, ack))
+}
+
+/// A log record as the hub delivers it: the frames built once, shared by every local member.
+pub fn delivery(room: &RoomId, record: &str) -> Option<Delivery> {
+    let frames = EventFrames::build(room, record)?;
+    Some(Delivery {
+        seq: Some(frames.seq),
+        origin: Some(frames.origin),
+        lossy: false,
+        frame: Bytes::from(frames.frame),
+        legacy: frames
+            .legacy
+            .map(|l| l.into_iter().map(Bytes::from).collect::<Vec<_>>().into()),
+    })
+}
+
+/// Attempts at an op whose elements keep changing under it before it gives up as unavailable.
+pub const MAX_ATTEMPTS: usize = 16;
+
+/// The ACK id stored with an idempotency record.
+pub(crate) fn ack_text(ack: Option<&StrokeId>) -> &str {
+    ack.map_or("", StrokeId::as_str)
 }
 
 /// The log after some seq, for filling a hole in local delivery.

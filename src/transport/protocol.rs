@@ -2,9 +2,10 @@
 //! payload of the type it names, so every failure can be answered precisely.
 
 use serde::Deserialize;
+use serde_json::Value;
 use serde_json::value::RawValue;
 
-use crate::domain::stroke::StrokeInput;
+use crate::domain::stroke::{Point, StrokeInput};
 
 #[derive(Deserialize)]
 struct Envelope<'a> {
@@ -22,6 +23,54 @@ pub struct JoinRoom {
     pub since: Option<u64>,
     #[serde(default)]
     pub epoch: Option<String>,
+    /// The page's protocol version (`"1.1"`); absent for v1 clients.
+    #[serde(default)]
+    pub protocol: Option<String>,
+}
+
+/// Elements and patches stay JSON here: the domain checks them field by field, so an error
+/// can name the field.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ElementsAdd {
+    pub room_id: String,
+    pub elements: Vec<Value>,
+    #[serde(default)]
+    pub op_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ElementUpdate {
+    pub id: Value,
+    pub patch: Value,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ElementsUpdate {
+    pub room_id: String,
+    pub updates: Vec<ElementUpdate>,
+    #[serde(default)]
+    pub op_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ElementsDelete {
+    pub room_id: String,
+    pub ids: Vec<Value>,
+    #[serde(default)]
+    pub op_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StrokeProgress {
+    pub room_id: String,
+    pub id: Value,
+    pub points: Vec<Point>,
+    pub color: String,
+    pub width: f64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -82,6 +131,10 @@ pub enum ClientMessage {
     Undo(Undo),
     Redo(Redo),
     LeaveRoom(LeaveRoom),
+    ElementsAdd(ElementsAdd),
+    ElementsUpdate(ElementsUpdate),
+    ElementsDelete(ElementsDelete),
+    StrokeProgress(StrokeProgress),
     Ping,
 }
 
@@ -107,6 +160,10 @@ impl ClientMessage {
             "UNDO" => Self::Undo(body(env.kind, payload)?),
             "REDO" => Self::Redo(body(env.kind, payload)?),
             "LEAVE_ROOM" => Self::LeaveRoom(body(env.kind, payload)?),
+            "ELEMENTS_ADD" => Self::ElementsAdd(body(env.kind, payload)?),
+            "ELEMENTS_UPDATE" => Self::ElementsUpdate(body(env.kind, payload)?),
+            "ELEMENTS_DELETE" => Self::ElementsDelete(body(env.kind, payload)?),
+            "STROKE_PROGRESS" => Self::StrokeProgress(body(env.kind, payload)?),
             "PING" => Self::Ping,
             other => return Err(ParseError::Unknown(other.chars().take(64).collect())),
         })

@@ -23,10 +23,14 @@ use tokio_util::sync::CancellationToken;
 
 use super::AppState;
 use super::protocol::{ClientMessage, ParseError};
+use crate::domain::board::Intent;
+use crate::domain::element::{Element, ElementError, ElementLimits, MAX_BATCH, Patch};
+use crate::domain::frames::Versions;
+use crate::domain::record::EventFrames;
 use crate::domain::stroke::StrokeLimits;
-use crate::domain::{ConnKey, Identity, RoomId, StrokeId, frames};
-use crate::engine::{EngineError, JoinOutcome, JoinRequest, Op, OpKind, OpOutcome, ViewBody};
-use crate::hub::{Item, Member, Outbound};
+use crate::domain::{ConnKey, Identity, PROTOCOL, RoomId, StrokeId, frames, protocol_version};
+use crate::engine::{EngineError, JoinOutcome, JoinRequest, Op, OpOutcome, ViewBody};
+use crate::hub::{Item, Legacy, Member, Outbound};
 
 /// Bad frames tolerated before the connection is closed for abuse.
 const MAX_STRIKES: u32 = 10;
@@ -49,7 +53,12 @@ struct Joined {
     epoch: String,
     /// Highest seq the client has been sent.
     last_seq: u64,
+    /// The client said it speaks v1.1; otherwise it is served the v1 subset.
+    v11: bool,
 }
+
+/// Transient frames a v1 client has no use for (it would ignore them), not sent to it.
+const V11_ONLY: [&[u8]; 1] = [br#"{"type":"STROKE_PROGRESS""#];
 
 struct Session<S> {
     app: Arc<AppState>,
@@ -65,6 +74,7 @@ struct Session<S> {
     /// ACK frames waiting for their op's own event, by seq.
     pending_acks: VecDeque<(u64, String)>,
     cursor_limit: DefaultDirectRateLimiter,
+    progress_limit: DefaultDirectRateLimiter,
     op_limit: DefaultDirectRateLimiter,
     strikes: u32,
 }
@@ -90,6 +100,7 @@ pub async fn run<S>(
     let per_sec = |n: u32| Quota::per_second(NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN));
     let mut session = Session {
         cursor_limit: RateLimiter::direct(per_sec(app.config.cursor_per_sec)),
+        progress_limit: RateLimiter::direct(per_sec(app.config.progress_per_sec)),
         op_limit: RateLimiter::direct(per_sec(app.config.ops_per_sec)),
         app,
         socket,
@@ -235,10 +246,18 @@ where
             return Ok(Flow::Continue);
         }
         match out.item {
-            Item::Frame { seq: None, bytes } => self.feed_shared(bytes).await?,
+            Item::Frame {
+                seq: None, bytes, ..
+            } => {
+                let v1 = self.joined.as_ref().is_some_and(|j| !j.v11);
+                if !(v1 && V11_ONLY.iter().any(|p| bytes.starts_with(p))) {
+                    self.feed_shared(bytes).await?;
+                }
+            }
             Item::Frame {
                 seq: Some(seq),
                 bytes,
+                legacy,
             } => {
                 let Some(joined) = self.joined.as_mut() else {
                     return Ok(Flow::Continue);
@@ -247,7 +266,10 @@ where
                     return Ok(Flow::Continue);
                 }
                 joined.last_seq = seq;
-                self.feed_shared(bytes).await?;
+                match legacy.filter(|_| !joined.v11) {
+                    Some(frames) => self.feed_legacy(&frames).await?,
+                    None => self.feed_shared(bytes).await?,
+                }
             }
             Item::Own { seq } => {
                 if let Some(joined) = self.joined.as_mut() {
@@ -262,7 +284,7 @@ where
             Item::Resync => {
                 if let Some(joined) = self.joined.take() {
                     let since = Some((joined.last_seq, joined.epoch.clone()));
-                    if !self.join(joined.room, since).await {
+                    if !self.join(joined.room, since, joined.v11).await {
                         // The client is no longer in step and we cannot bring it back:
                         // closing makes it reconnect and re-join with its `since`.
                         return Ok(Flow::Close(
@@ -274,6 +296,13 @@ where
             }
         }
         Ok(Flow::Continue)
+    }
+
+    async fn feed_legacy(&mut self, frames: &Legacy) -> Result<(), axum::Error> {
+        for bytes in frames.iter() {
+            self.feed_shared(bytes.clone()).await?;
+        }
+        Ok(())
     }
 
     async fn feed_shared(&mut self, bytes: bytes::Bytes) -> Result<(), axum::Error> {
@@ -329,12 +358,27 @@ where
         match message {
             ClientMessage::Ping => self.reply(frames::pong()).await,
             ClientMessage::JoinRoom(join) => {
+                let v11 = match join.protocol.as_deref() {
+                    None => false,
+                    Some(said) => {
+                        let min = protocol_version(&self.app.config.min_protocol);
+                        if protocol_version(said).is_none_or(|v| Some(v) < min) {
+                            let message = format!(
+                                "this page speaks protocol {said}; the server needs at least {}: reload",
+                                self.app.config.min_protocol
+                            );
+                            self.error("UPGRADE_REQUIRED", &message, None).await;
+                            return Flow::Continue;
+                        }
+                        true
+                    }
+                };
                 let Some(room) = RoomId::parse(&join.room_id) else {
                     self.reply(frames::room_expired(&join.room_id)).await;
                     return Flow::Continue;
                 };
                 let since = join.since.zip(join.epoch);
-                self.join(room, since).await;
+                self.join(room, since, v11).await;
             }
             ClientMessage::LeaveRoom(leave) => {
                 if self.in_room(&leave.room_id).await.is_some() {
@@ -372,7 +416,8 @@ where
                 {
                     Ok(stroke) => {
                         let op_id = update.op_id.unwrap_or_else(|| stroke.stroke_id.to_string());
-                        self.apply(room, Some(op_id), OpKind::Stroke(stroke)).await;
+                        let intent = Intent::Stroke(Box::new(Element::from_stroke(stroke)));
+                        self.apply(room, Some(op_id), intent).await;
                     }
                     Err(e) => {
                         let reference = update.op_id.or(claimed_id);
@@ -384,17 +429,127 @@ where
             ClientMessage::Undo(undo) => {
                 if let Some(room) = self.in_room(&undo.room_id).await {
                     let target = undo.stroke_id.map(StrokeId::new);
-                    self.apply(room, undo.op_id, OpKind::Undo(target)).await;
+                    self.apply(room, undo.op_id, Intent::Undo(target)).await;
                 }
             }
             ClientMessage::Redo(redo) => {
                 if let Some(room) = self.in_room(&redo.room_id).await {
                     let target = redo.stroke.and_then(|s| s.stroke_id).map(StrokeId::new);
-                    self.apply(room, redo.op_id, OpKind::Redo(target)).await;
+                    self.apply(room, redo.op_id, Intent::Redo(target)).await;
                 }
+            }
+            ClientMessage::ElementsAdd(add) => {
+                let Some(room) = self.in_room(&add.room_id).await else {
+                    return Flow::Continue;
+                };
+                let limits = self.element_limits();
+                let parsed = batch("elements", &add.elements).and_then(|_| {
+                    add.elements
+                        .iter()
+                        .enumerate()
+                        .map(|(i, e)| {
+                            Element::from_client(e, &self.who.user_id, &room, limits)
+                                .map_err(|err| err.at(&format!("elements[{i}]")))
+                        })
+                        .collect::<Result<Vec<_>, _>>()
+                });
+                self.apply_checked(room, add.op_id, parsed.map(Intent::Add))
+                    .await;
+            }
+            ClientMessage::ElementsUpdate(update) => {
+                let Some(room) = self.in_room(&update.room_id).await else {
+                    return Flow::Continue;
+                };
+                let parsed = batch("updates", &update.updates).and_then(|_| {
+                    update
+                        .updates
+                        .iter()
+                        .enumerate()
+                        .map(|(i, u)| {
+                            let at = format!("updates[{i}]");
+                            let id = element_id(&u.id).map_err(|e| e.at(&at))?;
+                            Ok((id, Patch::from_client(&u.patch).map_err(|e| e.at(&at))?))
+                        })
+                        .collect::<Result<Vec<_>, ElementError>>()
+                });
+                self.apply_checked(room, update.op_id, parsed.map(Intent::Update))
+                    .await;
+            }
+            ClientMessage::ElementsDelete(delete) => {
+                let Some(room) = self.in_room(&delete.room_id).await else {
+                    return Flow::Continue;
+                };
+                let parsed = batch("ids", &delete.ids).and_then(|_| {
+                    delete
+                        .ids
+                        .iter()
+                        .enumerate()
+                        .map(|(i, id)| element_id(id).map_err(|e| e.at(&format!("ids[{i}]"))))
+                        .collect::<Result<Vec<_>, _>>()
+                });
+                self.apply_checked(room, delete.op_id, parsed.map(Intent::Delete))
+                    .await;
+            }
+            ClientMessage::StrokeProgress(progress) => {
+                let Some(room) = self.in_room(&progress.room_id).await else {
+                    return Flow::Continue;
+                };
+                // Transient like a cursor: a bad or excess batch is dropped without a word.
+                let valid = element_id(&progress.id).ok().filter(|_| {
+                    !progress.points.is_empty()
+                        && progress.points.len() <= self.app.config.max_points
+                        && progress
+                            .points
+                            .iter()
+                            .all(|p| p.x.is_finite() && p.y.is_finite())
+                        && progress.width > 0.0
+                        && progress.width <= 100.0
+                        && crate::domain::stroke::is_color(&progress.color)
+                });
+                let Some(id) = valid else {
+                    return Flow::Continue;
+                };
+                if self.progress_limit.check().is_err() {
+                    return Flow::Continue;
+                }
+                let frame = frames::stroke_progress(
+                    &room,
+                    &self.who.user_id,
+                    &id,
+                    &progress.points,
+                    &progress.color,
+                    progress.width,
+                );
+                let _ = self
+                    .app
+                    .engine
+                    .publish_transient(&room, &self.key, frame)
+                    .await;
             }
         }
         Flow::Continue
+    }
+
+    fn element_limits(&self) -> ElementLimits {
+        ElementLimits {
+            max_points: self.app.config.max_points,
+        }
+    }
+
+    /// Applies a parsed element op, or tells the client which field was wrong.
+    async fn apply_checked(
+        &mut self,
+        room: RoomId,
+        op_id: Option<String>,
+        parsed: Result<Intent, ElementError>,
+    ) {
+        match parsed {
+            Ok(intent) => self.apply(room, op_id, intent).await,
+            Err(e) => {
+                self.error("BAD_ELEMENT", &e.to_string(), op_id.as_deref())
+                    .await
+            }
+        }
     }
 
     /// The joined room, if `room_id` names it; otherwise tells the client `NOT_IN_ROOM`.
@@ -409,7 +564,7 @@ where
     }
 
     /// Joins `room`, answering with `INITIAL_STATE`, `REPLAY` or why not; true when joined.
-    async fn join(&mut self, room: RoomId, since: Option<(u64, String)>) -> bool {
+    async fn join(&mut self, room: RoomId, since: Option<(u64, String)>, v11: bool) -> bool {
         match &self.joined {
             // Re-joining the same room (a client repairing a gap) keeps its presence: no
             // leave and come back for the others. Its pending ACKs go out now, because their
@@ -457,12 +612,17 @@ where
             }
         };
         app.hub.note_seq(&room, view.seq);
+        let versions = v11.then_some(Versions {
+            protocol: PROTOCOL,
+            min_protocol: &app.config.min_protocol,
+        });
         let frame = match &view.body {
-            ViewBody::Snapshot(strokes) => {
-                frames::initial_state(&room, strokes, view.seq, &view.epoch, &view.users)
+            ViewBody::Snapshot(board) => {
+                frames::initial_state(&room, board, view.seq, &view.epoch, &view.users, versions)
             }
-            ViewBody::Replay { from_seq, events } => {
-                let events = frames::raw_list(events);
+            ViewBody::Replay { from_seq, records } => {
+                let events = replay_frames(&room, records, v11);
+                let events = frames::raw_list(&events);
                 frames::replay(
                     &room,
                     &view.epoch,
@@ -470,6 +630,7 @@ where
                     view.seq,
                     &events,
                     &view.users,
+                    versions,
                 )
             }
         };
@@ -477,6 +638,7 @@ where
             room,
             epoch: view.epoch,
             last_seq: view.seq,
+            v11,
         });
         self.reply(frame).await;
         true
@@ -499,7 +661,7 @@ where
         }
     }
 
-    async fn apply(&mut self, room: RoomId, op_id: Option<String>, kind: OpKind) {
+    async fn apply(&mut self, room: RoomId, op_id: Option<String>, intent: Intent) {
         if self.op_limit.check().is_err() {
             self.error(
                 "RATE_LIMITED",
@@ -514,18 +676,18 @@ where
             who: &self.who,
             conn: &self.key,
             op_id: op_id.as_deref(),
-            kind,
+            intent,
         };
         let outcome = app.engine.apply(&room, op).await;
         let reference = op_id.as_deref();
         match outcome {
-            Ok(OpOutcome::Applied { seq, stroke_id }) => {
+            Ok(OpOutcome::Applied { seq, ack_id }) => {
                 app.metrics.ops_applied.inc();
                 self.pending_acks
-                    .push_back((seq, frames::ack(reference, seq, &stroke_id, false)));
+                    .push_back((seq, frames::ack(reference, seq, ack_id.as_ref(), false)));
             }
-            Ok(OpOutcome::Duplicate { seq, stroke_id }) => {
-                self.reply(frames::ack(reference, seq, &stroke_id, true))
+            Ok(OpOutcome::Duplicate { seq, ack_id }) => {
+                self.reply(frames::ack(reference, seq, ack_id.as_ref(), true))
                     .await;
             }
             Ok(OpOutcome::RoomMissing) => {
@@ -533,25 +695,9 @@ where
                 app.hub.remove(&room, &self.key);
                 self.reply(frames::room_expired(room.as_str())).await;
             }
-            Ok(OpOutcome::NothingToUndo) => {
-                self.error("NOTHING_TO_UNDO", "no stroke of yours to undo", reference)
+            Ok(OpOutcome::Refused(refusal)) => {
+                self.error(refusal.code(), &refusal.message(), reference)
                     .await;
-            }
-            Ok(OpOutcome::NothingToRedo) => {
-                self.error(
-                    "NOTHING_TO_REDO",
-                    "no undone stroke of yours to redo",
-                    reference,
-                )
-                .await;
-            }
-            Ok(OpOutcome::Forbidden) => {
-                self.error(
-                    "FORBIDDEN",
-                    "that stroke belongs to someone else",
-                    reference,
-                )
-                .await;
             }
             Err(e) => self.engine_error(e, reference).await,
         }
@@ -571,4 +717,46 @@ where
         };
         self.error("UNAVAILABLE", &message, reference).await;
     }
+}
+
+/// A batch holds 1 to [`MAX_BATCH`] items.
+fn batch<T>(name: &str, items: &[T]) -> Result<(), ElementError> {
+    if items.is_empty() || items.len() > MAX_BATCH {
+        return Err(ElementError {
+            field: name.to_owned(),
+            reason: format!("must hold 1 to {MAX_BATCH} items"),
+        });
+    }
+    Ok(())
+}
+
+/// An element id as a client may send it: a string, or a number kept as its text.
+fn element_id(value: &serde_json::Value) -> Result<StrokeId, ElementError> {
+    let id = match value {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Number(n) => n.to_string(),
+        _ => String::new(),
+    };
+    if id.is_empty() || id.len() > crate::domain::ids::MAX_ID_LEN {
+        return Err(ElementError {
+            field: "id".into(),
+            reason: "must be a non-empty string of at most 64 bytes".into(),
+        });
+    }
+    Ok(StrokeId::new(id))
+}
+
+/// The frames of logged records as a joiner of that protocol sees them, in order.
+fn replay_frames(room: &RoomId, records: &[String], v11: bool) -> Vec<String> {
+    let mut out = Vec::with_capacity(records.len());
+    for record in records {
+        let Some(event) = EventFrames::build(room, record) else {
+            continue;
+        };
+        match event.legacy.filter(|_| !v11) {
+            Some(legacy) => out.extend(legacy),
+            None => out.push(event.frame),
+        }
+    }
+    out
 }

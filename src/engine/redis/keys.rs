@@ -22,8 +22,8 @@ impl Keys {
         format!("{}room:{{{room}}}", self.prefix)
     }
 
-    /// The six keys of a room, in the order the scripts expect.
-    pub fn room_keys(&self, room: &RoomId) -> [String; 6] {
+    /// The seven keys of a room, in the order the scripts expect (`lua/prelude.lua`).
+    pub fn room_keys(&self, room: &RoomId) -> [String; 7] {
         let base = self.room(room);
         [
             base.clone(),
@@ -31,8 +31,34 @@ impl Keys {
             format!("{base}:log"),
             format!("{base}:users"),
             format!("{base}:ops"),
-            format!("{base}:undone"),
+            format!("{base}:z"),
+            format!("{base}:edges"),
         ]
+    }
+
+    /// What a v1 gateway's stroke lists match (the board keeps a hash under the same name).
+    pub fn v1_strokes_pattern(&self) -> String {
+        format!("{}room:*:strokes", self.prefix)
+    }
+
+    /// The room whose `:strokes` key this is.
+    pub fn room_of_strokes_key(&self, key: &str) -> Option<RoomId> {
+        let inner = key
+            .strip_prefix(&self.prefix)?
+            .strip_prefix("room:{")?
+            .strip_suffix("}:strokes")?;
+        RoomId::parse(inner)
+    }
+
+    /// A v1 gateway's redo stacks of a room, removed when the room moves to the board layout.
+    pub fn v1_redo_stacks(&self, room: &RoomId) -> String {
+        format!("{}:undone", self.room(room))
+    }
+
+    /// A user's undo and redo lists in a room (seqs of their ops, newest last).
+    pub fn user_lists(&self, room: &RoomId, user: &UserId) -> [String; 2] {
+        let base = self.room(room);
+        [format!("{base}:undo:{user}"), format!("{base}:redo:{user}")]
     }
 
     /// The channel a room's events are published on (same name as its hash: channels and keys
@@ -119,10 +145,19 @@ mod tests {
                 "p:room:{3f2a}:log",
                 "p:room:{3f2a}:users",
                 "p:room:{3f2a}:ops",
-                "p:room:{3f2a}:undone",
+                "p:room:{3f2a}:z",
+                "p:room:{3f2a}:edges",
             ]
         );
-        assert_eq!(keys.room_of_channel("p:room:{3f2a}"), Some(room));
+        assert_eq!(
+            keys.user_lists(&room, &UserId::new("u1")),
+            ["p:room:{3f2a}:undo:u1", "p:room:{3f2a}:redo:u1"]
+        );
+        assert_eq!(keys.room_of_channel("p:room:{3f2a}"), Some(room.clone()));
+        assert_eq!(
+            keys.room_of_strokes_key("p:room:{3f2a}:strokes"),
+            Some(room)
+        );
         assert_eq!(keys.room_of_channel("room:{3f2a}"), None);
         assert_eq!(keys.channel_pattern(), "p:room:*");
     }

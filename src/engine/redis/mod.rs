@@ -1,11 +1,14 @@
 //! The Redis engine: every piece of shared state in Redis, so any instance can serve any client.
 //!
-//! Each sequenced op is one Lua script (`lua/apply.lua`) that assigns the room's next seq,
-//! updates the visible strokes, appends to the log and publishes, atomically. Each instance
+//! Each sequenced op is decided in Rust from what it touches ([`board`]: `lua/read.lua` when it
+//! needs a read) and committed by one generic Lua script (`lua/apply.lua`) that checks versions,
+//! assigns the room's next seq, writes the elements, appends the log record and publishes it,
+//! atomically. Each instance
 //! runs one `PSUBSCRIBE room:*` ([`pubsub`]) and hands every event to its hub; a heartbeat
 //! ([`liveness`]) keeps `instance:<id>` alive so other instances can sweep presence of dead ones.
 
 mod accounts;
+mod board;
 mod keys;
 mod liveness;
 mod pubsub;
@@ -27,12 +30,11 @@ pub use keys::Keys;
 
 use super::{
     Engine, EngineError, EngineResult, EngineSettings, JoinOutcome, JoinRequest, LogSlice, Op,
-    OpKind, OpOutcome, OtpOutcome, RateDecision, RefreshOutcome, RoomInfo, RoomView, ViewBody,
-    now_ms,
+    OpOutcome, OtpOutcome, RateDecision, RefreshOutcome, RoomInfo, RoomView, ViewBody, now_ms,
 };
 use crate::domain::accounts::Account;
 use crate::domain::ids::instance_of;
-use crate::domain::{ConnKey, Identity, RoomId, StrokeId, UserId, frames};
+use crate::domain::{ConnKey, Identity, RoomId, UserId, frames};
 use crate::hub::Hub;
 
 /// How long one Redis round trip may take before the op is reported `UNAVAILABLE`.
@@ -51,7 +53,9 @@ struct Scripts {
     join: Script,
     leave: Script,
     announce: Script,
+    read: Script,
     apply: Script,
+    migrate: Script,
     events_after: Script,
     rate: Script,
     account_create: Script,
@@ -62,12 +66,14 @@ struct Scripts {
 }
 
 impl Scripts {
-    fn all(&self) -> [&Script; 11] {
+    fn all(&self) -> [&Script; 13] {
         [
             &self.join,
             &self.leave,
             &self.announce,
+            &self.read,
             &self.apply,
+            &self.migrate,
             &self.events_after,
             &self.rate,
             &self.account_create,
@@ -83,7 +89,9 @@ impl Scripts {
             join: room_script!("lua/join.lua"),
             leave: room_script!("lua/leave.lua"),
             announce: room_script!("lua/announce.lua"),
+            read: room_script!("lua/read.lua"),
             apply: room_script!("lua/apply.lua"),
+            migrate: room_script!("lua/migrate.lua"),
             events_after: room_script!("lua/events_after.lua"),
             rate: Script::new(include_str!("lua/rate.lua")),
             account_create: Script::new(include_str!("lua/account_create.lua")),
@@ -190,6 +198,11 @@ impl RedisEngine {
             tracing::debug!(error = %e, "first heartbeat did not reach redis");
         }
         inner.load_scripts().await;
+        match inner.migrate_v1_rooms().await {
+            Ok(0) => {}
+            Ok(rooms) => tracing::info!(rooms, "v1 rooms moved to the board layout"),
+            Err(e) => tracing::warn!(error = %e, "could not look for v1 rooms to move"),
+        }
         tasks.spawn(pubsub::run(inner.clone(), shutdown.clone()));
         tasks.spawn(liveness::run(inner.clone(), shutdown));
         Ok(Self { inner })
@@ -270,11 +283,33 @@ impl Inner {
         self.with_timeout(invocation.invoke_async(&mut conn)).await
     }
 
-    /// Runs a room script with the six room keys and the four common arguments.
+    /// Runs a room script with the room keys and the four common arguments.
     async fn room_script(
         &self,
         script: &Script,
         room: &RoomId,
+        args: &[&str],
+    ) -> EngineResult<Value> {
+        self.invoke_room(script, room, None, args).await
+    }
+
+    /// Runs a room script that acts for `user`: their undo and redo lists follow the room keys.
+    async fn user_script(
+        &self,
+        script: &Script,
+        room: &RoomId,
+        user: &UserId,
+        args: &[String],
+    ) -> EngineResult<Value> {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.invoke_room(script, room, Some(user), &args).await
+    }
+
+    async fn invoke_room(
+        &self,
+        script: &Script,
+        room: &RoomId,
+        user: Option<&UserId>,
         args: &[&str],
     ) -> EngineResult<Value> {
         let ttl_ms = self.settings.room_ttl.map_or(0, |t| t.as_millis() as u64);
@@ -282,6 +317,11 @@ impl Inner {
         let mut invocation = script.prepare_invoke();
         for key in self.keys.room_keys(room) {
             invocation.key(key);
+        }
+        if let Some(user) = user {
+            for key in self.keys.user_lists(room, user) {
+                invocation.key(key);
+            }
         }
         invocation
             .arg(self.keys.channel(room))
@@ -307,7 +347,7 @@ impl Inner {
         let epoch = text(next(&mut items)?)?;
         let events = texts(next(&mut items)?)?
             .iter()
-            .filter_map(|e| pubsub::parse_envelope(e.as_bytes()))
+            .filter_map(|record| super::delivery(room, record))
             .collect();
         Ok(Some(LogSlice { epoch, events }))
     }
@@ -316,6 +356,53 @@ impl Inner {
         self.room_script(&self.scripts.leave, room, &[field])
             .await?;
         Ok(())
+    }
+
+    /// Moves rooms a v1 gateway wrote (strokes in a list) to the board layout, so an upgrade
+    /// keeps every board. Each room moves atomically; a room already moved is left alone.
+    async fn migrate_v1_rooms(&self) -> EngineResult<usize> {
+        let mut conn = self.conn().await?;
+        let pattern = self.keys.v1_strokes_pattern();
+        let mut cursor = 0_u64;
+        let mut found = Vec::new();
+        loop {
+            let (next, keys): (u64, Vec<String>) = self
+                .with_timeout(
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(&pattern)
+                        .arg("COUNT")
+                        .arg(1000)
+                        .arg("TYPE")
+                        .arg("list")
+                        .query_async(&mut conn),
+                )
+                .await?;
+            found.extend(keys.iter().filter_map(|k| self.keys.room_of_strokes_key(k)));
+            cursor = next;
+            if cursor == 0 {
+                break;
+            }
+        }
+        drop(conn);
+        let mut moved = 0;
+        for room in &found {
+            let mut invocation = self.scripts.migrate.prepare_invoke();
+            for key in self.keys.room_keys(room) {
+                invocation.key(key);
+            }
+            invocation.key(self.keys.v1_redo_stacks(room));
+            invocation
+                .arg(self.keys.channel(room))
+                .arg(0)
+                .arg(0)
+                .arg(json(room));
+            let strokes: u64 = self.invoke(&invocation).await?;
+            tracing::info!(%room, strokes, "moved a v1 room to the board layout");
+            moved += 1;
+        }
+        Ok(moved)
     }
 
     /// Loads every script into Redis's cache up front. Otherwise the first burst of joins
@@ -363,12 +450,11 @@ impl Inner {
         room: &RoomId,
         members: &[(ConnKey, Arc<Identity>)],
     ) -> EngineResult<usize> {
-        let mut args = Vec::with_capacity(members.len() * 4);
+        let mut args = Vec::with_capacity(members.len() * 3);
         for (conn, who) in members {
             args.push(conn.as_str().to_owned());
             args.push(frames::member(who));
             args.push(json(&who.user_id));
-            args.push(frames::user_joined(room, who));
         }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let restored = number(
@@ -389,7 +475,7 @@ impl Inner {
     }
 
     async fn sweep_presence(&self, room: &RoomId) -> EngineResult<usize> {
-        let [_, _, _, users, _, _] = self.keys.room_keys(room);
+        let [_, _, _, users, ..] = self.keys.room_keys(room);
         let mut conn = self.conn().await?;
         let fields: Vec<String> = self.with_timeout(conn.hkeys(&users)).await?;
         let others: Vec<&str> = fields
@@ -483,7 +569,6 @@ impl Engine for RedisEngine {
                     req.conn.as_str(),
                     &frames::member(req.who),
                     &json(&req.who.user_id),
-                    &frames::user_joined(req.room, req.who),
                     &since,
                     epoch,
                     &json(req.conn.as_str()),
@@ -501,10 +586,7 @@ impl Engine for RedisEngine {
         let body = match tag.as_str() {
             "replay" => ViewBody::Replay {
                 from_seq: req.since.map_or(0, |(s, _)| s) + 1,
-                events: list
-                    .iter()
-                    .filter_map(|e| pubsub::envelope_frame(e).map(str::to_owned))
-                    .collect(),
+                records: list,
             },
             "snapshot" => ViewBody::Snapshot(list),
             other => return Err(bad_reply(other)),
@@ -522,66 +604,7 @@ impl Engine for RedisEngine {
     }
 
     async fn apply(&self, room: &RoomId, op: Op<'_>) -> EngineResult<OpOutcome> {
-        let inner = &self.inner;
-        let (kind, stroke, target) = match &op.kind {
-            OpKind::Stroke(s) => ("stroke", json(s), json(&s.stroke_id)),
-            OpKind::Undo(id) => (
-                "undo",
-                String::new(),
-                id.as_ref().map(json).unwrap_or_default(),
-            ),
-            OpKind::Redo(id) => (
-                "redo",
-                String::new(),
-                id.as_ref().map(json).unwrap_or_default(),
-            ),
-        };
-        let reply = inner
-            .room_script(
-                &inner.scripts.apply,
-                room,
-                &[
-                    kind,
-                    op.op_id.unwrap_or(""),
-                    &json(op.conn.as_str()),
-                    &json(&op.who.user_id),
-                    op.who.user_id.as_str(),
-                    &stroke,
-                    &target,
-                    &inner.settings.log_max.to_string(),
-                    &inner.settings.redo_max.to_string(),
-                ],
-            )
-            .await?;
-        let (tag, mut items) = tagged(reply)?;
-        let stroke_id = |sid: &str| {
-            serde_json::from_str::<String>(sid)
-                .map(StrokeId::new)
-                .map_err(|_| bad_reply("stroke id"))
-        };
-        Ok(match tag.as_str() {
-            "ok" => {
-                let seq = number(next(&mut items)?)?;
-                let sid = text(next(&mut items)?)?;
-                OpOutcome::Applied {
-                    seq,
-                    stroke_id: stroke_id(&sid)?,
-                }
-            }
-            "duplicate" => {
-                let prev = text(next(&mut items)?)?;
-                let (seq, sid) = prev.split_once('|').ok_or_else(|| bad_reply("op record"))?;
-                OpOutcome::Duplicate {
-                    seq: seq.parse().map_err(|_| bad_reply("op seq"))?,
-                    stroke_id: stroke_id(sid)?,
-                }
-            }
-            "missing" => OpOutcome::RoomMissing,
-            "forbidden" => OpOutcome::Forbidden,
-            "nothing_to_undo" => OpOutcome::NothingToUndo,
-            "nothing_to_redo" => OpOutcome::NothingToRedo,
-            other => return Err(bad_reply(other)),
-        })
+        self.inner.apply_op(room, &op).await
     }
 
     async fn publish_transient(

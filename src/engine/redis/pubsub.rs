@@ -18,7 +18,7 @@ use serde_json::value::RawValue;
 use tokio_util::sync::CancellationToken;
 
 use super::Inner;
-use crate::domain::{ConnKey, RoomId};
+use crate::domain::{ConnKey, RoomId, frames};
 use crate::hub::{Delivered, Delivery};
 
 /// Reconnect backoff bounds.
@@ -31,14 +31,10 @@ const PING_TIMEOUT: Duration = Duration::from_secs(3);
 /// Reads of the log tried before a room's sessions are told to re-join instead.
 const FILL_ATTEMPTS: u32 = 3;
 
-/// What every published message looks like:
-/// `{"seq":N,"origin":"<conn>","frame":{...}}` for sequenced events (also the log's entries),
-/// `{"except":"<conn>","lossy":true,"frame":{...}}` for transient ones.
+/// A transient message: `{"except":"<conn>","lossy":true,"frame":{...}}` (sequenced events
+/// are published as their log records, `{"seq":N,...}`: see `domain::record`).
 #[derive(Deserialize)]
 struct Envelope<'a> {
-    seq: Option<u64>,
-    #[serde(borrow)]
-    origin: Option<Cow<'a, str>>,
     #[serde(borrow)]
     except: Option<Cow<'a, str>>,
     #[serde(default)]
@@ -47,21 +43,38 @@ struct Envelope<'a> {
     frame: &'a RawValue,
 }
 
-pub(super) fn parse_envelope(payload: &[u8]) -> Option<Delivery> {
+/// A published message as the hub takes it: a sequenced op's log record or a presence change
+/// (their frames built here, once for every local member), or a transient envelope.
+pub(super) fn parse_message(room: &RoomId, payload: &[u8]) -> Option<Vec<Delivery>> {
+    if payload.starts_with(br#"{"seq":"#) {
+        return Some(vec![crate::engine::delivery(
+            room,
+            std::str::from_utf8(payload).ok()?,
+        )?]);
+    }
+    if payload.starts_with(br#"{"presence":"#) {
+        let frames = frames::presence(room, std::str::from_utf8(payload).ok()?)?;
+        return Some(
+            frames
+                .into_iter()
+                .map(|(except, frame)| Delivery {
+                    seq: None,
+                    origin: except.map(|k| ConnKey::from_raw(&k)),
+                    lossy: false,
+                    frame: Bytes::from(frame),
+                    legacy: None,
+                })
+                .collect(),
+        );
+    }
     let env: Envelope<'_> = serde_json::from_slice(payload).ok()?;
-    Some(Delivery {
-        seq: env.seq,
-        origin: env.origin.or(env.except).map(|k| ConnKey::from_raw(&k)),
+    Some(vec![Delivery {
+        seq: None,
+        origin: env.except.map(|k| ConnKey::from_raw(&k)),
         lossy: env.lossy,
         frame: Bytes::copy_from_slice(env.frame.get().as_bytes()),
-    })
-}
-
-/// The client frame inside a logged envelope.
-pub(super) fn envelope_frame(envelope: &str) -> Option<&str> {
-    serde_json::from_str::<Envelope<'_>>(envelope)
-        .ok()
-        .map(|e| e.frame.get())
+        legacy: None,
+    }])
 }
 
 pub(super) async fn run(inner: Arc<Inner>, shutdown: CancellationToken) {
@@ -147,14 +160,16 @@ async fn handle(inner: &Inner, channel: &str, payload: &[u8]) {
     if !inner.hub.is_local(&room) {
         return;
     }
-    let Some(event) = parse_envelope(payload) else {
+    let Some(events) = parse_message(&room, payload) else {
         tracing::warn!(%room, "unreadable room message");
         return;
     };
-    if let Delivered::Gap { after } = inner.hub.deliver(&room, &event) {
-        tracing::info!(%room, after, seq = ?event.seq, "filling a hole from the log");
-        fill(inner, &room, after).await;
-        inner.hub.deliver(&room, &event);
+    for event in &events {
+        if let Delivered::Gap { after } = inner.hub.deliver(&room, event) {
+            tracing::info!(%room, after, seq = ?event.seq, "filling a hole from the log");
+            fill(inner, &room, after).await;
+            inner.hub.deliver(&room, event);
+        }
     }
 }
 
@@ -197,13 +212,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn envelopes_parse_both_kinds() {
-        let d = parse_envelope(br#"{"seq":3,"origin":"a/1","frame":{"type":"X"}}"#).expect("seq");
+    fn messages_parse_every_kind() {
+        let room = RoomId::new("r");
+        let record = br#"{"seq":3,"origin":"a/1","user":"u","op":"delete","via":"elements","ids":["x"],"removed":[]}"#;
+        let [d] = &parse_message(&room, record).expect("seq")[..] else {
+            panic!("one event")
+        };
         assert_eq!(d.seq, Some(3));
         assert_eq!(d.origin.as_ref().map(ConnKey::as_str), Some("a/1"));
-        assert_eq!(&d.frame[..], br#"{"type":"X"}"#);
-        let d = parse_envelope(br#"{"except":"a/2","lossy":true,"frame":{}}"#).expect("transient");
-        assert!(d.lossy && d.seq.is_none());
-        assert!(parse_envelope(b"nope").is_none());
+        assert!(d.frame.starts_with(br#"{"type":"ELEMENTS_DELETED""#));
+        let d = parse_message(&room, br#"{"except":"a/2","lossy":true,"frame":{}}"#)
+            .expect("transient");
+        assert!(d[0].lossy && d[0].seq.is_none());
+        assert!(parse_message(&room, b"nope").is_none());
+        // A presence change becomes its frames, in order.
+        let left = parse_message(
+            &room,
+            br#"{"presence":{"left":"u1","count":2,"gone":true}}"#,
+        )
+        .expect("presence");
+        let types: Vec<String> = left
+            .iter()
+            .map(|d| {
+                let v: serde_json::Value = serde_json::from_slice(&d.frame).expect("json");
+                v["type"].as_str().unwrap_or_default().to_owned()
+            })
+            .collect();
+        assert_eq!(types, ["CURSOR_LEAVE", "USER_LEFT", "USER_COUNT_UPDATED"]);
     }
 }

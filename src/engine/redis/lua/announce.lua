@@ -1,11 +1,11 @@
 -- ANNOUNCE: puts back presence of this instance's connections that another instance swept while
--- this one's liveness key had expired. ARGV from 5, four per local connection of the room:
--- presence field (conn key), member JSON, userId as JSON, USER_JOINED frame.
+-- this one's liveness key had expired. ARGV from 5, three per local connection of the room:
+-- presence field (conn key), member JSON, userId as JSON.
 -- Returns how many entries were missing and are back.
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local seen, users = distinct_users()
 local count, restored = #users, 0
-for i = 5, #ARGV, 4 do
+for i = 5, #ARGV, 3 do
   if redis.call('HSETNX', KEYS[4], ARGV[i], ARGV[i + 1]) == 1 then
     restored = restored + 1
     -- As in join.lua, only a user the room had lost is announced. Everyone is told, the
@@ -13,10 +13,10 @@ for i = 5, #ARGV, 4 do
     if not seen[ARGV[i + 2]] then
       seen[ARGV[i + 2]] = true
       count = count + 1
-      publish_frame(ARGV[i + 3], nil)
+      publish_presence({'"joined":' .. ARGV[i + 1]})
     end
   end
 end
 if restored > 0 then touch() end
-if count > #users then publish_frame(count_frame(count), nil) end
+if count > #users then publish_presence({'"count":' .. count}) end
 return restored

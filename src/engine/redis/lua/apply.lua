@@ -1,102 +1,97 @@
--- APPLY a sequenced op: ARGV 5 kind (stroke|undo|redo), 6 opId ('' = none), 7 origin conn as JSON,
--- 8 userId as JSON, 9 userId (undone-hash field), 10 stroke JSON (stroke), 11 strokeId as JSON
--- ('' = latest), 12 log length cap, 13 redo stack cap.
--- Returns {'ok', seq, strokeId JSON} | {'duplicate', 'seq|strokeId JSON'} | {'missing'} |
---         {'forbidden'} | {'nothing_to_undo'} | {'nothing_to_redo'}.
+-- APPLY a decided effect (the board module's `Decision`), the same script for every op kind: it
+-- checks that the versions the decision relied on still stand, assigns the next seq, writes the
+-- elements, logs and publishes the record, and keeps the idempotency record and the caller's
+-- undo/redo lists. It builds no client frame and decodes no JSON.
+-- ARGV 5 op field ('' = none), 6 ACK id, 7 log cap, 8 undo cap, 9 redo cap,
+-- 10 stacks ('push' | 'undo' | 'redo'), 11 the seq leaving the undo/redo list ('' = none),
+-- 12 record head, 13 record tail (non-empty: the written elements go between head and tail),
+-- then counted groups: checks {id, v ('0' = must not exist)}, puts {id, z ('' = on top), body,
+-- edge index value ('' = not an edge)}, deletes {id, '1' if an edge}.
+-- Returns {'ok', seq} | {'duplicate', 'seq|ackId'} | {'conflict'} | {'missing'}.
 local pttl = redis.call('PTTL', KEYS[1])
 if pttl == -2 then return {'missing'} end
-local kind, op_id, origin_json, user_json, user_field = ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]
-local sid_json, log_max, redo_max = ARGV[11], tonumber(ARGV[12]), tonumber(ARGV[13])
-if op_id ~= '' then
-  local prev = redis.call('HGET', KEYS[5], op_id)
+local op_field = ARGV[5]
+if op_field ~= '' then
+  local prev = redis.call('HGET', KEYS[5], op_field)
   if prev then return {'duplicate', prev} end
 end
 
-local own = '{"userId":' .. user_json .. ','
--- Undo and redo look for the user's own stroke (that one when a strokeId is given) by prefix.
-local function wanted()
-  if sid_json == '' then return own end
-  return own .. '"strokeId":' .. sid_json .. ','
-end
-
-local function load_stack()
-  local stack = redis.call('HGET', KEYS[6], user_field)
-  if stack then return cjson.decode(stack) end
-  return {}
-end
-
-local function save_stack(stack)
-  if #stack == 0 then
-    redis.call('HDEL', KEYS[6], user_field)
-  else
-    redis.call('HSET', KEYS[6], user_field, cjson.encode(stack))
+local i = 14
+for _ = 1, tonumber(ARGV[14]) do
+  local cur = redis.call('HGET', KEYS[2], ARGV[i + 1])
+  local want = ARGV[i + 2]
+  if want == '0' then
+    if cur then return {'conflict'} end
+  elseif not cur or string.match(cur, '^{"v":(%d+)') ~= want then
+    return {'conflict'}
   end
+  i = i + 2
+end
+local stacks, leaving = ARGV[10], ARGV[11]
+-- An undo or redo of a list entry takes it off the list; if it is gone, another tab of the
+-- same user got there first.
+if leaving ~= '' then
+  local list = KEYS[8]
+  if stacks == 'redo' then list = KEYS[9] end
+  if redis.call('LREM', list, -1, leaving) == 0 then return {'conflict'} end
 end
 
-local stroke, sid
-if kind == 'stroke' then
-  stroke, sid = ARGV[10], sid_json
-  if redis.call('RPUSH', KEYS[2], stroke) == 1 then expire_new(KEYS[2]) end
-  -- A new stroke ends the user's redo chain, as in any editor.
-  redis.call('HDEL', KEYS[6], user_field)
-elseif kind == 'undo' then
-  local wanted, other = wanted(), nil
-  if sid_json ~= '' then other = ',"strokeId":' .. sid_json .. ',' end
-  -- Newest first, in chunks: the stroke to undo is almost always near the end.
-  local hi = redis.call('LLEN', KEYS[2]) - 1
-  while hi >= 0 and not stroke do
-    local lo = math.max(0, hi - 127)
-    local chunk = redis.call('LRANGE', KEYS[2], lo, hi)
-    for i = #chunk, 1, -1 do
-      local s = chunk[i]
-      if string.sub(s, 1, #wanted) == wanted then stroke = s break end
-      if other and string.find(s, other, 1, true) then return {'forbidden'} end
-    end
-    hi = lo - 1
-  end
-  if not stroke then return {'nothing_to_undo'} end
-  redis.call('LREM', KEYS[2], -1, stroke)
-  local stack = load_stack()
-  stack[#stack + 1] = stroke
-  while #stack > redo_max do table.remove(stack, 1) end
-  save_stack(stack)
-elseif kind == 'redo' then
-  local wanted, stack = wanted(), load_stack()
-  local index = nil
-  for i = #stack, 1, -1 do
-    if string.sub(stack[i], 1, #wanted) == wanted then index = i break end
-  end
-  if not index then return {'nothing_to_redo'} end
-  stroke = table.remove(stack, index)
-  save_stack(stack)
-  if redis.call('RPUSH', KEYS[2], stroke) == 1 then expire_new(KEYS[2]) end
-else
-  return redis.error_reply('unknown op kind')
-end
-
-sid = sid or string_token(stroke, #own + 12) -- after '"strokeId":'
 local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
-local frame
-if kind == 'stroke' then
-  frame = '{"type":"CANVAS_UPDATE","payload":{"roomId":' .. room_json .. ',"canvasData":' .. stroke
-    .. ',"userId":' .. user_json .. ',"seq":' .. seq .. '}}'
-elseif kind == 'undo' then
-  frame = '{"type":"UNDO","payload":{"roomId":' .. room_json .. ',"userId":' .. user_json
-    .. ',"strokeId":' .. sid .. ',"seq":' .. seq .. '}}'
-else
-  frame = '{"type":"REDO","payload":{"roomId":' .. room_json .. ',"userId":' .. user_json
-    .. ',"stroke":' .. stroke .. ',"seq":' .. seq .. '}}'
+local written, created = {}, false
+i = i + 1
+for _ = 1, tonumber(ARGV[i]) do
+  local id, z, body, edge = ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+  if z == '' then
+    local top = redis.call('ZREVRANGE', KEYS[6], 0, 0, 'WITHSCORES')
+    if top[2] then z = string.format('%d', math.floor(tonumber(top[2])) + 1) else z = '1' created = true end
+  end
+  local stored = '{"v":' .. seq .. ',"z":' .. z .. ',' .. string.sub(body, 2)
+  redis.call('HSET', KEYS[2], id, stored)
+  redis.call('ZADD', KEYS[6], z, id)
+  if edge ~= '' then
+    redis.call('HSET', KEYS[7], id, edge)
+    expire_new(KEYS[7])
+  end
+  written[#written + 1] = stored
+  i = i + 4
 end
-local envelope = '{"seq":' .. seq .. ',"origin":' .. origin_json .. ',"frame":' .. frame .. '}'
-local log_len = redis.call('RPUSH', KEYS[3], envelope)
+i = i + 1
+for _ = 1, tonumber(ARGV[i]) do
+  redis.call('HDEL', KEYS[2], ARGV[i + 1])
+  redis.call('ZREM', KEYS[6], ARGV[i + 1])
+  if ARGV[i + 2] == '1' then redis.call('HDEL', KEYS[7], ARGV[i + 1]) end
+  i = i + 2
+end
+-- Elements placed by a client's z may have created the board's keys.
+if #written > 0 and not created and pttl > 0 and redis.call('PTTL', KEYS[2]) == -1 then created = true end
+if created then expire_new(KEYS[2]) expire_new(KEYS[6]) end
+
+local record = '{"seq":' .. seq .. ',' .. ARGV[12]
+if ARGV[13] ~= '' then record = record .. table.concat(written, ',') .. ARGV[13] end
+local log_len = redis.call('RPUSH', KEYS[3], record)
 if log_len == 1 then expire_new(KEYS[3]) end
+local log_max = tonumber(ARGV[7])
 -- Trimmed in batches of a 64th of the cap: the log keeps at least log_max entries.
 if log_len > log_max + math.floor(log_max / 64) then redis.call('LTRIM', KEYS[3], -log_max, -1) end
-if op_id ~= '' then
-  redis.call('HSET', KEYS[5], op_id, seq .. '|' .. sid)
+if op_field ~= '' then
+  redis.call('HSET', KEYS[5], op_field, seq .. '|' .. ARGV[6])
   expire_new(KEYS[5])
 end
-redis.call('PUBLISH', channel, envelope)
--- Undo and redo may create the redo-stack hash, so they refresh every key; they are rare.
-if kind == 'stroke' then touch_if_due(pttl) else touch() end
-return {'ok', seq, sid}
+
+local function push(key, cap)
+  local len = redis.call('RPUSH', key, seq)
+  if len == 1 then expire_new(key) end
+  if len > cap then redis.call('LTRIM', key, -cap, -1) end
+end
+if stacks == 'push' then
+  push(KEYS[8], tonumber(ARGV[8]))
+  -- A new op ends the user's redo chain, as in any editor.
+  redis.call('DEL', KEYS[9])
+elseif stacks == 'undo' then
+  push(KEYS[9], tonumber(ARGV[9]))
+else
+  push(KEYS[8], tonumber(ARGV[8]))
+end
+redis.call('PUBLISH', channel, record)
+touch_if_due(pttl)
+return {'ok', seq}

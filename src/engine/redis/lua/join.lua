@@ -1,23 +1,37 @@
--- JOIN: ARGV 5 presence field (conn key), 6 member JSON, 7 userId as JSON, 8 USER_JOINED frame,
--- 9 since ('' = none), 10 client's epoch, 11 conn key as JSON.
--- Returns {'missing'} | {'replay', seq, epoch, users, events} | {'snapshot', seq, epoch, users, strokes}.
+-- JOIN: ARGV 5 presence field (conn key), 6 member JSON, 7 userId as JSON, 8 since ('' = none),
+-- 9 client's epoch, 10 conn key as JSON.
+-- Returns {'missing'} | {'replay', seq, epoch, users, records} | {'snapshot', seq, epoch, users, elements}
+-- (elements in paint order).
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end
 local before = distinct_users()
 local was_present = before[ARGV[7]]
 redis.call('HSET', KEYS[4], ARGV[5], ARGV[6])
 local _, users = distinct_users()
 touch()
-if not was_present then publish_frame(ARGV[8], ARGV[11]) end
-publish_frame(count_frame(#users), nil)
+local presence = {'"count":' .. #users}
+-- Only a user the room did not have yet is announced, to everyone but the joining socket.
+if not was_present then
+  presence[2] = '"joined":' .. ARGV[6]
+  presence[3] = '"except":' .. ARGV[10]
+end
+publish_presence(presence)
 
 local seq = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
 local epoch = redis.call('HGET', KEYS[1], 'epoch') or ''
-local since = tonumber(ARGV[9])
-if since and ARGV[10] == epoch and since <= seq then
+local since = tonumber(ARGV[8])
+if since and ARGV[9] == epoch and since <= seq then
   local len = redis.call('LLEN', KEYS[3])
   local first = seq - len + 1
   if since + 1 >= first then
     return {'replay', seq, epoch, users, redis.call('LRANGE', KEYS[3], since + 1 - first, -1)}
   end
 end
-return {'snapshot', seq, epoch, users, redis.call('LRANGE', KEYS[2], 0, -1)}
+local ids, elements = redis.call('ZRANGE', KEYS[6], 0, -1), {}
+-- HMGET in slices: unpack() has a small limit on how many values it spreads.
+for i = 1, #ids, 1000 do
+  local part = redis.call('HMGET', KEYS[2], unpack(ids, i, math.min(i + 999, #ids)))
+  for _, e in ipairs(part) do
+    if e then elements[#elements + 1] = e end
+  end
+end
+return {'snapshot', seq, epoch, users, elements}

@@ -6,10 +6,7 @@ local uid = string_token(member, 11)
 -- Only a hand edit writes an entry without a leading userId; drop it without telling anyone.
 if not uid then return 1 end
 local seen, users = distinct_users()
-publish_frame('{"type":"CURSOR_LEAVE","payload":{"roomId":' .. room_json .. ',"userId":' .. uid .. '}}', nil)
-if not seen[uid] then
-  publish_frame('{"type":"USER_LEFT","payload":{"roomId":' .. room_json .. ',"userId":' .. uid
-    .. ',"count":' .. #users .. '}}', nil)
-end
-publish_frame(count_frame(#users), nil)
+local presence = {'"left":' .. uid, '"count":' .. #users}
+if not seen[uid] then presence[3] = '"gone":true' end
+publish_presence(presence)
 return 1

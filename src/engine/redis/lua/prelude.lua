@@ -1,9 +1,12 @@
 -- Shared by every room script. KEYS, always in this order:
---   1 room:{id} (hash)  2 :strokes (list)  3 :log (list)  4 :users (hash)  5 :ops (hash)  6 :undone (hash)
--- ARGV 1..4, always: channel, room TTL in ms (0 = forever), expiresAt (unix ms), room id as JSON.
--- Stored JSON is produced by the gateway with a fixed field order ({"userId":..,"strokeId":..,...}),
--- so scripts find strokes and users by prefix without decoding them.
-local channel, ttl_ms, expires_at, room_json = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
+--   1 room:{id} (hash)  2 :strokes (hash: element id -> element)  3 :log (list of records)
+--   4 :users (hash)  5 :ops (hash)  6 :z (zset: element id by paint order)  7 :edges (hash)
+--   and for scripts acting for one user: 8 :undo:<userId> (list)  9 :redo:<userId> (list)
+-- ARGV 1..4, always: channel, room TTL in ms (0 = forever), expiresAt (unix ms), room id as JSON
+-- (for reading a script call in MONITOR; no script needs it since frames are built in Rust).
+-- Stored JSON is produced by the gateway with a fixed field order (elements start {"v":..,"z":..,
+-- presence entries {"userId":..), so scripts read what they need by prefix without decoding.
+local channel, ttl_ms, expires_at = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 
 -- The JSON string token that starts at `pos` (a '"'), escapes included.
 local function string_token(s, pos)
@@ -34,13 +37,13 @@ end
 -- Activity keeps every key of the room alive for another TTL.
 local function touch()
   if ttl_ms > 0 then
-    for i = 1, 6 do redis.call('PEXPIRE', KEYS[i], ttl_ms) end
+    for i = 1, #KEYS do redis.call('PEXPIRE', KEYS[i], ttl_ms) end
     redis.call('HSET', KEYS[1], 'expiresAt', expires_at)
   end
 end
 
 -- The hot path refreshes TTLs only once a tenth of the TTL (at most a minute) has passed, judged
--- by the room hash's remaining PTTL: seven calls saved on almost every op. A key that an op
+-- by the room hash's remaining PTTL: a call per key saved on almost every op. A key that an op
 -- creates between refreshes gets its TTL from that op (`expire_new`).
 local function touch_if_due(pttl)
   if ttl_ms > 0 and (pttl < 0 or ttl_ms - pttl >= math.min(60000, ttl_ms / 10)) then touch() end
@@ -50,14 +53,9 @@ local function expire_new(key)
   if ttl_ms > 0 then redis.call('PEXPIRE', key, ttl_ms) end
 end
 
-local function publish_frame(frame, except_json)
-  if except_json then
-    redis.call('PUBLISH', channel, '{"except":' .. except_json .. ',"frame":' .. frame .. '}')
-  else
-    redis.call('PUBLISH', channel, '{"frame":' .. frame .. '}')
-  end
-end
-
-local function count_frame(count)
-  return '{"type":"USER_COUNT_UPDATED","payload":{"roomId":' .. room_json .. ',"count":' .. count .. '}}'
+-- Presence changes are published as a compact record; every instance builds the client frames
+-- (CURSOR_LEAVE, USER_LEFT, USER_JOINED, USER_COUNT_UPDATED) from it in Rust. `parts` are JSON
+-- members: "joined":<member>, "except":<conn>, "left":<userId>, "gone":true, "count":N.
+local function publish_presence(parts)
+  redis.call('PUBLISH', channel, '{"presence":{' .. table.concat(parts, ',') .. '}}')
 end

@@ -1,0 +1,902 @@
+//! The board's rules, in one pure function: [`decide`] turns what a client asked for (an
+//! [`Intent`]) into what it does (an [`Effect`]), given the part of the board it touches.
+//!
+//! Both engines call it, so the meaning of an op (per-field last-writer-wins, the node → edge
+//! cascade, what an undo restores, "nothing to undo") exists once. The effect is what the log
+//! stores (`docs/BOARD.md`: log effects, not intents), so every reader of the log is a plain
+//! applier of add / set fields / delete.
+//!
+//! The board is read through [`Board`], which may not know everything: the Redis engine reads
+//! only what an op touches. [`decide`] reports what it could not see ([`Decided::Need`]); the
+//! engine reads that and asks again. Every element it looked at becomes a [`Check`]: the engine
+//! commits the effect only if those versions still stand, and otherwise decides again. That is
+//! how two people editing one shape at once both keep their own fields.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use super::element::{Element, ElementError, ElementLimits, Kind, Patch};
+use super::ids::{StrokeId, UserId};
+
+/// How many entries of a user's undo or redo list an undo or redo looks through: bounded work,
+/// whatever the user did before.
+pub const STACK_LOOKBACK: usize = 16;
+
+/// What a client asked for, already parsed and checked field by field.
+#[derive(Clone, Debug)]
+pub enum Intent {
+    /// A v1 stroke (`CANVAS_UPDATE`), as a `stroke` element.
+    Stroke(Box<Element>),
+    Add(Vec<Element>),
+    Update(Vec<(StrokeId, Patch)>),
+    Delete(Vec<StrokeId>),
+    /// v1 `UNDO {strokeId}`: remove that stroke of the caller's. `None` is the generic undo.
+    Undo(Option<StrokeId>),
+    /// `REDO`, optionally of the undo that removed that stroke.
+    Redo(Option<StrokeId>),
+}
+
+/// Which client message led to an effect: it picks the event clients see.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Via {
+    Canvas,
+    Elements,
+    Undo,
+    Redo,
+}
+
+impl Via {
+    pub fn name(self) -> &'static str {
+        match self {
+            Via::Canvas => "canvas",
+            Via::Elements => "elements",
+            Via::Undo => "undo",
+            Via::Redo => "redo",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "canvas" => Via::Canvas,
+            "elements" => Via::Elements,
+            "undo" => Via::Undo,
+            "redo" => Via::Redo,
+            _ => return None,
+        })
+    }
+}
+
+/// What an op does to the board: the only thing the log, the frames and history need.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Effect {
+    /// New elements; those without `z` are placed on top when committed.
+    Add(Vec<Element>),
+    /// Fields set on existing elements, with the values they overwrote and the results.
+    Update {
+        updates: Vec<(StrokeId, Patch)>,
+        before: Vec<(StrokeId, Patch)>,
+        after: Vec<Element>,
+    },
+    /// Elements removed, as they were.
+    Delete(Vec<Element>),
+}
+
+impl Effect {
+    pub fn op_name(&self) -> &'static str {
+        match self {
+            Effect::Add(_) => "add",
+            Effect::Update { .. } => "update",
+            Effect::Delete(_) => "delete",
+        }
+    }
+}
+
+/// An effect as read back from the log, for undo and redo.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Logged {
+    Added(Vec<Element>),
+    Updated {
+        updates: Vec<(StrokeId, Patch)>,
+        before: Vec<(StrokeId, Patch)>,
+    },
+    Deleted(Vec<Element>),
+}
+
+/// How the caller's undo and redo lists change when the op commits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stacks {
+    /// A new op: onto the undo list; the redo list is cleared.
+    Push,
+    /// An undo: `undone` (when it came from the list) leaves the undo list; this op goes onto
+    /// the redo list.
+    Undo { undone: Option<u64> },
+    /// A redo: `redone` leaves the redo list; this op goes onto the undo list.
+    Redo { redone: u64 },
+}
+
+/// "This element must still be at version `v`" (0: must not exist) for the effect to commit.
+pub type Check = (StrokeId, u64);
+
+/// What an op will do, and what must still hold for it to do it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Decision {
+    pub effect: Effect,
+    pub via: Via,
+    pub checks: Vec<Check>,
+    pub stacks: Stacks,
+    /// The seq of the op an undo or redo reverses.
+    pub reverts: Option<u64>,
+    /// The stroke id an `ACK` names (v1 ops and single-stroke undo/redo).
+    pub ack_id: Option<StrokeId>,
+}
+
+/// Why nothing was done, as the client is told.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Refusal {
+    BadElement(String),
+    BadStroke(String),
+    NotFound,
+    NothingToUndo,
+    NothingToRedo,
+    Forbidden(String),
+}
+
+impl Refusal {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Refusal::BadElement(_) => "BAD_ELEMENT",
+            Refusal::BadStroke(_) => "BAD_STROKE",
+            Refusal::NotFound => "ELEMENT_NOT_FOUND",
+            Refusal::NothingToUndo => "NOTHING_TO_UNDO",
+            Refusal::NothingToRedo => "NOTHING_TO_REDO",
+            Refusal::Forbidden(_) => "FORBIDDEN",
+        }
+    }
+
+    pub fn message(&self) -> String {
+        match self {
+            Refusal::BadElement(m) | Refusal::BadStroke(m) | Refusal::Forbidden(m) => m.clone(),
+            Refusal::NotFound => "none of those elements exists".into(),
+            Refusal::NothingToUndo => "nothing of yours to undo".into(),
+            Refusal::NothingToRedo => "nothing of yours to redo".into(),
+        }
+    }
+}
+
+/// What the engine must read before [`decide`] can answer.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Need {
+    pub ids: BTreeSet<StrokeId>,
+    pub edges: bool,
+    pub undo: bool,
+    pub redo: bool,
+}
+
+impl Need {
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty() && !self.edges && !self.undo && !self.redo
+    }
+}
+
+#[derive(Debug)]
+pub enum Decided {
+    Do(Box<Decision>),
+    Refuse(Refusal),
+    Need(Need),
+}
+
+/// One answer of a [`Board`]: known present, known absent, or not read.
+pub enum Lookup<T> {
+    Found(T),
+    Absent,
+    Unknown,
+}
+
+/// The part of a room's board an op may look at.
+pub trait Board {
+    fn element(&self, id: &StrokeId) -> Lookup<Element>;
+    /// Edges whose `from` or `to` is one of `nodes`; `None` when the edge index was not read.
+    fn edges_touching(&self, nodes: &HashSet<StrokeId>) -> Option<Vec<StrokeId>>;
+    /// The caller's undo list, newest first, with each op's logged effect (`None`: trimmed
+    /// from the log); `None` when not read.
+    fn undo_list(&self) -> Option<Vec<(u64, Option<Logged>)>>;
+    /// Likewise the redo list: the caller's undos, newest first.
+    fn redo_list(&self) -> Option<Vec<(u64, Option<Logged>)>>;
+}
+
+/// Who asks, and the limits that apply.
+pub struct Context<'a> {
+    pub user: &'a UserId,
+    pub limits: ElementLimits,
+}
+
+/// Reads the board, remembering every version relied on and everything not known.
+struct Reader<'b, B: Board> {
+    board: &'b B,
+    /// Elements as this op has left them so far (an undo that re-adds a node, then its edge).
+    staged: HashMap<StrokeId, Option<Element>>,
+    checks: Vec<Check>,
+    need: Need,
+}
+
+impl<'b, B: Board> Reader<'b, B> {
+    fn new(board: &'b B) -> Self {
+        Self {
+            board,
+            staged: HashMap::new(),
+            checks: Vec::new(),
+            need: Need::default(),
+        }
+    }
+
+    fn check(&mut self, id: &StrokeId, v: u64) {
+        if !self.checks.iter().any(|(c, _)| c == id) {
+            self.checks.push((id.clone(), v));
+        }
+    }
+
+    /// The element as this op sees it; `None` when absent or not known yet.
+    fn get(&mut self, id: &StrokeId) -> Option<Element> {
+        if let Some(staged) = self.staged.get(id) {
+            return staged.clone();
+        }
+        match self.board.element(id) {
+            Lookup::Found(e) => {
+                self.check(id, e.v);
+                Some(e)
+            }
+            Lookup::Absent => {
+                self.check(id, 0);
+                None
+            }
+            Lookup::Unknown => {
+                self.need.ids.insert(id.clone());
+                None
+            }
+        }
+    }
+
+    /// Whether `id` is free for a new element. Unread ids are assumed free (the commit checks
+    /// it): adding costs no read, which keeps a stroke one round trip.
+    fn is_free(&mut self, id: &StrokeId) -> bool {
+        if let Some(staged) = self.staged.get(id) {
+            return staged.is_none();
+        }
+        match self.board.element(id) {
+            Lookup::Found(_) => false,
+            Lookup::Absent | Lookup::Unknown => {
+                self.check(id, 0);
+                true
+            }
+        }
+    }
+
+    fn stage(&mut self, id: &StrokeId, element: Option<Element>) {
+        self.staged.insert(id.clone(), element);
+    }
+
+    fn edges_touching(&mut self, nodes: &HashSet<StrokeId>) -> Vec<StrokeId> {
+        if nodes.is_empty() {
+            return Vec::new();
+        }
+        match self.board.edges_touching(nodes) {
+            Some(edges) => edges,
+            None => {
+                self.need.edges = true;
+                Vec::new()
+            }
+        }
+    }
+
+    fn finish(self, decide: impl FnOnce(Vec<Check>) -> Decided) -> Decided {
+        if self.need.is_empty() {
+            decide(self.checks)
+        } else {
+            Decided::Need(self.need)
+        }
+    }
+}
+
+/// Decides what `intent` does to the board. Pure: the same board and intent give the same
+/// answer on every instance and in both engines.
+pub fn decide(intent: &Intent, cx: &Context<'_>, board: &impl Board) -> Decided {
+    let mut r = Reader::new(board);
+    let result = match intent {
+        Intent::Stroke(stroke) => add(&mut r, std::slice::from_ref(stroke.as_ref()), Via::Canvas),
+        Intent::Add(elements) => add(&mut r, elements, Via::Elements),
+        Intent::Update(updates) => update(&mut r, cx, updates),
+        Intent::Delete(ids) => delete(&mut r, ids),
+        Intent::Undo(Some(stroke)) => undo_stroke(&mut r, cx, stroke),
+        Intent::Undo(None) => undo(&mut r, cx),
+        Intent::Redo(target) => redo(&mut r, cx, target.as_ref()),
+    };
+    r.finish(|checks| match result {
+        Ok(mut decision) => {
+            decision.checks = checks;
+            Decided::Do(Box::new(decision))
+        }
+        Err(refusal) => Decided::Refuse(refusal),
+    })
+}
+
+type Step = Result<Decision, Refusal>;
+
+fn decision(effect: Effect, via: Via, stacks: Stacks, reverts: Option<u64>) -> Decision {
+    let ack_id = match &effect {
+        Effect::Add(e) | Effect::Delete(e) if e.len() == 1 && e[0].kind == Kind::Stroke => {
+            Some(e[0].id.clone())
+        }
+        _ => None,
+    };
+    Decision {
+        effect,
+        via,
+        checks: Vec::new(),
+        stacks,
+        reverts,
+        ack_id,
+    }
+}
+
+fn bad(via: Via, message: String) -> Refusal {
+    if via == Via::Canvas {
+        Refusal::BadStroke(message)
+    } else {
+        Refusal::BadElement(message)
+    }
+}
+
+fn add<B: Board>(r: &mut Reader<'_, B>, elements: &[Element], via: Via) -> Step {
+    let mut seen = HashSet::new();
+    for (i, element) in elements.iter().enumerate() {
+        if !seen.insert(&element.id) {
+            return Err(bad(
+                via,
+                format!("elements[{i}].id: {} appears twice", element.id),
+            ));
+        }
+        if !r.is_free(&element.id) {
+            let what = if via == Via::Canvas { "strokeId" } else { "id" };
+            return Err(bad(
+                via,
+                format!(
+                    "elements[{i}].{what}: {} already exists in this room",
+                    element.id
+                ),
+            ));
+        }
+    }
+    for element in elements {
+        r.stage(&element.id, Some(element.clone()));
+    }
+    for (i, element) in elements.iter().enumerate() {
+        if element.kind == Kind::Edge {
+            endpoints_are_nodes(r, element)
+                .map_err(|e| Refusal::BadElement(e.at(&format!("elements[{i}]")).to_string()))?;
+        }
+    }
+    Ok(decision(
+        Effect::Add(elements.to_vec()),
+        via,
+        Stacks::Push,
+        None,
+    ))
+}
+
+/// An edge's `from` and `to` name nodes that exist (or that this op adds).
+fn endpoints_are_nodes<B: Board>(
+    r: &mut Reader<'_, B>,
+    edge: &Element,
+) -> Result<(), ElementError> {
+    for (name, id) in [("from", &edge.from), ("to", &edge.to)] {
+        let Some(id) = id else { continue };
+        let is_node = r.get(id).is_some_and(|e| e.kind == Kind::Node);
+        if !is_node && r.need.ids.is_empty() {
+            return Err(ElementError {
+                field: name.into(),
+                reason: format!("{id} is not a node of this room"),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn update<B: Board>(
+    r: &mut Reader<'_, B>,
+    cx: &Context<'_>,
+    updates: &[(StrokeId, Patch)],
+) -> Step {
+    let mut applied = Vec::new();
+    let mut before = Vec::new();
+    let mut after = Vec::new();
+    for (i, (id, patch)) in updates.iter().enumerate() {
+        // Several patches of one element in one op apply in order, as if sent one by one.
+        let Some(current) = r.get(id) else { continue };
+        let (next, old) = current
+            .patched(patch, cx.limits)
+            .map_err(|e| Refusal::BadElement(e.at(&format!("updates[{i}]")).to_string()))?;
+        if next.kind == Kind::Edge && patch.endpoints().next().is_some() {
+            endpoints_are_nodes(r, &next).map_err(|e| {
+                Refusal::BadElement(e.at(&format!("updates[{i}].patch")).to_string())
+            })?;
+        }
+        r.stage(id, Some(next.clone()));
+        applied.push((id.clone(), patch.clone()));
+        before.push((id.clone(), old));
+        after.retain(|e: &Element| &e.id != id);
+        after.push(next);
+    }
+    if applied.is_empty() {
+        return Err(Refusal::NotFound);
+    }
+    let effect = Effect::Update {
+        updates: applied,
+        before,
+        after,
+    };
+    Ok(decision(effect, Via::Elements, Stacks::Push, None))
+}
+
+/// The elements `ids` name that exist, plus the edges touching any node among them: what a
+/// delete of `ids` removes.
+fn removal<B: Board>(r: &mut Reader<'_, B>, ids: &[StrokeId]) -> Vec<Element> {
+    let mut removed: Vec<Element> = Vec::new();
+    for id in ids {
+        if removed.iter().any(|e| &e.id == id) {
+            continue;
+        }
+        if let Some(element) = r.get(id) {
+            removed.push(element);
+        }
+    }
+    let nodes: HashSet<StrokeId> = removed
+        .iter()
+        .filter(|e| e.kind == Kind::Node)
+        .map(|e| e.id.clone())
+        .collect();
+    for edge in r.edges_touching(&nodes) {
+        if removed.iter().any(|e| e.id == edge) {
+            continue;
+        }
+        if let Some(element) = r.get(&edge) {
+            removed.push(element);
+        }
+    }
+    for element in &removed {
+        r.stage(&element.id, None);
+    }
+    removed
+}
+
+fn delete<B: Board>(r: &mut Reader<'_, B>, ids: &[StrokeId]) -> Step {
+    let removed = removal(r, ids);
+    if removed.is_empty() {
+        return Err(Refusal::NotFound);
+    }
+    Ok(decision(
+        Effect::Delete(removed),
+        Via::Elements,
+        Stacks::Push,
+        None,
+    ))
+}
+
+fn undo_stroke<B: Board>(r: &mut Reader<'_, B>, cx: &Context<'_>, id: &StrokeId) -> Step {
+    match r.get(id) {
+        Some(e) if e.kind == Kind::Stroke && &e.user_id == cx.user => {}
+        Some(e) if e.kind == Kind::Stroke => {
+            return Err(Refusal::Forbidden(
+                "that stroke belongs to someone else".into(),
+            ));
+        }
+        _ => return Err(Refusal::NothingToUndo),
+    }
+    let removed = removal(r, std::slice::from_ref(id));
+    Ok(decision(
+        Effect::Delete(removed),
+        Via::Undo,
+        Stacks::Undo { undone: None },
+        None,
+    ))
+}
+
+/// The effect that reverses `logged` on the board as it is now, or `None` when nothing of it
+/// can be reversed any more (what it added is gone, what it removed is back, ...). Only the
+/// fields an update set are restored: later changes to other fields by anyone are kept, and
+/// a later change to the same field is overwritten (the undo is the newer write).
+fn reverse<B: Board>(r: &mut Reader<'_, B>, cx: &Context<'_>, logged: &Logged) -> Option<Effect> {
+    match logged {
+        Logged::Added(elements) => {
+            let ids: Vec<StrokeId> = elements.iter().map(|e| e.id.clone()).collect();
+            let removed = removal(r, &ids);
+            (!removed.is_empty()).then_some(Effect::Delete(removed))
+        }
+        Logged::Deleted(elements) => {
+            let mut added = Vec::new();
+            // Nodes first, so that edges between re-added nodes find them.
+            let (nodes, others): (Vec<_>, Vec<_>) =
+                elements.iter().partition(|e| e.kind == Kind::Node);
+            for element in nodes.into_iter().chain(others) {
+                if !r.is_free(&element.id) {
+                    continue;
+                }
+                if element.kind == Kind::Edge && endpoints_are_nodes(r, element).is_err() {
+                    continue;
+                }
+                r.stage(&element.id, Some(element.clone()));
+                added.push(element.clone());
+            }
+            (!added.is_empty()).then_some(Effect::Add(added))
+        }
+        Logged::Updated { before, .. } => {
+            let mut updates = Vec::new();
+            let mut olds = Vec::new();
+            let mut after: Vec<Element> = Vec::new();
+            for (id, patch) in before {
+                let Some(current) = r.get(id) else { continue };
+                let Ok((next, old)) = current.patched(patch, cx.limits) else {
+                    continue;
+                };
+                if next.kind == Kind::Edge
+                    && patch.endpoints().next().is_some()
+                    && endpoints_are_nodes(r, &next).is_err()
+                {
+                    continue;
+                }
+                r.stage(id, Some(next.clone()));
+                updates.push((id.clone(), patch.clone()));
+                olds.push((id.clone(), old));
+                after.retain(|e| &e.id != id);
+                after.push(next);
+            }
+            (!updates.is_empty()).then_some(Effect::Update {
+                updates,
+                before: olds,
+                after,
+            })
+        }
+    }
+}
+
+/// Walks a list newest first for the first entry that still reverses to something.
+fn first_reversible<B: Board>(
+    r: &mut Reader<'_, B>,
+    cx: &Context<'_>,
+    list: &[(u64, Option<Logged>)],
+    wanted: impl Fn(&Logged) -> bool,
+) -> Option<(u64, Effect)> {
+    for (seq, logged) in list.iter().take(STACK_LOOKBACK) {
+        let Some(logged) = logged.as_ref().filter(|l| wanted(l)) else {
+            continue;
+        };
+        // Look from a clean slate each time: a candidate that is skipped changes nothing.
+        let staged = r.staged.clone();
+        let checks = r.checks.len();
+        if let Some(effect) = reverse(r, cx, logged) {
+            return Some((*seq, effect));
+        }
+        r.staged = staged;
+        r.checks.truncate(checks);
+    }
+    None
+}
+
+fn undo<B: Board>(r: &mut Reader<'_, B>, cx: &Context<'_>) -> Step {
+    let Some(list) = r.board.undo_list() else {
+        r.need.undo = true;
+        return Err(Refusal::NothingToUndo);
+    };
+    match first_reversible(r, cx, &list, |_| true) {
+        Some((seq, effect)) => Ok(decision(
+            effect,
+            Via::Undo,
+            Stacks::Undo { undone: Some(seq) },
+            Some(seq),
+        )),
+        None => Err(Refusal::NothingToUndo),
+    }
+}
+
+fn redo<B: Board>(r: &mut Reader<'_, B>, cx: &Context<'_>, stroke: Option<&StrokeId>) -> Step {
+    let Some(list) = r.board.redo_list() else {
+        r.need.redo = true;
+        return Err(Refusal::NothingToRedo);
+    };
+    let names = |logged: &Logged| match (stroke, logged) {
+        (None, _) => true,
+        (Some(id), Logged::Deleted(removed)) => removed.iter().any(|e| &e.id == id),
+        _ => false,
+    };
+    match first_reversible(r, cx, &list, names) {
+        Some((seq, effect)) => Ok(decision(
+            effect,
+            Via::Redo,
+            Stacks::Redo { redone: seq },
+            Some(seq),
+        )),
+        None => Err(Refusal::NothingToRedo),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::ids::RoomId;
+    use serde_json::json;
+
+    const LIMITS: ElementLimits = ElementLimits { max_points: 100 };
+
+    /// A whole board in memory, as the memory engine has it.
+    #[derive(Default)]
+    struct Full {
+        elements: HashMap<StrokeId, Element>,
+        undo: Vec<(u64, Option<Logged>)>,
+        redo: Vec<(u64, Option<Logged>)>,
+    }
+
+    impl Board for Full {
+        fn element(&self, id: &StrokeId) -> Lookup<Element> {
+            self.elements
+                .get(id)
+                .cloned()
+                .map_or(Lookup::Absent, Lookup::Found)
+        }
+        fn edges_touching(&self, nodes: &HashSet<StrokeId>) -> Option<Vec<StrokeId>> {
+            let touching = |e: &&Element| {
+                e.kind == Kind::Edge
+                    && [&e.from, &e.to]
+                        .iter()
+                        .any(|n| n.as_ref().is_some_and(|n| nodes.contains(n)))
+            };
+            let mut ids: Vec<_> = self
+                .elements
+                .values()
+                .filter(touching)
+                .map(|e| e.id.clone())
+                .collect();
+            ids.sort();
+            Some(ids)
+        }
+        fn undo_list(&self) -> Option<Vec<(u64, Option<Logged>)>> {
+            Some(self.undo.clone())
+        }
+        fn redo_list(&self) -> Option<Vec<(u64, Option<Logged>)>> {
+            Some(self.redo.clone())
+        }
+    }
+
+    /// A board that knows only what was read, as the Redis engine has it.
+    struct Partial<'a>(&'a Full, HashSet<StrokeId>, bool);
+
+    impl Board for Partial<'_> {
+        fn element(&self, id: &StrokeId) -> Lookup<Element> {
+            if self.1.contains(id) {
+                self.0.element(id)
+            } else {
+                Lookup::Unknown
+            }
+        }
+        fn edges_touching(&self, nodes: &HashSet<StrokeId>) -> Option<Vec<StrokeId>> {
+            if self.2 {
+                self.0.edges_touching(nodes)
+            } else {
+                None
+            }
+        }
+        fn undo_list(&self) -> Option<Vec<(u64, Option<Logged>)>> {
+            None
+        }
+        fn redo_list(&self) -> Option<Vec<(u64, Option<Logged>)>> {
+            None
+        }
+    }
+
+    fn el(v: serde_json::Value) -> Element {
+        Element::from_client(&v, &UserId::new("ann"), &RoomId::new("r"), LIMITS).expect("valid")
+    }
+
+    fn node(id: &str) -> Element {
+        el(json!({"id": id, "kind": "node", "x": 0, "y": 0, "w": 10, "h": 10}))
+    }
+
+    fn edge(id: &str, from: &str, to: &str) -> Element {
+        el(json!({"id": id, "kind": "edge", "from": from, "to": to}))
+    }
+
+    fn board(elements: Vec<Element>) -> Full {
+        let mut full = Full::default();
+        for (v, mut e) in (1..).zip(elements) {
+            e.v = v;
+            full.elements.insert(e.id.clone(), e);
+        }
+        full
+    }
+
+    fn run(intent: Intent, board: &impl Board) -> Decided {
+        decide(
+            &intent,
+            &Context {
+                user: &UserId::new("ann"),
+                limits: LIMITS,
+            },
+            board,
+        )
+    }
+
+    fn done(d: Decided) -> Decision {
+        match d {
+            Decided::Do(d) => *d,
+            other => panic!("wanted a decision, got {other:?}"),
+        }
+    }
+
+    fn id(s: &str) -> StrokeId {
+        StrokeId::new(s)
+    }
+
+    fn patch(v: serde_json::Value) -> Patch {
+        Patch::from_client(&v).expect("patch")
+    }
+
+    #[test]
+    fn adding_an_existing_id_is_refused_and_an_edge_needs_two_nodes() {
+        let full = board(vec![node("n1")]);
+        assert!(matches!(
+            run(Intent::Add(vec![node("n1")]), &full),
+            Decided::Refuse(Refusal::BadElement(_))
+        ));
+        match run(Intent::Add(vec![edge("e1", "n1", "zz")]), &full) {
+            Decided::Refuse(Refusal::BadElement(m)) => assert!(m.contains("elements[0].to"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        let d = done(run(
+            Intent::Add(vec![node("n2"), edge("e1", "n1", "n2")]),
+            &full,
+        ));
+        assert_eq!(d.checks, vec![(id("n2"), 0), (id("e1"), 0), (id("n1"), 1)]);
+    }
+
+    #[test]
+    fn an_add_needs_no_read_until_an_edge_names_a_node() {
+        let full = board(vec![node("n1")]);
+        let nothing = Partial(&full, HashSet::new(), false);
+        let d = done(run(Intent::Add(vec![node("n2")]), &nothing));
+        assert_eq!(d.checks, vec![(id("n2"), 0)]);
+        match run(Intent::Add(vec![edge("e", "n1", "n2")]), &nothing) {
+            Decided::Need(need) => assert_eq!(need.ids, [id("n1"), id("n2")].into()),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn updates_merge_per_field_and_skip_missing_ids() {
+        let full = board(vec![el(
+            json!({"id": "r", "kind": "rect", "x": 0, "y": 0, "w": 1, "h": 1}),
+        )]);
+        let d = done(run(
+            Intent::Update(vec![
+                (id("gone"), patch(json!({"x": 1}))),
+                (id("r"), patch(json!({"x": 5, "color": "#000"}))),
+            ]),
+            &full,
+        ));
+        let Effect::Update {
+            updates,
+            before,
+            after,
+        } = d.effect
+        else {
+            panic!("update")
+        };
+        assert_eq!(updates.len(), 1);
+        assert_eq!(
+            serde_json::to_value(&before[0].1).expect("json"),
+            json!({"x": 0.0, "color": null})
+        );
+        assert_eq!(after[0].x, Some(5.0));
+        assert_eq!(d.checks, vec![(id("gone"), 0), (id("r"), 1)]);
+        assert!(matches!(
+            run(
+                Intent::Update(vec![(id("gone"), patch(json!({"x": 1})))]),
+                &full
+            ),
+            Decided::Refuse(Refusal::NotFound)
+        ));
+    }
+
+    #[test]
+    fn deleting_a_node_deletes_its_edges_after_reading_the_index() {
+        let full = board(vec![
+            node("a"),
+            node("b"),
+            node("c"),
+            edge("ab", "a", "b"),
+            edge("bc", "b", "c"),
+        ]);
+        let d = done(run(Intent::Delete(vec![id("a")]), &full));
+        let Effect::Delete(removed) = d.effect else {
+            panic!("delete")
+        };
+        let ids: Vec<_> = removed.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(ids, ["a", "ab"]);
+        // Partially known: first the node, then the index, then the edge.
+        let read_a = Partial(&full, [id("a")].into(), false);
+        assert!(matches!(run(Intent::Delete(vec![id("a")]), &read_a), Decided::Need(n) if n.edges));
+        let read_index = Partial(&full, [id("a")].into(), true);
+        assert!(
+            matches!(run(Intent::Delete(vec![id("a")]), &read_index), Decided::Need(n) if n.ids.contains(&id("ab")))
+        );
+    }
+
+    #[test]
+    fn undo_reverses_the_newest_op_that_still_can_be() {
+        let mut full = board(vec![el(
+            json!({"id": "r", "kind": "rect", "x": 9, "y": 0, "w": 1, "h": 1}),
+        )]);
+        full.undo = vec![
+            // Newest: added something that someone else has deleted since: skipped.
+            (3, Some(Logged::Added(vec![node("gone")]))),
+            (
+                2,
+                Some(Logged::Updated {
+                    updates: vec![(id("r"), patch(json!({"x": 9})))],
+                    before: vec![(id("r"), patch(json!({"x": 1})))],
+                }),
+            ),
+        ];
+        let d = done(run(Intent::Undo(None), &full));
+        assert_eq!(d.stacks, Stacks::Undo { undone: Some(2) });
+        let Effect::Update { after, .. } = d.effect else {
+            panic!("update")
+        };
+        assert_eq!(after[0].x, Some(1.0));
+        full.undo.clear();
+        assert!(matches!(
+            run(Intent::Undo(None), &full),
+            Decided::Refuse(Refusal::NothingToUndo)
+        ));
+    }
+
+    #[test]
+    fn undoing_a_delete_re_adds_nodes_before_their_edges() {
+        let mut full = board(vec![]);
+        full.undo = vec![(
+            5,
+            Some(Logged::Deleted(vec![
+                edge("ab", "a", "b"),
+                node("a"),
+                node("b"),
+            ])),
+        )];
+        let d = done(run(Intent::Undo(None), &full));
+        let Effect::Add(added) = d.effect else {
+            panic!("add")
+        };
+        let ids: Vec<_> = added.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(ids, ["a", "b", "ab"]);
+    }
+
+    #[test]
+    fn v1_undo_of_a_named_stroke_checks_its_owner() {
+        let stroke = |user: &str| {
+            Element::from_client(
+                &json!({"id": "s", "kind": "stroke", "points": [{"x": 0, "y": 0}], "color": "#000", "width": 1}),
+                &UserId::new(user),
+                &RoomId::new("r"),
+                LIMITS,
+            )
+            .expect("valid")
+        };
+        let mine = board(vec![stroke("ann")]);
+        let d = done(run(Intent::Undo(Some(id("s"))), &mine));
+        assert_eq!((d.via, d.ack_id.clone()), (Via::Undo, Some(id("s"))));
+        let theirs = board(vec![stroke("bob")]);
+        assert!(matches!(
+            run(Intent::Undo(Some(id("s"))), &theirs),
+            Decided::Refuse(Refusal::Forbidden(_))
+        ));
+        assert!(matches!(
+            run(Intent::Undo(Some(id("x"))), &theirs),
+            Decided::Refuse(Refusal::NothingToUndo)
+        ));
+    }
+}

@@ -1,0 +1,294 @@
+//! Sequenced ops on Redis, decided in Rust (`docs/BOARD.md`, design B): read what the op
+//! touches (`lua/read.lua`), run the board's rules ([`decide`]), then commit the effect with one
+//! generic script (`lua/apply.lua`) that applies it only if every version the rules relied on
+//! still stands. A conflict (someone changed one of those elements in between) reads again and
+//! decides again. A stroke touches nothing it must read, so it stays one round trip.
+
+use std::collections::{HashMap, HashSet};
+
+use redis::Value;
+
+use super::{Inner, bad_reply, next, number, tagged, text};
+use crate::domain::board::{
+    Board, Context, Decided, Decision, Effect, Logged, Lookup, Need, STACK_LOOKBACK, Stacks, decide,
+};
+use crate::domain::element::{Element, ElementLimits, Kind, format_z};
+use crate::domain::record::{self, Parts};
+use crate::domain::{RoomId, StrokeId};
+use crate::engine::{
+    EngineError, EngineResult, MAX_ATTEMPTS, Op, OpOutcome, ack_text, op_field, parse_op_record,
+};
+
+/// What has been read of a room's board for one op.
+#[derive(Default)]
+struct Known {
+    elements: HashMap<StrokeId, Option<Element>>,
+    /// Edge id → (from, to), when the edge index was read.
+    edges: Option<Vec<(StrokeId, StrokeId, StrokeId)>>,
+    undo: Option<Vec<(u64, Option<Logged>)>>,
+    redo: Option<Vec<(u64, Option<Logged>)>>,
+}
+
+impl Board for Known {
+    fn element(&self, id: &StrokeId) -> Lookup<Element> {
+        match self.elements.get(id) {
+            Some(Some(e)) => Lookup::Found(e.clone()),
+            Some(None) => Lookup::Absent,
+            None => Lookup::Unknown,
+        }
+    }
+
+    fn edges_touching(&self, nodes: &HashSet<StrokeId>) -> Option<Vec<StrokeId>> {
+        let edges = self.edges.as_ref()?;
+        let mut ids: Vec<StrokeId> = edges
+            .iter()
+            .filter(|(_, from, to)| nodes.contains(from) || nodes.contains(to))
+            .map(|(id, _, _)| id.clone())
+            .collect();
+        ids.sort();
+        Some(ids)
+    }
+
+    fn undo_list(&self) -> Option<Vec<(u64, Option<Logged>)>> {
+        self.undo.clone()
+    }
+
+    fn redo_list(&self) -> Option<Vec<(u64, Option<Logged>)>> {
+        self.redo.clone()
+    }
+}
+
+enum Read {
+    Missing,
+    Duplicate(u64, Option<StrokeId>),
+    Done,
+}
+
+enum Committed {
+    Applied(u64),
+    Duplicate(u64, Option<StrokeId>),
+    Conflict,
+    Missing,
+}
+
+impl Inner {
+    pub(super) async fn apply_op(&self, room: &RoomId, op: &Op<'_>) -> EngineResult<OpOutcome> {
+        let user = &op.who.user_id;
+        let field = op.op_id.map(|id| op_field(user, id)).unwrap_or_default();
+        let cx = Context {
+            user,
+            limits: ElementLimits {
+                max_points: self.settings.max_points,
+            },
+        };
+        let mut known = Known::default();
+        let mut need = Need::default();
+        for _ in 0..MAX_ATTEMPTS {
+            if !need.is_empty() {
+                match self.read(room, &field, &need, &mut known, op).await? {
+                    Read::Missing => return Ok(OpOutcome::RoomMissing),
+                    Read::Duplicate(seq, ack_id) => {
+                        return Ok(OpOutcome::Duplicate { seq, ack_id });
+                    }
+                    Read::Done => {}
+                }
+            }
+            let decision = match decide(&op.intent, &cx, &known) {
+                Decided::Do(decision) => decision,
+                Decided::Refuse(refusal) => return Ok(OpOutcome::Refused(refusal)),
+                Decided::Need(more) => {
+                    need = more;
+                    continue;
+                }
+            };
+            match self.commit(room, &field, op, &decision).await? {
+                Committed::Applied(seq) => {
+                    return Ok(OpOutcome::Applied {
+                        seq,
+                        ack_id: decision.ack_id,
+                    });
+                }
+                Committed::Duplicate(seq, ack_id) => {
+                    return Ok(OpOutcome::Duplicate { seq, ack_id });
+                }
+                Committed::Missing => return Ok(OpOutcome::RoomMissing),
+                Committed::Conflict => {
+                    // Read afresh everything the decision stood on.
+                    need = Need {
+                        ids: decision.checks.iter().map(|(id, _)| id.clone()).collect(),
+                        edges: known.edges.is_some(),
+                        undo: known.undo.is_some(),
+                        redo: known.redo.is_some(),
+                    };
+                    known = Known::default();
+                }
+            }
+        }
+        Err(EngineError::Unavailable(
+            "the elements kept changing under this op; retry with the same opId".into(),
+        ))
+    }
+
+    async fn read(
+        &self,
+        room: &RoomId,
+        field: &str,
+        need: &Need,
+        known: &mut Known,
+        op: &Op<'_>,
+    ) -> EngineResult<Read> {
+        let depth = |wanted: bool| {
+            if wanted {
+                STACK_LOOKBACK.to_string()
+            } else {
+                "0".into()
+            }
+        };
+        let mut args = vec![
+            field.to_owned(),
+            if need.edges { "1" } else { "0" }.to_owned(),
+            depth(need.undo),
+            depth(need.redo),
+        ];
+        let ids: Vec<&StrokeId> = need.ids.iter().collect();
+        args.extend(ids.iter().map(|id| id.as_str().to_owned()));
+        let reply = self
+            .user_script(&self.scripts.read, room, &op.who.user_id, &args)
+            .await?;
+        let (tag, mut items) = tagged(reply)?;
+        match tag.as_str() {
+            "missing" => return Ok(Read::Missing),
+            "duplicate" => {
+                let (seq, ack) = parse_op_record(&text(next(&mut items)?)?)
+                    .ok_or_else(|| bad_reply("op record"))?;
+                return Ok(Read::Duplicate(seq, ack));
+            }
+            "ok" => {}
+            other => return Err(bad_reply(other)),
+        }
+        let Value::Array(elements) = next(&mut items)? else {
+            return Err(bad_reply("elements"));
+        };
+        for (id, value) in ids.into_iter().zip(elements) {
+            let element = match value {
+                Value::Nil => None,
+                v => Some(Element::from_stored(&text(v)?).ok_or_else(|| bad_reply("element"))?),
+            };
+            known.elements.insert(id.clone(), element);
+        }
+        if let Value::Array(flat) = next(&mut items)? {
+            let mut edges = Vec::with_capacity(flat.len() / 2);
+            let mut flat = flat.into_iter();
+            while let (Some(id), Some(ends)) = (flat.next(), flat.next()) {
+                let (from, to): (StrokeId, StrokeId) =
+                    serde_json::from_str(&text(ends)?).map_err(|_| bad_reply("edge index"))?;
+                edges.push((StrokeId::new(text(id)?), from, to));
+            }
+            known.edges = Some(edges);
+        }
+        if need.undo {
+            known.undo = Some(entries(next(&mut items)?)?);
+        } else {
+            next(&mut items)?;
+        }
+        if need.redo {
+            known.redo = Some(entries(next(&mut items)?)?);
+        }
+        Ok(Read::Done)
+    }
+
+    async fn commit(
+        &self,
+        room: &RoomId,
+        field: &str,
+        op: &Op<'_>,
+        decision: &Decision,
+    ) -> EngineResult<Committed> {
+        let user = &op.who.user_id;
+        let parts = Parts::new(decision, op.conn, user, op.op_id);
+        let (stacks, leaving) = match decision.stacks {
+            Stacks::Push => ("push", String::new()),
+            Stacks::Undo { undone } => ("undo", undone.map(|s| s.to_string()).unwrap_or_default()),
+            Stacks::Redo { redone } => ("redo", redone.to_string()),
+        };
+        let mut args = vec![
+            field.to_owned(),
+            ack_text(decision.ack_id.as_ref()).to_owned(),
+            self.settings.log_max.to_string(),
+            self.settings.undo_max.to_string(),
+            self.settings.redo_max.to_string(),
+            stacks.to_owned(),
+            leaving,
+            parts.head,
+            parts.tail,
+            decision.checks.len().to_string(),
+        ];
+        for (id, v) in &decision.checks {
+            args.push(id.to_string());
+            args.push(v.to_string());
+        }
+        let (puts, dels): (Vec<&Element>, Vec<&Element>) = match &decision.effect {
+            Effect::Add(elements) => (elements.iter().collect(), Vec::new()),
+            Effect::Update { after, .. } => (after.iter().collect(), Vec::new()),
+            Effect::Delete(removed) => (Vec::new(), removed.iter().collect()),
+        };
+        args.push(puts.len().to_string());
+        for element in puts {
+            args.push(element.id.to_string());
+            args.push(element.z.map(format_z).unwrap_or_default());
+            args.push(element.body());
+            args.push(edge_index_value(element));
+        }
+        args.push(dels.len().to_string());
+        for element in dels {
+            args.push(element.id.to_string());
+            args.push(if element.kind == Kind::Edge { "1" } else { "0" }.to_owned());
+        }
+        let reply = self
+            .user_script(&self.scripts.apply, room, user, &args)
+            .await?;
+        let (tag, mut items) = tagged(reply)?;
+        Ok(match tag.as_str() {
+            "ok" => Committed::Applied(number(next(&mut items)?)?),
+            "duplicate" => {
+                let (seq, ack) = parse_op_record(&text(next(&mut items)?)?)
+                    .ok_or_else(|| bad_reply("op record"))?;
+                Committed::Duplicate(seq, ack)
+            }
+            "conflict" => Committed::Conflict,
+            "missing" => Committed::Missing,
+            other => return Err(bad_reply(other)),
+        })
+    }
+}
+
+/// An edge's `["from","to"]` for the edge index; empty for other kinds.
+fn edge_index_value(element: &Element) -> String {
+    match (&element.kind, &element.from, &element.to) {
+        (Kind::Edge, Some(from), Some(to)) => {
+            serde_json::to_string(&(from, to)).unwrap_or_default()
+        }
+        _ => String::new(),
+    }
+}
+
+/// An undo or redo list as read: `{seq, record or nil}` entries, newest first.
+fn entries(value: Value) -> EngineResult<Vec<(u64, Option<Logged>)>> {
+    let Value::Array(list) = value else {
+        return Ok(Vec::new());
+    };
+    list.into_iter()
+        .map(|entry| {
+            let Value::Array(pair) = entry else {
+                return Err(bad_reply("stack entry"));
+            };
+            let mut pair = pair.into_iter();
+            let seq = number(next(&mut pair)?)?;
+            let logged = match next(&mut pair)? {
+                Value::Nil => None,
+                v => record::logged(&text(v)?),
+            };
+            Ok((seq, logged))
+        })
+        .collect()
+}

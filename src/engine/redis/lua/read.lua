@@ -1,0 +1,31 @@
+-- READ what an op needs to be decided (the board module's `Need`): ARGV 5 op field ('' = none),
+-- 6 '1' to read the edge index, 7 how many undo entries, 8 how many redo entries, 9.. element ids.
+-- Returns {'missing'} | {'duplicate', 'seq|ackId'} |
+--   {'ok', elements (one per id, false when absent), edges (HGETALL or false),
+--    undo ({seq, record or false}..., newest first, or false), redo (likewise)}.
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end
+if ARGV[5] ~= '' then
+  local prev = redis.call('HGET', KEYS[5], ARGV[5])
+  if prev then return {'duplicate', prev} end
+end
+local elements = {}
+if #ARGV >= 9 then elements = redis.call('HMGET', KEYS[2], unpack(ARGV, 9)) end
+local edges = false
+if ARGV[6] == '1' then edges = redis.call('HGETALL', KEYS[7]) end
+
+-- The records of the newest `n` seqs on a list, read from the log by position.
+local seq = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
+local first = seq - redis.call('LLEN', KEYS[3]) + 1
+local function entries(key, n)
+  if n == 0 then return false end
+  local out = {}
+  local seqs = redis.call('LRANGE', key, -n, -1)
+  for i = #seqs, 1, -1 do
+    local s = tonumber(seqs[i])
+    local record = false
+    if s and s >= first then record = redis.call('LINDEX', KEYS[3], s - first) end
+    out[#out + 1] = {seqs[i], record}
+  end
+  return out
+end
+return {'ok', elements, edges, entries(KEYS[8], tonumber(ARGV[7])), entries(KEYS[9], tonumber(ARGV[8]))}
