@@ -420,7 +420,7 @@
   }
 
   function sendCursor() {
-    if (cursorNext && sync.joined) {
+    if (cursorNext && sync.live) {
       sync.sendTransient('CURSOR_MOVE', { x: cursorNext.x, y: cursorNext.y });
       cursorNext = null;
       cursorTimer = setTimeout(() => {

@@ -256,7 +256,8 @@
       if (!validElement(raw)) continue;
       let el = raw;
       if (server) {
-        const z = typeof raw.z === 'number' ? raw.z : (board ? board.maxZ : 0) + 1;
+        // As the server does: on top of the highest z, as an integer (1 on an empty board).
+        const z = typeof raw.z === 'number' ? raw.z : Math.floor(board && board.confirmed.size ? board.maxZ : 0) + 1;
         el = { ...raw, z, ...(seq ? { v: seq } : {}) };
       } else if (map.has(raw.id)) {
         continue; // already confirmed (a REPLAY brought our own op back): the server's copy wins

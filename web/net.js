@@ -67,7 +67,10 @@
       this.roomId = null;
       this.ws = null;
       this.socketGen = 0;
+      /** INITIAL_STATE or REPLAY received for the latest JOIN_ROOM (false while a re-join is answered). */
       this.joined = false;
+      /** In the room on an open socket: stays true while the same socket re-joins to repair a gap. */
+      this.live = false;
       this.attempts = 0;
       this.reconnectTimer = 0;
       this.lastMessageAt = 0;
@@ -176,6 +179,7 @@
       clearInterval(this.pingTimer);
       clearTimeout(this.gapTimer);
       this.joined = false;
+      this.live = false;
       if (this.ws) {
         this.ws.onopen = this.ws.onmessage = this.ws.onclose = null;
         try { this.ws.close(); } catch { /* already closed */ }
@@ -230,6 +234,7 @@
 
     joinDone() {
       this.joined = true;
+      this.live = true;
       this.attempts = 0;
       this.hooks.status('online', 'Live');
       this.flush();
@@ -312,7 +317,7 @@
 
     /** Transient frames (cursor, live stroke): only while joined, never queued. */
     sendTransient(type, payload) {
-      if (!this.joined || (type === 'STROKE_PROGRESS' && this.v1Server)) return false;
+      if (!this.live || (type === 'STROKE_PROGRESS' && this.v1Server)) return false;
       return this.send(type, { ...payload, roomId: this.roomId });
     }
 
@@ -413,17 +418,15 @@
       const elements = (p.elements || []).map((e) => (e && e.kind === 'stroke' ? M.strokeElement(e) : e));
       const ids = new Set([...strokes, ...elements].filter(Boolean).map((e) => e.id));
       // Ours already in this state: sequenced at or before S, or (after a lost ACK) added under ids it shows.
+      // Ops acknowledged after S stay filed in `ahead` and are applied on top when their turn comes.
       for (const op of [...this.board.pending]) {
         const adds = op.type === 'CANVAS_UPDATE' || op.type === 'ELEMENTS_ADD' ? op.effect.add || [] : [];
         if ((op.ackSeq && op.ackSeq <= S) || (adds.length && adds.every((e) => ids.has(e.id)))) {
           this.board.pending.splice(this.board.pending.indexOf(op), 1);
           this.onOpSettled(op);
-        } else if (op.ackSeq) {
-          op.ackSeq = 0; // filed after S: keep it, it is refiled below
         }
       }
       for (const s of [...this.ahead.keys()]) if (s <= S) this.ahead.delete(s);
-      for (const [s, item] of this.ahead) if (item.op) item.op.ackSeq = s;
       this.board.reset([...strokes, ...elements].filter(Boolean).sort((a, b) => (a.z ?? 0) - (b.z ?? 0)));
       this.seq = S;
       this.epoch = p.epoch ?? null;

@@ -82,12 +82,13 @@
     undo() {
       const g = this.undoStack.pop();
       if (!g) {
-        if (this.sync.joined) this.sync.submit('UNDO', {}, { effect: {}, intent: null, kind: 'undo' });
+        if (this.sync.live) this.sync.submit('UNDO', {}, { effect: {}, intent: null, kind: 'undo' });
         return;
       }
       const ops = g.ops.filter((op) => !op.refused);
       const sent = ops.filter((op) => op.everSent);
-      if (sent.length && !this.sync.joined) {
+      // Offline, the server cannot undo; a re-join in progress (to learn an undo's effect) is fine.
+      if (sent.length && !this.sync.live) {
         this.undoStack.push(g);
         this.hooks.toast('Undo needs a connection; try again when you are back online.');
         return;
@@ -106,7 +107,7 @@
     redo() {
       const r = this.redoStack.pop();
       if (!r) return;
-      if (r.sent.length && !this.sync.joined) {
+      if (r.sent.length && !this.sync.live) {
         this.redoStack.push(r);
         this.hooks.toast('Redo needs a connection; try again when you are back online.');
         return;
