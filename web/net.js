@@ -57,9 +57,9 @@
   class Sync {
     /**
      * hooks: session() -> {token}, freshToken(force) -> Promise, me() -> userId,
-     * status(state, text), joined(), users(list | null), message(type, payload) for presence
-     * and the rest, toast(text), roomGone(text), changed() after anything that may enable or
-     * disable undo/redo.
+     * status(state, text), joined(), users(list | null), message(type, payload) for presence,
+     * cursors, live strokes and the rest (and SOCKET_LOST when the socket drops), toast(text),
+     * roomGone(text), reload(text), changed() after anything that may enable or disable undo/redo.
      */
     constructor(board, hooks) {
       this.board = board;

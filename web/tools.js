@@ -172,6 +172,8 @@
       this.commitText();
       this.tool = name;
       this.canvas.dataset.tool = name;
+      // A drawing tool starts afresh: picking its colour must not recolour what was selected before.
+      if (name !== 'select' && name !== 'hand' && this.selection.size) this.select([]);
       // Handles are for the select tool; with a drawing tool, a press on them draws.
       this.r.showHandles = name === 'select';
       this.hooks.toolChanged(name);
