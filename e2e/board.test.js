@@ -611,6 +611,19 @@ describe('a board of elements, on two instances', { timeout: 420000 }, () => {
     assert.ok(median < 16, `median frame cost while panning ${median} ms: not smooth`);
     assert.ok(p90 < 50, `90th percentile frame cost while panning ${p90} ms: not smooth`);
     assert.ok(loadMs < 20000, `loading took ${loadMs} ms`);
+
+    // Someone's new stroke is painted onto the cached scene, not a repaint of 5,000 elements.
+    await eve.page.getByRole('button', { name: 'Reset zoom' }).click();
+    await sleep(300);
+    const r0 = (await eve.state()).render;
+    await ann.pick(RED, 8);
+    await ann.tool('pen');
+    await ann.draw([[700, 980], [900, 980], [1100, 980]]);
+    const r1 = (await eve.waitState('Ann\'s stroke', (s) => s.elementCount === total + 1)).render;
+    assertColorAt(await eve.canvas('appended'), 900, 980, RED, 'the new stroke on Eve\'s page');
+    const r2 = (await eve.state()).render;
+    assert.equal(r2.cacheRenders, r0.cacheRenders, 'no repaint of the cached scene for a stroke on top');
+    assert.ok(r1.appended > r0.appended, 'the stroke was painted onto the cache');
     await eve.screenshot('board-5000');
     await stack.close(eve);
   });

@@ -265,8 +265,8 @@
 
   // Board changes: repaint (the renderer listens), drop finished live strokes, keep the selection honest.
   const repaintOnChange = board.onChange;
-  board.onChange = (ids) => {
-    repaintOnChange(ids);
+  board.onChange = (ids, added) => {
+    repaintOnChange(ids, added);
     if (renderer.live.size) {
       for (const id of ids || [...renderer.live.keys()]) if (renderer.live.has(id) && board.confirmed.has(id)) renderer.live.delete(id);
     }

@@ -117,7 +117,10 @@
       this.maxZ = 0;       // of `confirmed`: the server gives a new element without z max + 1
       this.minZ = 0;
       this.orderIds = null; // shown ids in paint order, rebuilt lazily
-      /** Called with the set of ids whose shown element changed (or null: everything changed). */
+      /**
+       * Called with the set of ids whose shown element changed (null: everything changed) and the
+       * subset that is new on the board (the renderer can paint those on top of what it has).
+       */
       this.onChange = () => {};
     }
 
@@ -162,22 +165,22 @@
 
     /** Recomputes shown[id] = confirmed[id] with the pending ops that touch it, for each id. */
     refresh(ids) {
+      const added = new Set();
       for (const id of ids) {
         let el = this.confirmed.get(id);
         for (const op of this.pending) el = applyTo(el, id, op.effect);
         const before = this.shown.get(id);
         if (el) this.shown.set(id, el);
         else this.shown.delete(id);
+        if (!before && el) added.add(id);
         if (!before || !el || before.z !== el.z) this.orderIds = null;
       }
-      if (ids.size) this.onChange(ids);
+      if (ids.size) this.onChange(ids, added);
     }
 
     addPending(op) {
       this.pending.push(op);
-      const ids = applyEffect(this.shown, op.effect, null, false);
-      this.orderIds = null;
-      this.onChange(ids);
+      this.refresh(touched(op.effect));
     }
 
     /** Drops a pending op (applied, refused or taken back) and shows what remains. */

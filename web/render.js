@@ -294,13 +294,16 @@
       this.cacheCtx = this.cache.getContext('2d');
       this.cacheView = null; // {x, y, s, w, h}: board origin, scale and CSS size the cache covers
       this.cacheDirty = true;
+      /** The element painted last into the cache (paint order), and new ones to paint above it. */
+      this.cacheTop = null;
+      this.appendQueue = [];
       this.zoomingUntil = 0;
       this.pendingFrame = false;
       this.settleTimer = 0;
       this.onCamera = () => {};
       /** For tests and tuning: how long frames took (the last 240), and what the last cache paint did. */
-      this.stats = { frames: 0, cacheRenders: 0, lastFrameMs: 0, lastCacheMs: 0, maxFrameMs: 0, painted: 0, frameMs: [] };
-      board.onChange = (ids) => this.contentChanged(ids);
+      this.stats = { frames: 0, cacheRenders: 0, lastFrameMs: 0, lastCacheMs: 0, maxFrameMs: 0, painted: 0, appended: 0, frameMs: [] };
+      board.onChange = (ids, added) => this.contentChanged(ids, added);
     }
 
     // -- camera --
@@ -374,11 +377,45 @@
 
     // -- dirtiness --
 
-    /** Content changed for these ids (null: all). Only changes outside `active` repaint the cache. */
-    contentChanged(ids) {
+    /**
+     * Content changed for these ids (null: all). Changes to `active` elements leave the cache alone;
+     * elements new on the board that paint above everything in it (the usual case: someone's new
+     * stroke) are painted onto it; anything else repaints it.
+     */
+    contentChanged(ids, added) {
       if (!ids) this.cacheDirty = true;
-      else for (const id of ids) if (!this.active.has(id)) { this.cacheDirty = true; break; }
+      else {
+        for (const id of ids) {
+          if (this.active.has(id)) continue;
+          const el = added && added.has(id) && this.board.get(id);
+          if (el && !this.cacheDirty && this.cacheView && (!this.cacheTop || M.paintOrder(el, this.cacheTop) > 0)) {
+            this.appendQueue.push(id);
+            this.cacheTop = el;
+            continue;
+          }
+          this.cacheDirty = true;
+          break;
+        }
+      }
+      if (this.cacheDirty) this.appendQueue = [];
       this.invalidate();
+    }
+
+    /** Paints queued new elements onto the cache (in the order they came, which is paint order). */
+    appendToCache() {
+      const cv = this.cacheView;
+      const ctx = this.cacheCtx;
+      const { dpr } = this;
+      ctx.setTransform(dpr * cv.s, 0, 0, dpr * cv.s, -cv.x * cv.s * dpr, -cv.y * cv.s * dpr);
+      const area = { x0: cv.x, y0: cv.y, x1: cv.x + cv.w / cv.s, y1: cv.y + cv.h / cv.s };
+      const frameOf = (id) => { const n = this.board.get(id); return n && n.kind === 'node' ? n : null; };
+      for (const id of this.appendQueue) {
+        const el = this.board.get(id);
+        const b = el && M.bounds(el, this.board);
+        if (b && M.overlaps(b, area)) this.paintMaybeEditing(ctx, el, frameOf);
+      }
+      this.stats.appended += this.appendQueue.length;
+      this.appendQueue = [];
     }
 
     /** Sets what is painted on top rather than from the cache. */
@@ -471,6 +508,7 @@
         return;
       }
       if (this.cacheDirty || !covers) this.renderCache();
+      else if (this.appendQueue.length) this.appendToCache();
       const o = this.toScreen(this.cacheView.x, this.cacheView.y);
       this.ctx.drawImage(this.cache, Math.round(o.x * dpr), Math.round(o.y * dpr));
     }
@@ -504,6 +542,9 @@
         }
       }
       this.stats.painted = painted;
+      const order = this.board.order();
+      this.cacheTop = order.length ? this.board.get(order[order.length - 1]) : null;
+      this.appendQueue = [];
       this.cacheView = cv;
       this.cacheDirty = false;
       this.stats.cacheRenders++;
