@@ -238,7 +238,7 @@
     tokenStale: () => !!session && !tokenFresh(session.token),
     me,
     status: (state, text) => { connState = state; connText = text; renderConn(); },
-    joined: () => {},
+    joined: fitPhoneOnce,
     users: onUsers,
     message: onMessage,
     toast,
@@ -274,6 +274,14 @@
     scheduleUi();
   };
 
+  /** A phone shows the v1 board area tiny: it opens a room fitted to what is on the board instead. */
+  let fitted = false;
+  function fitPhoneOnce() {
+    if (fitted) return;
+    fitted = true;
+    if (renderer.cssW < 700 && board.shown.size) renderer.fitContent();
+  }
+
   renderer.onCamera = () => {
     for (const c of cursors.values()) placeCursor(c);
     tools.placeEditor();
@@ -291,6 +299,7 @@
       return;
     }
     resetPresence();
+    fitted = false;
     roomId = id;
     history.replaceState(null, '', `/?room=${encodeURIComponent(id)}`);
     $('invite-link').value = `${location.origin}/?room=${encodeURIComponent(id)}`;

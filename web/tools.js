@@ -308,6 +308,8 @@
     down(e) {
       if (this.editing) this.commitText();
       const pt = this.local(e);
+      // A mouse or pen has one pointer: an entry left from a release we never saw must not block it.
+      if (e.pointerType !== 'touch' && !this.action) this.pointers.clear();
       this.pointers.set(e.pointerId, pt);
       if (e.pointerType === 'touch' && this.pointers.size === 2) {
         // A second finger turns whatever the first one started into a pinch.
