@@ -2,7 +2,7 @@
 # Runs a loadtest preset against a private stack on this machine: one redis-server and two
 # drawbridge instances (a, b) on free loopback ports, then stops everything it started.
 #
-#   loadtest/run-local.sh <fanout|overload|presence|idle|latejoin> [extra loadtest flags]
+#   loadtest/run-local.sh <fanout|overload|presence|idle|latejoin|board> [extra loadtest flags]
 #
 # Environment:
 #   PROFILE=release|debug   which build to use (default release; debug skips the slow build
@@ -10,6 +10,9 @@
 #   SKIP_BUILD=1            use the binaries already built
 #   SERVER_BIN=path         run this drawbridge binary instead of target/<profile>/drawbridge
 #                           (e.g. a build of another commit; implies no build of the server)
+#   LOADTEST_BIN=path       run this loadtest binary instead of target/<profile>/loadtest
+#                           (implies no build of the generator; with SERVER_BIN, nothing is
+#                           built: compare two servers under one and the same generator)
 #   OUT_DIR=dir             where result.json, chart.svg, rss.txt and the logs go
 #                           (default target/loadtest/<preset>-<timestamp>)
 #   REDIS_SERVER=path       redis-server binary (default: the one on PATH)
@@ -34,7 +37,7 @@ usage() {
 }
 [[ $# -ge 1 ]] || usage
 case "$1" in
-    fanout | overload | presence | idle | latejoin) preset=$1 ;;
+    fanout | overload | presence | idle | latejoin | board) preset=$1 ;;
     -h | --help) usage ;;
     *) echo "unknown preset: $1" >&2; usage ;;
 esac
@@ -48,16 +51,20 @@ mkdir -p "$out_dir"
 
 bin=$root/target/$profile
 server_bin=${SERVER_BIN:-$bin/drawbridge}
+loadtest_bin=${LOADTEST_BIN:-$bin/loadtest}
 if [[ -z ${SKIP_BUILD:-} ]]; then
-    packages=(-p loadtest)
+    packages=()
+    [[ -z ${LOADTEST_BIN:-} ]] && packages+=(-p loadtest)
     [[ -z ${SERVER_BIN:-} ]] && packages+=(-p drawbridge)
-    if [[ $profile == release ]]; then
+    if [[ ${#packages[@]} -eq 0 ]]; then
+        :
+    elif [[ $profile == release ]]; then
         cargo build --release "${packages[@]}"
     else
         cargo build "${packages[@]}"
     fi
 fi
-for b in "$server_bin" "$bin/loadtest"; do
+for b in "$server_bin" "$loadtest_bin"; do
     [[ -x $b ]] || { echo "missing $b (build it or unset SKIP_BUILD)" >&2; exit 3; }
 done
 redis_server=${REDIS_SERVER:-$(command -v redis-server || true)}
@@ -183,7 +190,7 @@ secret_env=(LOADTEST_JWT_SECRET="$secret")
 [[ -n ${GUEST_TOKENS:-} ]] && secret_env=()
 set +e
 TIMEFORMAT='loadtest process: %R s wall, %U s user, %S s system CPU'
-time env -u LOADTEST_JWT_SECRET "${secret_env[@]}" "$bin/loadtest" --preset "$preset" \
+time env -u LOADTEST_JWT_SECRET "${secret_env[@]}" "$loadtest_bin" --preset "$preset" \
     --url "ws://127.0.0.1:$port_a" --url "ws://127.0.0.1:$port_b" \
     --out "$out_dir/result.json" --chart "$out_dir/chart.svg" "$@"
 status=$?

@@ -44,6 +44,16 @@ fn title(report: &Report) -> String {
             "drawbridge loadtest: {name}, {} conns, {} rooms, {} strokes/s, {} cursor/s per conn",
             sc.connections, sc.rooms, sc.strokes_per_sec, sc.cursor_per_sec
         ),
+        Mode::Board => format!(
+            "drawbridge loadtest: {name}, {} conns, {} rooms; {:.0} % drawing ({}/s live), \
+             {:.0} % dragging ({}/s)",
+            sc.connections,
+            sc.rooms,
+            sc.draw_share * 100.0,
+            sc.progress_per_sec,
+            sc.drag_share * 100.0,
+            sc.drag_per_sec
+        ),
     }
 }
 
@@ -67,12 +77,16 @@ fn x_range(report: &Report) -> f64 {
 
 fn draw_latency(report: &Report, area: &Area<'_>) -> DrawResult<()> {
     let tl = &report.timeline;
-    let series: [Series; 6] = [
+    let series: [Series; 8] = [
         ("stroke p50", RGBColor(44, 160, 44), |s| s.stroke_p50_ms),
         ("stroke p90", RGBColor(31, 119, 180), |s| s.stroke_p90_ms),
         ("stroke p99", RGBColor(255, 127, 14), |s| s.stroke_p99_ms),
         ("stroke max", RGBColor(214, 39, 40), |s| s.stroke_max_ms),
         ("cursor p99", RGBColor(148, 103, 189), |s| s.cursor_p99_ms),
+        ("live stroke p99", RGBColor(23, 190, 207), |s| {
+            s.progress_p99_ms
+        }),
+        ("drag p99", RGBColor(188, 189, 34), |s| s.drag_p99_ms),
         ("ack p99", RGBColor(127, 127, 127), |s| s.ack_p99_ms),
     ];
     let max = tl
@@ -127,9 +141,15 @@ fn draw_latency(report: &Report, area: &Area<'_>) -> DrawResult<()> {
 
 fn draw_throughput(report: &Report, area: &Area<'_>) -> DrawResult<()> {
     let tl = &report.timeline;
-    let series: [Series; 6] = [
+    let series: [Series; 8] = [
         ("strokes sent/s", RGBColor(31, 119, 180), |s| {
             s.strokes_sent as f64
+        }),
+        ("live strokes delivered/s", RGBColor(140, 86, 75), |s| {
+            s.progress_delivered as f64
+        }),
+        ("drags delivered/s", RGBColor(188, 189, 34), |s| {
+            s.drags_delivered as f64
         }),
         ("strokes delivered/s", RGBColor(44, 160, 44), |s| {
             s.strokes_delivered as f64

@@ -1,4 +1,5 @@
-//! `loadtest`: a load generator for drawbridge that speaks the v1 wire protocol (`PROTOCOL.md`).
+//! `loadtest`: a load generator for drawbridge that speaks its wire protocol (`PROTOCOL.md`: v1,
+//! and the v1.1 board ops in board mode).
 //!
 //! One tokio task per simulated client ([`conn`]). Each task owns its socket, its send schedule
 //! and its own sequence bookkeeping ([`seq`]), and hands measurements to the shared
@@ -9,7 +10,9 @@
 //! ([`chart`]).
 //!
 //! Latency is end to end: the sender embeds its wall-clock send time in what it sends (the
-//! `strokeId` of a stroke, the `x` of a cursor) and the receiver subtracts it from its own clock.
+//! `strokeId` of a stroke; where no id can carry it, a coordinate the server relays as it is: a
+//! cursor's `x`, a live-stroke batch's last point, a drag's patched `x`) and the receiver
+//! subtracts it from its own clock.
 //! That is only meaningful when every client runs on one machine, which is how this tool is used.
 
 pub mod auth;

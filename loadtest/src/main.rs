@@ -21,12 +21,13 @@ const EXIT_ERROR: u8 = 2;
 #[command(
     name = "loadtest",
     version,
-    about = "Load generator for drawbridge speaking the v1 wire protocol (PROTOCOL.md)",
-    long_about = "Load generator for drawbridge speaking the v1 wire protocol (PROTOCOL.md).\n\n\
+    about = "Load generator for drawbridge speaking its wire protocol (PROTOCOL.md)",
+    long_about = "Load generator for drawbridge speaking its wire protocol (PROTOCOL.md).\n\n\
         Opens one WebSocket per simulated user, joins rooms, sends strokes (CANVAS_UPDATE) and \
-        cursor moves at fixed rates, and measures per message kind: sent, delivered, expected, \
-        delivery ratio, end-to-end latency (the send time travels in the strokeId / cursor x; \
-        sender and receivers share this machine's clock), ACK latency, join time and \
+        cursor moves at fixed rates (or, in board mode, v1.1 live strokes, STROKE_PROGRESS, and \
+        drags, ELEMENTS_UPDATE, in turns), and measures per message kind: sent, delivered, \
+        expected, delivery ratio, end-to-end latency (the send time travels in the strokeId or \
+        in a relayed coordinate; sender and receivers share this machine's clock), ACK latency, join time and \
         INITIAL_STATE size, seq gaps/duplicates per room per receiver, close codes, errors and \
         reconnects. A live line goes to stderr once per second.\n\n\
         Settings are layered: built-in defaults, then --preset, then the --scenario TOML file \

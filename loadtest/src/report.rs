@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::scenario::{Mode, Scenario};
 use crate::seq::{SeqCounters, SeqReport, judge_room};
-use crate::stats::{Aggregate, Bucket};
+use crate::stats::{Aggregate, Bucket, Flow, Msg};
 
 /// Percentiles of a latency histogram recorded in µs, reported in ms.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -81,24 +81,25 @@ pub struct Delivery {
 }
 
 impl Delivery {
-    fn new(sent: u64, delivered: u64, expected: u64, replayed: u64, h: &Histogram<u64>) -> Self {
+    fn new(f: &Flow) -> Self {
         Self {
-            sent,
-            delivered,
-            expected,
-            delivery_ratio: if expected == 0 {
+            sent: f.sent,
+            delivered: f.delivered,
+            expected: f.expected,
+            delivery_ratio: if f.expected == 0 {
                 1.0
             } else {
-                delivered as f64 / expected as f64
+                f.delivered as f64 / f.expected as f64
             },
-            replayed,
-            latency: Latency::from_us(h),
+            replayed: f.replayed,
+            latency: Latency::from_us(&f.latency),
         }
     }
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Acks {
+    /// Every op acknowledged: strokes and element ops.
     pub acked: u64,
     /// Sent but neither acknowledged nor refused when the run ended.
     pub unacked_at_end: u64,
@@ -107,8 +108,10 @@ pub struct Acks {
     /// `duplicate: true` answers (to ops resent after a reconnect).
     pub duplicates: u64,
     pub resent: u64,
-    /// Send → ACK.
+    /// Send → ACK of strokes (`CANVAS_UPDATE`).
     pub latency: Latency,
+    /// Send → ACK of element ops (`ELEMENTS_ADD`, `ELEMENTS_UPDATE`).
+    pub element_latency: Latency,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -204,6 +207,12 @@ pub struct Second {
     pub strokes_replayed: u64,
     pub cursors_sent: u64,
     pub cursors_delivered: u64,
+    /// Live-stroke batches (`STROKE_PROGRESS`).
+    pub progress_sent: u64,
+    pub progress_delivered: u64,
+    /// Drags (`ELEMENTS_UPDATE`), live and replayed.
+    pub drags_sent: u64,
+    pub drags_delivered: u64,
     pub acks: u64,
     pub joins: u64,
     pub reconnects: u64,
@@ -213,34 +222,41 @@ pub struct Second {
     pub stroke_p99_ms: f64,
     pub stroke_max_ms: f64,
     pub cursor_p99_ms: f64,
+    pub progress_p99_ms: f64,
+    pub drag_p99_ms: f64,
     pub ack_p99_ms: f64,
 }
 
 impl Second {
     pub fn from_bucket(t: u32, b: &Bucket) -> Self {
-        let q = |h: &Histogram<u64>, q: f64| {
-            if h.is_empty() {
-                0.0
-            } else {
-                h.value_at_quantile(q) as f64 / 1000.0
-            }
+        let q = |h: &Option<Histogram<u64>>, q: f64| match h {
+            Some(h) if !h.is_empty() => h.value_at_quantile(q) as f64 / 1000.0,
+            _ => 0.0,
         };
+        let (stroke, cursor) = (b.flow(Msg::Stroke), b.flow(Msg::Cursor));
+        let (progress, drag) = (b.flow(Msg::Progress), b.flow(Msg::Drag));
         Self {
             t,
-            strokes_sent: b.stroke_sent,
-            strokes_delivered: b.stroke_delivered,
-            strokes_replayed: b.stroke_replayed,
-            cursors_sent: b.cursor_sent,
-            cursors_delivered: b.cursor_delivered,
+            strokes_sent: stroke.sent,
+            strokes_delivered: stroke.delivered,
+            strokes_replayed: stroke.replayed,
+            cursors_sent: cursor.sent,
+            cursors_delivered: cursor.delivered,
+            progress_sent: progress.sent,
+            progress_delivered: progress.delivered,
+            drags_sent: drag.sent,
+            drags_delivered: drag.delivered,
             acks: b.acks,
             joins: b.joins,
             reconnects: b.reconnects,
             errors: b.errors,
-            stroke_p50_ms: q(&b.stroke_latency, 0.5),
-            stroke_p90_ms: q(&b.stroke_latency, 0.9),
-            stroke_p99_ms: q(&b.stroke_latency, 0.99),
-            stroke_max_ms: q(&b.stroke_latency, 1.0),
-            cursor_p99_ms: q(&b.cursor_latency, 0.99),
+            stroke_p50_ms: q(&stroke.latency, 0.5),
+            stroke_p90_ms: q(&stroke.latency, 0.9),
+            stroke_p99_ms: q(&stroke.latency, 0.99),
+            stroke_max_ms: q(&stroke.latency, 1.0),
+            cursor_p99_ms: q(&cursor.latency, 0.99),
+            progress_p99_ms: q(&progress.latency, 0.99),
+            drag_p99_ms: q(&drag.latency, 0.99),
             ack_p99_ms: q(&b.ack_latency, 0.99),
         }
     }
@@ -261,8 +277,14 @@ pub struct Report {
     /// server was still working through a backlog at the end, and gaps include events in flight.
     pub settled: bool,
     pub connections: Connections,
+    /// Sequenced strokes (in board mode, the final stroke of each drawing).
     pub strokes: Delivery,
     pub cursors: Delivery,
+    /// Live-stroke batches (`STROKE_PROGRESS`): transient and capped by the server
+    /// (`progress_per_sec`), so a ratio below 1 is reported, not a failure.
+    pub progress: Delivery,
+    /// Drags: `ELEMENTS_UPDATE` → `ELEMENTS_UPDATED` (sequenced).
+    pub drags: Delivery,
     pub acks: Acks,
     pub joins: Joins,
     pub sequencing: Sequencing,
@@ -316,20 +338,10 @@ impl Report {
                 received_types: tl.received_types.clone(),
                 parse_errors: tl.parse_errors,
             },
-            strokes: Delivery::new(
-                t.stroke_sent,
-                t.stroke_delivered,
-                t.stroke_expected,
-                t.stroke_replayed,
-                &t.stroke_latency,
-            ),
-            cursors: Delivery::new(
-                t.cursor_sent,
-                t.cursor_delivered,
-                t.cursor_expected,
-                0,
-                &t.cursor_latency,
-            ),
+            strokes: Delivery::new(t.flow(Msg::Stroke)),
+            cursors: Delivery::new(t.flow(Msg::Cursor)),
+            progress: Delivery::new(t.flow(Msg::Progress)),
+            drags: Delivery::new(t.flow(Msg::Drag)),
             acks: Acks {
                 acked: t.acks,
                 unacked_at_end: x.unacked_at_end,
@@ -337,6 +349,7 @@ impl Report {
                 duplicates: tl.duplicate_acks,
                 resent: tl.resent_ops,
                 latency: Latency::from_us(&t.ack_latency),
+                element_latency: Latency::from_us(&t.element_ack_latency),
             },
             joins: Joins {
                 count: t.join_time.len(),
@@ -416,12 +429,35 @@ impl Report {
         if !joined_anyone {
             f.push("no connection ever joined its room".to_owned());
         }
-        if sc.mode == Mode::Traffic && joined_anyone {
-            if sc.strokes_per_sec > 0.0 && self.strokes.sent == 0 {
-                f.push("no stroke was sent in the measured window".to_owned());
+        if sc.mode == Mode::Traffic
+            && joined_anyone
+            && sc.strokes_per_sec > 0.0
+            && self.strokes.sent == 0
+        {
+            f.push("no stroke was sent in the measured window".to_owned());
+        }
+        if matches!(sc.mode, Mode::Traffic | Mode::Board) && joined_anyone {
+            if sc.mode == Mode::Board {
+                for (what, share, sent) in [
+                    ("live-stroke batch", sc.draw_share, self.progress.sent),
+                    ("drag", sc.drag_share, self.drags.sent),
+                ] {
+                    if share > 0.0 && sent == 0 {
+                        f.push(format!("no {what} was sent in the measured window"));
+                    }
+                }
             }
-            if self.strokes.expected > 0 && self.strokes.delivered == 0 {
-                f.push("strokes were expected at receivers but none arrived".to_owned());
+            // Live strokes may be dropped by the server's cap, but never all of them.
+            for (what, d) in [
+                ("strokes", &self.strokes),
+                ("live-stroke batches", &self.progress),
+                ("drags", &self.drags),
+            ] {
+                if d.expected > 0 && d.delivered == 0 {
+                    f.push(format!(
+                        "{what} were expected at receivers but none arrived"
+                    ));
+                }
             }
         }
         if c.room_expired > 0 {
@@ -452,6 +488,22 @@ impl Report {
             Mode::Traffic => format!(
                 "{} connections in {} rooms, {}/s strokes, {}/s cursor moves each",
                 sc.connections, sc.rooms, sc.strokes_per_sec, sc.cursor_per_sec
+            ),
+            Mode::Board => format!(
+                "{} connections in {} rooms (protocol {}), turns of {}s: {:.0} % drawing ({}/s \
+                 STROKE_PROGRESS of {} points, {}s strokes), {:.0} % dragging ({}/s \
+                 ELEMENTS_UPDATE), {}/s cursor moves each",
+                sc.connections,
+                sc.rooms,
+                sc.protocol.as_deref().unwrap_or("1"),
+                sc.turn.as_secs_f64(),
+                sc.draw_share * 100.0,
+                sc.progress_per_sec,
+                sc.progress_points,
+                sc.stroke_duration.as_secs_f64(),
+                sc.drag_share * 100.0,
+                sc.drag_per_sec,
+                sc.cursor_per_sec
             ),
         };
         let _ = writeln!(
@@ -494,31 +546,36 @@ impl Report {
             ]
         };
         let delivered = |n: u64| [String::new(), n.to_string(), String::new(), String::new()];
-        if sc.mode == Mode::Traffic {
+        let active = |d: &Delivery| d.sent > 0 || d.delivered > 0;
+        let traffic = matches!(sc.mode, Mode::Traffic | Mode::Board);
+        if traffic {
             row(
                 &mut o,
                 "stroke e2e",
                 delivery(&self.strokes),
                 &self.strokes.latency,
             );
-            if self.cursors.sent > 0 || self.cursors.delivered > 0 {
-                row(
-                    &mut o,
-                    "cursor e2e",
-                    delivery(&self.cursors),
-                    &self.cursors.latency,
-                );
+            for (name, d) in [
+                ("live stroke e2e", &self.progress),
+                ("drag e2e", &self.drags),
+                ("cursor e2e", &self.cursors),
+            ] {
+                if active(d) {
+                    row(&mut o, name, delivery(d), &d.latency);
+                }
             }
-            row(
-                &mut o,
-                "ack",
-                delivered(self.acks.acked),
-                &self.acks.latency,
-            );
+            let a = &self.acks;
+            if a.element_latency.count > 0 {
+                row(&mut o, "stroke ack", delivered(a.latency.count), &a.latency);
+                let count = delivered(a.element_latency.count);
+                row(&mut o, "element ack", count, &a.element_latency);
+            } else {
+                row(&mut o, "ack", delivered(a.acked), &a.latency);
+            }
         }
         let j = &self.joins;
         row(&mut o, "join", delivered(j.count), &j.time);
-        if sc.mode == Mode::Traffic {
+        if traffic {
             row(
                 &mut o,
                 "client send lag",
@@ -616,9 +673,9 @@ mod tests {
         });
         let mut r = Recorder::new(c.clone());
         r.record(Kind::Join, 3_000, 0, 10);
-        r.record(Kind::StrokeSent, 0, 20, 20);
-        r.record(Kind::StrokeExpected, 1, 20, 20);
-        r.record(Kind::StrokeDelivered, 1_500, 20, 1_520);
+        r.record(Kind::Sent(Msg::Stroke), 0, 20, 20);
+        r.record(Kind::Expected(Msg::Stroke), 1, 20, 20);
+        r.record(Kind::Delivered(Msg::Stroke), 1_500, 20, 1_520);
         r.finish(0, None);
         Report::build(scenario, &c.lock(), extra)
     }
@@ -643,27 +700,33 @@ mod tests {
             keys(&v),
             names(
                 "scenario started_at_unix elapsed_secs measured_from_s measured_to_s aborted \
-                 settled connections strokes cursors acks joins sequencing client_send_lag \
-                 socket_write_wait timeline failures passed"
+                 settled connections strokes cursors progress drags acks joins sequencing \
+                 client_send_lag socket_write_wait timeline failures passed"
             )
         );
         let latency = names("count p50_ms p90_ms p99_ms p999_ms max_ms mean_ms");
         for l in [
             &v["strokes"]["latency"],
+            &v["progress"]["latency"],
+            &v["drags"]["latency"],
             &v["acks"]["latency"],
+            &v["acks"]["element_latency"],
             &v["joins"]["time"],
             &v["client_send_lag"],
             &v["socket_write_wait"],
         ] {
             assert_eq!(keys(l), latency);
         }
-        assert_eq!(
-            keys(&v["strokes"]),
-            names("sent delivered expected delivery_ratio replayed latency")
-        );
+        for kind in ["strokes", "cursors", "progress", "drags"] {
+            assert_eq!(
+                keys(&v[kind]),
+                names("sent delivered expected delivery_ratio replayed latency"),
+                "{kind}"
+            );
+        }
         assert_eq!(
             keys(&v["acks"]),
-            names("acked unacked_at_end rejected duplicates resent latency")
+            names("acked unacked_at_end rejected duplicates resent latency element_latency")
         );
         assert_eq!(keys(&v["joins"]), names("count time initial_state_bytes"));
         assert_eq!(
@@ -684,8 +747,9 @@ mod tests {
             keys(&v["timeline"][0]),
             names(
                 "t strokes_sent strokes_delivered strokes_replayed cursors_sent cursors_delivered \
-                 acks joins reconnects errors stroke_p50_ms stroke_p90_ms stroke_p99_ms \
-                 stroke_max_ms cursor_p99_ms ack_p99_ms"
+                 progress_sent progress_delivered drags_sent drags_delivered acks joins \
+                 reconnects errors stroke_p50_ms stroke_p90_ms stroke_p99_ms stroke_max_ms \
+                 cursor_p99_ms progress_p99_ms drag_p99_ms ack_p99_ms"
             )
         );
         assert_eq!(v["strokes"]["latency"]["p50_ms"], 1.5);

@@ -45,7 +45,7 @@ pub async fn run_until(scenario: Scenario, stop: impl Future<Output = ()>) -> Re
     raise_fd_limit(scenario.connections as u64 + scenario.joins as u64 + 256);
     match scenario.mode {
         Mode::Latejoin => latejoin::run(scenario, targets).await,
-        Mode::Traffic | Mode::Idle => run_connections(scenario, targets, stop).await,
+        Mode::Traffic | Mode::Idle | Mode::Board => run_connections(scenario, targets, stop).await,
     }
 }
 
@@ -174,9 +174,13 @@ async fn run_connections(
         // Consecutive connections share a room; round-robin targets put each room's members
         // on every instance, so fan-out crosses instances.
         let room_index = i * sc.rooms / n;
+        // The first connection of room r is the smallest i with i * rooms / n == r.
+        let first = |r: usize| (r * n).div_ceil(sc.rooms);
         let plan = ConnPlan {
             index: i as u32,
             room_index,
+            room_slot: i - first(room_index),
+            room_size: first(room_index + 1) - first(room_index),
             room_id: rooms[room_index].clone(),
             target: targets[i % targets.len()].clone(),
             user,
@@ -304,14 +308,30 @@ impl Progress {
         let line = match agg.timeline.get(sec) {
             Some(b) => {
                 let s = crate::report::Second::from_bucket(sec as u32, b);
+                let board = if sc.mode == crate::scenario::Mode::Board {
+                    format!(" live {}/s drag {}/s", s.progress_sent, s.drags_sent)
+                } else {
+                    String::new()
+                };
+                let p99 = [
+                    s.stroke_p99_ms,
+                    s.cursor_p99_ms,
+                    s.progress_p99_ms,
+                    s.drag_p99_ms,
+                ]
+                .into_iter()
+                .fold(0.0, f64::max);
                 format!(
-                    "[{elapsed:6.1}s {phase}] joined {joined}/{} | sent {}/s cur {}/s | delivered {}/s | \
-                     p99 {:.1}ms ack p99 {:.1}ms | unacked {unacked} | reconn {} err {} (total {})",
+                    "[{elapsed:6.1}s {phase}] joined {joined}/{} | sent {}/s cur {}/s{board} | \
+                     delivered {}/s | p99 {p99:.1}ms ack p99 {:.1}ms | unacked {unacked} | \
+                     reconn {} err {} (total {})",
                     sc.connections,
                     s.strokes_sent,
                     s.cursors_sent,
-                    s.strokes_delivered + s.cursors_delivered,
-                    s.stroke_p99_ms.max(s.cursor_p99_ms),
+                    s.strokes_delivered
+                        + s.cursors_delivered
+                        + s.progress_delivered
+                        + s.drags_delivered,
                     s.ack_p99_ms,
                     s.reconnects,
                     s.errors,

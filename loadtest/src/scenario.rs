@@ -21,6 +21,10 @@ pub enum Mode {
     Idle,
     /// Fill one room with strokes, then measure sequential joins (JOIN_ROOM → INITIAL_STATE).
     Latejoin,
+    /// A v1.1 board: each user adds a rect once, then takes turns drawing (`STROKE_PROGRESS`
+    /// batches, then the final stroke as `CANVAS_UPDATE`), dragging its rect (`ELEMENTS_UPDATE`)
+    /// or resting.
+    Board,
 }
 
 /// The issue's benchmark scenarios.
@@ -38,6 +42,10 @@ pub enum Preset {
     Idle,
     /// A room holding 5,000 strokes; 100 sequential joins.
     Latejoin,
+    /// One room of 50 users on protocol 1.1: at any time about a third draw (15
+    /// `STROKE_PROGRESS`/s, then the final stroke) and a third drag a rect (20
+    /// `ELEMENTS_UPDATE`/s).
+    Board,
 }
 
 /// A duration written as `90`, `1.5` (seconds), `500ms`, `30s`, `2m` or `1h`.
@@ -124,6 +132,24 @@ pub struct Scenario {
     pub prefill: usize,
     /// Latejoin: sequential joins measured.
     pub joins: usize,
+    /// `protocol` sent with `JOIN_ROOM` (`None`: a v1 client, served the v1 subset).
+    pub protocol: Option<String>,
+    /// Board: a user's activity (draw, drag or rest) lasts one turn.
+    #[serde(serialize_with = "ser_secs")]
+    pub turn: Duration,
+    /// Board: share of the turns a user spends drawing...
+    pub draw_share: f64,
+    /// ...and dragging its rect (the rest it rests).
+    pub drag_share: f64,
+    /// Board: `STROKE_PROGRESS` batches per second while drawing.
+    pub progress_per_sec: f64,
+    /// Board: new points in each batch.
+    pub progress_points: usize,
+    /// Board: how long one stroke is drawn before its final `CANVAS_UPDATE`.
+    #[serde(serialize_with = "ser_secs")]
+    pub stroke_duration: Duration,
+    /// Board: `ELEMENTS_UPDATE`s per second while dragging.
+    pub drag_per_sec: f64,
     /// Never written to the report.
     #[serde(skip)]
     pub jwt_secret: Option<String>,
@@ -158,6 +184,14 @@ impl Default for Scenario {
             drain: Duration::from_secs(10),
             prefill: 1000,
             joins: 10,
+            protocol: None,
+            turn: Duration::from_secs(3),
+            draw_share: 1.0 / 3.0,
+            drag_share: 1.0 / 3.0,
+            progress_per_sec: 15.0,
+            progress_points: 3,
+            stroke_duration: Duration::from_secs(1),
+            drag_per_sec: 20.0,
             jwt_secret: None,
             token_ttl: Duration::from_secs(3600),
             fail_on_loss: true,
@@ -222,7 +256,24 @@ impl Scenario {
                 warmup: s(0),
                 ..base
             },
+            Preset::Board => Self {
+                mode: Mode::Board,
+                connections: 50,
+                rooms: 1,
+                protocol: Some("1.1".into()),
+                duration: s(60),
+                warmup: s(5),
+                ramp_up: s(2),
+                ..base
+            },
         }
+    }
+
+    /// Board: how many `STROKE_PROGRESS` batches make one stroke (at least one).
+    pub fn batches_per_stroke(&self) -> u32 {
+        (self.progress_per_sec * self.stroke_duration.as_secs_f64())
+            .round()
+            .max(1.0) as u32
     }
 
     /// The preset's name, or "custom".
@@ -261,6 +312,8 @@ impl Scenario {
         for (name, v) in [
             ("--strokes-per-sec", self.strokes_per_sec),
             ("--cursor-per-sec", self.cursor_per_sec),
+            ("--progress-per-sec", self.progress_per_sec),
+            ("--drag-per-sec", self.drag_per_sec),
         ] {
             if !v.is_finite() || !(0.0..=10_000.0).contains(&v) {
                 bad.push(format!("{name} must be in [0, 10000], got {v}"));
@@ -275,6 +328,16 @@ impl Scenario {
         if self.mode == Mode::Latejoin && self.joins == 0 {
             bad.push("--joins must be at least 1 in latejoin mode".to_owned());
         }
+        if self.mode == Mode::Board {
+            self.validate_board(&mut bad);
+        }
+        if self
+            .protocol
+            .as_deref()
+            .is_some_and(|p| p.is_empty() || p.len() > 16)
+        {
+            bad.push("--protocol must be a short version such as 1.1".to_owned());
+        }
         if self.token_ttl < self.ramp_up + self.warmup + self.duration + self.drain {
             bad.push("--token-ttl is shorter than the run".to_owned());
         }
@@ -282,6 +345,38 @@ impl Scenario {
             Ok(())
         } else {
             bail!("bad scenario:\n  {}", bad.join("\n  "))
+        }
+    }
+
+    fn validate_board(&self, bad: &mut Vec<String>) {
+        let share = |v: f64| v.is_finite() && (0.0..=1.0).contains(&v);
+        if !share(self.draw_share) || !share(self.drag_share) {
+            bad.push("--draw-share and --drag-share must be in [0, 1]".to_owned());
+        } else if self.draw_share + self.drag_share > 1.0 + 1e-9 {
+            bad.push("--draw-share plus --drag-share exceeds 1".to_owned());
+        }
+        if self.turn.is_zero() {
+            bad.push("--turn must be positive".to_owned());
+        }
+        if self.stroke_duration.is_zero() {
+            bad.push("--stroke-duration must be positive".to_owned());
+        }
+        if self.draw_share > 0.0 && self.progress_per_sec <= 0.0 {
+            bad.push("--progress-per-sec must be positive when users draw".to_owned());
+        }
+        if self.drag_share > 0.0 && self.drag_per_sec <= 0.0 {
+            bad.push("--drag-per-sec must be positive when users drag".to_owned());
+        }
+        // The final stroke holds every batch's points and the pointer-up point.
+        let points = self.batches_per_stroke() as usize * self.progress_points + 1;
+        if self.progress_points == 0 || points > 5000 {
+            bad.push(format!(
+                "--progress-points must be at least 1, and a whole stroke ({points} points) at \
+                 most 5000"
+            ));
+        }
+        if self.protocol.is_none() {
+            bad.push("board mode needs --protocol (1.1): v1 clients are not sent elements".into());
         }
     }
 }
@@ -292,13 +387,13 @@ impl Scenario {
 #[derive(Args, Clone, Debug, Default, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct ScenarioArgs {
-    /// Named scenario to start from: fanout, overload, presence, idle or latejoin (the issue's
-    /// benchmark figures). Other flags override its values.
+    /// Named scenario to start from: fanout, overload, presence, idle, latejoin or board (the
+    /// issue's benchmark figures). Other flags override its values.
     #[arg(long, value_enum)]
     pub preset: Option<Preset>,
 
-    /// traffic (strokes and cursors), idle (join and stay idle) or latejoin (join-time figure).
-    /// [default: traffic]
+    /// traffic (strokes and cursors), idle (join and stay idle), latejoin (join-time figure) or
+    /// board (v1.1: live strokes and drags in turns). [default: traffic]
     #[arg(long, value_enum)]
     pub mode: Option<Mode>,
 
@@ -358,6 +453,41 @@ pub struct ScenarioArgs {
     #[arg(long)]
     pub joins: Option<usize>,
 
+    /// `protocol` sent with `JOIN_ROOM`, e.g. 1.1 (absent: a v1 client, served the v1 subset).
+    /// [default: none; board preset 1.1]
+    #[arg(long)]
+    pub protocol: Option<String>,
+
+    /// board: each user's activity (draw, drag or rest) lasts one turn; turns start at
+    /// different times for different users. [default: 3s]
+    #[arg(long)]
+    pub turn: Option<Dur>,
+
+    /// board: share of users drawing at any time (of their turns). [default: 0.333]
+    #[arg(long)]
+    pub draw_share: Option<f64>,
+
+    /// board: share of users dragging their rect at any time; the rest rest. [default: 0.333]
+    #[arg(long)]
+    pub drag_share: Option<f64>,
+
+    /// board: STROKE_PROGRESS batches per second while drawing (the server relays at most
+    /// `progress_per_sec`, 30 by default). [default: 15]
+    #[arg(long)]
+    pub progress_per_sec: Option<f64>,
+
+    /// board: new points in each STROKE_PROGRESS batch. [default: 3]
+    #[arg(long)]
+    pub progress_points: Option<usize>,
+
+    /// board: how long a stroke is drawn before its final CANVAS_UPDATE. [default: 1s]
+    #[arg(long)]
+    pub stroke_duration: Option<Dur>,
+
+    /// board: ELEMENTS_UPDATE moves of the user's rect per second while dragging. [default: 20]
+    #[arg(long)]
+    pub drag_per_sec: Option<f64>,
+
     /// HS256 secret of the servers: tokens are minted locally (claims as PROTOCOL.md §2, users
     /// lt-<n>). Without it, tokens come from POST /api/v1/auth/guest, one request per user.
     /// Also read from LOADTEST_JWT_SECRET.
@@ -414,6 +544,11 @@ impl ScenarioArgs {
             cursor_per_sec,
             prefill,
             joins,
+            draw_share,
+            drag_share,
+            progress_per_sec,
+            progress_points,
+            drag_per_sec,
             fail_on_loss,
             allow_remote,
             reconnect
@@ -423,7 +558,19 @@ impl ScenarioArgs {
                 if let Some(Dur(v)) = self.$field { s.$field = v; }
             )*};
         }
-        set_dur!(duration, warmup, ramp_up, drain, token_ttl, connect_timeout);
+        set_dur!(
+            duration,
+            warmup,
+            ramp_up,
+            drain,
+            token_ttl,
+            connect_timeout,
+            turn,
+            stroke_duration
+        );
+        if self.protocol.is_some() {
+            s.protocol = self.protocol.clone();
+        }
         if !self.url.is_empty() {
             s.urls = self.url.clone();
         }
@@ -537,5 +684,61 @@ mod tests {
         );
         assert_eq!(Scenario::preset(Preset::Latejoin).name(), "latejoin");
         assert_eq!(Scenario::default().name(), "custom");
+        let board = Scenario::preset(Preset::Board);
+        assert_eq!(
+            (board.mode, board.connections, board.rooms),
+            (Mode::Board, 50, 1)
+        );
+        assert_eq!(board.protocol.as_deref(), Some("1.1"));
+        assert_eq!((board.progress_per_sec, board.drag_per_sec), (15.0, 20.0));
+        assert!((board.draw_share - 1.0 / 3.0).abs() < 1e-9);
+        assert!((board.drag_share - 1.0 / 3.0).abs() < 1e-9);
+        assert_eq!(board.batches_per_stroke(), 15);
+        assert_eq!(board.name(), "board");
+    }
+
+    #[test]
+    fn board_settings_come_from_flags_and_files_and_are_checked() {
+        let file: ScenarioArgs = toml::from_str(
+            r#"
+            preset = "board"
+            url = ["ws://127.0.0.1:1"]
+            turn = "2s"
+            draw-share = 0.5
+            drag-share = 0.25
+            progress-per-sec = 10
+            progress-points = 4
+            stroke-duration = "500ms"
+            drag-per-sec = 30
+            "#,
+        )
+        .expect("toml");
+        let s = ScenarioArgs::resolve(Some(&file), &ScenarioArgs::default());
+        assert_eq!(s.turn, Duration::from_secs(2));
+        assert_eq!((s.draw_share, s.drag_share), (0.5, 0.25));
+        assert_eq!((s.progress_per_sec, s.progress_points), (10.0, 4));
+        assert_eq!(s.stroke_duration, Duration::from_millis(500));
+        assert_eq!((s.drag_per_sec, s.batches_per_stroke()), (30.0, 5));
+        s.validate().expect("valid");
+        let flags = ScenarioArgs {
+            draw_share: Some(0.8),
+            ..ScenarioArgs::default()
+        };
+        let s = ScenarioArgs::resolve(Some(&file), &flags);
+        let e = s.validate().expect_err("shares above 1").to_string();
+        assert!(e.contains("exceeds 1"), "{e}");
+        let no_protocol = Scenario {
+            protocol: None,
+            ..s
+        };
+        let e = no_protocol.validate().expect_err("v1 board").to_string();
+        assert!(e.contains("--protocol"), "{e}");
+        let huge = Scenario {
+            progress_points: 1000,
+            urls: vec!["ws://127.0.0.1:1".into()],
+            ..Scenario::preset(Preset::Board)
+        };
+        let e = huge.validate().expect_err("a stroke too long").to_string();
+        assert!(e.contains("--progress-points"), "{e}");
     }
 }

@@ -24,23 +24,41 @@ pub fn now_us() -> u64 {
         .unwrap_or(0)
 }
 
+/// A relayed message kind, measured send → each other member's receipt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Msg {
+    /// A sequenced stroke (`CANVAS_UPDATE`; in board mode, the final stroke of a drawing).
+    Stroke,
+    /// A cursor move (transient).
+    Cursor,
+    /// A live-stroke batch (`STROKE_PROGRESS`, transient and rate-capped by the server).
+    Progress,
+    /// A drag (`ELEMENTS_UPDATE` → `ELEMENTS_UPDATED`, sequenced).
+    Drag,
+}
+
+impl Msg {
+    pub const ALL: [Msg; 4] = [Msg::Stroke, Msg::Cursor, Msg::Progress, Msg::Drag];
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
 /// What a sample measures.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
-    StrokeSent,
-    /// Value: end-to-end latency (µs) of a stroke delivered live.
-    StrokeDelivered,
-    /// Value: end-to-end latency (µs) of a stroke delivered inside a `REPLAY`.
-    StrokeReplayed,
+    Sent(Msg),
+    /// Value: end-to-end latency (µs) of a message delivered live.
+    Delivered(Msg),
+    /// Value: end-to-end latency (µs) of a sequenced message delivered inside a `REPLAY`.
+    Replayed(Msg),
     /// Value: deliveries the sender expects (room members but itself).
-    StrokeExpected,
-    CursorSent,
-    /// Value: end-to-end latency (µs).
-    CursorDelivered,
-    /// Value: deliveries the sender expects.
-    CursorExpected,
-    /// Value: send → ACK (µs).
+    Expected(Msg),
+    /// Value: send → ACK (µs) of a stroke.
     Ack,
+    /// Value: send → ACK (µs) of an element op (`ELEMENTS_ADD`, `ELEMENTS_UPDATE`).
+    ElementAck,
     /// Value: how late the send schedule fired (µs): high means the client is the bottleneck.
     SendLag,
     /// Value: time (µs) a frame's write waited on the socket: high means the server is not
@@ -129,44 +147,62 @@ fn hist_to(high: u64, sigfig: u8) -> Histogram<u64> {
     Histogram::new_with_bounds(1, high, sigfig).expect("constant histogram bounds are valid")
 }
 
+/// One message kind's totals in the measured window.
+#[derive(Clone, Debug)]
+pub struct Flow {
+    pub sent: u64,
+    /// Live and replayed.
+    pub delivered: u64,
+    pub replayed: u64,
+    pub expected: u64,
+    /// Live and replayed.
+    pub latency: Histogram<u64>,
+}
+
+impl Default for Flow {
+    fn default() -> Self {
+        Self {
+            sent: 0,
+            delivered: 0,
+            replayed: 0,
+            expected: 0,
+            latency: hist(3),
+        }
+    }
+}
+
 /// Totals of the measured window.
 #[derive(Clone, Debug)]
 pub struct Totals {
-    pub stroke_sent: u64,
-    pub stroke_delivered: u64,
-    pub stroke_replayed: u64,
-    pub stroke_expected: u64,
-    pub cursor_sent: u64,
-    pub cursor_delivered: u64,
-    pub cursor_expected: u64,
+    /// By [`Msg`].
+    pub flows: [Flow; 4],
+    /// Every op acknowledged (strokes and element ops).
     pub acks: u64,
     pub reconnects: u64,
     pub errors: u64,
-    pub stroke_latency: Histogram<u64>,
-    pub cursor_latency: Histogram<u64>,
     pub ack_latency: Histogram<u64>,
+    pub element_ack_latency: Histogram<u64>,
     pub send_lag: Histogram<u64>,
     pub send_wait: Histogram<u64>,
     pub join_time: Histogram<u64>,
     pub initial_bytes: Histogram<u64>,
 }
 
+impl Totals {
+    pub fn flow(&self, m: Msg) -> &Flow {
+        &self.flows[m.index()]
+    }
+}
+
 impl Default for Totals {
     fn default() -> Self {
         Self {
-            stroke_sent: 0,
-            stroke_delivered: 0,
-            stroke_replayed: 0,
-            stroke_expected: 0,
-            cursor_sent: 0,
-            cursor_delivered: 0,
-            cursor_expected: 0,
+            flows: Default::default(),
             acks: 0,
             reconnects: 0,
             errors: 0,
-            stroke_latency: hist(3),
-            cursor_latency: hist(3),
             ack_latency: hist(3),
+            element_ack_latency: hist(3),
             send_lag: hist(3),
             send_wait: hist(3),
             join_time: hist(3),
@@ -175,41 +211,40 @@ impl Default for Totals {
     }
 }
 
-/// One second of the run.
-#[derive(Clone, Debug)]
-pub struct Bucket {
-    pub stroke_sent: u64,
+/// One message kind in one second. The histogram (2 significant digits is plenty for a chart)
+/// exists only once something was delivered: most runs use two of the four kinds.
+#[derive(Clone, Debug, Default)]
+pub struct FlowSecond {
+    pub sent: u64,
     /// Live and replayed.
-    pub stroke_delivered: u64,
-    pub stroke_replayed: u64,
-    pub cursor_sent: u64,
-    pub cursor_delivered: u64,
+    pub delivered: u64,
+    pub replayed: u64,
+    pub latency: Option<Histogram<u64>>,
+}
+
+impl FlowSecond {
+    fn record(&mut self, v: u64) {
+        self.latency
+            .get_or_insert_with(|| hist(2))
+            .saturating_record(v);
+    }
+}
+
+/// One second of the run.
+#[derive(Clone, Debug, Default)]
+pub struct Bucket {
+    /// By [`Msg`].
+    pub flows: [FlowSecond; 4],
     pub acks: u64,
     pub reconnects: u64,
     pub errors: u64,
     pub joins: u64,
-    /// Stroke latency, live and replayed (2 significant digits is plenty for a chart).
-    pub stroke_latency: Histogram<u64>,
-    pub cursor_latency: Histogram<u64>,
-    pub ack_latency: Histogram<u64>,
+    pub ack_latency: Option<Histogram<u64>>,
 }
 
-impl Default for Bucket {
-    fn default() -> Self {
-        Self {
-            stroke_sent: 0,
-            stroke_delivered: 0,
-            stroke_replayed: 0,
-            cursor_sent: 0,
-            cursor_delivered: 0,
-            acks: 0,
-            reconnects: 0,
-            errors: 0,
-            joins: 0,
-            stroke_latency: hist(2),
-            cursor_latency: hist(2),
-            ack_latency: hist(2),
-        }
+impl Bucket {
+    pub fn flow(&self, m: Msg) -> &FlowSecond {
+        &self.flows[m.index()]
     }
 }
 
@@ -238,56 +273,42 @@ impl Aggregate {
         let m = s.measured;
         let v = s.value.max(1);
         match s.kind {
-            Kind::StrokeSent => {
-                b.stroke_sent += 1;
+            Kind::Sent(msg) => {
+                b.flows[msg.index()].sent += 1;
                 if m {
-                    t.stroke_sent += 1;
+                    t.flows[msg.index()].sent += 1;
                 }
             }
-            Kind::StrokeDelivered | Kind::StrokeReplayed => {
-                b.stroke_delivered += 1;
-                b.stroke_latency.saturating_record(v);
-                if s.kind == Kind::StrokeReplayed {
-                    b.stroke_replayed += 1;
-                }
+            Kind::Delivered(msg) | Kind::Replayed(msg) => {
+                let replayed = matches!(s.kind, Kind::Replayed(_));
+                let fb = &mut b.flows[msg.index()];
+                fb.delivered += 1;
+                fb.replayed += u64::from(replayed);
+                fb.record(v);
                 if m {
-                    t.stroke_delivered += 1;
-                    if s.kind == Kind::StrokeReplayed {
-                        t.stroke_replayed += 1;
-                    }
-                    t.stroke_latency.saturating_record(v);
+                    let ft = &mut t.flows[msg.index()];
+                    ft.delivered += 1;
+                    ft.replayed += u64::from(replayed);
+                    ft.latency.saturating_record(v);
                 }
             }
-            Kind::StrokeExpected => {
+            Kind::Expected(msg) => {
                 if m {
-                    t.stroke_expected += s.value;
+                    t.flows[msg.index()].expected += s.value;
                 }
             }
-            Kind::CursorSent => {
-                b.cursor_sent += 1;
-                if m {
-                    t.cursor_sent += 1;
-                }
-            }
-            Kind::CursorDelivered => {
-                b.cursor_delivered += 1;
-                b.cursor_latency.saturating_record(v);
-                if m {
-                    t.cursor_delivered += 1;
-                    t.cursor_latency.saturating_record(v);
-                }
-            }
-            Kind::CursorExpected => {
-                if m {
-                    t.cursor_expected += s.value;
-                }
-            }
-            Kind::Ack => {
+            Kind::Ack | Kind::ElementAck => {
                 b.acks += 1;
-                b.ack_latency.saturating_record(v);
+                b.ack_latency
+                    .get_or_insert_with(|| hist(2))
+                    .saturating_record(v);
                 if m {
                     t.acks += 1;
-                    t.ack_latency.saturating_record(v);
+                    if s.kind == Kind::Ack {
+                        t.ack_latency.saturating_record(v);
+                    } else {
+                        t.element_ack_latency.saturating_record(v);
+                    }
                 }
             }
             Kind::SendLag => {
@@ -470,13 +491,16 @@ mod tests {
         };
         let c = Collector::new(clock);
         let mut r = Recorder::new(c.clone());
-        r.record(Kind::StrokeSent, 0, 2_000_000, 2_000_000);
-        r.record(Kind::StrokeSent, 0, 3_500_000, 3_500_000);
+        let stroke = Msg::Stroke;
+        r.record(Kind::Sent(stroke), 0, 2_000_000, 2_000_000);
+        r.record(Kind::Sent(stroke), 0, 3_500_000, 3_500_000);
         // Sent as the window closes: after it.
-        r.record(Kind::StrokeSent, 0, 5_000_000, 5_000_000);
-        r.record(Kind::StrokeDelivered, 800, 3_500_000, 3_500_800);
-        r.record(Kind::StrokeReplayed, 900_000, 3_600_000, 4_500_000);
-        r.record(Kind::StrokeExpected, 9, 3_500_000, 3_500_000);
+        r.record(Kind::Sent(stroke), 0, 5_000_000, 5_000_000);
+        r.record(Kind::Delivered(stroke), 800, 3_500_000, 3_500_800);
+        r.record(Kind::Replayed(stroke), 900_000, 3_600_000, 4_500_000);
+        r.record(Kind::Expected(stroke), 9, 3_500_000, 3_500_000);
+        // Kinds are kept apart.
+        r.record(Kind::Delivered(Msg::Drag), 700, 3_500_000, 3_500_700);
         r.record(Kind::Join, 5_000, 0, 1_200_000);
         Tallies::bump(&mut r.tallies.close_codes, "1013");
         r.flush();
@@ -487,21 +511,28 @@ mod tests {
         r2.finish(0, None);
         r.finish(0, None);
         let agg = c.lock();
-        let t = &agg.totals;
-        assert_eq!(t.stroke_sent, 1);
-        assert_eq!(t.stroke_expected, 9);
-        assert_eq!((t.stroke_delivered, t.stroke_replayed), (2, 1));
-        assert_eq!(t.stroke_latency.len(), 2);
+        let t = agg.totals.flow(Msg::Stroke);
+        assert_eq!(t.sent, 1);
+        assert_eq!(t.expected, 9);
+        assert_eq!((t.delivered, t.replayed), (2, 1));
+        assert_eq!(t.latency.len(), 2);
+        assert_eq!(t.latency.max(), t.latency.highest_equivalent(900_000));
+        let drags = agg.totals.flow(Msg::Drag);
         assert_eq!(
-            t.stroke_latency.max(),
-            t.stroke_latency.highest_equivalent(900_000)
+            (drags.sent, drags.delivered, drags.latency.len()),
+            (0, 1, 1)
         );
-        assert_eq!(t.join_time.len(), 1);
+        assert_eq!(agg.totals.join_time.len(), 1);
         assert_eq!(agg.timeline.len(), 5);
-        let sent: Vec<u64> = agg.timeline.iter().map(|b| b.stroke_sent).collect();
+        let sent: Vec<u64> = agg
+            .timeline
+            .iter()
+            .map(|b| b.flow(Msg::Stroke).sent)
+            .collect();
         assert_eq!(sent, [0, 1, 1, 0, 1]);
-        assert_eq!(agg.timeline[2].stroke_delivered, 1);
-        assert_eq!(agg.timeline[3].stroke_replayed, 1);
+        assert_eq!(agg.timeline[2].flow(Msg::Stroke).delivered, 1);
+        assert_eq!(agg.timeline[3].flow(Msg::Stroke).replayed, 1);
+        assert!(agg.timeline[0].flow(Msg::Cursor).latency.is_none());
         assert_eq!(agg.timeline[0].joins, 1);
         let codes: Vec<(&str, u64)> = agg
             .tallies

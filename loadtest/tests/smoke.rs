@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use drawbridge::config::Config;
 use loadtest::target::Target;
-use loadtest::{Mode, Report, Scenario};
+use loadtest::{Mode, Preset, Report, Scenario};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -112,6 +112,83 @@ async fn a_short_run_against_one_instance_loses_nothing() {
     assert!(timeline_sent > report.strokes.sent, "{table}");
     // Clients closed when told to, not when the runner gave up waiting on them (15 s).
     assert!(report.elapsed_secs < 12.0, "{table}");
+}
+
+/// The board preset, shrunk: v1.1 pages drawing live strokes and dragging their rects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_board_run_times_live_strokes_and_drags() {
+    let report = run_passing(Scenario {
+        connections: 6,
+        duration: Duration::from_secs(3),
+        warmup: Duration::from_millis(500),
+        ramp_up: Duration::from_millis(200),
+        drain: Duration::from_secs(3),
+        turn: Duration::from_millis(600),
+        stroke_duration: Duration::from_millis(300),
+        ..Scenario::preset(Preset::Board)
+    })
+    .await;
+    let table = report.table();
+    assert!(report.settled, "{table}");
+    assert_eq!(report.scenario.protocol.as_deref(), Some("1.1"));
+    // Live batches are transient (capped by the server, far above this rate), final strokes
+    // and drags are sequenced: owed to the five others, all joined before the window opened.
+    for (kind, d) in [
+        ("live strokes", &report.progress),
+        ("strokes", &report.strokes),
+        ("drags", &report.drags),
+    ] {
+        assert!(d.sent >= 5, "{kind}: {table}");
+        assert_eq!(d.expected, 5 * d.sent, "{kind}: {table}");
+        assert!(
+            d.delivered > 0 && d.delivered <= d.expected,
+            "{kind}: {table}"
+        );
+        assert_eq!(d.latency.count, d.delivered, "{kind}: {table}");
+        assert!(d.latency.p50_ms > 0.0, "{kind}: {table}");
+        assert!(d.latency.max_ms < 60_000.0, "{kind}: {table}");
+    }
+    for (kind, d) in [("strokes", &report.strokes), ("drags", &report.drags)] {
+        assert_eq!(d.delivered, d.expected, "{kind}: {table}");
+    }
+    // About a third of the users draw and a third drag: at 15 batches/s and 20 drags/s over
+    // 3 s, roughly 150 batches and 200 drags; wide bounds, the point is the mix is live.
+    assert!(report.progress.sent > 60, "{table}");
+    assert!(report.drags.sent > 80, "{table}");
+    // Every op in the window was acknowledged, strokes and drags apart; the rects were added
+    // during ramp-up, before it.
+    let a = &report.acks;
+    assert_eq!(a.acked, report.strokes.sent + report.drags.sent, "{table}");
+    assert_eq!(a.latency.count, report.strokes.sent, "{table}");
+    assert_eq!(a.element_latency.count, report.drags.sent, "{table}");
+    assert_eq!((a.unacked_at_end, a.duplicates, a.rejected), (0, 0, 0));
+    let q = &report.sequencing;
+    assert_eq!((q.rooms, q.receivers), (1, 6), "{table}");
+    assert_eq!(
+        (
+            q.gaps,
+            q.duplicates,
+            q.lost_acked,
+            q.out_of_order,
+            q.self_echo
+        ),
+        (0, 0, 0, 0, 0),
+        "{table}"
+    );
+    let c = &report.connections;
+    assert!(c.close_codes.is_empty() && c.errors.is_empty(), "{table}");
+    assert_eq!(c.parse_errors, 0);
+    for t in [
+        "ELEMENTS_ADDED",
+        "ELEMENTS_UPDATED",
+        "STROKE_PROGRESS",
+        "CANVAS_UPDATE",
+    ] {
+        assert!(c.received_types.contains_key(t), "{t}: {table}");
+    }
+    for row in ["live stroke e2e", "drag e2e", "element ack"] {
+        assert!(table.contains(row), "{row}: {table}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

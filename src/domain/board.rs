@@ -127,6 +127,9 @@ pub struct Decision {
     pub reverts: Option<u64>,
     /// The stroke id an `ACK` names (v1 ops and single-stroke undo/redo).
     pub ack_id: Option<StrokeId>,
+    /// The decision relied on the edge index (a node's edges were looked up): it must not
+    /// have changed either.
+    pub read_edges: bool,
 }
 
 /// Why nothing was done, as the client is told.
@@ -216,6 +219,9 @@ struct Reader<'b, B: Board> {
     staged: HashMap<StrokeId, Option<Element>>,
     checks: Vec<Check>,
     need: Need,
+    /// Ids not read but assumed free (see [`Reader::is_free`]).
+    assumed: BTreeSet<StrokeId>,
+    read_edges: bool,
 }
 
 impl<'b, B: Board> Reader<'b, B> {
@@ -225,6 +231,8 @@ impl<'b, B: Board> Reader<'b, B> {
             staged: HashMap::new(),
             checks: Vec::new(),
             need: Need::default(),
+            assumed: BTreeSet::new(),
+            read_edges: false,
         }
     }
 
@@ -263,8 +271,13 @@ impl<'b, B: Board> Reader<'b, B> {
         }
         match self.board.element(id) {
             Lookup::Found(_) => false,
-            Lookup::Absent | Lookup::Unknown => {
+            Lookup::Absent => {
                 self.check(id, 0);
+                true
+            }
+            Lookup::Unknown => {
+                self.check(id, 0);
+                self.assumed.insert(id.clone());
                 true
             }
         }
@@ -279,7 +292,10 @@ impl<'b, B: Board> Reader<'b, B> {
             return Vec::new();
         }
         match self.board.edges_touching(nodes) {
-            Some(edges) => edges,
+            Some(edges) => {
+                self.read_edges = true;
+                edges
+            }
             None => {
                 self.need.edges = true;
                 Vec::new()
@@ -287,11 +303,22 @@ impl<'b, B: Board> Reader<'b, B> {
         }
     }
 
-    fn finish(self, decide: impl FnOnce(Vec<Check>) -> Decided) -> Decided {
-        if self.need.is_empty() {
-            decide(self.checks)
-        } else {
-            Decided::Need(self.need)
+    /// The answer, unless something it depends on was not read. A refusal is only given on
+    /// what was read: an id merely assumed free might exist, and the answer must be the one a
+    /// whole board gives (the memory engine's).
+    fn finish(mut self, result: Result<Decision, Refusal>) -> Decided {
+        let refused = result.is_err();
+        if !self.need.is_empty() || (refused && !self.assumed.is_empty()) {
+            self.need.ids.append(&mut self.assumed);
+            return Decided::Need(self.need);
+        }
+        match result {
+            Ok(mut decision) => {
+                decision.checks = self.checks;
+                decision.read_edges = self.read_edges;
+                Decided::Do(Box::new(decision))
+            }
+            Err(refusal) => Decided::Refuse(refusal),
         }
     }
 }
@@ -309,13 +336,7 @@ pub fn decide(intent: &Intent, cx: &Context<'_>, board: &impl Board) -> Decided 
         Intent::Undo(None) => undo(&mut r, cx),
         Intent::Redo(target) => redo(&mut r, cx, target.as_ref()),
     };
-    r.finish(|checks| match result {
-        Ok(mut decision) => {
-            decision.checks = checks;
-            Decided::Do(Box::new(decision))
-        }
-        Err(refusal) => Decided::Refuse(refusal),
-    })
+    r.finish(result)
 }
 
 type Step = Result<Decision, Refusal>;
@@ -334,6 +355,7 @@ fn decision(effect: Effect, via: Via, stacks: Stacks, reverts: Option<u64>) -> D
         stacks,
         reverts,
         ack_id,
+        read_edges: false,
     }
 }
 
@@ -413,7 +435,7 @@ fn update<B: Board>(
         let Some(current) = r.get(id) else { continue };
         let (next, old) = current
             .patched(patch, cx.limits)
-            .map_err(|e| Refusal::BadElement(e.at(&format!("updates[{i}]")).to_string()))?;
+            .map_err(|e| Refusal::BadElement(e.at(&format!("updates[{i}].patch")).to_string()))?;
         if next.kind == Kind::Edge && patch.endpoints().next().is_some() {
             endpoints_are_nodes(r, &next).map_err(|e| {
                 Refusal::BadElement(e.at(&format!("updates[{i}].patch")).to_string())
@@ -531,7 +553,9 @@ fn reverse<B: Board>(r: &mut Reader<'_, B>, cx: &Context<'_>, logged: &Logged) -
             let mut updates = Vec::new();
             let mut olds = Vec::new();
             let mut after: Vec<Element> = Vec::new();
-            for (id, patch) in before {
+            // Last first: when one op patched an element twice, the first patch's `before`
+            // holds the value from before the op, and must be the one that stays.
+            for (id, patch) in before.iter().rev() {
                 let Some(current) = r.get(id) else { continue };
                 let Ok((next, old)) = current.patched(patch, cx.limits) else {
                     continue;
@@ -762,7 +786,8 @@ mod tests {
         let d = done(run(Intent::Add(vec![node("n2")]), &nothing));
         assert_eq!(d.checks, vec![(id("n2"), 0)]);
         match run(Intent::Add(vec![edge("e", "n1", "n2")]), &nothing) {
-            Decided::Need(need) => assert_eq!(need.ids, [id("n1"), id("n2")].into()),
+            // The edge's own id, assumed free, is read too: any refusal then rests on it.
+            Decided::Need(need) => assert_eq!(need.ids, [id("e"), id("n1"), id("n2")].into()),
             other => panic!("{other:?}"),
         }
     }

@@ -128,11 +128,18 @@ struct CanvasUpdate<'a> {
     room_id: &'a RoomId,
     canvas_data: &'a RawValue,
     user_id: &'a RawValue,
-    seq: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seq: Option<u64>,
 }
 
-/// `user` is the user id as JSON, as records carry it.
-pub fn canvas_update_raw(room: &RoomId, stroke: &RawValue, user: &RawValue, seq: u64) -> String {
+/// `user` is the user id as JSON, as records carry it. `seq` is `None` for the second and later
+/// v1 frames of one event, so that a v1 client counting seqs sees each seq once.
+pub fn canvas_update_raw(
+    room: &RoomId,
+    stroke: &RawValue,
+    user: &RawValue,
+    seq: Option<u64>,
+) -> String {
     message(
         "CANVAS_UPDATE",
         CanvasUpdate {
@@ -150,10 +157,12 @@ struct Undo<'a> {
     room_id: &'a RoomId,
     user_id: &'a RawValue,
     stroke_id: &'a StrokeId,
-    seq: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seq: Option<u64>,
 }
 
-pub fn undo_raw(room: &RoomId, user: &RawValue, stroke: &StrokeId, seq: u64) -> String {
+/// `seq` as in [`canvas_update_raw`].
+pub fn undo_raw(room: &RoomId, user: &RawValue, stroke: &StrokeId, seq: Option<u64>) -> String {
     message(
         "UNDO",
         Undo {
@@ -501,7 +510,7 @@ mod tests {
         let stroke = serde_json::from_str::<&RawValue>(r#"{"a":1.5}"#).expect("raw");
         let user = serde_json::from_str::<&RawValue>(r#""u""#).expect("raw");
         let v: serde_json::Value =
-            serde_json::from_str(&canvas_update_raw(&room, stroke, user, 7)).expect("json");
+            serde_json::from_str(&canvas_update_raw(&room, stroke, user, Some(7))).expect("json");
         assert_eq!(v["payload"]["canvasData"]["a"], 1.5);
         assert_eq!(v["payload"]["seq"], 7);
     }

@@ -155,7 +155,7 @@ impl EventFrames {
         let single_stroke = |list: &[&RawValue]| list.len() == 1 && is_stroke(list[0]);
         let (frame, legacy) = match (r.op.as_ref(), via) {
             ("add", Via::Canvas) if !r.elements.is_empty() => (
-                frames::canvas_update_raw(room, r.elements[0], user, r.seq),
+                frames::canvas_update_raw(room, r.elements[0], user, Some(r.seq)),
                 None,
             ),
             ("add", Via::Redo) if single_stroke(&r.elements) => {
@@ -163,14 +163,15 @@ impl EventFrames {
             }
             ("delete", Via::Undo) if single_stroke(&r.removed) => {
                 let id = stroke_id_of(r.removed[0])?;
-                (frames::undo_raw(room, user, &id, r.seq), None)
+                (frames::undo_raw(room, user, &id, Some(r.seq)), None)
             }
             ("add", _) => {
                 let legacy: Vec<String> = r
                     .elements
                     .iter()
                     .filter(|e| is_stroke(e))
-                    .map(|e| frames::canvas_update_raw(room, e, user, r.seq))
+                    .enumerate()
+                    .map(|(i, e)| frames::canvas_update_raw(room, e, user, first(i, r.seq)))
                     .collect();
                 (
                     frames::elements_added(room, user, &r.elements, r.seq),
@@ -186,7 +187,9 @@ impl EventFrames {
                     .removed
                     .iter()
                     .filter(|e| is_stroke(e))
-                    .filter_map(|e| Some(frames::undo_raw(room, user, &stroke_id_of(e)?, r.seq)))
+                    .filter_map(|e| stroke_id_of(e))
+                    .enumerate()
+                    .map(|(i, id)| frames::undo_raw(room, user, &id, first(i, r.seq)))
                     .collect();
                 (
                     frames::elements_deleted(room, user, r.ids?, r.seq),
@@ -205,6 +208,11 @@ impl EventFrames {
             legacy,
         })
     }
+}
+
+/// An event's seq on its first v1 frame only.
+fn first(index: usize, seq: u64) -> Option<u64> {
+    (index == 0).then_some(seq)
 }
 
 fn stroke_id_of(stored: &RawValue) -> Option<StrokeId> {
@@ -273,6 +281,7 @@ mod tests {
             stacks: Stacks::Push,
             reverts: None,
             ack_id: None,
+            read_edges: false,
         }
     }
 

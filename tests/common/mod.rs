@@ -576,3 +576,123 @@ pub fn join_room(room: &str) -> Value {
 pub fn join_room_since(room: &str, since: u64, epoch: &Value) -> Value {
     json!({"type": "JOIN_ROOM", "payload": {"roomId": room, "since": since, "epoch": epoch}})
 }
+
+// ---- v1.1 (PROTOCOL.md §4) helpers ----
+
+/// A `JOIN_ROOM` naming the page's `protocol`, optionally replaying after `since` in `epoch`.
+pub fn join_room_as(room: &str, protocol: &str, since: Option<(u64, &Value)>) -> Value {
+    let mut payload = json!({"roomId": room, "protocol": protocol});
+    if let Some((seq, epoch)) = since {
+        payload["since"] = json!(seq);
+        payload["epoch"] = epoch.clone();
+    }
+    json!({"type": "JOIN_ROOM", "payload": payload})
+}
+
+pub fn elements_add(room: &str, elements: Value, op_id: Option<&str>) -> Value {
+    let mut payload = json!({"roomId": room, "elements": elements});
+    if let Some(op) = op_id {
+        payload["opId"] = json!(op);
+    }
+    json!({"type": "ELEMENTS_ADD", "payload": payload})
+}
+
+/// `updates` is `[{id, patch}]`.
+pub fn elements_update(room: &str, updates: Value, op_id: Option<&str>) -> Value {
+    let mut payload = json!({"roomId": room, "updates": updates});
+    if let Some(op) = op_id {
+        payload["opId"] = json!(op);
+    }
+    json!({"type": "ELEMENTS_UPDATE", "payload": payload})
+}
+
+pub fn elements_delete(room: &str, ids: Value, op_id: Option<&str>) -> Value {
+    let mut payload = json!({"roomId": room, "ids": ids});
+    if let Some(op) = op_id {
+        payload["opId"] = json!(op);
+    }
+    json!({"type": "ELEMENTS_DELETE", "payload": payload})
+}
+
+/// Presence frames: what a test of board events usually skips.
+pub const PRESENCE: [&str; 4] = [
+    "USER_JOINED",
+    "USER_LEFT",
+    "USER_COUNT_UPDATED",
+    "CURSOR_LEAVE",
+];
+
+impl Client {
+    /// Connects as `user` and joins `room` speaking protocol 1.1.
+    pub async fn joined_v11(addr: SocketAddr, user: &str, room: &str) -> Self {
+        let mut client = Self::connect(addr, user).await;
+        client.join_v11(room).await;
+        client
+    }
+
+    /// Joins speaking protocol 1.1 and returns the `INITIAL_STATE`, consuming the count update.
+    pub async fn join_v11(&mut self, room: &str) -> Value {
+        self.join_with(join_room_as(room, "1.1", None), "INITIAL_STATE")
+            .await
+    }
+
+    /// Sends a `JOIN_ROOM`, expects `kind` (`INITIAL_STATE` or `REPLAY`) as the next frame
+    /// and returns it, consuming the count update that follows.
+    pub async fn join_with(&mut self, join: Value, kind: &str) -> Value {
+        self.send(join).await;
+        let state = self.expect(kind).await;
+        self.until("USER_COUNT_UPDATED").await;
+        state
+    }
+
+    /// The next frame that is not presence (see [`PRESENCE`]).
+    pub async fn next_board_frame(&mut self) -> Value {
+        loop {
+            let v = self
+                .next()
+                .await
+                .unwrap_or_else(|| panic!("{}: no frame arrived", self.user));
+            if !PRESENCE.iter().any(|p| v["type"] == *p) {
+                return v;
+            }
+        }
+    }
+
+    /// Like [`Client::expect`], skipping presence frames.
+    pub async fn expect_board(&mut self, kind: &str) -> Value {
+        let v = self.next_board_frame().await;
+        assert_eq!(v["type"], kind, "{}: got {v}", self.user);
+        v
+    }
+}
+
+impl Pair {
+    /// Like [`Pair::start`], with both clients joined speaking protocol 1.1.
+    pub async fn start_v11(redis: &RedisServer) -> Self {
+        Self::start_v11_with(redis, |_| {}).await
+    }
+
+    /// Like [`Pair::start_v11`], with each instance's configuration adjusted by `tweak`.
+    pub async fn start_v11_with(redis: &RedisServer, tweak: impl Fn(&mut Config)) -> Self {
+        let mut cfg_a = config(Some(redis), "inst-a");
+        let mut cfg_b = config(Some(redis), "inst-b");
+        tweak(&mut cfg_a);
+        tweak(&mut cfg_b);
+        let (a, b) = (Instance::start(cfg_a).await, Instance::start(cfg_b).await);
+        let room = create_room(a.addr).await;
+        let mut alice = Client::joined_v11(a.addr, "alice", &room).await;
+        let bob = Client::joined_v11(b.addr, "bob", &room).await;
+        assert_eq!(alice.until("USER_JOINED").await["payload"]["userId"], "bob");
+        assert_eq!(
+            alice.until("USER_COUNT_UPDATED").await["payload"]["count"],
+            2
+        );
+        Self {
+            a,
+            b,
+            room,
+            alice,
+            bob,
+        }
+    }
+}

@@ -25,6 +25,8 @@ struct Known {
     elements: HashMap<StrokeId, Option<Element>>,
     /// Edge id → (from, to), when the edge index was read.
     edges: Option<Vec<(StrokeId, StrokeId, StrokeId)>>,
+    /// The edge index's version, when it was read.
+    edges_version: Option<String>,
     undo: Option<Vec<(u64, Option<Logged>)>>,
     redo: Option<Vec<(u64, Option<Logged>)>>,
 }
@@ -101,7 +103,11 @@ impl Inner {
                     continue;
                 }
             };
-            match self.commit(room, &field, op, &decision).await? {
+            let edges_version = known.edges_version.as_deref();
+            match self
+                .commit(room, &field, op, &decision, edges_version)
+                .await?
+            {
                 Committed::Applied(seq) => {
                     return Ok(OpOutcome::Applied {
                         seq,
@@ -176,7 +182,12 @@ impl Inner {
             };
             known.elements.insert(id.clone(), element);
         }
-        if let Value::Array(flat) = next(&mut items)? {
+        if let Value::Array(index) = next(&mut items)? {
+            let mut index = index.into_iter();
+            known.edges_version = Some(text(next(&mut index)?)?);
+            let Value::Array(flat) = next(&mut index)? else {
+                return Err(bad_reply("edge index"));
+            };
             let mut edges = Vec::with_capacity(flat.len() / 2);
             let mut flat = flat.into_iter();
             while let (Some(id), Some(ends)) = (flat.next(), flat.next()) {
@@ -203,6 +214,7 @@ impl Inner {
         field: &str,
         op: &Op<'_>,
         decision: &Decision,
+        edges_version: Option<&str>,
     ) -> EngineResult<Committed> {
         let user = &op.who.user_id;
         let parts = Parts::new(decision, op.conn, user, op.op_id);
@@ -221,6 +233,10 @@ impl Inner {
             leaving,
             parts.head,
             parts.tail,
+            edges_version
+                .filter(|_| decision.read_edges)
+                .unwrap_or_default()
+                .to_owned(),
             decision.checks.len().to_string(),
         ];
         for (id, v) in &decision.checks {

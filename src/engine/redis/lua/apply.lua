@@ -5,7 +5,7 @@
 -- ARGV 5 op field ('' = none), 6 ACK id, 7 log cap, 8 undo cap, 9 redo cap,
 -- 10 stacks ('push' | 'undo' | 'redo'), 11 the seq leaving the undo/redo list ('' = none),
 -- 12 record head, 13 record tail (non-empty: the written elements go between head and tail),
--- then counted groups: checks {id, v ('0' = must not exist)}, puts {id, z ('' = on top), body,
+-- 14 the edge index version the decision read ('' = it read none), then counted groups: checks {id, v ('0' = must not exist)}, puts {id, z ('' = on top), body,
 -- edge index value ('' = not an edge)}, deletes {id, '1' if an edge}.
 -- Returns {'ok', seq} | {'duplicate', 'seq|ackId'} | {'conflict'} | {'missing'}.
 local pttl = redis.call('PTTL', KEYS[1])
@@ -16,8 +16,12 @@ if op_field ~= '' then
   if prev then return {'duplicate', prev} end
 end
 
-local i = 14
-for _ = 1, tonumber(ARGV[14]) do
+-- A node's delete found its edges in the index: an edge added or moved since must not be missed.
+if ARGV[14] ~= '' and (redis.call('HGET', KEYS[1], 'edges') or '0') ~= ARGV[14] then
+  return {'conflict'}
+end
+local i = 15
+for _ = 1, tonumber(ARGV[15]) do
   local cur = redis.call('HGET', KEYS[2], ARGV[i + 1])
   local want = ARGV[i + 2]
   if want == '0' then
@@ -37,7 +41,7 @@ if leaving ~= '' then
 end
 
 local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
-local written, created = {}, false
+local written, created, edges_moved = {}, false, false
 i = i + 1
 for _ = 1, tonumber(ARGV[i]) do
   local id, z, body, edge = ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
@@ -51,6 +55,7 @@ for _ = 1, tonumber(ARGV[i]) do
   if edge ~= '' then
     redis.call('HSET', KEYS[7], id, edge)
     expire_new(KEYS[7])
+    edges_moved = true
   end
   written[#written + 1] = stored
   i = i + 4
@@ -59,9 +64,13 @@ i = i + 1
 for _ = 1, tonumber(ARGV[i]) do
   redis.call('HDEL', KEYS[2], ARGV[i + 1])
   redis.call('ZREM', KEYS[6], ARGV[i + 1])
-  if ARGV[i + 2] == '1' then redis.call('HDEL', KEYS[7], ARGV[i + 1]) end
+  if ARGV[i + 2] == '1' then
+    redis.call('HDEL', KEYS[7], ARGV[i + 1])
+    edges_moved = true
+  end
   i = i + 2
 end
+if edges_moved then redis.call('HINCRBY', KEYS[1], 'edges', 1) end
 -- Elements placed by a client's z may have created the board's keys.
 if #written > 0 and not created and pttl > 0 and redis.call('PTTL', KEYS[2]) == -1 then created = true end
 if created then expire_new(KEYS[2]) expire_new(KEYS[6]) end

@@ -1,7 +1,7 @@
 -- READ what an op needs to be decided (the board module's `Need`): ARGV 5 op field ('' = none),
 -- 6 '1' to read the edge index, 7 how many undo entries, 8 how many redo entries, 9.. element ids.
 -- Returns {'missing'} | {'duplicate', 'seq|ackId'} |
---   {'ok', elements (one per id, false when absent), edges (HGETALL or false),
+--   {'ok', elements (one per id, false when absent), edges ({version, HGETALL} or false),
 --    undo ({seq, record or false}..., newest first, or false), redo (likewise)}.
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end
 if ARGV[5] ~= '' then
@@ -11,7 +11,10 @@ end
 local elements = {}
 if #ARGV >= 9 then elements = redis.call('HMGET', KEYS[2], unpack(ARGV, 9)) end
 local edges = false
-if ARGV[6] == '1' then edges = redis.call('HGETALL', KEYS[7]) end
+if ARGV[6] == '1' then
+  -- The index's version (bumped by every edge write) lets the commit check it did not move.
+  edges = {redis.call('HGET', KEYS[1], 'edges') or '0', redis.call('HGETALL', KEYS[7])}
+end
 
 -- The records of the newest `n` seqs on a list, read from the log by position.
 local seq = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
