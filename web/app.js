@@ -249,7 +249,6 @@
 
   const tools = new Tools({
     canvas,
-    wrap: $('board-wrap'),
     editor: $('text-editor'),
     renderer,
     board,

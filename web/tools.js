@@ -126,9 +126,8 @@
      * hooks: me(), changed() (selection or history changed: refresh the toolbar), toast(text),
      * cursor(point) for CURSOR_MOVE, toolChanged(name).
      */
-    constructor({ canvas, wrap, editor, renderer, board, sync, hooks }) {
+    constructor({ canvas, editor, renderer, board, sync, hooks }) {
       this.canvas = canvas;
-      this.wrap = wrap;
       this.editor = editor;
       this.r = renderer;
       this.board = board;
