@@ -1,44 +1,35 @@
-// drawbridge whiteboard client. Plain modern JavaScript, no framework, no build step.
+// drawbridge whiteboard, part 5 of 5: the page. Plain modern JavaScript, no framework, no build step.
 //
-// How it fits together:
-//   lobby     guest name or sign-in, then create a room or open an invite link (/?room=<id>).
-//   socket    one WebSocket to /ws?token=...; JOIN_ROOM on every (re)connect, with {since, epoch}
-//             once we have seen the room, so the server can answer with a REPLAY of what we missed.
-//   strokes   `committed` holds the server's visible strokes in seq order and is painted onto an
-//             offscreen canvas stroke by stroke; it is repainted in full only after an undo or a resync.
-//             `pending` holds our own finished strokes until their ACK: they are drawn on top, and
-//             (re)sent with opId = strokeId after every join, so a stroke drawn offline lands exactly once.
-//   seq       `seq` is the highest seq below which we have seen everything; `ahead` holds seqs seen out
-//             of order (our ACKs race with other people's events). A hole that stays open re-joins.
+// How it fits together (each file adds one part to window.Whiteboard, in the order index.html loads them):
+//   model.js   the board: elements by id, confirmed (the server's, in seq order) + pending (ours) = shown
+//   render.js  the camera (pan, zoom) and painting, with a scene cache so big boards pan smoothly
+//   net.js     the WebSocket: joins, seq order, REPLAY recovery, the outbox of our ops, undo resolution
+//   tools.js   pointer and keyboard gestures: tools, selection, drags, text editing, undo history
+//   app.js     this file: lobby (guest name or sign-in, invite links), the room's toolbar, presence and
+//              cursors, other people's live strokes, export, shortcuts, and the test hook.
 'use strict';
 
 (() => {
-  // ---- constants ----------------------------------------------------------------------------
+  const { Board } = Whiteboard.model;
+  const { Renderer } = Whiteboard.render;
+  const { Sync } = Whiteboard.net;
+  const { Tools } = Whiteboard.tools;
 
-  /** The board has one coordinate space for everyone, whatever their window size. */
-  const BOARD_W = 1600;
-  const BOARD_H = 1000;
-  /** Backing-store resolution: crisp on high-DPI screens without quadrupling memory beyond 2x. */
-  const RES = Math.min(2, Math.max(1, Math.round(window.devicePixelRatio || 1)));
-  /** Frames are capped at 64 KiB by the server; ~22 bytes a point keeps a stroke well under it. */
-  const MAX_POINTS = 1500;
   /** The server keeps at most 20 cursor moves a second per connection: never send more. */
   const CURSOR_EVERY_MS = 50;
-  /** How long a hole in the seq sequence may stay open before we ask the server to replay it. */
-  const GAP_WAIT_MS = 1000;
-  const BACKOFF_FIRST_MS = 300;
-  const BACKOFF_MAX_MS = 10000;
-  /** App-level ping so a silently dead connection is noticed (the browser hides protocol pings). */
-  const PING_EVERY_MS = 20000;
-  const DEAD_AFTER_MS = 45000;
-  /** A handshake that has not finished by then (a black-holed network) is given up and retried. */
-  const CONNECT_TIMEOUT_MS = 10000;
+  /** A live stroke whose author went quiet this long without finishing it is dropped. */
+  const LIVE_STROKE_TTL_MS = 15000;
 
   const COLORS = [
     ['#1d2430', 'Black'], ['#e53935', 'Red'], ['#fb8c00', 'Orange'], ['#fdd835', 'Yellow'],
-    ['#43a047', 'Green'], ['#1e88e5', 'Blue'], ['#8e24aa', 'Purple'], ['#ffffff', 'White (eraser)'],
+    ['#43a047', 'Green'], ['#1e88e5', 'Blue'], ['#8e24aa', 'Purple'], ['#ffffff', 'White'],
+  ];
+  const FILLS = [
+    ['none', 'No fill'], ['#ffffff', 'White fill'], ['#fff59d', 'Yellow fill'], ['#ffcdd2', 'Pink fill'],
+    ['#c8e6c9', 'Green fill'], ['#bbdefb', 'Blue fill'], ['#e1bee7', 'Purple fill'],
   ];
   const WIDTHS = [2, 4, 8, 16, 32];
+  const TOOL_KEYS = { v: 'select', h: 'hand', p: 'pen', r: 'rect', o: 'ellipse', l: 'line', a: 'arrow', t: 'text', s: 'sticky', n: 'node', e: 'eraser' };
 
   const $ = (id) => document.getElementById(id);
 
@@ -46,54 +37,13 @@
 
   let session = null;          // {token, refreshToken?, user: {userId, name, email}, kind}
   let roomId = null;
-
-  let ws = null;
-  let socketGen = 0;           // bumps on every new socket; stale socket callbacks compare and bail
-  let joined = false;          // INITIAL_STATE/REPLAY received on the current socket
-  let attempts = 0;            // consecutive failed connects, for backoff
-  let reconnectTimer = 0;
-  let lastMessageAt = 0;
-  let pingTimer = 0;
-
-  let seq = 0;                 // everything <= seq has been seen
-  const ahead = new Set();     // seqs > seq already seen
-  let epoch = null;
-  let gapTimer = 0;
-
-  /** Visible strokes in seq order: {stroke, seq}. Strokes from INITIAL_STATE get seq 0 (keep their order). */
-  let committed = [];
-  const byId = new Map();      // strokeId -> entry of `committed`
-  /** Our strokes not yet ACKed, in drawing order: opId -> {stroke, sentOn: socketGen or 0}. */
-  const pending = new Map();
-  /** Undo/redo sent but not ACKed; if the socket drops with any, we resync in full. */
-  let inflight = [];
-  /** ACKs to ignore: strokes undone before their ACK came back. */
-  const undoneBeforeAck = new Set();
-  /** Our undone strokes, newest last: {stroke, local} (local = never reached the server). */
-  let redoStack = [];
-
   const users = new Map();     // userId -> {userId, username, color}
   let userCount = 0;
   /** After a REPLAY (it lists no users) our list may have missed joins and leaves. */
   let presenceStale = false;
-  /** How each join was answered, for the test hook: recovery should mostly be REPLAYs. */
-  const joinsAnswered = { initialState: 0, replay: 0 };
-  /** Close codes of the last few sockets, newest last (4000+ are the page's own). */
-  const closeCodes = [];
   const cursors = new Map();   // userId -> {x, y, username, color, el}
 
-  let color = COLORS[0][0];
-  let width = WIDTHS[1];
-  let current = null;          // stroke being drawn
-  let activePointer = null;
-
   // ---- small helpers ------------------------------------------------------------------------
-
-  function newId() {
-    const b = new Uint8Array(16);
-    crypto.getRandomValues(b);
-    return Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
-  }
 
   function jwtClaims(token) {
     try {
@@ -170,8 +120,8 @@
       const data = await api('POST', '/api/v1/auth/refresh', { refreshToken: session.refreshToken }, { auth: false });
       saveSession(data, 'account');
     } else {
-      // A guest has no refresh token: a new guest token means a new identity (older strokes stay, but
-      // can no longer be undone from here).
+      // A guest has no refresh token: a new guest token means a new identity (older elements stay,
+      // but can no longer be undone from here).
       const data = await api('POST', '/api/v1/auth/guest', { name: session.user.name }, { auth: false });
       saveSession(data, 'guest');
       toast('Your guest session was renewed.');
@@ -274,6 +224,69 @@
     showLobby();
   });
 
+  // ---- the board and its parts --------------------------------------------------------------
+
+  const canvas = $('board');
+  const board = new Board();
+  const renderer = new Renderer(canvas, board);
+  let connState = 'connecting';
+  let connText = 'Connecting…';
+
+  const sync = new Sync(board, {
+    session: () => session,
+    freshToken: ensureFreshToken,
+    tokenStale: () => !!session && !tokenFresh(session.token),
+    me,
+    status: (state, text) => { connState = state; connText = text; renderConn(); },
+    joined: fitPhoneOnce,
+    users: onUsers,
+    message: onMessage,
+    toast,
+    roomGone: (text) => leaveRoom(text),
+    reload: (text) => { toast(text); setTimeout(() => location.reload(), 300); },
+    changed: () => scheduleUi(),
+  });
+
+  const tools = new Tools({
+    canvas,
+    editor: $('text-editor'),
+    renderer,
+    board,
+    sync,
+    hooks: {
+      me,
+      changed: () => scheduleUi(),
+      toast,
+      cursor: queueCursor,
+      toolChanged: () => scheduleUi(),
+    },
+  });
+
+  // Board changes: repaint (the renderer listens), drop finished live strokes, keep the selection honest.
+  const repaintOnChange = board.onChange;
+  board.onChange = (ids, added) => {
+    repaintOnChange(ids, added);
+    if (renderer.live.size) {
+      for (const id of ids || [...renderer.live.keys()]) if (renderer.live.has(id) && board.confirmed.has(id)) renderer.live.delete(id);
+    }
+    tools.pruneSelection();
+    scheduleUi();
+  };
+
+  /** A phone shows the v1 board area tiny: it opens a room fitted to what is on the board instead. */
+  let fitted = false;
+  function fitPhoneOnce() {
+    if (fitted) return;
+    fitted = true;
+    if (renderer.cssW < 700 && board.shown.size) renderer.fitContent();
+  }
+
+  renderer.onCamera = () => {
+    for (const c of cursors.values()) placeCursor(c);
+    tools.placeEditor();
+    scheduleUi();
+  };
+
   // ---- room lifecycle -----------------------------------------------------------------------
 
   async function enterRoom(id) {
@@ -284,693 +297,127 @@
       showLobby(err.status === 404 ? 'That room does not exist or has expired.' : err.message);
       return;
     }
-    resetRoomState();
+    resetPresence();
+    fitted = false;
     roomId = id;
     history.replaceState(null, '', `/?room=${encodeURIComponent(id)}`);
     $('invite-link').value = `${location.origin}/?room=${encodeURIComponent(id)}`;
     $('lobby').hidden = true;
     $('room').hidden = false;
     layout();
+    renderer.home();
+    tools.select([]);
+    tools.history.undoStack = [];
+    tools.history.redoStack = [];
     renderUsers();
-    updateButtons();
-    connect();
+    sync.open(id);
+    scheduleUi();
   }
 
-  function resetRoomState() {
-    committed = [];
-    byId.clear();
-    checkpointCount = 0;
-    pending.clear();
-    inflight = [];
-    undoneBeforeAck.clear();
-    redoStack = [];
+  function resetPresence() {
     users.clear();
     userCount = 0;
     for (const c of cursors.values()) c.el.remove();
     cursors.clear();
-    seq = 0;
-    ahead.clear();
-    epoch = null;
-    needFull = true;
-    scheduleFrame();
+    renderer.live.clear();
   }
 
   function leaveRoom(message = '') {
-    if (ws && ws.readyState === WebSocket.OPEN && roomId) send('LEAVE_ROOM', { roomId });
-    closeSocket();
-    clearTimeout(reconnectTimer);
+    tools.cancelAction();
+    tools.closeEditor();
+    sync.close();
     roomId = null;
-    resetRoomState();
+    resetPresence();
     history.replaceState(null, '', '/');
     showLobby(message);
   }
 
   $('leave-room').addEventListener('click', () => leaveRoom());
+  window.addEventListener('online', () => sync.online());
 
-  // ---- socket -------------------------------------------------------------------------------
-
-  let connState = 'connecting';
-  let connText = 'Connecting…';
-
-  function setConn(state, text) {
-    connState = state;
-    connText = text;
-    renderConn();
-  }
-
-  /** The indicator also says how many of our strokes wait for the server while we are not live. */
+  /** The indicator also says how many of our changes wait for the server while we are not live. */
   function renderConn() {
     $('conn').dataset.state = connState;
-    const n = pending.size;
-    const queued = n && connState !== 'online' ? ` · ${n} stroke${n === 1 ? '' : 's'} queued` : '';
+    const n = sync.unsentCount();
+    const queued = n && connState !== 'online' ? ` · ${n} change${n === 1 ? '' : 's'} queued` : '';
     $('conn-text').textContent = connText + queued;
   }
 
-  function send(type, payload) {
-    if (!ws || ws.readyState !== WebSocket.OPEN) return false;
-    ws.send(JSON.stringify({ type, payload }));
-    return true;
-  }
+  // ---- presence, cursors, live strokes ------------------------------------------------------
 
-  async function connect() {
-    clearTimeout(reconnectTimer);
-    if (!roomId) return;
-    if (ws) closeSocket(); // never leave a half-open socket behind (it would hold our presence)
-    setConn('connecting', attempts ? 'Reconnecting…' : 'Connecting…');
-    const gen = ++socketGen;
-    try {
-      // After repeated failures the token may be the problem (expired, or the server's secret changed).
-      await ensureFreshToken(attempts >= 4 && attempts % 4 === 0);
-    } catch (err) {
-      if (gen === socketGen) scheduleReconnect();
-      return;
+  function onUsers(list) {
+    if (list) {
+      presenceStale = false;
+      users.clear();
+      for (const u of list) users.set(u.userId, u);
+    } else {
+      presenceStale = true;
     }
-    if (gen !== socketGen || !roomId) return;
-    const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
-    const sock = new WebSocket(`${scheme}//${location.host}/ws?token=${encodeURIComponent(session.token)}`);
-    ws = sock;
-    joined = false;
-    const handshake = setTimeout(() => {
-      if (gen === socketGen && sock.readyState === WebSocket.CONNECTING) socketLost(4001);
-    }, CONNECT_TIMEOUT_MS);
-    sock.onopen = () => {
-      clearTimeout(handshake);
-      if (gen !== socketGen) return;
-      lastMessageAt = Date.now();
-      // An undo/redo whose ACK we never saw may or may not have happened: only a full state is safe then.
-      sendJoin(inflight.length > 0);
-      inflight = [];
-      clearInterval(pingTimer);
-      pingTimer = setInterval(() => {
-        if (Date.now() - lastMessageAt > DEAD_AFTER_MS) dropConnection();
-        else send('PING', {});
-      }, PING_EVERY_MS);
-    };
-    sock.onmessage = (e) => {
-      if (gen !== socketGen) return;
-      lastMessageAt = Date.now();
-      let msg;
-      try { msg = JSON.parse(e.data); } catch { return; }
-      if (msg && typeof msg.type === 'string') onMessage(msg);
-    };
-    sock.onclose = (e) => {
-      if (gen !== socketGen) return;
-      socketLost(e.code);
-    };
+    renderUsers();
   }
 
-  function closeSocket() {
-    socketGen++;
-    clearInterval(pingTimer);
-    clearTimeout(gapTimer);
-    joined = false;
-    if (ws) {
-      ws.onopen = ws.onmessage = ws.onclose = null;
-      try { ws.close(); } catch { /* already closed */ }
-      ws = null;
-    }
-  }
-
-  function socketLost(code) {
-    closeCodes.push(code);
-    if (closeCodes.length > 20) closeCodes.shift();
-    closeSocket();
-    for (const c of cursors.values()) c.el.remove();
-    cursors.clear();
-    if (!roomId) return;
-    scheduleReconnect(code);
-    updateButtons();
-  }
-
-  /** Drop the socket as if the network did; used for dead connections and by tests. */
-  function dropConnection() {
-    if (ws) socketLost(4000);
-  }
-
-  function scheduleReconnect(code) {
-    clearTimeout(reconnectTimer);
-    // 1001: the instance is draining, and any other will do. 1008 with a stale token: it expired
-    // mid-session, and a renewed one fixes it. Both come back at once; anything else backs off.
-    const quick = code === 1001 || (code === 1008 && session && !tokenFresh(session.token));
-    const base = quick ? 50 : Math.min(BACKOFF_MAX_MS, BACKOFF_FIRST_MS * 2 ** attempts);
-    const delay = Math.round(base * (0.7 + Math.random() * 0.6));
-    attempts++;
-    setConn('offline', `Offline · retrying in ${Math.max(1, Math.round(delay / 1000))} s`);
-    reconnectTimer = setTimeout(connect, delay);
-  }
-
-  window.addEventListener('online', () => {
-    if (roomId && !joined) {
-      attempts = 0;
-      connect();
-    }
-  });
-
-  function sendJoin(full) {
-    joined = false;
-    clearTimeout(gapTimer);
-    const payload = { roomId };
-    if (!full && epoch !== null) {
-      payload.since = seq;
-      payload.epoch = epoch;
-    }
-    send('JOIN_ROOM', payload);
-  }
-
-  function joinDone() {
-    joined = true;
-    attempts = 0;
-    setConn('online', 'Live');
-    flushPending();
-    updateButtons();
-  }
-
-  function flushPending() {
-    if (!joined) return;
-    for (const entry of pending.values()) {
-      if (entry.sentOn === socketGen) continue;
-      if (send('CANVAS_UPDATE', { roomId, canvasData: entry.stroke, opId: entry.stroke.strokeId })) {
-        entry.sentOn = socketGen;
-      }
-    }
-  }
-
-  // ---- seq bookkeeping ----------------------------------------------------------------------
-
-  /** Records a seq; false if it was seen before (a duplicate to ignore). */
-  function noteSeq(s) {
-    if (typeof s !== 'number' || !Number.isFinite(s)) return true;
-    if (s <= seq || ahead.has(s)) return false;
-    ahead.add(s);
-    while (ahead.has(seq + 1)) {
-      ahead.delete(seq + 1);
-      seq++;
-    }
-    clearTimeout(gapTimer);
-    if (ahead.size) {
-      gapTimer = setTimeout(() => {
-        if (ahead.size && joined) sendJoin(false);
-      }, GAP_WAIT_MS);
-    }
-    return true;
-  }
-
-  // ---- incoming messages --------------------------------------------------------------------
-
-  function onMessage({ type, payload: p = {} }) {
-    if (p.roomId && p.roomId !== roomId) return;
+  function onMessage(type, p) {
     switch (type) {
-      case 'INITIAL_STATE': return onInitialState(p);
-      case 'REPLAY': return onReplay(p);
-      case 'CANVAS_UPDATE':
-      case 'UNDO':
-      case 'REDO':
-        if (joined) applySequenced(type, p);
-        return;
-      case 'ACK': return onAck(p);
       case 'CURSOR_MOVE': return onCursor(p);
-      case 'CURSOR_LEAVE': return removeCursor(p.userId);
+      case 'CURSOR_LEAVE':
+        removeCursor(p.userId);
+        return dropLiveStrokes(p.userId);
       case 'USER_JOINED':
         users.set(p.userId, { userId: p.userId, username: p.username, color: p.color });
         return renderUsers();
       case 'USER_LEFT':
         if (p.userId !== me()) users.delete(p.userId);
         removeCursor(p.userId);
+        dropLiveStrokes(p.userId);
         if (typeof p.count === 'number') userCount = p.count;
         return renderUsers();
       case 'USER_COUNT_UPDATED':
         userCount = p.count;
-        if (presenceStale && joined) {
+        if (presenceStale && sync.joined) {
           presenceStale = false;
           // People came or went while we were away: only a full state lists them.
-          if (p.count !== users.size) return sendJoin(true);
+          if (p.count !== users.size) return sync.sendJoin(true);
         }
         return renderUsers();
-      case 'ROOM_EXPIRED':
-        return leaveRoom('This room has expired.');
-      case 'ERROR': return onError(p);
-      default: // PONG and anything newer than this client
+      case 'STROKE_PROGRESS': return onStrokeProgress(p);
+      case 'SOCKET_LOST':
+        for (const c of cursors.values()) c.el.remove();
+        cursors.clear();
+        renderer.live.clear();
+        return renderer.invalidate();
+      default: // PONG and anything newer than this page
     }
   }
 
-  function onInitialState(p) {
-    joinsAnswered.initialState++;
-    presenceStale = false;
-    committed = [];
-    byId.clear();
-    checkpointCount = 0;
-    needFull = true;
-    for (const s of p.strokes || []) insertStroke(s, 0);
-    seq = typeof p.seq === 'number' ? p.seq : 0;
-    ahead.clear();
-    epoch = p.epoch ?? null;
-    for (const id of [...pending.keys()]) if (byId.has(id)) pending.delete(id);
-    users.clear();
-    for (const u of p.users || []) users.set(u.userId, u);
-    scheduleFrame();
-    renderUsers();
-    joinDone();
-  }
-
-  function onReplay(p) {
-    joinsAnswered.replay++;
-    epoch = p.epoch ?? epoch;
-    if (Array.isArray(p.users)) {
-      users.clear();
-      for (const u of p.users) users.set(u.userId, u);
-      renderUsers();
-    } else {
-      presenceStale = true;
+  /** Someone's stroke in progress: each message brings the points drawn since their last one. */
+  function onStrokeProgress(p) {
+    if (!p.userId || p.userId === me() || typeof p.id !== 'string' || !Array.isArray(p.points)) return;
+    if (board.confirmed.has(p.id)) return; // the finished stroke is already here
+    let s = renderer.live.get(p.id);
+    if (!s) {
+      s = { userId: p.userId, points: [], color: p.color, width: p.width };
+      renderer.live.set(p.id, s);
     }
-    for (const ev of p.events || []) {
-      if (ev && ev.payload) applySequenced(ev.type, ev.payload);
+    for (const pt of p.points) if (pt && Number.isFinite(pt.x) && Number.isFinite(pt.y)) s.points.push({ x: pt.x, y: pt.y });
+    s.color = p.color || s.color;
+    s.width = p.width || s.width;
+    s.at = Date.now();
+    renderer.invalidate();
+  }
+
+  function dropLiveStrokes(userId) {
+    let dropped = false;
+    for (const [id, s] of renderer.live) {
+      if (s.userId === userId) { renderer.live.delete(id); dropped = true; }
     }
-    joinDone();
-    // A replay that leaves a hole cannot be patched by asking again: take the full state.
-    if (typeof p.seq === 'number' && seq < p.seq) sendJoin(true);
+    if (dropped) renderer.invalidate();
   }
 
-  function applySequenced(type, p) {
-    if (!noteSeq(p.seq)) return;
-    if (type === 'CANVAS_UPDATE' && p.canvasData) {
-      // Our own op may come back in a REPLAY when its ACK was lost with the old socket.
-      pending.delete(p.canvasData.strokeId);
-      insertStroke(p.canvasData, p.seq);
-    } else if (type === 'UNDO') {
-      removeStroke(p.strokeId);
-    } else if (type === 'REDO' && p.stroke) {
-      insertStroke(p.stroke, p.seq);
-    }
-    scheduleFrame();
-    updateButtons();
-  }
-
-  function onAck(p) {
-    noteSeq(p.seq);
-    if (undoneBeforeAck.delete(p.opId)) return;
-    const entry = pending.get(p.opId);
-    if (entry) {
-      pending.delete(p.opId);
-      if (!byId.has(entry.stroke.strokeId)) insertStroke(entry.stroke, p.seq);
-      renderConn();
-    } else {
-      const op = takeInflight(p.opId, p.strokeId);
-      if (op && op.type === 'REDO' && byId.has(op.strokeId) && typeof p.seq === 'number') {
-        // The optimistic copy sat at the end; put it where its seq says (others may have come between).
-        const { stroke } = byId.get(op.strokeId);
-        removeStroke(op.strokeId);
-        insertStroke(stroke, p.seq);
-      }
-    }
-    scheduleFrame();
-    updateButtons();
-  }
-
-  /** The undo/redo an ACK or ERROR is about: by opId, else (older servers) by stroke, else the oldest. */
-  function takeInflight(opId, strokeId) {
-    let i = inflight.findIndex((op) => op.opId === opId);
-    if (i < 0 && strokeId) i = inflight.findIndex((op) => op.strokeId === strokeId);
-    if (i < 0 && !opId && !strokeId) i = 0;
-    return i >= 0 ? inflight.splice(i, 1)[0] : null;
-  }
-
-  /**
-   * The server did not apply an undo/redo we already showed: give the user the step back
-   * (an undone stroke leaves the redo list, a redo returns to it) and take the server's full state.
-   */
-  function controlOpFailed(op) {
-    if (op.type === 'UNDO') redoStack = redoStack.filter((r) => r.stroke.strokeId !== op.strokeId);
-    else redoStack.push({ stroke: op.stroke, local: false });
-    sendJoin(true);
-  }
-
-  /** An op the server did not apply, for a reason that passes (rate limit, Redis away). */
-  function notApplied(p, why) {
-    const entry = p.ref && pending.get(p.ref);
-    if (entry) {
-      // Resend the same stroke with the same opId a little later.
-      entry.sentOn = 0;
-      setTimeout(flushPending, 1000);
-      return;
-    }
-    const op = p.ref ? takeInflight(p.ref, null) : null;
-    if (op) {
-      toast(why);
-      controlOpFailed(op);
-    } else if (!p.ref) {
-      // No reference: we cannot tell which op failed, so resend every stroke and resync.
-      for (const e of pending.values()) e.sentOn = 0;
-      setTimeout(flushPending, 1000);
-    }
-  }
-
-  function onError(p) {
-    switch (p.code) {
-      case 'NOTHING_TO_UNDO':
-      case 'NOTHING_TO_REDO':
-      case 'FORBIDDEN': {
-        // Our optimistic view of undo/redo was wrong: take the server's full state.
-        const op = takeInflight(p.ref, null);
-        toast(p.message || 'Nothing to undo or redo.');
-        if (op) controlOpFailed(op);
-        else sendJoin(true);
-        return;
-      }
-      case 'BAD_STROKE':
-        if (p.ref && pending.delete(p.ref)) scheduleFrame();
-        toast('A stroke was rejected by the server.');
-        return;
-      case 'RATE_LIMITED':
-        notApplied(p, 'Slow down a little: the server is pacing your changes.');
-        return;
-      case 'UNAVAILABLE':
-        notApplied(p, 'The server is briefly unavailable; try again.');
-        return;
-      case 'NOT_IN_ROOM':
-        sendJoin(false);
-        return;
-      case 'ROOM_NOT_FOUND':
-        leaveRoom('This room does not exist or has expired.');
-        return;
-      default:
-        if (p.message) toast(p.message);
-    }
-  }
-
-  // ---- strokes ------------------------------------------------------------------------------
-
-  let needFull = true;   // repaint the committed layer from scratch
-  let toAppend = [];     // committed strokes to paint on top of the layer
-  let framePending = false;
-  /** Milliseconds the last full repaint of the committed layer took (shown to tests). */
-  let lastFullRepaintMs = 0;
-  /**
-   * The checkpoint canvas holds committed[0..checkpointCount) as painted. A repaint starts from it,
-   * so undoing one of the newest strokes redraws only the strokes after the checkpoint.
-   */
-  let checkpointCount = 0;
-  /** Strokes kept out of the checkpoint: the ones an undo is likely to remove. */
-  const CHECKPOINT_LAG = 200;
-
-  function validStroke(s) {
-    return s && typeof s.strokeId === 'string' && Array.isArray(s.points) && s.points.length > 0;
-  }
-
-  function insertStroke(stroke, s) {
-    if (!validStroke(stroke) || byId.has(stroke.strokeId)) return;
-    const entry = { stroke, seq: typeof s === 'number' ? s : Infinity };
-    const last = committed[committed.length - 1];
-    if (!last || last.seq <= entry.seq) {
-      committed.push(entry);
-      if (!needFull) toAppend.push(stroke);
-    } else {
-      let i = committed.length - 1;
-      while (i > 0 && committed[i - 1].seq > entry.seq) i--;
-      committed.splice(i, 0, entry);
-      if (i < checkpointCount) checkpointCount = 0;
-      needFull = true;
-    }
-    byId.set(stroke.strokeId, entry);
-    scheduleFrame();
-  }
-
-  function removeStroke(strokeId) {
-    const entry = byId.get(strokeId);
-    if (!entry) return null;
-    byId.delete(strokeId);
-    const i = committed.indexOf(entry);
-    committed.splice(i, 1);
-    if (i < checkpointCount) checkpointCount = 0;
-    needFull = true;
-    scheduleFrame();
-    return entry.stroke;
-  }
-
-  function finishStroke() {
-    if (!current) return;
-    const stroke = current;
-    current = null;
-    activePointer = null;
-    if (!stroke.points.length) return;
-    pending.set(stroke.strokeId, { stroke, sentOn: 0 });
-    redoStack = [];
-    flushPending();
-    renderConn();
-    scheduleFrame();
-    updateButtons();
-  }
-
-  /** Our latest stroke still on the board: pending ones are newer than committed ones. */
-  function lastOwnStroke() {
-    const p = [...pending.values()];
-    if (p.length) return { stroke: p[p.length - 1].stroke, entry: p[p.length - 1] };
-    for (let i = committed.length - 1; i >= 0; i--) {
-      if (committed[i].stroke.userId === me()) return { stroke: committed[i].stroke, entry: null };
-    }
-    return null;
-  }
-
-  function undo() {
-    const last = lastOwnStroke();
-    if (!last) return;
-    const { stroke, entry } = last;
-    if (entry && !entry.sentOn) {
-      // Never left this page: take it back locally.
-      pending.delete(stroke.strokeId);
-      redoStack.push({ stroke, local: true });
-    } else if (joined) {
-      if (entry) {
-        pending.delete(stroke.strokeId);
-        undoneBeforeAck.add(stroke.strokeId);
-      } else {
-        removeStroke(stroke.strokeId);
-      }
-      const opId = newId();
-      inflight.push({ type: 'UNDO', opId, strokeId: stroke.strokeId, stroke });
-      send('UNDO', { roomId, strokeId: stroke.strokeId, opId });
-      redoStack.push({ stroke, local: false });
-    } else {
-      toast('Undo needs a connection; try again when you are back online.');
-      return;
-    }
-    scheduleFrame();
-    updateButtons();
-  }
-
-  function redo() {
-    const item = redoStack[redoStack.length - 1];
-    if (!item) return;
-    if (item.local) {
-      redoStack.pop();
-      pending.set(item.stroke.strokeId, { stroke: item.stroke, sentOn: 0 });
-      flushPending();
-    } else if (joined) {
-      redoStack.pop();
-      const opId = newId();
-      inflight.push({ type: 'REDO', opId, strokeId: item.stroke.strokeId, stroke: item.stroke });
-      send('REDO', { roomId, stroke: item.stroke, opId });
-      insertStroke(item.stroke, Infinity);
-    } else {
-      toast('Redo needs a connection; try again when you are back online.');
-      return;
-    }
-    scheduleFrame();
-    updateButtons();
-  }
-
-  function updateButtons() {
-    $('undo').disabled = !lastOwnStroke();
-    $('redo').disabled = redoStack.length === 0;
-  }
-
-  // ---- drawing ------------------------------------------------------------------------------
-
-  const board = $('board');
-  board.width = BOARD_W * RES;
-  board.height = BOARD_H * RES;
-  const view = board.getContext('2d');
-  const layer = document.createElement('canvas');
-  layer.width = board.width;
-  layer.height = board.height;
-  const layerCtx = layer.getContext('2d');
-  const checkpoint = document.createElement('canvas');
-  checkpoint.width = board.width;
-  checkpoint.height = board.height;
-  const checkpointCtx = checkpoint.getContext('2d');
-
-  function drawStroke(ctx, s) {
-    const pts = s.points;
-    ctx.strokeStyle = ctx.fillStyle = s.color;
-    ctx.lineWidth = s.width;
-    ctx.lineCap = 'round';
-    ctx.lineJoin = 'round';
-    ctx.beginPath();
-    if (pts.length === 1) {
-      ctx.arc(pts[0].x, pts[0].y, s.width / 2, 0, Math.PI * 2);
-      ctx.fill();
-      return;
-    }
-    ctx.moveTo(pts[0].x, pts[0].y);
-    // Quadratic curves through the midpoints: smooth, and the same on every screen.
-    for (let i = 1; i < pts.length - 1; i++) {
-      const mx = (pts[i].x + pts[i + 1].x) / 2;
-      const my = (pts[i].y + pts[i + 1].y) / 2;
-      ctx.quadraticCurveTo(pts[i].x, pts[i].y, mx, my);
-    }
-    const end = pts[pts.length - 1];
-    ctx.lineTo(end.x, end.y);
-    ctx.stroke();
-  }
-
-  function scheduleFrame() {
-    if (framePending) return;
-    framePending = true;
-    requestAnimationFrame(frame);
-  }
-
-  function frame() {
-    framePending = false;
-    layerCtx.setTransform(RES, 0, 0, RES, 0, 0);
-    if (needFull) {
-      const t0 = performance.now();
-      repaintCommitted();
-      lastFullRepaintMs = performance.now() - t0;
-      needFull = false;
-      toAppend = [];
-    } else {
-      for (const s of toAppend) drawStroke(layerCtx, s);
-      toAppend = [];
-    }
-    view.setTransform(1, 0, 0, 1, 0, 0);
-    view.drawImage(layer, 0, 0);
-    view.setTransform(RES, 0, 0, RES, 0, 0);
-    for (const e of pending.values()) drawStroke(view, e.stroke);
-    if (current) drawStroke(view, current);
-    scheduleCheckpoint();
-    board.setAttribute('aria-label', `Shared whiteboard with ${committed.length + pending.size} strokes. Draw with a mouse, pen or finger.`);
-  }
-
-  /** Paints `layer` from the checkpoint plus the strokes after it, moving the checkpoint forward. */
-  function repaintCommitted() {
-    layerCtx.setTransform(1, 0, 0, 1, 0, 0);
-    if (checkpointCount > 0) {
-      layerCtx.drawImage(checkpoint, 0, 0);
-    } else {
-      layerCtx.fillStyle = '#ffffff';
-      layerCtx.fillRect(0, 0, layer.width, layer.height);
-    }
-    layerCtx.setTransform(RES, 0, 0, RES, 0, 0);
-    let i = checkpointCount;
-    const keep = committed.length - CHECKPOINT_LAG;
-    if (keep > checkpointCount) {
-      for (; i < keep; i++) drawStroke(layerCtx, committed[i].stroke);
-      checkpointCtx.setTransform(1, 0, 0, 1, 0, 0);
-      checkpointCtx.drawImage(layer, 0, 0);
-      checkpointCount = keep;
-    }
-    for (; i < committed.length; i++) drawStroke(layerCtx, committed[i].stroke);
-  }
-
-  let checkpointPending = false;
-
-  /** Strokes that arrive one by one never pass through a repaint: bring the checkpoint along when idle. */
-  function scheduleCheckpoint() {
-    if (checkpointPending || committed.length - checkpointCount < 2 * CHECKPOINT_LAG) return;
-    checkpointPending = true;
-    (window.requestIdleCallback || ((fn) => setTimeout(fn, 200)))(advanceCheckpoint);
-  }
-
-  function advanceCheckpoint() {
-    checkpointPending = false;
-    const keep = committed.length - CHECKPOINT_LAG;
-    if (keep <= checkpointCount) return;
-    if (checkpointCount === 0) {
-      checkpointCtx.setTransform(1, 0, 0, 1, 0, 0);
-      checkpointCtx.fillStyle = '#ffffff';
-      checkpointCtx.fillRect(0, 0, checkpoint.width, checkpoint.height);
-    }
-    checkpointCtx.setTransform(RES, 0, 0, RES, 0, 0);
-    const end = Math.min(keep, checkpointCount + 500); // a bounded slice of work per idle period
-    for (let i = checkpointCount; i < end; i++) drawStroke(checkpointCtx, committed[i].stroke);
-    checkpointCount = end;
-    scheduleCheckpoint();
-  }
-
-  function toBoard(e) {
-    const r = board.getBoundingClientRect();
-    const x = ((e.clientX - r.left - board.clientLeft) / board.clientWidth) * BOARD_W;
-    const y = ((e.clientY - r.top - board.clientTop) / board.clientHeight) * BOARD_H;
-    return {
-      x: Math.round(Math.min(BOARD_W, Math.max(0, x)) * 10) / 10,
-      y: Math.round(Math.min(BOARD_H, Math.max(0, y)) * 10) / 10,
-    };
-  }
-
-  function addPoint(pt) {
-    const pts = current.points;
-    const prev = pts[pts.length - 1];
-    if (prev && Math.abs(prev.x - pt.x) < 0.5 && Math.abs(prev.y - pt.y) < 0.5) return;
-    pts.push(pt);
-    if (pts.length >= MAX_POINTS) {
-      // Long strokes are split to respect the frame size; the next one starts where this ends.
-      const { color: c, width: w } = current;
-      finishStroke();
-      startStroke(pt, c, w);
-    }
-  }
-
-  function startStroke(pt, c = color, w = width) {
-    current = { strokeId: newId(), roomId, userId: me(), points: [pt], color: c, width: w };
-  }
-
-  board.addEventListener('pointerdown', (e) => {
-    if (current || (e.pointerType === 'mouse' && e.button !== 0)) return;
-    e.preventDefault();
-    board.setPointerCapture(e.pointerId);
-    activePointer = e.pointerId;
-    startStroke(toBoard(e));
-    scheduleFrame();
-  });
-
-  board.addEventListener('pointermove', (e) => {
-    const pt = toBoard(e);
-    queueCursor(pt);
-    if (!current || e.pointerId !== activePointer) return;
-    const events = e.getCoalescedEvents ? e.getCoalescedEvents() : [];
-    for (const ev of events.length ? events : [e]) addPoint(toBoard(ev));
-    scheduleFrame();
-  });
-
-  for (const type of ['pointerup', 'pointercancel', 'lostpointercapture']) {
-    board.addEventListener(type, (e) => {
-      if (current && e.pointerId === activePointer) {
-        if (type === 'pointerup') addPoint(toBoard(e));
-        finishStroke();
-      }
-    });
-  }
-
-  // ---- cursors ------------------------------------------------------------------------------
+  // A stroke whose author stopped sending without finishing (a crash mid-stroke) must not stay forever.
+  setInterval(() => {
+    const old = Date.now() - LIVE_STROKE_TTL_MS;
+    for (const [id, s] of renderer.live) if (s.at < old) { renderer.live.delete(id); renderer.invalidate(); }
+  }, 5000);
 
   let cursorTimer = 0;
   let cursorNext = null;
@@ -981,8 +428,8 @@
   }
 
   function sendCursor() {
-    if (cursorNext && joined) {
-      send('CURSOR_MOVE', { roomId, x: cursorNext.x, y: cursorNext.y });
+    if (cursorNext && sync.live) {
+      sync.sendTransient('CURSOR_MOVE', { x: cursorNext.x, y: cursorNext.y });
       cursorNext = null;
       cursorTimer = setTimeout(() => {
         cursorTimer = 0;
@@ -1021,9 +468,9 @@
   }
 
   function placeCursor(c) {
-    const left = board.offsetLeft + board.clientLeft + (c.x / BOARD_W) * board.clientWidth;
-    const top = board.offsetTop + board.clientTop + (c.y / BOARD_H) * board.clientHeight;
-    c.el.style.transform = `translate(${left}px, ${top}px)`;
+    const p = renderer.toScreen(c.x, c.y);
+    c.el.style.transform = `translate(${p.x}px, ${p.y}px)`;
+    c.el.hidden = p.x < -20 || p.y < -20 || p.x > renderer.cssW || p.y > renderer.cssH;
   }
 
   function removeCursor(userId) {
@@ -1033,8 +480,6 @@
       cursors.delete(userId);
     }
   }
-
-  // ---- people -------------------------------------------------------------------------------
 
   function renderUsers() {
     if (session && !users.has(me()) && roomId) {
@@ -1059,40 +504,75 @@
       }
       list.append(li);
     }
-    $('user-count').textContent = String(userCount || users.size);
+    const count = String(userCount || users.size);
+    $('user-count').textContent = count;
+    $('people-count').textContent = count;
   }
 
   // ---- toolbar ------------------------------------------------------------------------------
 
+  /** Radio buttons styled as swatches: keyboard and screen readers work as usual. */
+  function swatches(container, name, items, inner) {
+    for (const [value, label] of items) {
+      const el = document.createElement('label');
+      el.className = 'swatch';
+      el.title = label;
+      el.innerHTML = `<input type="radio" name="${name}" value="${value}" aria-label="${label}"><span></span>`;
+      const face = el.querySelector('span');
+      if (inner) face.innerHTML = inner(value);
+      else face.style.background = value;
+      container.append(el);
+    }
+  }
+
   function buildToolbar() {
-    const colors = $('colors');
-    for (const [value, name] of COLORS) {
-      const label = document.createElement('label');
-      label.className = 'swatch';
-      label.title = name;
-      label.innerHTML = `<input type="radio" name="color" value="${value}" aria-label="${name}"><span style="background:${value}"></span>`;
-      colors.append(label);
-    }
-    const widths = $('widths');
-    for (const [i, w] of WIDTHS.entries()) {
-      const label = document.createElement('label');
-      label.className = 'swatch';
-      label.title = `Width ${w}`;
-      const nib = [3, 5, 8, 12, 18][i] || 18;
-      label.innerHTML = `<input type="radio" name="width" value="${w}" aria-label="Width ${w}"><span><i class="nib" style="width:${nib}px;height:${nib}px"></i></span>`;
-      widths.append(label);
-    }
-    colors.querySelector(`input[value="${color}"]`).checked = true;
-    widths.querySelector(`input[value="${width}"]`).checked = true;
-    colors.addEventListener('change', (e) => { color = e.target.value; });
-    widths.addEventListener('change', (e) => { width = Number(e.target.value); });
-    $('custom-color').addEventListener('input', (e) => {
-      color = e.target.value;
-      for (const r of colors.querySelectorAll('input')) r.checked = false;
+    swatches($('colors'), 'color', COLORS);
+    swatches($('fills'), 'fill', FILLS, (v) => (v === 'none' ? '<i class="no-fill"></i>' : `<i class="fill" style="background:${v}"></i>`));
+    swatches($('widths'), 'width', WIDTHS.map((w) => [w, `Width ${w}`]), (w) => {
+      const nib = { 2: 3, 4: 5, 8: 8, 16: 12, 32: 18 }[w] || 18;
+      return `<i class="nib" style="width:${nib}px;height:${nib}px"></i>`;
     });
-    $('undo').addEventListener('click', undo);
-    $('redo').addEventListener('click', redo);
+    $('colors').addEventListener('change', (e) => { tools.setStyle('color', e.target.value); scheduleUi(); });
+    $('fills').addEventListener('change', (e) => { tools.setStyle('fill', e.target.value === 'none' ? null : e.target.value); scheduleUi(); });
+    $('widths').addEventListener('change', (e) => { tools.setStyle('width', Number(e.target.value)); scheduleUi(); });
+    $('custom-color').addEventListener('input', (e) => { tools.setStyle('color', e.target.value); scheduleUi(); });
+
+    $('tools').addEventListener('click', (e) => {
+      const b = e.target.closest('button[data-tool]');
+      if (b) tools.setTool(b.dataset.tool);
+    });
+    $('undo').addEventListener('click', () => tools.history.undo());
+    $('redo').addEventListener('click', () => tools.history.redo());
+    $('duplicate').addEventListener('click', () => tools.duplicate());
+    $('to-front').addEventListener('click', () => tools.reorder(true));
+    $('to-back').addEventListener('click', () => tools.reorder(false));
+    $('delete').addEventListener('click', () => tools.deleteSelection());
+    $('zoom-in').addEventListener('click', () => zoomStep(1.25));
+    $('zoom-out').addEventListener('click', () => zoomStep(0.8));
+    $('zoom-reset').addEventListener('click', () => renderer.home());
+    $('zoom-fit').addEventListener('click', () => renderer.fitContent());
+    $('export-png').addEventListener('click', exportPng);
     $('copy-invite').addEventListener('click', copyInvite);
+    $('help-button').addEventListener('click', toggleHelp);
+    $('people-toggle').addEventListener('click', () => togglePanel('people-toggle', document.querySelector('.people')));
+    $('style-toggle').addEventListener('click', () => togglePanel('style-toggle', $('style-group')));
+  }
+
+  /** On a phone, the people list and the style controls open over the board from the bar. */
+  function togglePanel(buttonId, panel) {
+    const open = !panel.classList.contains('open');
+    panel.classList.toggle('open', open);
+    $(buttonId).setAttribute('aria-expanded', String(open));
+  }
+
+  function zoomStep(factor) {
+    renderer.zoomAt(renderer.cssW / 2, renderer.cssH / 2, factor);
+  }
+
+  function toggleHelp() {
+    const d = $('help');
+    if (d.open) d.close();
+    else d.showModal();
   }
 
   async function copyInvite() {
@@ -1106,26 +586,114 @@
     toast('Invite link copied. Anyone with it can join.');
   }
 
+  /** Downloads the whole board (not just the view) as a PNG. */
+  async function exportPng() {
+    const blob = await renderer.exportPng();
+    if (!blob) return toast('The board could not be exported.');
+    const a = document.createElement('a');
+    a.href = URL.createObjectURL(blob);
+    a.download = `drawbridge-${roomId || 'board'}.png`;
+    document.body.append(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(a.href), 10000);
+    return undefined;
+  }
+
+  /** Radio groups show the current style; buttons are enabled when they would do something. */
+  let uiPending = false;
+  function scheduleUi() {
+    if (uiPending) return;
+    uiPending = true;
+    requestAnimationFrame(renderUi);
+  }
+
+  function renderUi() {
+    uiPending = false;
+    for (const b of $('tools').querySelectorAll('button')) b.setAttribute('aria-pressed', String(b.dataset.tool === tools.tool));
+    const { color, fill, width } = tools.style;
+    for (const r of $('colors').querySelectorAll('input')) r.checked = r.value === color;
+    for (const r of $('fills').querySelectorAll('input')) r.checked = r.value === (fill || 'none');
+    for (const r of $('widths').querySelectorAll('input')) r.checked = Number(r.value) === width;
+    $('style-preview').style.background = color;
+    $('undo').disabled = !tools.history.canUndo();
+    $('redo').disabled = !tools.history.canRedo();
+    const any = tools.selection.size > 0;
+    for (const id of ['duplicate', 'to-front', 'to-back', 'delete']) $(id).disabled = !any;
+    $('zoom-reset').textContent = `${Math.round(renderer.cam.s * 100)}%`;
+    canvas.setAttribute('aria-label', `Shared whiteboard with ${board.shown.size} elements.`);
+    renderConn();
+  }
+
+  /** Picking an element shows its colours in the toolbar, so a change starts from what it has. */
+  function adoptSelectionStyle() {
+    const els = tools.selected();
+    if (els.length !== 1) return;
+    const el = els[0];
+    if (el.color) tools.style.color = el.color;
+    if ('fill' in el || Whiteboard.model.FRAMED.has(el.kind)) tools.style.fill = el.fill || null;
+    if (el.width) tools.style.width = el.width;
+  }
+
+  // ---- keyboard -----------------------------------------------------------------------------
+
+  function typing(t) {
+    return (t instanceof HTMLInputElement && t.type !== 'radio' && t.type !== 'color') || t instanceof HTMLTextAreaElement;
+  }
+
   document.addEventListener('keydown', (e) => {
-    if (!roomId || !(e.ctrlKey || e.metaKey)) return;
-    const t = e.target;
-    if (t instanceof HTMLInputElement && t.type !== 'radio' && t.type !== 'color') return;
+    if (!roomId || typing(e.target) || $('help').open) return;
     const key = e.key.toLowerCase();
-    if (key === 'z' && !e.shiftKey) undo();
-    else if ((key === 'z' && e.shiftKey) || key === 'y') redo();
-    else return;
-    e.preventDefault();
+    const mod = e.ctrlKey || e.metaKey;
+    let handled = true;
+    if (mod) {
+      if (key === 'z' && !e.shiftKey) tools.history.undo();
+      else if ((key === 'z' && e.shiftKey) || key === 'y') tools.history.redo();
+      else if (key === 'c') tools.copy();
+      else if (key === 'x') tools.cut();
+      else if (key === 'v') tools.paste();
+      else if (key === 'd') tools.duplicate();
+      else if (key === 'a') tools.selectAll();
+      else if (key === 'e' && e.shiftKey) exportPng();
+      else if (key === '0') renderer.home();
+      else handled = false;
+    } else if (e.key === ' ') {
+      if (!tools.spaceDown) canvas.classList.add('space');
+      tools.spaceDown = true;
+    } else if (e.key === 'Delete' || e.key === 'Backspace') tools.deleteSelection();
+    else if (e.key === 'Escape') tools.escape();
+    else if (e.key === '?') toggleHelp();
+    else if (e.key === ']') tools.reorder(true);
+    else if (e.key === '[') tools.reorder(false);
+    else if (e.key === '+' || e.key === '=') zoomStep(1.25);
+    else if (e.key === '-' || e.key === '_') zoomStep(0.8);
+    else if (e.shiftKey && (e.code === 'Digit1' || e.key === '!')) renderer.fitContent();
+    else if (e.shiftKey && (e.code === 'Digit0' || e.key === ')')) renderer.home();
+    else if (e.key.startsWith('Arrow') && tools.selection.size) {
+      const step = e.shiftKey ? 10 : 1;
+      const d = { ArrowLeft: [-step, 0], ArrowRight: [step, 0], ArrowUp: [0, -step], ArrowDown: [0, step] }[e.key];
+      tools.nudge(d[0], d[1]);
+    } else if (!e.altKey && TOOL_KEYS[key]) tools.setTool(TOOL_KEYS[key]);
+    else handled = false;
+    if (handled) e.preventDefault();
+    scheduleUi();
   });
+
+  document.addEventListener('keyup', (e) => {
+    if (e.key === ' ') {
+      tools.spaceDown = false;
+      canvas.classList.remove('space');
+    }
+  });
+
+  // The toolbar follows the selection's style after a click on the board.
+  canvas.addEventListener('pointerup', () => { if (tools.tool === 'select') { adoptSelectionStyle(); scheduleUi(); } });
 
   // ---- layout -------------------------------------------------------------------------------
 
   function layout() {
     const wrap = $('board-wrap');
-    const scale = Math.min(wrap.clientWidth / BOARD_W, wrap.clientHeight / BOARD_H);
-    if (!(scale > 0)) return;
-    board.style.width = `${Math.floor(BOARD_W * scale) - 2}px`;
-    board.style.height = `${Math.floor(BOARD_H * scale) - 2}px`;
-    for (const c of cursors.values()) placeCursor(c);
+    if (wrap.clientWidth && wrap.clientHeight) renderer.resize(wrap.clientWidth, wrap.clientHeight);
   }
 
   new ResizeObserver(layout).observe($('board-wrap'));
@@ -1135,28 +703,52 @@
   /** Read-only view of the page's state for tests and debugging. */
   window.drawbridge = {
     state() {
+      const strokes = board.order().filter((id) => (board.confirmed.get(id) || {}).kind === 'stroke');
       return {
-        connected: joined,
+        connected: sync.joined,
         roomId,
-        seq,
-        epoch,
+        seq: sync.seq,
+        epoch: sync.epoch,
+        protocol: sync.serverProtocol,
         userId: me(),
-        strokeIds: committed.map((e) => e.stroke.strokeId),
-        pendingIds: [...pending.keys()],
+        /** Confirmed strokes (the server's), in paint order. */
+        strokeIds: strokes.filter((id) => board.confirmed.has(id)),
+        /** Our ops the server has not sequenced yet (a stroke's opId is its strokeId). */
+        pendingIds: board.pending.map((op) => op.opId),
+        elementCount: board.shown.size,
+        selection: [...tools.selection],
+        tool: tools.tool,
         users: [...users.values()].map((u) => ({ ...u })),
         userCount,
         cursors: [...cursors.entries()].map(([userId, c]) => ({ userId, username: c.username, x: c.x, y: c.y })),
-        joins: { ...joinsAnswered },
-        closeCodes: [...closeCodes],
-        lastFullRepaintMs,
+        liveStrokes: [...renderer.live.entries()].map(([id, s]) => ({ id, userId: s.userId, points: s.points.length })),
+        joins: { ...sync.joins },
+        closeCodes: [...sync.closeCodes],
+        view: { ...renderer.cam, dpr: renderer.dpr, width: renderer.cssW, height: renderer.cssH },
+        render: { ...renderer.stats, frameMs: [...renderer.stats.frameMs] },
       };
     },
-    dropConnection,
+    /** The board as confirmed by the server (`shown: true`: with our pending ops), in paint order. */
+    elements({ shown = false } = {}) {
+      return [...(shown ? board.shown : board.confirmed).values()].sort(Whiteboard.model.paintOrder);
+    },
+    /** Client (page) coordinates of a board point, and back. */
+    toClient(x, y) {
+      const r = canvas.getBoundingClientRect();
+      const p = renderer.toScreen(x, y);
+      return { x: r.left + p.x, y: r.top + p.y };
+    },
+    toBoard(clientX, clientY) {
+      const r = canvas.getBoundingClientRect();
+      return renderer.toBoard(clientX - r.left, clientY - r.top);
+    },
+    dropConnection: () => sync.dropConnection(),
   };
 
   // ---- start --------------------------------------------------------------------------------
 
   buildToolbar();
+  tools.setTool('pen');
   $('guest-name').value = localStorage.getItem('drawbridge.name') || '';
   session = loadSession();
   const invited = roomFromUrl(location.href);

@@ -7,7 +7,7 @@ const path = require('node:path');
 const { ARTIFACTS, sleep } = require('./cluster');
 const { decodePng } = require('./png');
 
-/** The board's own coordinate space (web/app.js BOARD_W x BOARD_H). */
+/** The area a fresh page shows whole (the v1 board: web/render.js HOME). Tests draw inside it. */
 const BOARD_W = 1600;
 const BOARD_H = 1000;
 
@@ -35,6 +35,13 @@ class User {
     user.sockets = [];
     user.cdp = await user.context.newCDPSession(user.page);
     await user.cdp.send('Network.enable');
+    // And how each handshake asked: the URL and the subprotocol that carries the token.
+    user.handshakes = [];
+    user.cdp.on('Network.webSocketCreated', (e) => user.handshakes.push({ requestId: e.requestId, url: e.url }));
+    user.cdp.on('Network.webSocketWillSendHandshakeRequest', (e) => {
+      const h = user.handshakes.find((x) => x.requestId === e.requestId);
+      if (h) h.protocol = header(e.request.headers, 'sec-websocket-protocol');
+    });
     user.cdp.on('Network.webSocketHandshakeResponseReceived', (e) => {
       user.sockets.push({ status: e.response.status, instance: header(e.response.headers, 'x-drawbridge-instance') });
     });
@@ -91,11 +98,43 @@ class User {
     return this.waitState('connected', (s) => s.connected);
   }
 
-  /** Page coordinates of a board point. */
-  async toPage(x, y) {
-    const box = await this.page.locator('#board').boundingBox();
-    // The canvas has a 1px border; its content box is what maps onto the board.
-    return { x: box.x + 1 + (x / BOARD_W) * (box.width - 2), y: box.y + 1 + (y / BOARD_H) * (box.height - 2) };
+  /** Page coordinates of a board point, through the page's own camera (pan and zoom). */
+  toPage(x, y) {
+    return this.page.evaluate(([bx, by]) => window.drawbridge.toClient(bx, by), [x, y]);
+  }
+
+  /** The board's elements: as the server confirmed them, or (`shown`) with this page's pending ops. */
+  elements(shown = false) {
+    return this.page.evaluate((s) => window.drawbridge.elements({ shown: s }), shown);
+  }
+
+  /** Picks a tool by its toolbar button. */
+  async tool(name) {
+    await this.page.locator(`#tools button[data-tool="${name}"]`).click();
+  }
+
+  /** A mouse drag between board points (with `modifiers` held, e.g. ['Shift']). */
+  async drag([x0, y0], [x1, y1], { steps = 8, modifiers = [] } = {}) {
+    const { mouse, keyboard } = this.page;
+    for (const m of modifiers) await keyboard.down(m);
+    const a = await this.toPage(x0, y0);
+    const b = await this.toPage(x1, y1);
+    await mouse.move(a.x, a.y);
+    await mouse.down();
+    await mouse.move(b.x, b.y, { steps });
+    await mouse.up();
+    for (const m of modifiers) await keyboard.up(m);
+  }
+
+  /** A click at a board point. */
+  async click(x, y, options = {}) {
+    const p = await this.toPage(x, y);
+    await this.page.mouse.click(p.x, p.y, options);
+  }
+
+  /** Waits for this page to hold nothing unsent and to be live. */
+  waitSettled(what = 'settled') {
+    return this.waitState(what, (s) => s.connected && s.pendingIds.length === 0);
   }
 
   async pick(color, width) {
@@ -157,16 +196,21 @@ class User {
     await this.page.mouse.move(p.x, p.y, { steps: 3 });
   }
 
-  /** The board's pixels, exported by the canvas itself (no cursors or UI on top). */
+  /**
+   * The board's pixels, exported by the canvas itself (no cursors or UI on top), with the view
+   * they show (`img.view`: camera and device pixel ratio) so board points can be found in them.
+   */
   async canvas(saveAs) {
-    const url = await this.page.evaluate(async () => {
+    const { url, view } = await this.page.evaluate(async () => {
       // State changes first, pixels on the next animation frame: let that frame run.
       await new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)));
-      return document.getElementById('board').toDataURL('image/png');
+      return { url: document.getElementById('board').toDataURL('image/png'), view: window.drawbridge.state().view };
     });
     const png = Buffer.from(url.slice(url.indexOf(',') + 1), 'base64');
     if (saveAs) this.save(`${saveAs}-canvas.png`, png);
-    return decodePng(png);
+    const img = decodePng(png);
+    img.view = view;
+    return img;
   }
 
   async screenshot(name) {

@@ -73,6 +73,12 @@ function pixel(img, x, y) {
   return [img.data[o], img.data[o + 1], img.data[o + 2], img.data[o + 3]];
 }
 
+/** Pixel of an image of the board (one with `view` from User.canvas) at board point (x, y). */
+function boardPixel(img, x, y) {
+  const { x: cx, y: cy, s, dpr } = img.view;
+  return pixel(img, (x - cx) * s * dpr, (y - cy) * s * dpr);
+}
+
 /** Fraction of pixels whose channels differ by more than `tolerance`. */
 function diffRatio(a, b, tolerance = 16) {
   if (a.width !== b.width || a.height !== b.height) return 1;
@@ -94,4 +100,4 @@ function inkRatio(img) {
   return ink / (img.width * img.height);
 }
 
-module.exports = { decodePng, pixel, diffRatio, inkRatio };
+module.exports = { decodePng, pixel, boardPixel, diffRatio, inkRatio };
