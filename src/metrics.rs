@@ -66,12 +66,14 @@ pub const UPGRADE_REFUSALS: [&str; 10] = [
 
 /// The rate limits: per IP or address (`transport::limits`), and per connection (`ops`,
 /// `cursor`, counted by the session loop).
-pub const RATE_LIMITS: [&str; 9] = [
-    "signup", "signin", "verify", "refresh", "ws", "room", "otp", "ops", "cursor",
+pub const RATE_LIMITS: [&str; 10] = [
+    "signup", "signin", "verify", "refresh", "ws", "room", "otp", "ops", "cursor", "progress",
 ];
 
 /// The close codes the session loop uses (normal, going away, policy, too big, internal, slow).
-const CLOSE_CODES: [u16; 6] = [1000, 1001, 1008, 1009, 1011, 1013];
+/// 1005 and 1006 stand for a client that closed without a code or vanished; `0` counts any
+/// other code a client chose, so clients cannot mint label values.
+const CLOSE_CODES: [u16; 9] = [0, 1000, 1001, 1005, 1006, 1008, 1009, 1011, 1013];
 
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
 
@@ -265,8 +267,13 @@ impl Metrics {
 
     /// One WebSocket session ended with `close_code` after `lasted`.
     pub fn session_ended(&self, close_code: u16, lasted: Duration) {
+        let code = if CLOSE_CODES.contains(&close_code) {
+            close_code
+        } else {
+            0
+        };
         self.sessions_closed
-            .get_or_create(&CodeLabel { code: close_code })
+            .get_or_create(&CodeLabel { code })
             .inc();
         self.session_duration.observe(lasted.as_secs_f64());
     }

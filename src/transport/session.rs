@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::AppState;
 use super::protocol::{ClientMessage, ParseError};
+use super::session_end::SessionEnd;
 use crate::domain::board::Intent;
 use crate::domain::element::{Element, ElementError, ElementLimits, MAX_BATCH, Patch};
 use crate::domain::frames::Versions;
@@ -77,6 +78,9 @@ struct Session<S> {
     progress_limit: DefaultDirectRateLimiter,
     op_limit: DefaultDirectRateLimiter,
     strikes: u32,
+    /// Frames read from and written to this client, for the session-end line.
+    frames_in: u64,
+    frames_out: u64,
 }
 
 /// What handling one client frame asks of the loop.
@@ -112,20 +116,42 @@ pub async fn run<S>(
         generation: 0,
         pending_acks: VecDeque::new(),
         strikes: 0,
+        frames_in: 0,
+        frames_out: 0,
     };
+    let started = std::time::Instant::now();
     session.app.metrics.connections.inc();
     tracing::debug!(conn = %session.key, user = %session.who.user_id, "session open");
-    let reason = session.serve(rx, expires_at).await;
+    let (close_code, reason) = session.serve(rx, expires_at).await;
+    let room = session.joined.as_ref().map(|j| j.room.clone());
     session.leave_room().await;
     session.app.metrics.connections.dec();
-    tracing::debug!(conn = %session.key, reason, "session closed");
+    SessionEnd {
+        conn: &session.key,
+        user: &session.who.user_id,
+        room: room.as_ref().map(|r| r as &dyn std::fmt::Display),
+        lasted: started.elapsed(),
+        close_code,
+        reason,
+        frames_in: session.frames_in,
+        frames_out: session.frames_out,
+    }
+    .record(&session.app.metrics);
 }
+
+/// The close code recorded when the peer vanished without a close handshake.
+const ABNORMAL: u16 = 1006;
 
 impl<S> Session<S>
 where
     S: Stream<Item = Result<Message, axum::Error>> + Sink<Message, Error = axum::Error> + Unpin,
 {
-    async fn serve(&mut self, mut rx: mpsc::Receiver<Outbound>, expires_at: u64) -> &'static str {
+    /// Runs the session until it ends: the close code sent (or [`ABNORMAL`]) and why.
+    async fn serve(
+        &mut self,
+        mut rx: mpsc::Receiver<Outbound>,
+        expires_at: u64,
+    ) -> (u16, &'static str) {
         let ping_every = Duration::from_secs(self.app.config.ping_interval_secs);
         let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
         let mut last_heard = Instant::now();
@@ -158,23 +184,27 @@ where
                 () = &mut drain => Flow::Close(close::GOING_AWAY, "instance draining: reconnect"),
                 () = &mut expiry => Flow::Close(close::POLICY, "token expired"),
                 incoming = self.socket.next() => match incoming {
+                    // The client closed (the library answers its close frame).
+                    Some(Ok(Message::Close(frame))) => {
+                        return (frame.map_or(1005, |f| f.code), "client closed");
+                    }
                     Some(Ok(message)) => {
                         last_heard = Instant::now();
                         self.on_message(message).await
                     }
-                    _ => return "client went away",
+                    _ => return (ABNORMAL, "client went away"),
                 },
                 Some(out) = rx.recv() => match self.write_batch(out, &mut rx).await {
                     Ok(flow) => flow,
-                    Err(_) => return "write failed",
+                    Err(_) => return (ABNORMAL, "write failed"),
                 },
                 _ = ping.tick() => {
                     if last_heard.elapsed() > ping_every * 2 {
-                        return "missed two pings";
+                        return (ABNORMAL, "missed two pings");
                     }
                     match self.socket.send(Message::Ping(Default::default())).await {
                         Ok(()) => Flow::Continue,
-                        Err(_) => return "write failed",
+                        Err(_) => return (ABNORMAL, "write failed"),
                     }
                 }
             };
@@ -195,19 +225,21 @@ where
                     }
                 })
                 .await;
-                return reason;
+                return (code, reason);
             }
         }
     }
 
     async fn send_text(&mut self, text: impl Into<Utf8Bytes>) -> Result<(), axum::Error> {
         self.app.metrics.frames_out.inc();
+        self.frames_out += 1;
         self.socket.send(Message::Text(text.into())).await
     }
 
     /// Buffers a frame without flushing; [`write_batch`](Self::write_batch) flushes.
     async fn feed_text(&mut self, text: impl Into<Utf8Bytes>) -> Result<(), axum::Error> {
         self.app.metrics.frames_out.inc();
+        self.frames_out += 1;
         self.socket.feed(Message::Text(text.into())).await
     }
 
@@ -325,6 +357,7 @@ where
 
     async fn on_message(&mut self, message: Message) -> Flow {
         self.app.metrics.frames_in.inc();
+        self.frames_in += 1;
         let text = match message {
             Message::Text(text) => text,
             Message::Binary(_) => {
@@ -389,9 +422,11 @@ where
                 let Some(room) = self.in_room(&cursor.room_id).await else {
                     return Flow::Continue;
                 };
-                if !(cursor.x.is_finite() && cursor.y.is_finite())
-                    || self.cursor_limit.check().is_err()
-                {
+                if !(cursor.x.is_finite() && cursor.y.is_finite()) {
+                    return Flow::Continue;
+                }
+                if self.cursor_limit.check().is_err() {
+                    self.app.metrics.rate_limited("cursor");
                     return Flow::Continue;
                 }
                 let frame = frames::cursor_move(&room, &self.who, cursor.x, cursor.y);
@@ -510,6 +545,7 @@ where
                     return Flow::Continue;
                 };
                 if self.progress_limit.check().is_err() {
+                    self.app.metrics.rate_limited("progress");
                     return Flow::Continue;
                 }
                 let frame = frames::stroke_progress(
@@ -675,6 +711,7 @@ where
             return;
         }
         if self.op_limit.check().is_err() {
+            self.app.metrics.rate_limited("ops");
             self.error(
                 "RATE_LIMITED",
                 "too many operations; slow down",
