@@ -25,6 +25,7 @@ use drawbridge::engine::{
 };
 use drawbridge::hub::Hub;
 use proptest::prelude::*;
+use proptest::test_runner::TestRunner;
 use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -353,30 +354,13 @@ fn normalize(v: &Value) -> Value {
     }
 }
 
-struct Backend {
-    server: RedisServer,
-    runtime: tokio::runtime::Runtime,
-}
-
-fn backend() -> &'static Backend {
-    static BACKEND: std::sync::OnceLock<Backend> = std::sync::OnceLock::new();
-    BACKEND.get_or_init(|| Backend {
-        server: RedisServer::start(),
-        runtime: tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("a runtime"),
-    })
-}
-
-async fn check(steps: Vec<(usize, Step)>) {
+async fn check(server: &RedisServer, steps: Vec<(usize, Step)>) {
     let memory = Arc::new(MemoryEngine::new(settings(), Arc::new(Hub::new())));
     let tasks = TaskTracker::new();
     let shutdown = CancellationToken::new();
     let redis = RedisEngine::start(
         &RedisSettings {
-            url: backend().server.url(),
+            url: server.url(),
             key_prefix: "props:".into(),
             pool_size: 2,
             heartbeat: Duration::from_secs(5),
@@ -429,13 +413,27 @@ async fn check(steps: Vec<(usize, Step)>) {
     tasks.wait().await;
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, failure_persistence: None, ..ProptestConfig::default() })]
-
-    #[test]
-    fn engines_agree_and_the_log_replays_to_the_board(
-        steps in proptest::collection::vec((0..USERS.len(), step()), 1..40)
-    ) {
-        backend().runtime.block_on(check(steps));
+/// A plain test driving proptest's runner, so the Redis server it starts is stopped (dropped)
+/// when the test ends: a `static` server would outlive the test process's tests.
+#[test]
+fn engines_agree_and_the_log_replays_to_the_board() {
+    let server = RedisServer::start();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let config = ProptestConfig {
+        cases: 48,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    };
+    let steps = proptest::collection::vec((0..USERS.len(), step()), 1..40);
+    let result = TestRunner::new(config).run(&steps, |steps| {
+        runtime.block_on(check(&server, steps));
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("{e}");
     }
 }
