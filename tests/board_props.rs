@@ -268,10 +268,10 @@ async fn play(run: &Run, steps: &[(usize, Step)]) -> Vec<String> {
         if let OpOutcome::Applied { .. } = outcome {
             // An undo right after the user's own op (nobody acting in between) puts the board
             // back exactly as it was before that op.
-            if let (Step::Undo, Some((by, false, board))) = (step, &last) {
-                if by == user {
-                    assert_eq!(&run.visible().await, board, "undo of {user}'s last op");
-                }
+            if let (Step::Undo, Some((by, false, board))) = (step, &last)
+                && by == user
+            {
+                assert_eq!(&run.visible().await, board, "undo of {user}'s last op");
             }
             last = Some((*user, matches!(step, Step::Undo), before));
         }
