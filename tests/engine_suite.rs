@@ -705,6 +705,178 @@ async fn assert_pttls(
 mod cases {
     use super::*;
 
+    pub async fn text_edits_merge_character_by_character(fx: &Fixture) {
+        let room = fx.room().await;
+        let mut ann = fx.peer(&room, "ann", 1);
+        let mut bob = fx.peer(&room, "bob", 2);
+        fx.join(&room, &ann, None).await;
+        fx.join(&room, &bob, None).await;
+        let note = element(
+            &room,
+            &ann.who,
+            json!({"id": "n", "kind": "sticky", "x": 0, "y": 0, "w": 9, "h": 9, "text": "ab"}),
+        );
+        assert_eq!(
+            fx.apply(&room, &ann, None, Intent::Add(vec![note])).await,
+            applied_op(1)
+        );
+        fx.flush(&room, &mut [&mut ann, &mut bob]).await;
+        let edit = |ops: Value| Intent::TextEdit {
+            id: StrokeId::new("n"),
+            ops: serde_json::from_value(ops).expect("ops"),
+        };
+        // Both type after "b" at once (the text "ab" has the derived ids ann:1, ann:2). Equal
+        // n: the greater user id goes first, whatever the order they are applied in.
+        let (one, two) = tokio::join!(
+            fx.apply(
+                &room,
+                &ann,
+                Some("t1"),
+                edit(json!([{"after": "ann:2", "first": "ann:3", "text": "YZ"}]))
+            ),
+            fx.apply(
+                &room,
+                &bob,
+                Some("t2"),
+                edit(json!([{"after": "ann:2", "first": "bob:3", "text": "X"}]))
+            ),
+        );
+        assert!(
+            matches!(
+                (&one, &two),
+                (OpOutcome::Applied { .. }, OpOutcome::Applied { .. })
+            ),
+            "{one:?} {two:?}"
+        );
+        // Ann gets her own op's marker and Bob's event, in seq order.
+        let mut frame = Value::Null;
+        for _ in 0..2 {
+            if let Item::Frame {
+                seq: Some(_),
+                bytes,
+                ..
+            } = ann.item().await
+            {
+                frame = parse(&bytes);
+            }
+        }
+        assert_eq!(frame["type"], "TEXT_EDITED");
+        assert_eq!(
+            frame["payload"]["ops"],
+            json!([{"after": "ann:2", "first": "bob:3", "text": "X"}])
+        );
+        let board = |view: &RoomView| board_of(view).remove(0);
+        let c = fx.peer(&room, "cy", 3);
+        let note = board(&fx.join(&room, &c, None).await);
+        assert_eq!(note["text"], "abXYZ");
+        assert_eq!(note["textState"][2], json!(["bob:3", "X", false]));
+
+        // Deletes are tombstones; the plain text follows.
+        assert!(matches!(
+            fx.apply(
+                &room,
+                &bob,
+                None,
+                edit(json!([{"delete": ["ann:1", "bob:3"]}]))
+            )
+            .await,
+            OpOutcome::Applied { .. }
+        ));
+        assert_eq!(board(&fx.join(&room, &c, None).await)["text"], "bYZ");
+        // Bob's undo brings back what he deleted (as new characters of his), and only that.
+        assert!(matches!(
+            fx.undo(&room, &bob, None).await,
+            OpOutcome::Applied { .. }
+        ));
+        assert_eq!(board(&fx.join(&room, &c, None).await)["text"], "abXYZ");
+        // Ann's undo takes back her run.
+        assert!(matches!(
+            fx.undo(&room, &ann, None).await,
+            OpOutcome::Applied { .. }
+        ));
+        assert_eq!(board(&fx.join(&room, &c, None).await)["text"], "abX");
+
+        // Bad edits are refused, naming the op; nothing changes.
+        let refused =
+            |o: OpOutcome, needle: &str| assert!(is_refused_bad_element(&o, needle), "{o:?}");
+        refused(
+            fx.apply(
+                &room,
+                &ann,
+                None,
+                edit(json!([{"after": "zed:9", "first": "ann:50", "text": "q"}])),
+            )
+            .await,
+            "ops[0]",
+        );
+        refused(
+            fx.apply(
+                &room,
+                &ann,
+                None,
+                edit(json!([{"after": null, "first": "bob:50", "text": "q"}])),
+            )
+            .await,
+            "sender",
+        );
+        refused(
+            fx.apply(
+                &room,
+                &ann,
+                None,
+                edit(json!([{"after": "bob:3", "first": "ann:1", "text": "q"}])),
+            )
+            .await,
+            "ops[0]",
+        );
+        assert_eq!(
+            fx.apply(
+                &room,
+                &ann,
+                None,
+                Intent::TextEdit {
+                    id: StrokeId::new("gone"),
+                    ops: vec![]
+                }
+            )
+            .await,
+            OpOutcome::Refused(Refusal::NotFound)
+        );
+        assert_eq!(
+            fx.apply(
+                &room,
+                &ann,
+                None,
+                Intent::Add(vec![rect(&room, &ann.who, "r")])
+            )
+            .await,
+            applied_op(7)
+        );
+        refused(
+            fx.apply(
+                &room,
+                &ann,
+                None,
+                Intent::TextEdit {
+                    id: StrokeId::new("r"),
+                    ops: vec![],
+                },
+            )
+            .await,
+            "no text",
+        );
+
+        // Setting the whole text starts a new state, with ids past every old one.
+        let replaced = fx
+            .apply(&room, &bob, None, update("n", json!({"text": "new"})))
+            .await;
+        assert_eq!(replaced, applied_op(8));
+        let note = board(&fx.join(&room, &c, None).await);
+        assert_eq!(note["text"], "new");
+        // The old state went up to n = 6 (Bob's undo re-inserted two characters as 5 and 6).
+        assert_eq!(note["textState"][0][0], "bob:7");
+    }
+
     /// A room a v1 gateway wrote (strokes in a list) is moved at start-up, keeping its board.
     pub async fn v1_rooms_move_to_the_board_layout(fx: &Fixture) {
         let redis = fx.backend();
@@ -2143,6 +2315,7 @@ engine_suite! {
         undo_and_redo_reverse_every_kind;
         element_ops_are_idempotent_per_user;
         concurrent_updates_merge_per_field;
+        text_edits_merge_character_by_character;
     }
     redis_only {
         sweep_removes_presence_of_dead_instances;

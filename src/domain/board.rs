@@ -14,8 +14,9 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-use super::element::{Element, ElementError, ElementLimits, Kind, Patch};
+use super::element::{Element, ElementError, ElementLimits, Kind, Patch, TEXT_STATE};
 use super::ids::{StrokeId, UserId};
+use super::rga::{Applied, CharId, Rga, TextLimits, TextOp};
 
 /// How many entries of a user's undo or redo list an undo or redo looks through: bounded work,
 /// whatever the user did before.
@@ -33,6 +34,11 @@ pub enum Intent {
     Undo(Option<StrokeId>),
     /// `REDO`, optionally of the undo that removed that stroke.
     Redo(Option<StrokeId>),
+    /// `TEXT_EDIT`: character inserts and deletes in one element's text (§4.3).
+    TextEdit {
+        id: StrokeId,
+        ops: Vec<TextOp>,
+    },
 }
 
 /// Which client message led to an effect: it picks the event clients see.
@@ -78,6 +84,14 @@ pub enum Effect {
     },
     /// Elements removed, as they were.
     Delete(Vec<Element>),
+    /// Character edits of one element's text: the ops as applied, what they did (for undo),
+    /// and the element after them.
+    Text {
+        id: StrokeId,
+        ops: Vec<TextOp>,
+        applied: Applied,
+        after: Box<Element>,
+    },
 }
 
 impl Effect {
@@ -86,6 +100,7 @@ impl Effect {
             Effect::Add(_) => "add",
             Effect::Update { .. } => "update",
             Effect::Delete(_) => "delete",
+            Effect::Text { .. } => "text",
         }
     }
 }
@@ -99,6 +114,11 @@ pub enum Logged {
         before: Vec<(StrokeId, Patch)>,
     },
     Deleted(Vec<Element>),
+    /// Characters a text edit inserted and deleted.
+    Texted {
+        id: StrokeId,
+        applied: Applied,
+    },
 }
 
 /// How the caller's undo and redo lists change when the op commits.
@@ -335,6 +355,7 @@ pub fn decide(intent: &Intent, cx: &Context<'_>, board: &impl Board) -> Decided 
         Intent::Undo(Some(stroke)) => undo_stroke(&mut r, cx, stroke),
         Intent::Undo(None) => undo(&mut r, cx),
         Intent::Redo(target) => redo(&mut r, cx, target.as_ref()),
+        Intent::TextEdit { id, ops } => text_edit(&mut r, cx, id, ops),
     };
     r.finish(result)
 }
@@ -433,16 +454,29 @@ fn update<B: Board>(
     for (i, (id, patch)) in updates.iter().enumerate() {
         // Several patches of one element in one op apply in order, as if sent one by one.
         let Some(current) = r.get(id) else { continue };
-        let (next, old) = current
+        let (mut next, mut old) = current
             .patched(patch, cx.limits)
             .map_err(|e| Refusal::BadElement(e.at(&format!("updates[{i}].patch")).to_string()))?;
+        let mut patch = patch.clone();
+        // Setting the whole text starts a new text state, with ids no earlier op can name.
+        if patch.0.contains_key("text") && current.text_state.is_some() {
+            let first_n = current.text_state.as_ref().map_or(1, Rga::next_n);
+            next.text_state = next
+                .text
+                .as_deref()
+                .and_then(|t| Rga::from_text(t, cx.user.as_str(), first_n).ok());
+            let state = serde_json::to_value(&next.text_state).unwrap_or_default();
+            patch.0.insert(TEXT_STATE.into(), state);
+            let was = serde_json::to_value(&current.text_state).unwrap_or_default();
+            old.0.insert(TEXT_STATE.into(), was);
+        }
         if next.kind == Kind::Edge && patch.endpoints().next().is_some() {
             endpoints_are_nodes(r, &next).map_err(|e| {
                 Refusal::BadElement(e.at(&format!("updates[{i}].patch")).to_string())
             })?;
         }
         r.stage(id, Some(next.clone()));
-        applied.push((id.clone(), patch.clone()));
+        applied.push((id.clone(), patch));
         before.push((id.clone(), old));
         after.retain(|e: &Element| &e.id != id);
         after.push(next);
@@ -549,6 +583,19 @@ fn reverse<B: Board>(r: &mut Reader<'_, B>, cx: &Context<'_>, logged: &Logged) -
             }
             (!added.is_empty()).then_some(Effect::Add(added))
         }
+        Logged::Texted { id, applied } => {
+            let current = r.get(id)?;
+            let rga = current.rga()?;
+            let ops = rga.inverse(applied, cx.user.as_str());
+            let (after, applied) = edited(&current, rga, &ops, cx).ok()?;
+            r.stage(id, Some(after.clone()));
+            Some(Effect::Text {
+                id: id.clone(),
+                ops,
+                applied,
+                after: Box::new(after),
+            })
+        }
         Logged::Updated { before, .. } => {
             let mut updates = Vec::new();
             let mut olds = Vec::new();
@@ -602,6 +649,71 @@ fn first_reversible<B: Board>(
         r.checks.truncate(checks);
     }
     None
+}
+
+/// Most tombstones an element keeps beside its visible characters before the old ones are
+/// dropped: the state stays bounded for a note edited for hours.
+const TOMBSTONE_SLACK: usize = 256;
+
+/// `current` after `ops` by the caller: its text and text state, and what the ops did.
+fn edited(
+    current: &Element,
+    mut rga: Rga,
+    ops: &[TextOp],
+    cx: &Context<'_>,
+) -> Result<(Element, Applied), String> {
+    let limits = TextLimits::default();
+    let done = rga
+        .apply_all(ops, cx.user.as_str(), limits)
+        .map_err(|(i, e)| format!("ops[{i}]: {e}"))?;
+    let mut applied = Applied::default();
+    for a in done {
+        applied.inserted.extend(a.inserted);
+        applied.deleted.extend(a.deleted);
+    }
+    // Drop old tombstones once they outnumber the text (the module keeps every one a later
+    // insert's placement depends on). An op in flight that names a dropped one is refused,
+    // and its client reloads the text.
+    if rga.len() - rga.visible_len() > rga.visible_len().max(TOMBSTONE_SLACK) {
+        let fresh: std::collections::HashSet<CharId> = applied.deleted.iter().cloned().collect();
+        rga.compact(|id| !fresh.contains(id));
+    }
+    let mut after = current.clone();
+    after.text = Some(rga.text());
+    after.text_state = Some(rga);
+    Ok((after, applied))
+}
+
+fn text_edit<B: Board>(
+    r: &mut Reader<'_, B>,
+    cx: &Context<'_>,
+    id: &StrokeId,
+    ops: &[TextOp],
+) -> Step {
+    let Some(current) = r.get(id) else {
+        return Err(Refusal::NotFound);
+    };
+    if !current.has_text() {
+        return Err(Refusal::BadElement(format!(
+            "id: {id} is a {:?}, which holds no text",
+            current.kind
+        )));
+    }
+    let rga = current
+        .rga()
+        .ok_or_else(|| Refusal::BadElement(format!("id: the text of {id} cannot be edited")))?;
+    let (after, applied) = edited(&current, rga, ops, cx).map_err(Refusal::BadElement)?;
+    if applied.inserted.is_empty() && applied.deleted.is_empty() {
+        return Err(Refusal::BadElement("ops: they change nothing".into()));
+    }
+    r.stage(id, Some(after.clone()));
+    let effect = Effect::Text {
+        id: id.clone(),
+        ops: ops.to_vec(),
+        applied,
+        after: Box::new(after),
+    };
+    Ok(decision(effect, Via::Elements, Stacks::Push, None))
 }
 
 fn undo<B: Board>(r: &mut Reader<'_, B>, cx: &Context<'_>) -> Step {

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::ids::{MAX_ID_LEN, RoomId, StrokeId, UserId};
+use super::rga::Rga;
 use super::stroke::{Point, Stroke, is_color};
 
 /// Longest text of a `text`, `sticky`, `node` or `edge`, in characters.
@@ -182,7 +183,14 @@ pub struct Element {
     pub from: Option<StrokeId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to: Option<StrokeId>,
+    /// The text as a sequence CRDT (§4.3), once someone edited it character by character; kept
+    /// equal to `text`. Never taken from a client: the server builds it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text_state: Option<Rga>,
 }
+
+/// The patch key of [`Element::text_state`]: set by the server, never accepted from a client.
+pub const TEXT_STATE: &str = "textState";
 
 /// Why an element or patch was refused: the field and what is wrong with it.
 #[derive(Debug, Clone, PartialEq)]
@@ -280,6 +288,24 @@ impl Element {
             text: None,
             from: None,
             to: None,
+            text_state: None,
+        }
+    }
+
+    /// Whether this kind holds text (and so may be edited character by character).
+    pub fn has_text(&self) -> bool {
+        self.kind.allows(Field::Text)
+    }
+
+    /// The element's text as a CRDT: its `textState`, or, before the first character edit,
+    /// one derived from `text` the way every client derives it (§4.3 leaves this open): ids
+    /// `<creator>:1`, `<creator>:2`, … in order.
+    pub fn rga(&self) -> Option<Rga> {
+        match &self.text_state {
+            Some(state) => Some(state.clone()),
+            None => {
+                Rga::from_text(self.text.as_deref().unwrap_or(""), self.user_id.as_str(), 1).ok()
+            }
         }
     }
 
@@ -341,6 +367,7 @@ impl Element {
             text: None,
             from: None,
             to: None,
+            text_state: None,
         }
     }
 
@@ -530,6 +557,16 @@ impl Element {
         let mut after = self.clone();
         let mut before = Map::new();
         for (name, value) in &patch.0 {
+            // Only the server's own patches (undo, a text replaced) carry the text state.
+            if name == TEXT_STATE {
+                before.insert(
+                    name.clone(),
+                    serde_json::to_value(&self.text_state).unwrap_or(Value::Null),
+                );
+                after.text_state = serde_json::from_value(value.clone())
+                    .map_err(|_| ElementError::new(TEXT_STATE, "is not a text state"))?;
+                continue;
+            }
             let Some(field) = Field::named(name) else {
                 continue;
             };

@@ -10,6 +10,7 @@ use serde_json::value::RawValue;
 use super::element::{Kind, stored_kind};
 use super::identity::Identity;
 use super::ids::{RoomId, StrokeId, UserId};
+use super::rga::CharId;
 use super::stroke::Point;
 
 #[derive(Serialize)]
@@ -254,6 +255,66 @@ pub fn elements_deleted(room: &RoomId, user: &RawValue, ids: &RawValue, seq: u64
             user_id: user,
             ids,
             seq,
+        },
+    )
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TextEdited<'a> {
+    room_id: &'a RoomId,
+    user_id: &'a RawValue,
+    id: &'a RawValue,
+    ops: &'a RawValue,
+    seq: u64,
+}
+
+pub fn text_edited(
+    room: &RoomId,
+    user: &RawValue,
+    id: &RawValue,
+    ops: &RawValue,
+    seq: u64,
+) -> String {
+    message(
+        "TEXT_EDITED",
+        TextEdited {
+            room_id: room,
+            user_id: user,
+            id,
+            ops,
+            seq,
+        },
+    )
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TextCursor<'a> {
+    room_id: &'a RoomId,
+    user_id: &'a UserId,
+    id: &'a StrokeId,
+    after: Option<&'a CharId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    anchor: Option<Option<&'a CharId>>,
+}
+
+/// Where someone's caret (and, with `anchor`, selection) is in an element's text.
+pub fn text_cursor(
+    room: &RoomId,
+    user: &UserId,
+    id: &StrokeId,
+    after: Option<&CharId>,
+    anchor: Option<Option<&CharId>>,
+) -> String {
+    message(
+        "TEXT_CURSOR",
+        TextCursor {
+            room_id: room,
+            user_id: user,
+            id,
+            after,
+            anchor,
         },
     )
 }

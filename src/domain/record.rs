@@ -23,6 +23,7 @@ use super::board::{Decision, Effect, Logged, Via};
 use super::element::{Element, Kind, Patch, format_z, stored_kind};
 use super::frames;
 use super::ids::{ConnKey, RoomId, StrokeId, UserId};
+use super::rga::Applied;
 
 /// A record without its seq and, for an add, without its elements.
 #[derive(Clone, Debug, PartialEq)]
@@ -60,6 +61,18 @@ impl Parts {
                     r#","updates":{},"before":{}}}"#,
                     id_patches(updates),
                     id_patches(before)
+                ));
+                String::new()
+            }
+            Effect::Text {
+                id, ops, applied, ..
+            } => {
+                head.push_str(&format!(
+                    r#","id":{},"ops":{},"inserted":{},"deleted":{}}}"#,
+                    json(id),
+                    json(ops),
+                    json(&applied.inserted),
+                    json(&applied.deleted)
                 ));
                 String::new()
             }
@@ -130,6 +143,15 @@ struct View<'a> {
     updates: Option<&'a RawValue>,
     #[serde(default, borrow)]
     before: Option<&'a RawValue>,
+    /// A text edit's element, ops and what they did.
+    #[serde(default, borrow)]
+    id: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    ops: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    inserted: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    deleted: Option<&'a RawValue>,
 }
 
 /// The frames of one sequenced event.
@@ -182,6 +204,7 @@ impl EventFrames {
                 frames::elements_updated(room, user, r.updates?, r.seq),
                 None,
             ),
+            ("text", _) => (frames::text_edited(room, user, r.id?, r.ops?, r.seq), None),
             ("delete", _) => {
                 let legacy = r
                     .removed
@@ -244,6 +267,13 @@ pub fn logged(record: &str) -> Option<Logged> {
         "update" => Logged::Updated {
             updates: id_patches(r.updates)?,
             before: id_patches(r.before)?,
+        },
+        "text" => Logged::Texted {
+            id: serde_json::from_str(r.id?.get()).ok()?,
+            applied: Applied {
+                inserted: serde_json::from_str(r.inserted?.get()).ok()?,
+                deleted: serde_json::from_str(r.deleted?.get()).ok()?,
+            },
         },
         _ => return None,
     })

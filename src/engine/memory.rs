@@ -251,6 +251,9 @@ impl MemoryEngine {
                     room.remove(&element.id);
                 }
             }
+            Effect::Text { after, .. } => {
+                room.put(after, seq, after.z);
+            }
         }
         let parts = Parts::new(decision, op.conn, user, op.op_id);
         let record = parts.assemble(seq, &added);

@@ -63,6 +63,34 @@ pub struct ElementsDelete {
     pub op_id: Option<String>,
 }
 
+/// `ops` stay JSON until the session checks them one by one, so an error can name the op.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TextEdit {
+    pub room_id: String,
+    pub id: Value,
+    pub ops: Vec<Value>,
+    #[serde(default)]
+    pub op_id: Option<String>,
+}
+
+/// `after` and `anchor` are character ids or `null`; `anchor` may be absent.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TextCursor {
+    pub room_id: String,
+    pub id: Value,
+    #[serde(default)]
+    pub after: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    pub anchor: Option<Option<String>>,
+}
+
+/// Tells an absent field (`None`) from a `null` one (`Some(None)`).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StrokeProgress {
@@ -135,6 +163,8 @@ pub enum ClientMessage {
     ElementsUpdate(ElementsUpdate),
     ElementsDelete(ElementsDelete),
     StrokeProgress(StrokeProgress),
+    TextEdit(TextEdit),
+    TextCursor(TextCursor),
     Ping,
 }
 
@@ -164,6 +194,8 @@ impl ClientMessage {
             "ELEMENTS_UPDATE" => Self::ElementsUpdate(body(env.kind, payload)?),
             "ELEMENTS_DELETE" => Self::ElementsDelete(body(env.kind, payload)?),
             "STROKE_PROGRESS" => Self::StrokeProgress(body(env.kind, payload)?),
+            "TEXT_EDIT" => Self::TextEdit(body(env.kind, payload)?),
+            "TEXT_CURSOR" => Self::TextCursor(body(env.kind, payload)?),
             "PING" => Self::Ping,
             other => return Err(ParseError::Unknown(other.chars().take(64).collect())),
         })

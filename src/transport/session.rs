@@ -28,6 +28,7 @@ use crate::domain::board::Intent;
 use crate::domain::element::{Element, ElementError, ElementLimits, MAX_BATCH, Patch};
 use crate::domain::frames::Versions;
 use crate::domain::record::EventFrames;
+use crate::domain::rga::{CharId, TextOp};
 use crate::domain::stroke::StrokeLimits;
 use crate::domain::{ConnKey, Identity, PROTOCOL, RoomId, StrokeId, frames, protocol_version};
 use crate::engine::{EngineError, JoinOutcome, JoinRequest, Op, OpOutcome, ViewBody};
@@ -59,7 +60,7 @@ struct Joined {
 }
 
 /// Transient frames a v1 client has no use for (it would ignore them), not sent to it.
-const V11_ONLY: [&[u8]; 1] = [br#"{"type":"STROKE_PROGRESS""#];
+const V11_ONLY: [&[u8]; 2] = [br#"{"type":"STROKE_PROGRESS""#, br#"{"type":"TEXT_CURSOR""#];
 
 struct Session<S> {
     app: Arc<AppState>,
@@ -523,6 +524,63 @@ where
                         .collect::<Result<Vec<_>, _>>()
                 });
                 self.apply_checked(room, delete.op_id, parsed.map(Intent::Delete))
+                    .await;
+            }
+            ClientMessage::TextEdit(edit) => {
+                let Some(room) = self.in_room(&edit.room_id).await else {
+                    return Flow::Continue;
+                };
+                let parsed = element_id(&edit.id).and_then(|id| {
+                    batch("ops", &edit.ops)?;
+                    let ops = edit
+                        .ops
+                        .iter()
+                        .enumerate()
+                        .map(|(i, op)| {
+                            serde_json::from_value::<TextOp>(op.clone()).map_err(|_| ElementError {
+                                field: format!("ops[{i}]"),
+                                reason: "must be {after, first, text} or {delete: [charId]}".into(),
+                            })
+                        })
+                        .collect::<Result<Vec<_>, _>>()?;
+                    Ok(Intent::TextEdit { id, ops })
+                });
+                self.apply_checked(room, edit.op_id, parsed).await;
+            }
+            ClientMessage::TextCursor(cursor) => {
+                let Some(room) = self.in_room(&cursor.room_id).await else {
+                    return Flow::Continue;
+                };
+                // Transient like a mouse cursor: a bad or excess one is dropped without a word.
+                let char_id = |c: &Option<String>| match c {
+                    None => Some(None),
+                    Some(text) => CharId::parse(text).map(Some),
+                };
+                let (Ok(id), Some(after)) = (element_id(&cursor.id), char_id(&cursor.after)) else {
+                    return Flow::Continue;
+                };
+                let anchor = match &cursor.anchor {
+                    None => None,
+                    Some(anchor) => match char_id(anchor) {
+                        Some(anchor) => Some(anchor),
+                        None => return Flow::Continue,
+                    },
+                };
+                if self.cursor_limit.check().is_err() {
+                    self.app.metrics.rate_limited("cursor");
+                    return Flow::Continue;
+                }
+                let frame = frames::text_cursor(
+                    &room,
+                    &self.who.user_id,
+                    &id,
+                    after.as_ref(),
+                    anchor.as_ref().map(Option::as_ref),
+                );
+                let _ = self
+                    .app
+                    .engine
+                    .publish_transient(&room, &self.key, frame)
                     .await;
             }
             ClientMessage::StrokeProgress(progress) => {

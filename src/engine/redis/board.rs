@@ -247,6 +247,7 @@ impl Inner {
             Effect::Add(elements) => (elements.iter().collect(), Vec::new()),
             Effect::Update { after, .. } => (after.iter().collect(), Vec::new()),
             Effect::Delete(removed) => (Vec::new(), removed.iter().collect()),
+            Effect::Text { after, .. } => (vec![after.as_ref()], Vec::new()),
         };
         args.push(puts.len().to_string());
         for element in puts {
