@@ -2044,3 +2044,119 @@ async fn an_edge_added_while_its_node_is_deleted_is_refused_or_deleted_with_it()
         dangling.join("\n")
     );
 }
+
+fn text_edit(room: &str, id: &str, ops: Value, op_id: &str) -> Value {
+    json!({"type": "TEXT_EDIT", "payload": {"roomId": room, "id": id, "ops": ops, "opId": op_id}})
+}
+
+#[tokio::test]
+async fn two_people_typing_in_one_note_on_two_instances_both_keep_their_words() {
+    let redis = RedisServer::start();
+    let Pair {
+        a,
+        b,
+        room,
+        mut alice,
+        mut bob,
+    } = Pair::start_v11(&redis).await;
+    let note = json!({"id": "n", "kind": "sticky", "x": 0, "y": 0, "w": 50, "h": 50, "text": "hi"});
+    alice
+        .send(elements_add(&room, json!([note]), Some("add")))
+        .await;
+    assert_ack(&alice.next_board_frame().await, Some("add"), 1, false, None);
+    bob.expect_board("ELEMENTS_ADDED").await;
+
+    // "hi" has the derived ids alice:1, alice:2. Both type after it at once, each a word in
+    // two runs, the second after the first (their own Lamport n).
+    alice
+        .send(text_edit(
+            &room,
+            "n",
+            json!([{"after": "alice:2", "first": "alice:3", "text": " one"}]),
+            "a1",
+        ))
+        .await;
+    bob.send(text_edit(
+        &room,
+        "n",
+        json!([{"after": "alice:2", "first": "bob:3", "text": " two"}]),
+        "b1",
+    ))
+    .await;
+    alice
+        .send(text_edit(
+            &room,
+            "n",
+            json!([{"after": "alice:6", "first": "alice:7", "text": "!"}]),
+            "a2",
+        ))
+        .await;
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        let f = alice.next_board_frame().await;
+        seen.push(f["type"].as_str().unwrap_or_default().to_owned());
+    }
+    assert_eq!(seen.iter().filter(|t| *t == "ACK").count(), 2, "{seen:?}");
+    assert_eq!(
+        seen.iter().filter(|t| *t == "TEXT_EDITED").count(),
+        1,
+        "{seen:?}"
+    );
+    let mut edits = Vec::new();
+    for _ in 0..3 {
+        let f = bob.next_board_frame().await;
+        if f["type"] == "TEXT_EDITED" {
+            edits.push(f);
+        }
+    }
+    assert_eq!(edits.len(), 2, "{edits:?}");
+    assert_eq!(edits[0]["payload"]["id"], "n");
+    assert_eq!(edits[0]["payload"]["userId"], "alice");
+
+    // Every late joiner, on either instance, reads both words intact: equal n, the greater
+    // user id first.
+    for addr in [a.addr, b.addr] {
+        let state = late_state(addr, "late", &room).await;
+        let n = element(&state, "n");
+        assert_eq!(n["text"], "hi two one!", "{n}");
+        let ids: Vec<&str> = n["textState"]
+            .as_array()
+            .expect("a text state")
+            .iter()
+            .filter_map(|c| c[0].as_str())
+            .collect();
+        assert_eq!(ids[..3], ["alice:1", "alice:2", "bob:3"]);
+    }
+
+    // A run claiming someone else's ids is refused, naming the op.
+    bob.send(text_edit(
+        &room,
+        "n",
+        json!([{"after": null, "first": "alice:99", "text": "x"}]),
+        "b2",
+    ))
+    .await;
+    assert_error(
+        &bob.next_board_frame().await,
+        "BAD_ELEMENT",
+        Some("b2"),
+        &["ops[0]"],
+    );
+
+    // Carets: relayed to v1.1 peers elsewhere with who they are, not to v1 pages.
+    let mut carol = Client::joined(a.addr, "carol", &room).await;
+    alice.until("USER_JOINED").await;
+    bob.until("USER_JOINED").await;
+    alice
+        .send(json!({"type": "TEXT_CURSOR", "payload": {"roomId": room, "id": "n", "after": "bob:5", "anchor": null}}))
+        .await;
+    let caret = bob.expect_board("TEXT_CURSOR").await;
+    assert_eq!(
+        caret["payload"],
+        json!({"roomId": room, "userId": "alice", "id": "n", "after": "bob:5", "anchor": null})
+    );
+    alice
+        .send(json!({"type": "CURSOR_MOVE", "payload": {"roomId": room, "x": 1, "y": 1}}))
+        .await;
+    assert_eq!(carol.next_board_frame().await["type"], "CURSOR_MOVE");
+}
