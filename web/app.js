@@ -250,6 +250,7 @@
   const tools = new Tools({
     canvas,
     editor: $('text-editor'),
+    carets: $('text-carets'),
     renderer,
     board,
     sync,
@@ -258,6 +259,7 @@
       changed: () => scheduleUi(),
       toast,
       cursor: queueCursor,
+      user: (id) => users.get(id),
       toolChanged: () => scheduleUi(),
     },
   });
@@ -270,6 +272,7 @@
       for (const id of ids || [...renderer.live.keys()]) if (renderer.live.has(id) && board.confirmed.has(id)) renderer.live.delete(id);
     }
     tools.pruneSelection();
+    tools.boardChanged(ids);
     scheduleUi();
   };
 
@@ -319,6 +322,7 @@
     userCount = 0;
     for (const c of cursors.values()) c.el.remove();
     cursors.clear();
+    tools.collab.dropAllCarets();
     renderer.live.clear();
   }
 
@@ -361,13 +365,16 @@
       case 'CURSOR_MOVE': return onCursor(p);
       case 'CURSOR_LEAVE':
         removeCursor(p.userId);
+        tools.collab.dropCaret(p.userId);
         return dropLiveStrokes(p.userId);
+      case 'TEXT_CURSOR': return tools.collab.remoteCaret(p);
       case 'USER_JOINED':
         users.set(p.userId, { userId: p.userId, username: p.username, color: p.color });
         return renderUsers();
       case 'USER_LEFT':
         if (p.userId !== me()) users.delete(p.userId);
         removeCursor(p.userId);
+        tools.collab.dropCaret(p.userId);
         dropLiveStrokes(p.userId);
         if (typeof p.count === 'number') userCount = p.count;
         return renderUsers();
@@ -383,6 +390,7 @@
       case 'SOCKET_LOST':
         for (const c of cursors.values()) c.el.remove();
         cursors.clear();
+        tools.collab.dropAllCarets();
         renderer.live.clear();
         return renderer.invalidate();
       default: // PONG and anything newer than this page
@@ -662,6 +670,7 @@
       tools.spaceDown = true;
     } else if (e.key === 'Delete' || e.key === 'Backspace') tools.deleteSelection();
     else if (e.key === 'Escape') tools.escape();
+    else if (e.key === 'Enter' && tools.selection.size === 1 && tools.editSelected()) { /* editing it */ }
     else if (e.key === '?') toggleHelp();
     else if (e.key === ']') tools.reorder(true);
     else if (e.key === '[') tools.reorder(false);
@@ -721,6 +730,11 @@
         users: [...users.values()].map((u) => ({ ...u })),
         userCount,
         cursors: [...cursors.entries()].map(([userId, c]) => ({ userId, username: c.username, x: c.x, y: c.y })),
+        /** Other people's carets in texts (TEXT_CURSOR), with their place in the text as shown here. */
+        textCursors: tools.collab.carets(),
+        /** The text open in the editor here, if any, and whether it is shared (typed char by char). */
+        editing: tools.editing ? { id: tools.editing.id, collab: !!tools.editing.collab, value: $('text-editor').value } : null,
+        textResyncs: sync.textResyncs,
         liveStrokes: [...renderer.live.entries()].map(([id, s]) => ({ id, userId: s.userId, points: s.points.length })),
         joins: { ...sync.joins },
         closeCodes: [...sync.closeCodes],

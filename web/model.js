@@ -72,6 +72,9 @@
       if (v === null) delete out[k];
       else out[k] = v;
     }
+    // A new `text` starts a new text: the server sends the new `textState` with it when the old
+    // text had one; without one, both sides derive it from `text` (§4.3).
+    if ('text' in patch && !('textState' in patch)) delete out.textState;
     return out;
   }
 
@@ -88,6 +91,7 @@
     for (const el of effect.add || []) ids.add(el.id);
     for (const u of effect.set || []) ids.add(u.id);
     for (const id of effect.del || []) ids.add(id);
+    for (const t of effect.text || []) ids.add(t.id);
     return ids;
   }
 
@@ -102,6 +106,7 @@
       case 'ELEMENTS_DELETED': return { del: (p.ids || []).map(String) };
       case 'ROOM_RESTORED':
         return { add: p.added || [], set: (p.changed || []).filter((c) => c && c.patch), del: (p.removed || []).map(String) };
+      case 'TEXT_EDITED': return p.id !== undefined && Array.isArray(p.ops) ? { text: [{ id: String(p.id), ops: p.ops }] } : null;
       default: return null;
     }
   }
@@ -122,7 +127,11 @@
        * subset that is new on the board (the renderer can paint those on top of what it has).
        */
       this.onChange = () => {};
+      /** Called when a sequenced text edit does not apply to our copy of the text (we must re-sync). */
+      this.onTextDiverged = () => {};
     }
+
+    textDiverged(id) { this.onTextDiverged(id); }
 
     /** Replaces the confirmed board (INITIAL_STATE). Pending ops stay on top. */
     reset(elements) {
@@ -288,6 +297,20 @@
       }
       ids.add(id);
     }
+    for (const t of effect.text || []) {
+      const id = String(t.id);
+      const el = map.get(id);
+      if (!el || !TEXTUAL.has(el.kind)) continue;
+      // The server's order must apply as it did there; a text that does not is out of step.
+      const next = W.rga.applyOps(el, t.ops, server);
+      if (!next) {
+        if (board) board.textDiverged(id);
+        continue;
+      }
+      if (server && seq) next.v = seq;
+      map.set(id, next);
+      ids.add(id);
+    }
     return ids;
   }
 
@@ -296,6 +319,10 @@
     if ((effect.del || []).includes(id)) return undefined;
     for (const a of effect.add || []) if (a.id === id && !el && validElement(a)) el = a;
     for (const u of effect.set || []) if (String(u.id) === id && el) el = patched(el, u.patch);
+    for (const t of effect.text || []) {
+      // Ours, on top of the server's text: an op whose anchor is gone (the text was replaced) is skipped.
+      if (String(t.id) === id && el && TEXTUAL.has(el.kind)) el = W.rga.applyOps(el, t.ops, false);
+    }
     return el;
   }
 

@@ -91,6 +91,10 @@
       this.flushTimer = 0;
       /** Our own gestures for undo/redo: each {ops: [op]}; see History in app.js. */
       this.onOpSettled = () => {};
+      this.textTimer = 0;
+      /** How often a text had to be re-synced (for tests). */
+      this.textResyncs = 0;
+      board.onTextDiverged = () => this.resyncText();
     }
 
     // ---- lifecycle ----------------------------------------------------------------------------
@@ -250,7 +254,7 @@
      * A `held` op is shown but not sent until the flag is cleared and flush runs.
      */
     submit(type, payload, { effect, intent = effect, inverse = null, kind = 'op', held = false }) {
-      if (this.v1Server && type.startsWith('ELEMENTS_')) {
+      if (this.v1Server && (type.startsWith('ELEMENTS_') || type === 'TEXT_EDIT')) {
         this.hooks.toast('This server only knows freehand strokes; shapes need a newer server.');
         return null;
       }
@@ -341,7 +345,6 @@
         if (item.frame) {
           const effect = M.effectOfEvent(item.frame.type, item.frame.payload);
           if (effect) this.board.applyConfirmed(effect, next);
-          if (item.frame.type === 'TEXT_EDITED') this.textEdited();
         } else if (item.op.intent) {
           this.board.applyConfirmed(item.op.intent, next);
         } else {
@@ -374,10 +377,15 @@
       if (this.joined && !inFlight) this.sendJoin(false);
     }
 
-    /** TEXT_EDIT (collaborative typing) is not applied by this page: a full state brings the text. */
-    textEdited() {
+    /**
+     * Our copy of an element's text is out of step with the server's (a sequenced edit did not
+     * apply, or the server refused ours because it no longer has a character we named, e.g. a
+     * tombstone it compacted away): a full state brings the server's text. Coalesced.
+     */
+    resyncText() {
+      this.textResyncs++;
       clearTimeout(this.textTimer);
-      this.textTimer = setTimeout(() => { if (this.joined) this.sendJoin(true); }, 300);
+      this.textTimer = setTimeout(() => { if (this.joined) this.sendJoin(true); }, 100);
     }
 
     // ---- incoming -------------------------------------------------------------------------------
@@ -517,8 +525,21 @@
           if (op) this.refuse(op, 'You can view this board but not change it.');
           else this.hooks.toast('You can view this board but not change it.');
           return;
-        case 'BAD_STROKE':
         case 'BAD_ELEMENT':
+          if (op && op.type === 'TEXT_EDIT') {
+            // Refused as a whole. When it named a character the server no longer has (it dropped old
+            // tombstones), our text is out of step: take the server's rather than carry on diverged.
+            // Deleting what someone else deleted first changes nothing, and is refused as such: no harm.
+            this.refuse(op, '');
+            if (!/change nothing/i.test(p.message || '')) this.resyncText();
+            return;
+          }
+          if (op) {
+            this.refuse(op, 'The server refused a change.');
+            return;
+          }
+          break;
+        case 'BAD_STROKE':
         case 'QUOTA_EXCEEDED':
         case 'TOO_LARGE':
           if (op) {

@@ -126,7 +126,7 @@
      * hooks: me(), changed() (selection or history changed: refresh the toolbar), toast(text),
      * cursor(point) for CURSOR_MOVE, toolChanged(name).
      */
-    constructor({ canvas, editor, renderer, board, sync, hooks }) {
+    constructor({ canvas, editor, carets, renderer, board, sync, hooks }) {
       this.canvas = canvas;
       this.editor = editor;
       this.r = renderer;
@@ -142,7 +142,16 @@
       this.spaceDown = false;
       this.clipboard = [];
       this.pasteCount = 0;
-      this.editing = null; // {id, isNew, kind, at}
+      this.editing = null; // {id, isNew, el, original, collab}
+      /** Typing together into texts that are on the board (text.js). */
+      this.collab = new W.text.CollabText({
+        textarea: editor, overlay: carets, board, sync,
+        hooks: {
+          me: () => hooks.me(),
+          user: (id) => hooks.user(id),
+          pushGesture: (ops) => this.history.push(ops),
+        },
+      });
       this.listen();
     }
 
@@ -205,7 +214,8 @@
     /** Adds elements (ours, new ids) as one gesture: nodes and shapes first, then edges that need them. */
     addElements(elements, { select = true } = {}) {
       const me = this.me();
-      const els = elements.map((e) => M.compact({ ...e, userId: me }));
+      // A new element's text starts fresh (ids derived from `text` and its creator, as the server does).
+      const els = elements.map((e) => M.compact({ ...e, userId: me, textState: undefined }));
       const first = els.filter((e) => e.kind !== 'edge');
       const edges = els.filter((e) => e.kind === 'edge');
       const ops = [];
@@ -297,10 +307,19 @@
         if (e.key === 'Escape' || (e.key === 'Enter' && (e.ctrlKey || e.metaKey))) {
           e.preventDefault();
           this.commitText();
+        } else if (this.editing && this.editing.collab && (e.ctrlKey || e.metaKey) && ['z', 'y'].includes(e.key.toLowerCase())) {
+          // In a shared text, undo is the server's: it takes back our typing, not someone else's.
+          e.preventDefault();
+          this.collab.settle();
+          if (e.key.toLowerCase() === 'z' && !e.shiftKey) this.history.undo();
+          else this.history.redo();
         }
         e.stopPropagation();
       });
-      this.editor.addEventListener('input', () => this.fitEditor());
+      this.editor.addEventListener('input', () => {
+        if (this.editing && this.editing.collab) this.collab.onInput();
+        this.fitEditor();
+      });
       this.editor.addEventListener('blur', () => this.commitText());
     }
 
@@ -622,20 +641,39 @@
       }
     }
 
-    /** Opens the text editor over element `el` (`isNew`: not on the board until it has text). */
+    /**
+     * Opens the text editor over element `el`. `isNew`: a text not on the board until it has some,
+     * added whole when the editor closes. Otherwise the element is on the board and its text is
+     * edited character by character with whoever else is typing in it (text.js).
+     */
     openEditor(el, isNew) {
       if (!el || !M.TEXTUAL.has(el.kind)) return;
       this.closeEditor();
-      this.editing = { id: el.id, isNew, el, original: el.text || '' };
+      const collab = !isNew && !!this.board.get(el.id);
+      this.editing = { id: el.id, isNew, el, original: el.text || '', collab };
       this.r.editing = el.id;
       this.r.contentChanged(null);
       const ed = this.editor;
-      ed.value = el.text || '';
       ed.dataset.kind = el.kind;
       ed.hidden = false;
+      if (collab) {
+        this.collab.open(el.id);
+      } else {
+        ed.value = el.text || '';
+      }
       this.placeEditor();
       ed.focus();
-      ed.select();
+      if (!collab) ed.select();
+      else this.collab.sendCaret();
+    }
+
+    /** The board changed: an open shared text takes in others' edits (caret kept in place). */
+    boardChanged(ids) {
+      const ed = this.editing;
+      if (!ed || !ed.collab || (ids && !ids.has(ed.id))) return;
+      if (!this.board.get(ed.id)) return;
+      this.collab.refresh();
+      this.fitEditor();
     }
 
     /** Keeps the editor over its element when the view moves. */
@@ -666,6 +704,7 @@
       const ed = this.editor;
       ed.style.height = 'auto';
       ed.style.height = `${ed.scrollHeight}px`;
+      if (this.editing && this.editing.collab) this.collab.place();
     }
 
     /** Frame of a text element that fits `text`: as wide as its longest line (within limits), as tall as its lines. */
@@ -681,6 +720,7 @@
     }
 
     closeEditor() {
+      this.collab.close();
       this.editing = null;
       this.r.editing = null;
       this.editor.hidden = true;
@@ -691,6 +731,21 @@
       const ed = this.editing;
       if (!ed) return;
       const text = this.editor.value.slice(0, 10000);
+      if (ed.collab) {
+        // The text went out as it was typed; a text element's frame still follows its text.
+        this.collab.release();
+        const burst = this.collab.burst;
+        this.collab.burst = [];
+        this.closeEditor();
+        const el = this.board.get(ed.id);
+        const ops = [...burst];
+        if (el && el.kind === 'text' && burst.length) {
+          const f = this.textFrame(el, el.text || '');
+          if (f.w !== el.w || f.h !== el.h) ops.push(...this.updateElements([{ id: el.id, patch: f }], { gesture: false }));
+        }
+        this.history.push(ops);
+        return;
+      }
       this.closeEditor();
       if (ed.isNew) {
         if (text.trim()) this.addElements([{ ...ed.el, text, ...this.textFrame(ed.el, text), z: this.nextZ()[0] }]);
@@ -701,6 +756,15 @@
       const patch = { text };
       if (el.kind === 'text') Object.assign(patch, this.textFrame(el, text));
       this.updateElements([{ id: el.id, patch }]);
+    }
+
+    /** Enter on one selected text, note, node or edge: edit its text. */
+    editSelected() {
+      const [el] = this.selected();
+      if (!el || !M.TEXTUAL.has(el.kind) || this.tool !== 'select') return false;
+      this.cancelAction();
+      this.openEditor(el, false);
+      return true;
     }
 
     doubleClick(e) {
