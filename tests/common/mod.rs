@@ -374,12 +374,26 @@ impl Pair {
 
     /// With each instance's configuration made by `config` from its id.
     pub async fn start_with(config: impl Fn(&str) -> Config) -> Self {
+        Self::start_speaking(config, false).await
+    }
+
+    /// Two instances, a room, Alice on a and Bob on b joined (speaking v1.1 when `v11`), and
+    /// settled: Alice has seen Bob arrive, so tests start from a quiet room.
+    async fn start_speaking(config: impl Fn(&str) -> Config, v11: bool) -> Self {
         let a = Instance::start(config("inst-a")).await;
         let b = Instance::start(config("inst-b")).await;
         let room = create_room(a.addr).await;
-        let mut alice = Client::joined(a.addr, "alice", &room).await;
-        let bob = Client::joined(b.addr, "bob", &room).await;
-        // Settle: Alice has seen Bob arrive, so tests start from a quiet room.
+        let (mut alice, bob) = if v11 {
+            (
+                Client::joined_v11(a.addr, "alice", &room).await,
+                Client::joined_v11(b.addr, "bob", &room).await,
+            )
+        } else {
+            (
+                Client::joined(a.addr, "alice", &room).await,
+                Client::joined(b.addr, "bob", &room).await,
+            )
+        };
         assert_eq!(alice.until("USER_JOINED").await["payload"]["userId"], "bob");
         assert_eq!(
             alice.until("USER_COUNT_UPDATED").await["payload"]["count"],
@@ -674,25 +688,11 @@ impl Pair {
 
     /// Like [`Pair::start_v11`], with each instance's configuration adjusted by `tweak`.
     pub async fn start_v11_with(redis: &RedisServer, tweak: impl Fn(&mut Config)) -> Self {
-        let mut cfg_a = config(Some(redis), "inst-a");
-        let mut cfg_b = config(Some(redis), "inst-b");
-        tweak(&mut cfg_a);
-        tweak(&mut cfg_b);
-        let (a, b) = (Instance::start(cfg_a).await, Instance::start(cfg_b).await);
-        let room = create_room(a.addr).await;
-        let mut alice = Client::joined_v11(a.addr, "alice", &room).await;
-        let bob = Client::joined_v11(b.addr, "bob", &room).await;
-        assert_eq!(alice.until("USER_JOINED").await["payload"]["userId"], "bob");
-        assert_eq!(
-            alice.until("USER_COUNT_UPDATED").await["payload"]["count"],
-            2
-        );
-        Self {
-            a,
-            b,
-            room,
-            alice,
-            bob,
-        }
+        let config = |id: &str| {
+            let mut c = config(Some(redis), id);
+            tweak(&mut c);
+            c
+        };
+        Self::start_speaking(config, true).await
     }
 }
