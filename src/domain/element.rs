@@ -13,8 +13,7 @@ use super::ids::{MAX_ID_LEN, RoomId, StrokeId, UserId};
 use super::rga::Rga;
 use super::stroke::{Point, Stroke, is_color};
 
-/// Longest text of a `text`, `sticky`, `node` or `edge`, in characters.
-pub const MAX_TEXT_CHARS: usize = 10_000;
+pub use super::rga::MAX_TEXT_CHARS;
 /// Largest coordinate or size accepted.
 pub const MAX_COORD: f64 = 1e7;
 /// Largest `|z|`: the server's `max + 1` must stay an exact integer.

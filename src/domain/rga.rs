@@ -56,7 +56,8 @@ use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use thiserror::Error;
 
-use super::element::MAX_TEXT_CHARS;
+/// Longest text of a `text`, `sticky`, `node` or `edge`, in characters (§4).
+pub const MAX_TEXT_CHARS: usize = 10_000;
 
 /// Largest `n` of a character id: 2^53 − 1, so a browser computes `n + 1` exactly in a JS number.
 pub const MAX_N: u64 = (1 << 53) - 1;
