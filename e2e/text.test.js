@@ -88,7 +88,7 @@ describe('typing together in one sticky note, on two instances', { timeout: 2400
       await u.tool('select');
       const p = await u.toPage(NOTE.x, NOTE.y);
       await u.page.mouse.dblclick(p.x, p.y);
-      await u.waitState('the note open in the editor', (s) => s.editing && s.editing.id === noteId && s.editing.collab);
+      await u.waitState('the note open in the editor', (s) => s.editing && s.editing.id === noteId);
     }
     // Both carets are at the end of "Note: ": the same place. Keystrokes interleave, both pages
     // send while the other's edits are still in flight.
@@ -97,17 +97,6 @@ describe('typing together in one sticky note, on two instances', { timeout: 2400
       ann.page.keyboard.type('hello ', { delay: 45 }),
       (async () => { await sleep(20); await bob.page.keyboard.type('world ', { delay: 45 }); })(),
     ]);
-
-    // While both still have the note open, each sees the other's caret in it.
-    const annId = (await ann.state()).userId;
-    const bobId = (await bob.state()).userId;
-    const caret = bob.page.locator(`#text-carets .text-caret[data-user-id="${annId}"]`);
-    await caret.waitFor({ state: 'visible', timeout: 5000 });
-    assert.match(await caret.innerText(), /Ann/, 'the caret is labelled with its owner');
-    const st = await ann.waitState('Bob\'s caret on Ann\'s page', (s) => s.textCursors.some((c) => c.userId === bobId && c.shown));
-    const bc = st.textCursors.find((c) => c.userId === bobId);
-    assert.equal(bc.id, noteId);
-    await ann.page.locator(`#text-carets .text-caret[data-user-id="${bobId}"]`).waitFor({ state: 'visible', timeout: 5000 });
 
     const [a, b] = await settledCopies([ann, bob], noteId, 'after typing at once');
     const text = a.text;
@@ -121,8 +110,22 @@ describe('typing together in one sticky note, on two instances', { timeout: 2400
     for (const u of [ann, bob]) {
       await u.waitState(`${u.name}'s editor shows the merged text`, (s) => s.editing && s.editing.value === text);
     }
+    // Both still have the note open: each sees the other's caret in it.
+    const annId = (await ann.state()).userId;
+    const bobId = (await bob.state()).userId;
+    const caret = bob.page.locator(`#text-carets .text-caret[data-user-id="${annId}"]`);
+    await caret.waitFor({ state: 'visible', timeout: 5000 });
+    assert.match(await caret.innerText(), /Ann/, 'the caret is labelled with its owner');
+    const st = await ann.waitState('Bob\'s caret on Ann\'s page', (s) => s.textCursors.some((c) => c.userId === bobId && c.shown));
+    const bc = st.textCursors.find((c) => c.userId === bobId);
+    assert.equal(bc.id, noteId);
+    await ann.page.locator(`#text-carets .text-caret[data-user-id="${bobId}"]`).waitFor({ state: 'visible', timeout: 5000 });
+
     // Really at once: both pages sent edits while the other's were in flight.
-    assert.ok(ann.sentOf('TEXT_EDIT', t0).length >= 2 && bob.sentOf('TEXT_EDIT', t0).length >= 2, 'both sent several edits');
+    const sentA = ann.sentOf('TEXT_EDIT', t0).map((f) => f.at);
+    const sentB = bob.sentOf('TEXT_EDIT', t0).map((f) => f.at);
+    assert.ok(sentA.length >= 2 && sentB.length >= 2, `both sent several edits (${sentA.length}, ${sentB.length})`);
+    assert.ok(Math.min(...sentA) < Math.max(...sentB) && Math.min(...sentB) < Math.max(...sentA), 'their edits went out over the same span of time');
     for (const u of [ann, bob]) {
       const whole = u.sentOf('ELEMENTS_UPDATE', t0).filter((f) => f.payload.updates.some((x) => 'text' in x.patch));
       assert.equal(whole.length, 0, `${u.name} never replaced the whole text`);

@@ -327,7 +327,8 @@
         if (runSel) {
           const span = document.createElement('span');
           span.className = 'text-sel';
-          span.style.background = `${runSel.color}40`;
+          span.style.background = runSel.color;
+          span.style.opacity = '0.3';
           span.textContent = run;
           frag.append(span);
         } else {
