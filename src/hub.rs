@@ -12,7 +12,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio_util::sync::CancellationToken;
@@ -95,10 +98,24 @@ struct LocalRoom {
     last_seq: Option<u64>,
 }
 
+/// Which Redis script a timing is of.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ScriptLabel {
+    pub script: &'static str,
+}
+
+/// Short latencies, from 10 µs to about 0.3 s.
+fn fast_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_01, 2.0, 15))
+}
+
 /// Counters the metrics endpoint reports (members cut loose are counted by their sessions).
-/// The feed counters are kept by engines that repair their event feed (the Redis one).
-#[derive(Default)]
+/// The feed counters and script timings are kept by engines that have them (the Redis one).
 pub struct HubStats {
+    /// Time to hand one event to every local member of its room: this instance's fan-out.
+    pub deliver_seconds: Histogram,
+    /// Time of each Redis room-script call, round trip included, by script.
+    pub script_seconds: Family<ScriptLabel, Histogram, fn() -> Histogram>,
     pub delivered: Counter,
     pub dropped_lossy: Counter,
     /// Times the room event feed was (re)established after being lost.
@@ -107,6 +124,20 @@ pub struct HubStats {
     pub filled_from_log: Counter,
     /// Rooms whose sessions were told to re-join because the log could not fill a hole.
     pub resyncs: Counter,
+}
+
+impl Default for HubStats {
+    fn default() -> Self {
+        Self {
+            deliver_seconds: fast_histogram(),
+            script_seconds: Family::new_with_constructor(fast_histogram as fn() -> Histogram),
+            delivered: Counter::default(),
+            dropped_lossy: Counter::default(),
+            feed_resubscribed: Counter::default(),
+            filled_from_log: Counter::default(),
+            resyncs: Counter::default(),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -206,6 +237,17 @@ impl Hub {
     }
 
     pub fn deliver(&self, room: &RoomId, event: &Delivery) -> Delivered {
+        let started = std::time::Instant::now();
+        let delivered = self.deliver_now(room, event);
+        if delivered == Delivered::Done {
+            self.stats
+                .deliver_seconds
+                .observe(started.elapsed().as_secs_f64());
+        }
+        delivered
+    }
+
+    fn deliver_now(&self, room: &RoomId, event: &Delivery) -> Delivered {
         let mut rooms = self.rooms.lock();
         let Some(local) = rooms.get_mut(room) else {
             return Delivered::Done;

@@ -77,6 +77,29 @@ const CLOSE_CODES: [u16; 9] = [0, 1000, 1001, 1005, 1006, 1008, 1009, 1011, 1013
 
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
 
+/// Client message types counted by `frames_in_by_type`; `unknown` and `bad` for the rest.
+pub const CLIENT_TYPES: [&str; 14] = [
+    "JOIN_ROOM",
+    "LEAVE_ROOM",
+    "CANVAS_UPDATE",
+    "CURSOR_MOVE",
+    "UNDO",
+    "REDO",
+    "ELEMENTS_ADD",
+    "ELEMENTS_UPDATE",
+    "ELEMENTS_DELETE",
+    "STROKE_PROGRESS",
+    "TEXT_EDIT",
+    "TEXT_CURSOR",
+    "PING",
+    "unknown",
+];
+
+/// Op latencies from 50 µs to about 1.6 s.
+fn op_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
+}
+
 /// Request latencies from 1 ms to about 16 s: health checks at the bottom, argon2 sign-ins and
 /// Redis time-outs at the top.
 fn latency_histogram() -> Histogram {
@@ -106,6 +129,10 @@ pub struct Metrics {
     /// Sessions ended, by WebSocket close code.
     sessions_closed: Family<CodeLabel, Counter>,
     session_duration: Histogram,
+    frames_by_type: Family<KindLabel, Counter>,
+    op_duration: Histograms<KindLabel>,
+    /// Frames queued for a session each time it writes.
+    pub send_queue_depth: Histogram,
 }
 
 impl Metrics {
@@ -175,6 +202,38 @@ impl Metrics {
         for (name, help, counter) in hub_counters {
             registry.register(name, help, counter.clone());
         }
+        registry.register(
+            "fanout_seconds",
+            "Time to queue one room event to every local member of its room",
+            hub.stats.deliver_seconds.clone(),
+        );
+        registry.register(
+            "redis_script_seconds",
+            "Time of each Redis room-script call, round trip included, by script",
+            hub.stats.script_seconds.clone(),
+        );
+        let frames_by_type = Family::<KindLabel, Counter>::default();
+        registry.register(
+            "frames_in_by_type",
+            "Text frames received from clients, by message type (unknown: not one of ours)",
+            frames_by_type.clone(),
+        );
+        for kind in CLIENT_TYPES {
+            frames_by_type.get_or_create_owned(&KindLabel { kind });
+        }
+        let op_duration: Histograms<KindLabel> =
+            Family::new_with_constructor(op_histogram as fn() -> Histogram);
+        registry.register(
+            "op_duration_seconds",
+            "Time from an op's arrival to its outcome (applied, refused, duplicate), by kind",
+            op_duration.clone(),
+        );
+        let send_queue_depth = Histogram::new(exponential_buckets(1.0, 2.0, 11));
+        registry.register(
+            "send_queue_depth",
+            "Frames waiting in a session's send queue when it writes (a slow reader's grows)",
+            send_queue_depth.clone(),
+        );
         let http_requests = Family::<HttpLabels, Counter>::default();
         registry.register(
             "http_requests",
@@ -235,7 +294,22 @@ impl Metrics {
             rate_limited,
             sessions_closed,
             session_duration,
+            frames_by_type,
+            op_duration,
+            send_queue_depth,
         }
+    }
+
+    /// One parsed frame's type: one of [`CLIENT_TYPES`] (`unknown` for the rest).
+    pub fn frame_type(&self, kind: &'static str) {
+        self.frames_by_type.get_or_create(&KindLabel { kind }).inc();
+    }
+
+    /// One op's outcome, `elapsed` after it arrived; `kind` is a fixed name (`stroke`, `add`, …).
+    pub fn op_done(&self, kind: &'static str, elapsed: Duration) {
+        self.op_duration
+            .get_or_create(&KindLabel { kind })
+            .observe(elapsed.as_secs_f64());
     }
 
     /// One HTTP request answered.

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::{
     Client, Instance, Pair, RedisServer, config, create_room, elements_add, elements_delete,
-    elements_update, join_room_as, stroke_ids, two_instances,
+    elements_update, join_room_as, metrics, stroke_ids, two_instances,
 };
 use serde_json::{Value, json};
 
@@ -2159,4 +2159,11 @@ async fn two_people_typing_in_one_note_on_two_instances_both_keep_their_words() 
         .send(json!({"type": "CURSOR_MOVE", "payload": {"roomId": room, "x": 1, "y": 1}}))
         .await;
     assert_eq!(carol.next_board_frame().await["type"], "CURSOR_MOVE");
+
+    // The scripts' round trips are timed by name: three text edits and a refused one read
+    // nothing and were committed (or not) by `apply`.
+    let value = metrics(a.addr).await;
+    assert!(value(r#"drawbridge_redis_script_seconds_count{script="apply"}"#) >= 3.0);
+    assert!(value(r#"drawbridge_redis_script_seconds_count{script="join"}"#) >= 2.0);
+    assert!(value(r#"drawbridge_op_duration_seconds_count{kind="text"}"#) >= 2.0);
 }

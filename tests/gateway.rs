@@ -628,6 +628,21 @@ async fn the_embedded_engine_serves_a_whole_session_without_redis() {
     // event (her ACK) and Bob's CANVAS_UPDATE.
     assert_eq!(value("drawbridge_hub_delivered_total"), 6.0);
     assert_eq!(value("drawbridge_hub_dropped_lossy_total"), 0.0);
+    // By type, and how long the op and each fan-out took.
+    assert_eq!(
+        value(r#"drawbridge_frames_in_by_type_total{kind="CANVAS_UPDATE"}"#),
+        1.0
+    );
+    assert_eq!(
+        value(r#"drawbridge_frames_in_by_type_total{kind="JOIN_ROOM"}"#),
+        2.0
+    );
+    assert_eq!(
+        value(r#"drawbridge_op_duration_seconds_count{kind="stroke"}"#),
+        1.0
+    );
+    assert!(value("drawbridge_fanout_seconds_count") >= 4.0);
+    assert!(value("drawbridge_send_queue_depth_count") >= 1.0);
 
     // Rooms are looked up by id (and the Canvas alias); unknown and malformed ids are 404.
     let lookup = |path: String, token: String| async move {

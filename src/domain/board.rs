@@ -41,6 +41,21 @@ pub enum Intent {
     },
 }
 
+impl Intent {
+    /// A fixed name for the op's kind (metrics, logs).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Intent::Stroke(_) => "stroke",
+            Intent::Add(_) => "add",
+            Intent::Update(_) => "update",
+            Intent::Delete(_) => "delete",
+            Intent::Undo(_) => "undo",
+            Intent::Redo(_) => "redo",
+            Intent::TextEdit { .. } => "text",
+        }
+    }
+}
+
 /// Which client message led to an effect: it picks the event clients see.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Via {

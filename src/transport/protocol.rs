@@ -176,6 +176,25 @@ pub enum ParseError {
 }
 
 impl ClientMessage {
+    /// The wire type, for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::JoinRoom(_) => "JOIN_ROOM",
+            Self::CanvasUpdate(_) => "CANVAS_UPDATE",
+            Self::CursorMove(_) => "CURSOR_MOVE",
+            Self::Undo(_) => "UNDO",
+            Self::Redo(_) => "REDO",
+            Self::LeaveRoom(_) => "LEAVE_ROOM",
+            Self::ElementsAdd(_) => "ELEMENTS_ADD",
+            Self::ElementsUpdate(_) => "ELEMENTS_UPDATE",
+            Self::ElementsDelete(_) => "ELEMENTS_DELETE",
+            Self::StrokeProgress(_) => "STROKE_PROGRESS",
+            Self::TextEdit(_) => "TEXT_EDIT",
+            Self::TextCursor(_) => "TEXT_CURSOR",
+            Self::Ping => "PING",
+        }
+    }
+
     pub fn parse(text: &str) -> Result<Self, ParseError> {
         let env: Envelope<'_> = serde_json::from_str(text)
             .map_err(|e| ParseError::Bad(format!("expected {{type, payload}}: {e}")))?;

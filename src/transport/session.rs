@@ -251,6 +251,10 @@ where
         first: Outbound,
         rx: &mut mpsc::Receiver<Outbound>,
     ) -> Result<Flow, axum::Error> {
+        self.app
+            .metrics
+            .send_queue_depth
+            .observe((rx.len() + 1) as f64);
         let mut flow = self.on_outbound(first).await?;
         for _ in 1..WRITE_BATCH {
             if !matches!(flow, Flow::Continue) {
@@ -377,7 +381,10 @@ where
             let message = format!("frame exceeds {} bytes", self.app.config.max_frame_bytes);
             return self.strike("TOO_LARGE", &message, close::TOO_BIG).await;
         }
-        match ClientMessage::parse(text.as_str()) {
+        let parsed = ClientMessage::parse(text.as_str());
+        let kind = parsed.as_ref().map_or("unknown", ClientMessage::kind);
+        self.app.metrics.frame_type(kind);
+        match parsed {
             Ok(message) => self.dispatch(message).await,
             Err(ParseError::Unknown(kind)) => {
                 self.error("UNKNOWN_TYPE", &format!("unknown type {kind}"), None)
@@ -779,6 +786,8 @@ where
             return;
         }
         let app = self.app.clone();
+        let started = std::time::Instant::now();
+        let kind = intent.name();
         let op = Op {
             who: &self.who,
             conn: &self.key,
@@ -786,6 +795,7 @@ where
             intent,
         };
         let outcome = app.engine.apply(&room, op).await;
+        app.metrics.op_done(kind, started.elapsed());
         let reference = op_id.as_deref();
         match outcome {
             Ok(OpOutcome::Applied { seq, ack_id }) => {

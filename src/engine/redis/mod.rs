@@ -35,28 +35,45 @@ use super::{
 use crate::domain::accounts::Account;
 use crate::domain::ids::instance_of;
 use crate::domain::{ConnKey, Identity, RoomId, UserId, frames};
-use crate::hub::Hub;
+use crate::hub::{Hub, ScriptLabel};
 
 /// How long one Redis round trip may take before the op is reported `UNAVAILABLE`.
 const OP_TIMEOUT: Duration = Duration::from_secs(3);
 
 macro_rules! room_script {
-    ($file:literal) => {
-        Script::new(concat!(
-            include_str!("lua/prelude.lua"),
-            include_str!($file)
-        ))
+    ($name:literal) => {
+        RoomScript {
+            name: $name,
+            script: Script::new(concat!(
+                include_str!("lua/prelude.lua"),
+                include_str!(concat!("lua/", $name, ".lua"))
+            )),
+        }
     };
 }
 
+/// A room script with its name, which its timings are reported under.
+struct RoomScript {
+    name: &'static str,
+    script: Script,
+}
+
+impl std::ops::Deref for RoomScript {
+    type Target = Script;
+
+    fn deref(&self) -> &Script {
+        &self.script
+    }
+}
+
 struct Scripts {
-    join: Script,
-    leave: Script,
-    announce: Script,
-    read: Script,
-    apply: Script,
-    migrate: Script,
-    events_after: Script,
+    join: RoomScript,
+    leave: RoomScript,
+    announce: RoomScript,
+    read: RoomScript,
+    apply: RoomScript,
+    migrate: RoomScript,
+    events_after: RoomScript,
     rate: Script,
     account_create: Script,
     otp_confirm: Script,
@@ -68,13 +85,13 @@ struct Scripts {
 impl Scripts {
     fn all(&self) -> [&Script; 13] {
         [
-            &self.join,
-            &self.leave,
-            &self.announce,
-            &self.read,
-            &self.apply,
-            &self.migrate,
-            &self.events_after,
+            &self.join.script,
+            &self.leave.script,
+            &self.announce.script,
+            &self.read.script,
+            &self.apply.script,
+            &self.migrate.script,
+            &self.events_after.script,
             &self.rate,
             &self.account_create,
             &self.otp_confirm,
@@ -86,13 +103,13 @@ impl Scripts {
 
     fn new() -> Self {
         Self {
-            join: room_script!("lua/join.lua"),
-            leave: room_script!("lua/leave.lua"),
-            announce: room_script!("lua/announce.lua"),
-            read: room_script!("lua/read.lua"),
-            apply: room_script!("lua/apply.lua"),
-            migrate: room_script!("lua/migrate.lua"),
-            events_after: room_script!("lua/events_after.lua"),
+            join: room_script!("join"),
+            leave: room_script!("leave"),
+            announce: room_script!("announce"),
+            read: room_script!("read"),
+            apply: room_script!("apply"),
+            migrate: room_script!("migrate"),
+            events_after: room_script!("events_after"),
             rate: Script::new(include_str!("lua/rate.lua")),
             account_create: Script::new(include_str!("lua/account_create.lua")),
             otp_confirm: Script::new(include_str!("lua/otp_confirm.lua")),
@@ -286,7 +303,7 @@ impl Inner {
     /// Runs a room script with the room keys and the four common arguments.
     async fn room_script(
         &self,
-        script: &Script,
+        script: &RoomScript,
         room: &RoomId,
         args: &[&str],
     ) -> EngineResult<Value> {
@@ -296,7 +313,7 @@ impl Inner {
     /// Runs a room script that acts for `user`: their undo and redo lists follow the room keys.
     async fn user_script(
         &self,
-        script: &Script,
+        script: &RoomScript,
         room: &RoomId,
         user: &UserId,
         args: &[String],
@@ -307,7 +324,7 @@ impl Inner {
 
     async fn invoke_room(
         &self,
-        script: &Script,
+        script: &RoomScript,
         room: &RoomId,
         user: Option<&UserId>,
         args: &[&str],
@@ -332,7 +349,16 @@ impl Inner {
             invocation.arg(*arg);
         }
         let mut conn = self.hot.clone();
-        self.with_timeout(invocation.invoke_async(&mut conn)).await
+        let started = std::time::Instant::now();
+        let reply = self.with_timeout(invocation.invoke_async(&mut conn)).await;
+        self.hub
+            .stats
+            .script_seconds
+            .get_or_create(&ScriptLabel {
+                script: script.name,
+            })
+            .observe(started.elapsed().as_secs_f64());
+        reply
     }
 
     async fn events_after(&self, room: &RoomId, after: u64) -> EngineResult<Option<LogSlice>> {
