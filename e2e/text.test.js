@@ -164,7 +164,12 @@ describe('typing together in one sticky note, on two instances', { timeout: 2400
     const [a] = await settledCopies([ann, bob], noteId, 'after typing at both ends');
     assert.ok(a.text.startsWith('>> Note: '), `Ann's text at the start: ${JSON.stringify(a.text)}`);
     assert.ok(a.text.endsWith('!!'), `Bob's at the end: ${JSON.stringify(a.text)}`);
-    for (const u of [ann, bob]) await u.page.keyboard.press('Escape');
+    // Ann stops editing; Bob's caret stays visible to her, now painted on the board, at the end.
+    await ann.page.keyboard.press('Escape');
+    const bobId = (await bob.state()).userId;
+    const len = Array.from(a.text).length;
+    await ann.waitState('Bob\'s caret at the end of the note', (s) => s.textCursors.some((c) => c.userId === bobId && c.index === len && !c.shown));
+    await bob.page.keyboard.press('Escape');
   });
 
   it('undo takes back only one\'s own typing, and redo brings it back', async () => {

@@ -179,6 +179,46 @@
     ctx.textAlign = 'left';
   }
 
+  /**
+   * Someone's caret in a text on the board (they type, we watch): a bar before visible character
+   * `index`, found in the wrapped lines as paintText lays them out (wrapping eats the spaces at a
+   * break, so a caret on one sits at the end of the line).
+   */
+  function paintCaret(ctx, el, index, color) {
+    if (el.rotation || index === null || index === undefined) return;
+    const size = TEXT_SIZE[el.kind] || 16;
+    const pad = PAD[el.kind] || 4;
+    const lh = size * 1.25;
+    const text = String(el.text || '');
+    const at = Array.from(text).slice(0, index).join('').length;
+    const lines = layoutText(el, Math.max(1, el.w - 2 * pad));
+    ctx.font = `${size}px ${FONT}`;
+    let pos = 0;
+    let row = lines.length - 1;
+    let col = lines.length ? lines[row].length : 0;
+    for (let i = 0; i < lines.length; i++) {
+      const start = text.indexOf(lines[i], pos);
+      const from = start < 0 ? pos : start;
+      const next = i + 1 < lines.length ? text.indexOf(lines[i + 1], from + lines[i].length) : text.length;
+      if (at <= (next < 0 ? text.length : next) || i === lines.length - 1) {
+        row = i;
+        col = Math.max(0, Math.min(lines[i].length, at - from));
+        break;
+      }
+      pos = from + lines[i].length;
+    }
+    const line = lines[row] || '';
+    const centred = el.kind === 'node';
+    const top = centred ? el.y + (el.h - lines.length * lh) / 2 : el.y + pad;
+    const width = ctx.measureText(line).width;
+    const x0 = centred ? el.x + el.w / 2 - width / 2 : el.x + pad;
+    const x = x0 + ctx.measureText(line.slice(0, col)).width;
+    const y = top + row * lh;
+    if (y + lh > el.y + el.h + 1) return; // clipped away, as the text is
+    ctx.fillStyle = color;
+    ctx.fillRect(x - 1, y + 1, 2, lh - 2);
+  }
+
   function paintFramed(ctx, el) {
     const { x, y, w, h } = el;
     if (el.rotation) {
@@ -290,6 +330,8 @@
       this.hideHandles = false; // during a move: the box travels, its handles would flicker
       /** Id of an element whose text is being edited in the DOM editor: its text is not painted. */
       this.editing = null;
+      /** Other people's carets in texts: () => [{id, index, color}] (index in code points). */
+      this.textCarets = () => [];
       this.cache = document.createElement('canvas');
       this.cacheCtx = this.cache.getContext('2d');
       this.cacheView = null; // {x, y, s, w, h}: board origin, scale and CSS size the cache covers
@@ -466,6 +508,10 @@
       for (const el of this.previews) paint(ctx, el, frameOf);
       for (const s of this.live.values()) {
         if (s.points.length) paintStroke(ctx, { kind: 'stroke', points: s.points, color: s.color, width: s.width });
+      }
+      for (const c of this.textCarets()) {
+        const el = this.view(c.id);
+        if (el && el.id !== this.editing && M.FRAMED.has(el.kind)) paintCaret(ctx, el, c.index, c.color);
       }
       ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
       this.paintSelection(ctx, frameOf);

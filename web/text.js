@@ -53,7 +53,7 @@
   class CollabText {
     /**
      * hooks: me(), user(userId) -> {username, color} | undefined, pushGesture(ops) (one undo step),
-     * changed().
+     * caretsChanged() (the board paints carets in texts we are not editing).
      */
     constructor({ textarea, overlay, board, sync, hooks }) {
       this.ta = textarea;
@@ -291,6 +291,17 @@
       if (gone) this.render();
     }
 
+    /** Remote carets to paint on the board: in texts other than the one open here. */
+    boardCarets() {
+      const out = [];
+      for (const c of this.carets()) {
+        if (c.id === this.id || c.index === null) continue;
+        const u = this.hooks.user(c.userId) || {};
+        out.push({ id: c.id, index: c.index, color: u.color || '#555555' });
+      }
+      return out;
+    }
+
     /** Remote carets, with where they are in the text as this page shows it (for the test hook). */
     carets() {
       return [...this.remote].map(([userId, c]) => {
@@ -307,6 +318,7 @@
      * textarea lays it out, with a coloured bar at each caret and a tint over each selection.
      */
     render() {
+      this.hooks.caretsChanged();
       const ov = this.overlay;
       if (!this.id) return;
       const text = this.base.chars;

@@ -150,8 +150,10 @@
           me: () => hooks.me(),
           user: (id) => hooks.user(id),
           pushGesture: (ops) => this.history.push(ops),
+          caretsChanged: () => renderer.invalidate(),
         },
       });
+      renderer.textCarets = () => this.collab.boardCarets();
       this.listen();
     }
 
