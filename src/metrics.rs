@@ -95,6 +95,20 @@ pub const CLIENT_TYPES: [&str; 14] = [
     "unknown",
 ];
 
+/// The op kinds `op_duration_seconds` reports (`domain::board::Intent::name`).
+const OP_KINDS: [&str; 7] = ["stroke", "add", "update", "delete", "undo", "redo", "text"];
+
+/// The Redis room scripts `redis_script_seconds` reports (zero on the memory engine).
+const ROOM_SCRIPTS: [&str; 7] = [
+    "join",
+    "leave",
+    "announce",
+    "read",
+    "apply",
+    "migrate",
+    "events_after",
+];
+
 /// Op latencies from 50 µs to about 1.6 s.
 fn op_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
@@ -228,6 +242,14 @@ impl Metrics {
             "Time from an op's arrival to its outcome (applied, refused, duplicate), by kind",
             op_duration.clone(),
         );
+        for kind in OP_KINDS {
+            op_duration.get_or_create_owned(&KindLabel { kind });
+        }
+        for script in ROOM_SCRIPTS {
+            hub.stats
+                .script_seconds
+                .get_or_create_owned(&crate::hub::ScriptLabel { script });
+        }
         let send_queue_depth = Histogram::new(exponential_buckets(1.0, 2.0, 11));
         registry.register(
             "send_queue_depth",
