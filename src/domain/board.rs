@@ -1028,6 +1028,37 @@ mod tests {
     }
 
     #[test]
+    fn a_note_edited_for_hours_keeps_a_bounded_text_state() {
+        let mut full = board(vec![el(
+            json!({"id": "n", "kind": "sticky", "x": 0, "y": 0, "w": 9, "h": 9}),
+        )]);
+        // Type a character and delete it, two thousand times: without compaction the state
+        // would hold 2,000 tombstones.
+        for round in 0..2000_u64 {
+            let current = full.elements[&id("n")].rga().expect("text");
+            let first = CharId::new("ann", current.next_n());
+            let ops: Vec<TextOp> = serde_json::from_value(json!([
+                {"after": null, "first": first.to_string(), "text": "x"},
+                {"delete": [first.to_string()]},
+            ]))
+            .expect("ops");
+            let d = done(run(Intent::TextEdit { id: id("n"), ops }, &full));
+            let Effect::Text { mut after, .. } = d.effect else {
+                panic!("text")
+            };
+            after.v = round + 2;
+            full.elements.insert(id("n"), *after);
+        }
+        let state = full.elements[&id("n")].text_state.clone().expect("a state");
+        assert_eq!(state.text(), "");
+        assert!(
+            state.len() <= TOMBSTONE_SLACK + 2,
+            "{} characters kept",
+            state.len()
+        );
+    }
+
+    #[test]
     fn v1_undo_of_a_named_stroke_checks_its_owner() {
         let stroke = |user: &str| {
             Element::from_client(
