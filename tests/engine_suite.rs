@@ -875,6 +875,13 @@ mod cases {
         assert_eq!(note["text"], "new");
         // The old state went up to n = 6 (Bob's undo re-inserted two characters as 5 and 6).
         assert_eq!(note["textState"][0][0], "bob:7");
+        // Deleting what is already deleted changes nothing, and is no error: it happens when two
+        // people erase the same word at once.
+        let first = note["textState"][0][0].as_str().expect("an id").to_owned();
+        let erase = || edit(json!([{"delete": [first.clone()]}]));
+        assert_eq!(fx.apply(&room, &ann, None, erase()).await, applied_op(9));
+        assert_eq!(fx.apply(&room, &bob, None, erase()).await, applied_op(10));
+        assert_eq!(board(&fx.join(&room, &c, None).await)["text"], "ew");
     }
 
     /// A room a v1 gateway wrote (strokes in a list) is moved at start-up, keeping its board.

@@ -717,10 +717,9 @@ fn text_edit<B: Board>(
     let rga = current
         .rga()
         .ok_or_else(|| Refusal::BadElement(format!("id: the text of {id} cannot be edited")))?;
+    // An edit that changes nothing (deleting what someone else just deleted) is still applied
+    // and acknowledged: it is a normal outcome of editing at the same time, not an error.
     let (after, applied) = edited(&current, rga, ops, cx).map_err(Refusal::BadElement)?;
-    if applied.inserted.is_empty() && applied.deleted.is_empty() {
-        return Err(Refusal::BadElement("ops: they change nothing".into()));
-    }
     r.stage(id, Some(after.clone()));
     let effect = Effect::Text {
         id: id.clone(),
