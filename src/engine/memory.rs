@@ -266,11 +266,12 @@ impl MemoryEngine {
             room.ops
                 .insert(op_field(user, id), (seq, decision.ack_id.clone()));
         }
+        // Trimmed as the Redis script trims: back to `cap` once an eighth over it.
         let push = |lists: &mut HashMap<UserId, VecDeque<u64>>, cap: usize| {
             let list = lists.entry(user.clone()).or_default();
             list.push_back(seq);
-            while list.len() > cap {
-                list.pop_front();
+            if list.len() > cap + cap / 8 {
+                list.drain(..list.len() - cap);
             }
         };
         let take = |lists: &mut HashMap<UserId, VecDeque<u64>>, seq: u64| {

@@ -87,10 +87,11 @@ if op_field ~= '' then
   expire_new(KEYS[5])
 end
 
+-- Trimmed back to `cap` once an eighth over it, like the log: not a call on every op.
 local function push(key, cap)
   local len = redis.call('RPUSH', key, seq)
   if len == 1 then expire_new(key) end
-  if len > cap then redis.call('LTRIM', key, -cap, -1) end
+  if len > cap + math.floor(cap / 8) then redis.call('LTRIM', key, -cap, -1) end
 end
 if stacks == 'push' then
   push(KEYS[8], tonumber(ARGV[8]))
