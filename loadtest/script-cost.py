@@ -7,8 +7,9 @@
 Starts a private redis-server and one drawbridge instance of the given build on free loopback
 ports, sends a few strokes with the generator while `MONITOR` records, and takes the last stroke's
 `EVALSHA`. Then it stops the instance and replays that call 20,000 times with `redis-benchmark -c 1`
-(the op id and stroke id made unique per call with a per-run prefix and `__rand_int__`; a run
-in which more than 0.1 % of the calls were not committed is flagged), reading Redis's own
+(the op id and stroke id made unique per call, the same id in every argument that holds it,
+piped in with `redis-cli --pipe`; a run in which more than 0.1 % of the calls were not
+committed is flagged), reading Redis's own
 `INFO commandstats`: `EVALSHA` µs per call, and the Redis calls the script makes per stroke.
 Nothing else shares that Redis, so queueing is out of the figure; `PUBLISH` has no subscriber.
 
@@ -136,23 +137,33 @@ def main():
             f.write("\n".join(call) + "\n")
         tags = {t for x in call for t in TAG.findall(x)}
 
-        def unique_per_call(run):
-            # redis-benchmark draws the same random sequence when started within the same
-            # second; a prefix per run keeps its ids apart from the last run's, which would
-            # otherwise be duplicates (an early return, not a commit).
-            prefix = f"r{run}-{secrets.token_hex(3)}-__rand_int__"
-            out = []
-            for x in call:
-                for t in tags:
-                    x = x.replace(t, prefix)
-                out.append(x)
-            return out
+        def resp(args):
+            parts = [f"*{len(args)}\r\n".encode()]
+            for x in args:
+                b = x.encode()
+                parts.append(b"$%d\r\n%s\r\n" % (len(b), b))
+            return b"".join(parts)
+
+        def calls_for(run):
+            # One id per call, the same in every argument that holds it (a stroke's id appears
+            # in the check, the put and the record: redis-benchmark's __rand_int__ would draw a
+            # different number for each), piped in as one stream.
+            stream = []
+            for k in range(a.calls):
+                tag = f"r{run}-{secrets.token_hex(3)}-{k}"
+                args = []
+                for x in call:
+                    for t in tags:
+                        x = x.replace(t, tag)
+                    args.append(x)
+                stream.append(resp(args))
+            return b"".join(stream)
         print(f"{a.server}: EVALSHA with {len(call) - 3} arguments, {sum(map(len, call))} bytes")
         for run in range(a.runs):
             cli("CONFIG", "RESETSTAT")
             subprocess.run(
-                ["redis-benchmark", "-p", str(rp), "-c", "1", "-n", str(a.calls),
-                 "-r", "1000000000", "-q", *unique_per_call(run)],
+                ["redis-cli", "-p", str(rp), "--pipe"],
+                input=calls_for(run),
                 capture_output=True,
             )
             stats = cli("INFO", "commandstats")
@@ -166,8 +177,7 @@ def main():
                 if name != "evalsha" and int(c) >= n // 2
             )
             published = sum(int(c) for name, c, _, _ in rows if name == "publish")
-            # A random id may repeat once or twice in 20,000 draws; more means the run replayed
-            # ids already committed.
+            # Every id is new: fewer publications than calls means some were not committed.
             note = "" if published >= n * 0.999 else f" [only {published} committed: not a figure]"
             print(f"  run {run}: EVALSHA {ev[3]} us/call over {n} calls; inside: {inner}{note}")
     finally:

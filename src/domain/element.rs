@@ -241,6 +241,52 @@ pub fn format_z(z: f64) -> String {
     }
 }
 
+/// Sorts stored elements into paint order: by `z`, then id (byte order), reading both from the
+/// stored prefix `{"v":N,"z":Z,"id":"…"` without decoding the rest. Texts that are not
+/// elements (the board hash's placeholder) are dropped.
+pub fn paint_order(mut stored: Vec<String>) -> Vec<String> {
+    stored.retain(|s| sort_key(s).is_some());
+    stored.sort_by_cached_key(|s| sort_key(s).map(|(z, id)| (ZOrder(z), id)));
+    stored
+}
+
+/// A `z` ordered totally, for sorting elements into paint order.
+#[derive(Clone, Copy, Debug)]
+pub struct ZOrder(pub f64);
+
+impl PartialEq for ZOrder {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other).is_eq()
+    }
+}
+
+impl Eq for ZOrder {}
+
+impl PartialOrd for ZOrder {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for ZOrder {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.total_cmp(&other.0)
+    }
+}
+
+fn sort_key(stored: &str) -> Option<(f64, String)> {
+    let rest = stored.strip_prefix(r#"{"v":"#)?;
+    let rest = &rest[rest.find(',')?..];
+    let rest = rest.strip_prefix(r#","z":"#)?;
+    let comma = rest.find(',')?;
+    let z: f64 = rest[..comma].parse().ok()?;
+    let rest = rest[comma..].strip_prefix(r#","id":"#)?;
+    // The id is a JSON string: let serde read exactly that token.
+    let mut ids = serde_json::Deserializer::from_str(rest).into_iter::<String>();
+    let id = ids.next()?.ok()?;
+    Some((z, id))
+}
+
 /// The `kind` of a stored element, read without decoding the rest of it. Stored JSON is ours,
 /// with `"kind"` right after `"id"`; an unescaped `,"kind":"` cannot occur inside a JSON string.
 pub fn stored_kind(json: &str) -> Option<Kind> {
@@ -781,6 +827,28 @@ mod tests {
         );
         assert!(Patch::from_client(&json!({"kind": "ellipse"})).is_err());
         assert!(Patch::from_client(&json!({"junk": 1})).is_err());
+    }
+
+    #[test]
+    fn paint_order_is_z_then_id_read_from_the_prefix() {
+        let e = |id: &str, z: &str| {
+            parse(json!({"id": id, "kind": "rect", "x": 0, "y": 0, "w": 1, "h": 1}))
+                .expect("valid")
+                .stored(1, z)
+        };
+        let sorted = paint_order(vec![
+            e("b", "2"),
+            String::new(),
+            e("a", "2"),
+            e("c", "-1.5"),
+            e(r#"q"x"#, "10"),
+        ]);
+        let ids: Vec<String> = sorted
+            .iter()
+            .filter_map(|s| sort_key(s))
+            .map(|(_, id)| id)
+            .collect();
+        assert_eq!(ids, ["c", "a", "b", r#"q"x"#]);
     }
 
     #[test]

@@ -20,7 +20,7 @@ use crate::domain::accounts::Account;
 use crate::domain::board::{
     Board, Context, Decided, Decision, Effect, Logged, Lookup, STACK_LOOKBACK, Stacks, decide,
 };
-use crate::domain::element::{Element, ElementLimits, Kind, format_z};
+use crate::domain::element::{Element, ElementLimits, Kind, ZOrder, format_z};
 use crate::domain::record::{self, Parts};
 use crate::domain::{ConnKey, RoomId, StrokeId, UserId, frames};
 use crate::hub::{Delivery, Hub};
@@ -46,36 +46,14 @@ struct Stored {
     json: String,
 }
 
-/// Paint order: by `z`, then id, as a Redis sorted set orders its members.
-#[derive(Clone, Debug)]
-struct Z(f64);
-
-impl PartialEq for Z {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other).is_eq()
-    }
-}
-
-impl Eq for Z {}
-
-impl PartialOrd for Z {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for Z {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.0.total_cmp(&other.0)
-    }
-}
-
 struct Room {
     epoch: String,
     seq: u64,
     expires: Option<Instant>,
     elements: HashMap<StrokeId, Stored>,
-    order: BTreeSet<(Z, StrokeId)>,
+    order: BTreeSet<(ZOrder, StrokeId)>,
+    /// The greatest z this room placed (floored): an element added without one goes above it.
+    ztop: f64,
     /// Log records by seq, oldest first.
     log: VecDeque<(u64, String)>,
     /// Idempotency records: `userId|opId` → (seq, ACK id).
@@ -94,6 +72,7 @@ impl Room {
             expires,
             elements: HashMap::new(),
             order: BTreeSet::new(),
+            ztop: 0.0,
             log: VecDeque::new(),
             ops: HashMap::new(),
             undo: HashMap::new(),
@@ -120,18 +99,25 @@ impl Room {
         self.log.get(index).map(|(_, r)| r.as_str())
     }
 
+    /// Writes an element at version `v`: on top when it has no `z` (above every z the room
+    /// ever placed, as the Redis script's `ztop`), else where its `z` says.
     fn put(&mut self, element: &Element, v: u64, z: Option<f64>) -> String {
-        let z = z.unwrap_or_else(|| {
-            self.order
-                .last()
-                .map_or(1.0, |(Z(top), _)| top.floor() + 1.0)
-        });
+        let z = match z {
+            Some(z) => {
+                self.ztop = self.ztop.max(z.floor());
+                z
+            }
+            None => {
+                self.ztop += 1.0;
+                self.ztop
+            }
+        };
         self.remove(&element.id);
         let json = element.stored(v, &format_z(z));
         let mut element = element.clone();
         element.v = v;
         element.z = Some(z);
-        self.order.insert((Z(z), element.id.clone()));
+        self.order.insert((ZOrder(z), element.id.clone()));
         self.elements.insert(
             element.id.clone(),
             Stored {
@@ -145,7 +131,7 @@ impl Room {
     fn remove(&mut self, id: &StrokeId) {
         if let Some(old) = self.elements.remove(id) {
             self.order
-                .remove(&(Z(old.element.z.unwrap_or(0.0)), id.clone()));
+                .remove(&(ZOrder(old.element.z.unwrap_or(0.0)), id.clone()));
         }
     }
 }

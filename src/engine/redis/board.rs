@@ -243,16 +243,40 @@ impl Inner {
             args.push(id.to_string());
             args.push(v.to_string());
         }
-        let (puts, dels): (Vec<&Element>, Vec<&Element>) = match &decision.effect {
-            Effect::Add(elements) => (elements.iter().collect(), Vec::new()),
-            Effect::Update { after, .. } => (after.iter().collect(), Vec::new()),
+        // A put's z: '' places it on top, '=z' keeps its own, 'z' places it there.
+        let keep = |e: &Element| format!("={}", format_z(e.z.unwrap_or(0.0)));
+        let (puts, dels): (Vec<(&Element, String)>, Vec<&Element>) = match &decision.effect {
+            Effect::Add(elements) => (
+                elements
+                    .iter()
+                    .map(|e| (e, e.z.map(format_z).unwrap_or_default()))
+                    .collect(),
+                Vec::new(),
+            ),
+            Effect::Update { updates, after, .. } => (
+                after
+                    .iter()
+                    .map(|e| {
+                        let moved = updates
+                            .iter()
+                            .any(|(id, patch)| id == &e.id && patch.0.contains_key("z"));
+                        let z = if moved {
+                            format_z(e.z.unwrap_or(0.0))
+                        } else {
+                            keep(e)
+                        };
+                        (e, z)
+                    })
+                    .collect(),
+                Vec::new(),
+            ),
             Effect::Delete(removed) => (Vec::new(), removed.iter().collect()),
-            Effect::Text { after, .. } => (vec![after.as_ref()], Vec::new()),
+            Effect::Text { after, .. } => (vec![(after.as_ref(), keep(after))], Vec::new()),
         };
         args.push(puts.len().to_string());
-        for element in puts {
+        for (element, z) in puts {
             args.push(element.id.to_string());
-            args.push(element.z.map(format_z).unwrap_or_default());
+            args.push(z);
             args.push(element.body());
             args.push(edge_index_value(element));
         }

@@ -22,8 +22,8 @@ impl Keys {
         format!("{}room:{{{room}}}", self.prefix)
     }
 
-    /// The seven keys of a room, in the order the scripts expect (`lua/prelude.lua`).
-    pub fn room_keys(&self, room: &RoomId) -> [String; 7] {
+    /// The six keys of a room, in the order the scripts expect (`lua/prelude.lua`).
+    pub fn room_keys(&self, room: &RoomId) -> [String; 6] {
         let base = self.room(room);
         [
             base.clone(),
@@ -31,7 +31,6 @@ impl Keys {
             format!("{base}:log"),
             format!("{base}:users"),
             format!("{base}:ops"),
-            format!("{base}:z"),
             format!("{base}:edges"),
         ]
     }
@@ -145,7 +144,6 @@ mod tests {
                 "p:room:{3f2a}:log",
                 "p:room:{3f2a}:users",
                 "p:room:{3f2a}:ops",
-                "p:room:{3f2a}:z",
                 "p:room:{3f2a}:edges",
             ]
         );

@@ -33,6 +33,7 @@ use super::{
     OpOutcome, OtpOutcome, RateDecision, RefreshOutcome, RoomInfo, RoomView, ViewBody, now_ms,
 };
 use crate::domain::accounts::Account;
+use crate::domain::element::paint_order;
 use crate::domain::ids::instance_of;
 use crate::domain::{ConnKey, Identity, RoomId, UserId, frames};
 use crate::hub::{Hub, ScriptLabel};
@@ -558,8 +559,14 @@ impl Engine for RedisEngine {
                 ("seq", "0".to_owned()),
             ],
         );
+        // The board and idempotency hashes exist from the start, kept by a placeholder field,
+        // so an op writing into them never has to give them a TTL of its own.
+        let [_, board, _, _, ops, _] = inner.keys.room_keys(&room_id);
+        pipe.hset(&board, "", "").hset(&ops, "", "");
         if let Some(ttl) = ttl {
-            pipe.pexpire(&key, ttl.as_millis() as i64);
+            for key in [&key, &board, &ops] {
+                pipe.pexpire(key, ttl.as_millis() as i64);
+            }
         }
         let mut conn = inner.conn().await?;
         inner
@@ -614,7 +621,7 @@ impl Engine for RedisEngine {
                 from_seq: req.since.map_or(0, |(s, _)| s) + 1,
                 records: list,
             },
-            "snapshot" => ViewBody::Snapshot(list),
+            "snapshot" => ViewBody::Snapshot(paint_order(list)),
             other => return Err(bad_reply(other)),
         };
         Ok(JoinOutcome::Joined(RoomView {

@@ -1,7 +1,7 @@
 -- JOIN: ARGV 5 presence field (conn key), 6 member JSON, 7 userId as JSON, 8 since ('' = none),
 -- 9 client's epoch, 10 conn key as JSON.
 -- Returns {'missing'} | {'replay', seq, epoch, users, records} | {'snapshot', seq, epoch, users, elements}
--- (elements in paint order).
+-- (elements in no order: the gateway sorts them by z).
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end
 local before = distinct_users()
 local was_present = before[ARGV[7]]
@@ -26,12 +26,5 @@ if since and ARGV[9] == epoch and since <= seq then
     return {'replay', seq, epoch, users, redis.call('LRANGE', KEYS[3], since + 1 - first, -1)}
   end
 end
-local ids, elements = redis.call('ZRANGE', KEYS[6], 0, -1), {}
--- HMGET in slices: unpack() has a small limit on how many values it spreads.
-for i = 1, #ids, 1000 do
-  local part = redis.call('HMGET', KEYS[2], unpack(ids, i, math.min(i + 999, #ids)))
-  for _, e in ipairs(part) do
-    if e then elements[#elements + 1] = e end
-  end
-end
+local elements = redis.call('HVALS', KEYS[2])
 return {'snapshot', seq, epoch, users, elements}

@@ -13,7 +13,7 @@ if #ARGV >= 9 then elements = redis.call('HMGET', KEYS[2], unpack(ARGV, 9)) end
 local edges = false
 if ARGV[6] == '1' then
   -- The index's version (bumped by every edge write) lets the commit check it did not move.
-  edges = {redis.call('HGET', KEYS[1], 'edges') or '0', redis.call('HGETALL', KEYS[7])}
+  edges = {redis.call('HGET', KEYS[1], 'edges') or '0', redis.call('HGETALL', KEYS[6])}
 end
 
 -- The records of the newest `n` seqs on a list, read from the log by position.
@@ -31,4 +31,4 @@ local function entries(key, n)
   end
   return out
 end
-return {'ok', elements, edges, entries(KEYS[8], tonumber(ARGV[7])), entries(KEYS[9], tonumber(ARGV[8]))}
+return {'ok', elements, edges, entries(KEYS[7], tonumber(ARGV[7])), entries(KEYS[8], tonumber(ARGV[8]))}
