@@ -237,9 +237,19 @@ impl Inner {
                 .filter(|_| decision.read_edges)
                 .unwrap_or_default()
                 .to_owned(),
-            decision.checks.len().to_string(),
         ];
-        for (id, v) in &decision.checks {
+        // A check that an added id is free is made by the HSETNX that writes it ('!' below).
+        let written: HashSet<&StrokeId> = match &decision.effect {
+            Effect::Add(elements) => elements.iter().map(|e| &e.id).collect(),
+            _ => HashSet::new(),
+        };
+        let checks: Vec<&(StrokeId, u64)> = decision
+            .checks
+            .iter()
+            .filter(|(id, v)| !(*v == 0 && written.contains(id)))
+            .collect();
+        args.push(checks.len().to_string());
+        for (id, v) in checks {
             args.push(id.to_string());
             args.push(v.to_string());
         }
@@ -249,7 +259,7 @@ impl Inner {
             Effect::Add(elements) => (
                 elements
                     .iter()
-                    .map(|e| (e, e.z.map(format_z).unwrap_or_default()))
+                    .map(|e| (e, format!("!{}", e.z.map(format_z).unwrap_or_default())))
                     .collect(),
                 Vec::new(),
             ),
@@ -277,7 +287,9 @@ impl Inner {
         for (element, z) in puts {
             args.push(element.id.to_string());
             args.push(z);
-            args.push(element.body());
+            // Without its opening brace: the script puts `{"v":..,"z":..,` in front.
+            let body = element.body();
+            args.push(body.strip_prefix('{').unwrap_or(&body).to_owned());
             args.push(edge_index_value(element));
         }
         args.push(dels.len().to_string());

@@ -6,41 +6,30 @@
 -- 10 stacks ('push' | 'undo' | 'redo'), 11 the seq leaving the undo/redo list ('' = none),
 -- 12 record head, 13 record tail (non-empty: the written elements go between head and tail),
 -- 14 the edge index version the decision read ('' = it read none), then counted groups:
--- checks {id, v ('0' = must not exist)}, puts {id, z, body, edge index value ('' = not an
+-- checks {id, v ('0' = must not exist)}, puts {id, z, body (the element's JSON without its
+-- opening brace), edge index value ('' = not an
 -- edge)}, deletes {id, '1' if an edge}. A put's z is '' (place on top), '=<z>' (the element's
--- own, unchanged) or '<z>' (placed there by this op).
+-- own, unchanged) or '<z>' (placed there by this op), after a '!' when the id must be free
+-- (an add: the HSETNX that writes it is the check).
 -- Returns {'ok', seq} | {'duplicate', 'seq|ackId'} | {'conflict'} | {'missing'}.
 local pttl = redis.call('PTTL', KEYS[1])
 if pttl == -2 then return {'missing'} end
 local op_field = ARGV[5]
-if op_field ~= '' then
-  local prev = redis.call('HGET', KEYS[5], op_field)
-  if prev then return {'duplicate', prev} end
-end
 
 -- A node's delete found its edges in the index: an edge added or moved since must not be missed.
 if ARGV[14] ~= '' and (redis.call('HGET', KEYS[1], 'edges') or '0') ~= ARGV[14] then
   return {'conflict'}
 end
--- Checks that an id is free are left to HSETNX when that id is also written (an add): one call,
--- not two. The others are read now.
-local i, fresh = 15, {}
+local i = 15
 for _ = 1, tonumber(ARGV[15]) do
-  local id, want = ARGV[i + 1], ARGV[i + 2]
+  local cur = redis.call('HGET', KEYS[2], ARGV[i + 1])
+  local want = ARGV[i + 2]
   if want == '0' then
-    fresh[id] = true
-  else
-    local cur = redis.call('HGET', KEYS[2], id)
-    if not cur or string.match(cur, '^{"v":(%d+)') ~= want then return {'conflict'} end
+    if cur then return {'conflict'} end
+  elseif not cur or string.match(cur, '^{"v":(%d+)') ~= want then
+    return {'conflict'}
   end
   i = i + 2
-end
-local puts_at = i + 1
--- Free ids that are not written by this op are checked here.
-local put_ids = {}
-for k = 1, tonumber(ARGV[puts_at]) do put_ids[ARGV[puts_at + (k - 1) * 4 + 1]] = true end
-for id in pairs(fresh) do
-  if not put_ids[id] and redis.call('HEXISTS', KEYS[2], id) == 1 then return {'conflict'} end
 end
 local stacks, leaving = ARGV[10], ARGV[11]
 -- An undo or redo of a list entry takes it off the list; if it is gone, another tab of the
@@ -53,30 +42,38 @@ end
 
 local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
 local written, done_ids, edges_moved, ztop_was = {}, {}, false, nil
--- Undoes the writes so far when an id meant to be free turns out taken (an add needs no read,
--- so this is where a taken id is found): the op must leave nothing behind.
+-- Undoes what this call did so far: when the op id was sent before (the HSETNX below is the
+-- check) or an id meant to be free turns out taken (an add reads nothing first, so this is
+-- where that shows). The op must leave nothing behind.
 local function revert()
   for _, id in ipairs(done_ids) do
     redis.call('HDEL', KEYS[2], id)
     redis.call('HDEL', KEYS[6], id)
   end
   redis.call('HINCRBY', KEYS[1], 'seq', -1)
-  if ztop_was then redis.call('HSET', KEYS[1], 'ztop', ztop_was) end
+  if ztop_was then redis.call('HSET', KEYS[1], 'ztop', string.format('%d', ztop_was)) end
   if leaving ~= '' then
     local list = KEYS[7]
     if stacks == 'redo' then list = KEYS[8] end
     redis.call('RPUSH', list, leaving)
   end
-  return {'conflict'}
 end
-i = puts_at
+-- The idempotency record, written first: one call checks and records it.
+if op_field ~= '' and redis.call('HSETNX', KEYS[5], op_field, seq .. '|' .. ARGV[6]) == 0 then
+  revert()
+  return {'duplicate', redis.call('HGET', KEYS[5], op_field)}
+end
+i = i + 1
 for _ = 1, tonumber(ARGV[i]) do
   local id, z, body, edge = ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+  local fresh = string.byte(z, 1) == 33 -- '!'
+  if fresh then z = string.sub(z, 2) end
   if z == '' then
     -- On top: above every z this room has placed (`ztop` never goes down).
-    local top = redis.call('HINCRBY', KEYS[1], 'ztop', 1)
-    ztop_was = ztop_was or string.format('%d', top - 1)
-    z = string.format('%d', top)
+    z = redis.call('HINCRBY', KEYS[1], 'ztop', 1)
+    ztop_was = ztop_was or z - 1
+    -- Lua prints numbers with 14 digits: past that, spell the integer out.
+    if z >= 1e14 then z = string.format('%d', z) end
   elseif string.sub(z, 1, 1) == '=' then
     z = string.sub(z, 2)
   else
@@ -87,9 +84,13 @@ for _ = 1, tonumber(ARGV[i]) do
       redis.call('HSET', KEYS[1], 'ztop', string.format('%d', floor))
     end
   end
-  local stored = '{"v":' .. seq .. ',"z":' .. z .. ',' .. string.sub(body, 2)
-  if fresh[id] then
-    if redis.call('HSETNX', KEYS[2], id, stored) == 0 then return revert() end
+  local stored = '{"v":' .. seq .. ',"z":' .. z .. ',' .. body
+  if fresh then
+    if redis.call('HSETNX', KEYS[2], id, stored) == 0 then
+      if op_field ~= '' then redis.call('HDEL', KEYS[5], op_field) end
+      revert()
+      return {'conflict'}
+    end
   else
     redis.call('HSET', KEYS[2], id, stored)
   end
@@ -120,9 +121,8 @@ if log_len == 1 then expire_new(KEYS[3]) end
 local log_max = tonumber(ARGV[7])
 -- Trimmed in batches of a 64th of the cap: the log keeps at least log_max entries.
 if log_len > log_max + math.floor(log_max / 64) then redis.call('LTRIM', KEYS[3], -log_max, -1) end
--- The board and idempotency hashes exist from the room's creation (a placeholder field keeps
--- them), with the room's TTL: writing into them needs no expiry of its own.
-if op_field ~= '' then redis.call('HSET', KEYS[5], op_field, seq .. '|' .. ARGV[6]) end
+-- (The board and idempotency hashes exist from the room's creation, kept by a placeholder
+-- field, with the room's TTL: writing into them needs no expiry of its own.)
 
 -- Trimmed back to `cap` once an eighth over it, like the log: not a call on every op.
 local function push(key, cap)
