@@ -682,6 +682,14 @@ impl Patch {
     }
 }
 
+/// An element id as a client sends it (in an op, a patch target, a delete): a string, or a
+/// number kept as its text, 1 to 64 bytes.
+pub fn element_id(value: &Value) -> Result<StrokeId, ElementError> {
+    id_text(value)
+        .map(StrokeId::new)
+        .ok_or_else(|| ElementError::new("id", id_reason()))
+}
+
 fn id_text(value: &Value) -> Option<String> {
     let id = match value {
         Value::String(s) => s.clone(),

@@ -279,13 +279,6 @@ pub fn logged(record: &str) -> Option<Logged> {
     })
 }
 
-/// The seq of a record, read without parsing the rest.
-pub fn seq_of(record: &str) -> Option<u64> {
-    let digits = record.strip_prefix(r#"{"seq":"#)?;
-    let end = digits.find(|c: char| !c.is_ascii_digit())?;
-    digits[..end].parse().ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -334,7 +327,6 @@ mod tests {
             Some("op1"),
         );
         let record = parts.assemble(5, &[rect.stored(5, "1")]);
-        assert_eq!(seq_of(&record), Some(5));
         let (f, legacy) = frame(&record);
         assert_eq!(f["type"], "ELEMENTS_ADDED");
         assert_eq!(f["payload"]["elements"][0]["z"], 1);

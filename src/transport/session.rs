@@ -25,11 +25,11 @@ use super::AppState;
 use super::protocol::{ClientMessage, ParseError};
 use super::session_end::SessionEnd;
 use crate::domain::board::Intent;
-use crate::domain::element::{Element, ElementError, ElementLimits, MAX_BATCH, Patch};
+use crate::domain::element::{Element, ElementError, ElementLimits, MAX_BATCH, Patch, element_id};
 use crate::domain::frames::Versions;
 use crate::domain::record::EventFrames;
 use crate::domain::rga::{CharId, TextOp};
-use crate::domain::stroke::StrokeLimits;
+use crate::domain::stroke::{StrokeInput, StrokeLimits};
 use crate::domain::{ConnKey, Identity, PROTOCOL, RoomId, StrokeId, frames, protocol_version};
 use crate::engine::{EngineError, JoinOutcome, JoinRequest, Op, OpOutcome, ViewBody};
 use crate::hub::{Item, Legacy, Member, Outbound};
@@ -594,19 +594,18 @@ where
                 let Some(room) = self.in_room(&progress.room_id).await else {
                     return Flow::Continue;
                 };
-                // Transient like a cursor: a bad or excess batch is dropped without a word.
-                let valid = element_id(&progress.id).ok().filter(|_| {
-                    !progress.points.is_empty()
-                        && progress.points.len() <= self.app.config.max_points
-                        && progress
-                            .points
-                            .iter()
-                            .all(|p| p.x.is_finite() && p.y.is_finite())
-                        && progress.width > 0.0
-                        && progress.width <= 100.0
-                        && crate::domain::stroke::is_color(&progress.color)
-                });
-                let Some(id) = valid else {
+                // Transient like a cursor: a bad or excess batch is dropped without a word. It is
+                // checked as the stroke it will become.
+                let input = StrokeInput {
+                    stroke_id: element_id(&progress.id).ok().map(|id| id.to_string()),
+                    points: Some(progress.points),
+                    color: Some(progress.color),
+                    width: Some(progress.width),
+                };
+                let limits = StrokeLimits {
+                    max_points: self.app.config.max_points,
+                };
+                let Ok(stroke) = input.validate(&self.who.user_id, &room, limits) else {
                     return Flow::Continue;
                 };
                 if self.progress_limit.check().is_err() {
@@ -616,10 +615,10 @@ where
                 let frame = frames::stroke_progress(
                     &room,
                     &self.who.user_id,
-                    &id,
-                    &progress.points,
-                    &progress.color,
-                    progress.width,
+                    &stroke.stroke_id,
+                    &stroke.points,
+                    &stroke.color,
+                    stroke.width,
                 );
                 let _ = self
                     .app
@@ -845,22 +844,6 @@ fn batch<T>(name: &str, items: &[T]) -> Result<(), ElementError> {
         });
     }
     Ok(())
-}
-
-/// An element id as a client may send it: a string, or a number kept as its text.
-fn element_id(value: &serde_json::Value) -> Result<StrokeId, ElementError> {
-    let id = match value {
-        serde_json::Value::String(s) => s.clone(),
-        serde_json::Value::Number(n) => n.to_string(),
-        _ => String::new(),
-    };
-    if id.is_empty() || id.len() > crate::domain::ids::MAX_ID_LEN {
-        return Err(ElementError {
-            field: "id".into(),
-            reason: "must be a non-empty string of at most 64 bytes".into(),
-        });
-    }
-    Ok(StrokeId::new(id))
 }
 
 /// The frames of logged records as a joiner of that protocol sees them, in order.
