@@ -33,11 +33,12 @@ for _ = 1, tonumber(ARGV[15]) do
 end
 local stacks, leaving = ARGV[10], ARGV[11]
 -- An undo or redo of a list entry takes it off the list; if it is gone, another tab of the
--- same user got there first.
+-- same user got there first. Looked for now, removed once nothing can fail any more.
+local leaving_list = nil
 if leaving ~= '' then
-  local list = KEYS[7]
-  if stacks == 'redo' then list = KEYS[8] end
-  if redis.call('LREM', list, -1, leaving) == 0 then return {'conflict'} end
+  leaving_list = KEYS[7]
+  if stacks == 'redo' then leaving_list = KEYS[8] end
+  if not redis.call('LPOS', leaving_list, leaving) then return {'conflict'} end
 end
 
 local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
@@ -52,11 +53,6 @@ local function revert()
   end
   redis.call('HINCRBY', KEYS[1], 'seq', -1)
   if ztop_was then redis.call('HSET', KEYS[1], 'ztop', string.format('%d', ztop_was)) end
-  if leaving ~= '' then
-    local list = KEYS[7]
-    if stacks == 'redo' then list = KEYS[8] end
-    redis.call('RPUSH', list, leaving)
-  end
 end
 -- The idempotency record, written first: one call checks and records it.
 if op_field ~= '' and redis.call('HSETNX', KEYS[5], op_field, seq .. '|' .. ARGV[6]) == 0 then
@@ -103,6 +99,7 @@ for _ = 1, tonumber(ARGV[i]) do
   written[#written + 1] = stored
   i = i + 4
 end
+if leaving_list then redis.call('LREM', leaving_list, -1, leaving) end
 i = i + 1
 for _ = 1, tonumber(ARGV[i]) do
   redis.call('HDEL', KEYS[2], ARGV[i + 1])
