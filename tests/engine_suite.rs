@@ -189,6 +189,16 @@ impl Fixture {
         }
     }
 
+    /// A new room with two users joined on connections 1 and 2.
+    async fn two_joined(&self, first: &str, second: &str) -> (RoomId, Peer, Peer) {
+        let room = self.room().await;
+        let a = self.peer(&room, first, 1);
+        let b = self.peer(&room, second, 2);
+        self.join(&room, &a, None).await;
+        self.join(&room, &b, None).await;
+        (room, a, b)
+    }
+
     async fn join_outcome(
         &self,
         room: &RoomId,
@@ -706,11 +716,7 @@ mod cases {
     use super::*;
 
     pub async fn text_edits_merge_character_by_character(fx: &Fixture) {
-        let room = fx.room().await;
-        let mut ann = fx.peer(&room, "ann", 1);
-        let mut bob = fx.peer(&room, "bob", 2);
-        fx.join(&room, &ann, None).await;
-        fx.join(&room, &bob, None).await;
+        let (room, mut ann, mut bob) = fx.two_joined("ann", "bob").await;
         let note = element(
             &room,
             &ann.who,
@@ -942,11 +948,7 @@ mod cases {
     }
 
     pub async fn element_ops_are_sequenced_and_fanned_out(fx: &Fixture) {
-        let room = fx.room().await;
-        let mut a = fx.peer(&room, "alice", 1);
-        let mut b = fx.peer(&room, "bob", 2);
-        fx.join(&room, &a, None).await;
-        fx.join(&room, &b, None).await;
+        let (room, mut a, mut b) = fx.two_joined("alice", "bob").await;
         fx.flush(&room, &mut [&mut a, &mut b]).await;
 
         let r1 = rect(&room, &a.who, "r1");
@@ -1126,11 +1128,7 @@ mod cases {
     }
 
     pub async fn undo_and_redo_reverse_every_kind(fx: &Fixture) {
-        let room = fx.room().await;
-        let mut a = fx.peer(&room, "alice", 1);
-        let mut b = fx.peer(&room, "bob", 2);
-        fx.join(&room, &a, None).await;
-        fx.join(&room, &b, None).await;
+        let (room, mut a, mut b) = fx.two_joined("alice", "bob").await;
         let who = a.who.clone();
         assert_eq!(
             fx.apply(&room, &a, None, Intent::Add(vec![rect(&room, &who, "r")]))
@@ -1230,11 +1228,7 @@ mod cases {
     }
 
     pub async fn element_ops_are_idempotent_per_user(fx: &Fixture) {
-        let room = fx.room().await;
-        let a = fx.peer(&room, "alice", 1);
-        let b = fx.peer(&room, "bob", 2);
-        fx.join(&room, &a, None).await;
-        fx.join(&room, &b, None).await;
+        let (room, a, b) = fx.two_joined("alice", "bob").await;
         let add = || Intent::Add(vec![rect(&room, &a.who, "r")]);
         assert_eq!(
             fx.apply(&room, &a, Some("op-1"), add()).await,
@@ -1285,11 +1279,7 @@ mod cases {
     }
 
     pub async fn concurrent_updates_merge_per_field(fx: &Fixture) {
-        let room = fx.room().await;
-        let a = fx.peer(&room, "alice", 1);
-        let b = fx.peer(&room, "bob", 2);
-        fx.join(&room, &a, None).await;
-        fx.join(&room, &b, None).await;
+        let (room, a, b) = fx.two_joined("alice", "bob").await;
         assert_eq!(
             fx.apply(&room, &a, None, Intent::Add(vec![rect(&room, &a.who, "r")]))
                 .await,
@@ -1936,11 +1926,7 @@ mod cases {
     }
 
     pub async fn transient_frames_skip_the_sender_and_are_lossy(fx: &Fixture) {
-        let room = fx.room().await;
-        let mut sender = fx.peer(&room, "alice", 1);
-        let mut other = fx.peer(&room, "bob", 2);
-        fx.join(&room, &sender, None).await;
-        fx.join(&room, &other, None).await;
+        let (room, mut sender, mut other) = fx.two_joined("alice", "bob").await;
         fx.flush(&room, &mut [&mut sender, &mut other]).await;
         // A member whose queue is full.
         let (tx, mut full_rx) = mpsc::channel(1);
