@@ -10,6 +10,7 @@ pub mod ids;
 pub mod record;
 pub mod rga;
 pub mod stroke;
+pub mod svg;
 pub mod token;
 
 pub use identity::Identity;
