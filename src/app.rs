@@ -24,7 +24,7 @@ use crate::config::Config;
 use crate::domain::token::TokenKeys;
 use crate::engine::memory::MemoryEngine;
 use crate::engine::redis::{RedisEngine, RedisSettings};
-use crate::engine::{Engine, EngineError, EngineSettings};
+use crate::engine::{Engine, EngineError, EngineSettings, History};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::transport::{AppState, admin_router, router};
@@ -110,10 +110,13 @@ async fn serve(
         redo_max: config.redo_max,
         undo_max: config.undo_max,
         max_points: config.max_points,
+        history_max: config.history_max_ops,
+        snapshot_every: config.snapshot_every_ops,
     };
-    let engine: Arc<dyn Engine> = if config.redis_url.is_empty() {
+    let (engine, history): (Arc<dyn Engine>, Arc<dyn History>) = if config.redis_url.is_empty() {
         tracing::info!("no redis_url: embedded in-memory engine, single instance only");
-        Arc::new(MemoryEngine::new(settings, hub.clone()))
+        let memory = Arc::new(MemoryEngine::new(settings, hub.clone()));
+        (memory.clone(), memory)
     } else {
         let redis = RedisSettings {
             url: config.redis_url.clone(),
@@ -121,9 +124,10 @@ async fn serve(
             pool_size: config.redis_pool_size,
             heartbeat: Duration::from_secs(config.heartbeat_secs),
         };
-        Arc::new(
+        let redis = Arc::new(
             RedisEngine::start(&redis, settings, hub.clone(), &tasks, stop_tasks.clone()).await?,
-        )
+        );
+        (redis.clone(), redis)
     };
 
     let mailer =
@@ -135,6 +139,7 @@ async fn serve(
         origins: config.origins(),
         instance_id: instance_id.clone(),
         engine,
+        history,
         hub,
         tokens: TokenKeys::new(secret.as_bytes(), config.access_token_ttl_secs),
         draining: CancellationToken::new(),

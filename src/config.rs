@@ -42,6 +42,14 @@ pub struct Config {
     pub room_ttl_secs: u64,
     /// Sequenced ops kept per room for `REPLAY`.
     pub log_max_ops: usize,
+    /// Ops of history each room keeps at least (`GET .../ops`, `state?at=`, diffs, restore);
+    /// older ones fold into the room's base snapshot. At least `log_max_ops`.
+    pub history_max_ops: usize,
+    /// A snapshot of each room's board every this many ops, so a past board costs one
+    /// snapshot plus fewer ops than this.
+    pub snapshot_every_ops: u64,
+    /// Largest body `POST /api/v1/rooms` imports (SVG or an `export.json` document).
+    pub max_import_bytes: usize,
     /// Undone ops a user can redo, per room.
     pub redo_max: usize,
     /// Ops of theirs a user can undo, per room.
@@ -140,6 +148,9 @@ impl Default for Config {
             heartbeat_secs: 5,
             room_ttl_secs: 86_400,
             log_max_ops: 10_000,
+            history_max_ops: 100_000,
+            snapshot_every_ops: 500,
+            max_import_bytes: 5 * 1024 * 1024,
             redo_max: 100,
             undo_max: 100,
             min_protocol: crate::domain::PROTOCOL.into(),
@@ -309,6 +320,18 @@ impl Config {
             "access_token_ttl_secs must be positive",
         );
         check(self.log_max_ops > 0, "log_max_ops must be at least 1");
+        check(
+            self.history_max_ops >= self.log_max_ops,
+            "history_max_ops must be at least log_max_ops",
+        );
+        check(
+            self.snapshot_every_ops > 0,
+            "snapshot_every_ops must be at least 1",
+        );
+        check(
+            self.max_import_bytes > 0,
+            "max_import_bytes must be at least 1",
+        );
         check(self.redo_max > 0, "redo_max must be at least 1");
         check(self.undo_max > 0, "undo_max must be at least 1");
         check(

@@ -24,6 +24,8 @@ fn settings() -> EngineSettings {
         redo_max: 10,
         undo_max: 100,
         max_points: 5000,
+        history_max: 100_000,
+        snapshot_every: 500,
     }
 }
 

@@ -44,6 +44,8 @@ fn settings() -> EngineSettings {
         redo_max: 5,
         undo_max: 8,
         max_points: 100,
+        history_max: 100_000,
+        snapshot_every: 500,
     }
 }
 

@@ -19,8 +19,8 @@ use drawbridge::domain::{ConnKey, Identity, Point, RoomId, Stroke, StrokeId, Use
 use drawbridge::engine::memory::MemoryEngine;
 use drawbridge::engine::redis::{RedisEngine, RedisSettings};
 use drawbridge::engine::{
-    Engine, EngineSettings, JoinOutcome, JoinRequest, Op, OpOutcome, RateDecision, RoomView,
-    ViewBody, now_ms,
+    Engine, EngineSettings, History, JoinOutcome, JoinRequest, Op, OpOutcome, Past, RateDecision,
+    RoomView, ViewBody, now_ms,
 };
 use drawbridge::hub::{Delivery, Hub, Item, Member, Outbound};
 use serde_json::{Value, json};
@@ -42,12 +42,15 @@ fn settings() -> EngineSettings {
         redo_max: 10,
         undo_max: 100,
         max_points: 5000,
+        history_max: 100_000,
+        snapshot_every: 500,
     }
 }
 
 /// One engine under test, the hub it delivers to, and (for Redis) the server behind it.
 struct Fixture {
     engine: Arc<dyn Engine>,
+    history: Arc<dyn History>,
     hub: Arc<Hub>,
     settings: EngineSettings,
     redis: Option<RedisBackend>,
@@ -74,8 +77,10 @@ impl Drop for RedisBackend {
 impl Fixture {
     fn memory(settings: EngineSettings) -> Self {
         let hub = Arc::new(Hub::new());
+        let engine = Arc::new(MemoryEngine::new(settings.clone(), hub.clone()));
         Self {
-            engine: Arc::new(MemoryEngine::new(settings.clone(), hub.clone())),
+            engine: engine.clone(),
+            history: engine,
             hub,
             settings,
             redis: None,
@@ -126,8 +131,10 @@ impl Fixture {
             engine.is_ready()
         })
         .await;
+        let engine = Arc::new(engine);
         Self {
-            engine: Arc::new(engine),
+            engine: engine.clone(),
+            history: engine,
             hub,
             settings,
             redis: Some(RedisBackend {
@@ -714,6 +721,340 @@ async fn assert_pttls(
 
 mod cases {
     use super::*;
+
+    // ---- history (§5) ---------------------------------------------------------------------
+
+    /// A run of every op kind, with the board (as `state` tells it) after each: `boards[n]` is
+    /// the board after seq `n`.
+    async fn history_run(fx: &Fixture, room: &RoomId, a: &Peer, b: &Peer) -> Vec<Vec<String>> {
+        let now = |fx: &Fixture| {
+            let room = room.clone();
+            let history = fx.history.clone();
+            async move {
+                match history.board_at(&room, None).await.expect("board_at") {
+                    Past::Found(board) => board.stored(),
+                    other => panic!("no board now: {other:?}"),
+                }
+            }
+        };
+        let mut boards = vec![now(fx).await];
+        let (wa, wb) = (a.who.clone(), b.who.clone());
+        let ops: Vec<(&Peer, Intent)> = vec![
+            (
+                a,
+                Intent::Add(vec![rect(room, &wa, "r1"), node(room, &wa, "n1")]),
+            ),
+            (b, Intent::Add(vec![node(room, &wb, "n2")])),
+            (b, Intent::Add(vec![edge(room, &wb, "e1", "n1", "n2")])),
+            (a, update("r1", json!({"x": 40, "fill": "#00ff00"}))),
+            (
+                b,
+                Intent::TextEdit {
+                    id: StrokeId::new("n1"),
+                    ops: serde_json::from_value(
+                        json!([{"after": null, "first": "bob:1", "text": "hi "}]),
+                    )
+                    .expect("ops"),
+                },
+            ),
+            (
+                a,
+                Intent::Stroke(Box::new(Element::from_stroke(stroke(room, &wa, "s1")))),
+            ),
+            (a, Intent::Delete(vec![StrokeId::new("n2")])),
+            (
+                b,
+                Intent::Stroke(Box::new(Element::from_stroke(stroke(room, &wb, "s2")))),
+            ),
+            (a, Intent::Undo(None)),
+            (b, update("r1", json!({"z": -5}))),
+            (a, Intent::Add(vec![rect(room, &wa, "r2")])),
+            (b, Intent::Undo(None)),
+            (b, Intent::Redo(None)),
+            (b, Intent::Delete(vec![StrokeId::new("n1")])),
+        ];
+        for (peer, intent) in ops {
+            let outcome = fx.apply(room, peer, None, intent).await;
+            assert!(
+                matches!(outcome, OpOutcome::Applied { .. }),
+                "every op of the run applies: {outcome:?}"
+            );
+            boards.push(now(fx).await);
+        }
+        boards
+    }
+
+    pub async fn any_past_board_is_one_snapshot_and_the_ops_after_it(fx: &Fixture) {
+        let (room, a, b) = fx.two_joined("alice", "bob").await;
+        let boards = history_run(fx, &room, &a, &b).await;
+        let last = boards.len() as u64 - 1;
+        for (at, want) in boards.iter().enumerate().filter(|(_, b)| !b.is_empty()) {
+            match fx
+                .history
+                .board_at(&room, Some(at as u64))
+                .await
+                .expect("board_at")
+            {
+                Past::Found(board) => {
+                    assert_eq!(board.seq, at as u64);
+                    assert_eq!(&board.stored(), want, "the board after seq {at}");
+                }
+                other => panic!("at {at}: {other:?}"),
+            }
+        }
+        assert_eq!(
+            fx.history
+                .board_at(&room, Some(last + 1))
+                .await
+                .expect("ahead"),
+            Past::Ahead { seq: last }
+        );
+        assert_eq!(
+            fx.history
+                .board_at(&RoomId::new("nosuchroom"), None)
+                .await
+                .expect("missing"),
+            Past::Missing
+        );
+        // The op log pages through every record, in order.
+        let mut since = 0;
+        let mut seqs = Vec::new();
+        loop {
+            let Past::Found(page) = fx.history.ops(&room, since, 5).await.expect("ops") else {
+                panic!("ops answers")
+            };
+            if page.records.is_empty() {
+                break;
+            }
+            assert!(page.records.len() <= 5);
+            for r in &page.records {
+                seqs.push(serde_json::from_str::<Value>(r).expect("json")["seq"].as_u64());
+            }
+            since = page.next_since;
+        }
+        assert_eq!(seqs, (1..=last).map(Some).collect::<Vec<_>>());
+        assert_eq!(
+            fx.history.ops(&room, last + 1, 5).await.expect("ops"),
+            Past::Ahead { seq: last }
+        );
+    }
+
+    pub async fn old_history_folds_into_the_base(fx: &Fixture) {
+        let (room, a, _b) = fx.two_joined("alice", "bob").await;
+        let mut boards = vec![Vec::new()];
+        for i in 1..=30 {
+            fx.draw(&room, &a, &format!("s{i}")).await;
+            let Past::Found(board) = fx.history.board_at(&room, None).await.expect("now") else {
+                panic!("a board")
+            };
+            boards.push(board.stored());
+        }
+        // Seq 30: the newest snapshot leaving 8 ops after it is 20 (snapshots every 4).
+        wait_until("the oldest ops fold into the base", WAIT, || async {
+            fx.history
+                .board_at(&room, Some(19))
+                .await
+                .expect("board_at")
+                == Past::Trimmed { oldest: 20 }
+        })
+        .await;
+        assert_eq!(
+            fx.history.ops(&room, 0, 10).await.expect("ops"),
+            Past::Trimmed { oldest: 20 }
+        );
+        for at in 20..=30 {
+            let Past::Found(board) = fx.history.board_at(&room, Some(at)).await.expect("at") else {
+                panic!("seq {at} is kept")
+            };
+            assert_eq!(
+                board.stored(),
+                boards[at as usize],
+                "the board after seq {at}"
+            );
+        }
+        let Past::Found(page) = fx.history.ops(&room, 20, 100).await.expect("ops") else {
+            panic!("ops from the base")
+        };
+        assert_eq!((page.records.len(), page.next_since), (10, 30));
+    }
+
+    pub async fn restore_brings_a_past_board_back_as_one_undoable_op(fx: &Fixture) {
+        let (room, mut a, mut b) = fx.two_joined("alice", "bob").await;
+        let boards = history_run(fx, &room, &a, &b).await;
+        fx.flush(&room, &mut [&mut a, &mut b]).await;
+        let seq = boards.len() as u64 - 1;
+        let at = 6;
+        let board = |n: u64| {
+            let history = fx.history.clone();
+            let room = room.clone();
+            async move {
+                match history.board_at(&room, Some(n)).await.expect("board_at") {
+                    Past::Found(board) => board,
+                    other => panic!("{other:?}"),
+                }
+            }
+        };
+        let target = board(at).await;
+        let before = board(seq).await;
+        let restore = Intent::Restore {
+            at,
+            target: target.elements().into_iter().cloned().collect(),
+        };
+        assert_eq!(
+            fx.apply(&room, &a, None, restore).await,
+            applied_op(seq + 1)
+        );
+        let now = board(seq + 1).await;
+        assert!(
+            now.same_elements(&target),
+            "the board is the one after seq {at} again"
+        );
+        assert_eq!(a.own().await, seq + 1);
+        let (_, frame) = b.sequenced().await;
+        assert_eq!(frame["type"], "ROOM_RESTORED");
+        assert_eq!(frame["payload"]["at"], at);
+        let removed = frame["payload"]["removed"]
+            .as_array()
+            .expect("removed")
+            .len();
+        let added = frame["payload"]["added"].as_array().expect("added").len();
+        let changed = frame["payload"]["changed"]
+            .as_array()
+            .expect("changed")
+            .len();
+        let d = drawbridge::domain::history::diff(&before, &target);
+        assert_eq!(
+            (added, removed, changed),
+            (d.added.len(), d.removed.len(), d.changed.len())
+        );
+        assert!(
+            changed > 0 && removed > 0 && added > 0,
+            "this run changes, removes and adds"
+        );
+        // Its author undoes it: the board before the restore is back; redo restores again.
+        assert_eq!(fx.undo(&room, &a, None).await, applied_op(seq + 2));
+        assert!(board(seq + 2).await.same_elements(&before));
+        let (_, frame) = b.sequenced().await;
+        assert_eq!(frame["type"], "ROOM_RESTORED");
+        assert_eq!(fx.redo(&room, &a, None).await, applied_op(seq + 3));
+        assert!(board(seq + 3).await.same_elements(&target));
+        // Restoring the board it already is changes nothing but still takes a seq.
+        let again = Intent::Restore {
+            at,
+            target: target.elements().into_iter().cloned().collect(),
+        };
+        assert_eq!(fx.apply(&room, &b, None, again).await, applied_op(seq + 4));
+        assert!(board(seq + 4).await.same_elements(&target));
+        // A late joiner sees what the log says.
+        let c = fx.peer(&room, "carol", 3);
+        let view = fx.join(&room, &c, None).await;
+        let mut joined: Vec<Value> = board_of(&view);
+        let mut state: Vec<Value> = board(seq + 4)
+            .await
+            .stored()
+            .iter()
+            .map(|s| parse_exact(s.as_bytes()))
+            .collect();
+        joined.sort_by_key(|v| v["id"].to_string());
+        state.sort_by_key(|v| v["id"].to_string());
+        assert_eq!(joined, state);
+    }
+
+    pub async fn versions_name_seqs_newest_first(fx: &Fixture) {
+        let (room, a, _b) = fx.two_joined("alice", "bob").await;
+        let version = |name: &str, seq: u64, at: u64| drawbridge::domain::history::Version {
+            version_id: format!("id-{name}"),
+            name: name.into(),
+            seq,
+            created_by: UserId::new("alice"),
+            created_at: at,
+        };
+        fx.draw(&room, &a, "s1").await;
+        assert!(
+            fx.history
+                .add_version(&room, &version("first", 1, 10))
+                .await
+                .expect("add")
+        );
+        fx.draw(&room, &a, "s2").await;
+        assert!(
+            fx.history
+                .add_version(&room, &version("second", 2, 20))
+                .await
+                .expect("add")
+        );
+        let list = fx
+            .history
+            .versions(&room)
+            .await
+            .expect("list")
+            .expect("a room");
+        let names: Vec<&str> = list.iter().map(|v| v.name.as_str()).collect();
+        assert_eq!(names, ["second", "first"]);
+        assert_eq!(list[1], version("first", 1, 10));
+        let nowhere = RoomId::new("nosuchroom");
+        assert!(
+            !fx.history
+                .add_version(&nowhere, &version("x", 1, 1))
+                .await
+                .expect("add")
+        );
+        assert_eq!(fx.history.versions(&nowhere).await.expect("list"), None);
+    }
+
+    /// Redis: deleting every snapshot changes no answer.
+    pub async fn snapshots_are_derived_data(fx: &Fixture) {
+        let (room, a, b) = fx.two_joined("alice", "bob").await;
+        let boards = history_run(fx, &room, &a, &b).await;
+        let backend = fx.backend();
+        let key = format!("{}room:{{{room}}}:history", backend.prefix);
+        let mut conn = backend.server.client().await;
+        wait_until("snapshots are written", WAIT, || {
+            let key = key.clone();
+            let mut conn = conn.clone();
+            async move {
+                let fields: Vec<String> = ::redis::cmd("HKEYS")
+                    .arg(&key)
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap_or_default();
+                fields.iter().filter(|f| f.starts_with("s:")).count() >= 3
+            }
+        })
+        .await;
+        let answers = |fx: &Fixture| {
+            let history = fx.history.clone();
+            let room = room.clone();
+            let n = boards.len() as u64;
+            async move {
+                let mut out = Vec::new();
+                for at in 0..n {
+                    if let Past::Found(board) =
+                        history.board_at(&room, Some(at)).await.expect("board_at")
+                    {
+                        out.push(board.stored());
+                    }
+                }
+                out
+            }
+        };
+        let with = answers(fx).await;
+        let fields: Vec<String> = ::redis::cmd("HKEYS")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .expect("hkeys");
+        for f in fields.iter().filter(|f| f.starts_with("s:")) {
+            let _: () = ::redis::cmd("HDEL")
+                .arg(&key)
+                .arg(f)
+                .query_async(&mut conn)
+                .await
+                .expect("hdel");
+        }
+        assert_eq!(answers(fx).await, with);
+        assert_eq!(with.len(), boards.len());
+    }
 
     pub async fn text_edits_merge_character_by_character(fx: &Fixture) {
         let (room, mut ann, mut bob) = fx.two_joined("ann", "bob").await;
@@ -2312,8 +2653,15 @@ engine_suite! {
         element_ops_are_idempotent_per_user;
         concurrent_updates_merge_per_field;
         text_edits_merge_character_by_character;
+        any_past_board_is_one_snapshot_and_the_ops_after_it
+            with EngineSettings { snapshot_every: 4, ..settings() };
+        old_history_folds_into_the_base
+            with EngineSettings { snapshot_every: 4, history_max: 8, log_max: 8, ..settings() };
+        restore_brings_a_past_board_back_as_one_undoable_op;
+        versions_name_seqs_newest_first;
     }
     redis_only {
+        snapshots_are_derived_data with EngineSettings { snapshot_every: 4, ..settings() };
         sweep_removes_presence_of_dead_instances;
         room_keys_expire_after_activity
             with EngineSettings { room_ttl: Some(Duration::from_secs(60)), ..settings() };

@@ -39,6 +39,11 @@ pub enum Intent {
         id: StrokeId,
         ops: Vec<TextOp>,
     },
+    /// `POST .../restore {at}` (§5): make the board equal `target`, the board right after `at`.
+    Restore {
+        at: u64,
+        target: Vec<Element>,
+    },
 }
 
 impl Intent {
@@ -52,6 +57,7 @@ impl Intent {
             Intent::Undo(_) => "undo",
             Intent::Redo(_) => "redo",
             Intent::TextEdit { .. } => "text",
+            Intent::Restore { .. } => "restore",
         }
     }
 }
@@ -63,6 +69,7 @@ pub enum Via {
     Elements,
     Undo,
     Redo,
+    Restore,
 }
 
 impl Via {
@@ -72,6 +79,7 @@ impl Via {
             Via::Elements => "elements",
             Via::Undo => "undo",
             Via::Redo => "redo",
+            Via::Restore => "restore",
         }
     }
 
@@ -81,6 +89,7 @@ impl Via {
             "elements" => Via::Elements,
             "undo" => Via::Undo,
             "redo" => Via::Redo,
+            "restore" => Via::Restore,
             _ => return None,
         })
     }
@@ -107,6 +116,15 @@ pub enum Effect {
         applied: Applied,
         after: Box<Element>,
     },
+    /// Several elements rewritten at once (a restore, or the undo of one): `removed` as they
+    /// were, then `written` whole (added ones, and changed ones as they become); `changed` holds
+    /// the changed ones as they were. `at` is the seq whose board it brings back.
+    Restore {
+        at: u64,
+        written: Vec<Element>,
+        removed: Vec<Element>,
+        changed: Vec<Element>,
+    },
 }
 
 impl Effect {
@@ -116,6 +134,7 @@ impl Effect {
             Effect::Update { .. } => "update",
             Effect::Delete(_) => "delete",
             Effect::Text { .. } => "text",
+            Effect::Restore { .. } => "restore",
         }
     }
 }
@@ -133,6 +152,13 @@ pub enum Logged {
     Texted {
         id: StrokeId,
         applied: Applied,
+    },
+    /// A restore (or its undo): what it wrote, removed, and the written ones as they were.
+    Restored {
+        at: u64,
+        written: Vec<Element>,
+        removed: Vec<Element>,
+        changed: Vec<Element>,
     },
 }
 
@@ -165,6 +191,8 @@ pub struct Decision {
     /// The decision relied on the edge index (a node's edges were looked up): it must not
     /// have changed either.
     pub read_edges: bool,
+    /// The decision read the whole board: the room's seq must not have moved since.
+    pub read_all: bool,
 }
 
 /// Why nothing was done, as the client is told.
@@ -207,11 +235,13 @@ pub struct Need {
     pub edges: bool,
     pub undo: bool,
     pub redo: bool,
+    /// Every element of the board (a restore).
+    pub all: bool,
 }
 
 impl Need {
     pub fn is_empty(&self) -> bool {
-        self.ids.is_empty() && !self.edges && !self.undo && !self.redo
+        self.ids.is_empty() && !self.edges && !self.undo && !self.redo && !self.all
     }
 }
 
@@ -239,6 +269,8 @@ pub trait Board {
     fn undo_list(&self) -> Option<Vec<(u64, Option<Logged>)>>;
     /// Likewise the redo list: the caller's undos, newest first.
     fn redo_list(&self) -> Option<Vec<(u64, Option<Logged>)>>;
+    /// Every element's id; `None` when the whole board was not read.
+    fn all_ids(&self) -> Option<Vec<StrokeId>>;
 }
 
 /// Who asks, and the limits that apply.
@@ -257,6 +289,7 @@ struct Reader<'b, B: Board> {
     /// Ids not read but assumed free (see [`Reader::is_free`]).
     assumed: BTreeSet<StrokeId>,
     read_edges: bool,
+    read_all: bool,
 }
 
 impl<'b, B: Board> Reader<'b, B> {
@@ -268,6 +301,7 @@ impl<'b, B: Board> Reader<'b, B> {
             need: Need::default(),
             assumed: BTreeSet::new(),
             read_edges: false,
+            read_all: false,
         }
     }
 
@@ -322,6 +356,21 @@ impl<'b, B: Board> Reader<'b, B> {
         self.staged.insert(id.clone(), element);
     }
 
+    /// Every element id, or `None` (and a need) until the whole board is read.
+    fn all_ids(&mut self) -> Option<Vec<StrokeId>> {
+        match self.board.all_ids() {
+            Some(mut ids) => {
+                self.read_all = true;
+                ids.sort();
+                Some(ids)
+            }
+            None => {
+                self.need.all = true;
+                None
+            }
+        }
+    }
+
     fn edges_touching(&mut self, nodes: &HashSet<StrokeId>) -> Vec<StrokeId> {
         if nodes.is_empty() {
             return Vec::new();
@@ -351,6 +400,7 @@ impl<'b, B: Board> Reader<'b, B> {
             Ok(mut decision) => {
                 decision.checks = self.checks;
                 decision.read_edges = self.read_edges;
+                decision.read_all = self.read_all;
                 Decided::Do(Box::new(decision))
             }
             Err(refusal) => Decided::Refuse(refusal),
@@ -371,6 +421,7 @@ pub fn decide(intent: &Intent, cx: &Context<'_>, board: &impl Board) -> Decided 
         Intent::Undo(None) => undo(&mut r, cx),
         Intent::Redo(target) => redo(&mut r, cx, target.as_ref()),
         Intent::TextEdit { id, ops } => text_edit(&mut r, cx, id, ops),
+        Intent::Restore { at, target } => restore(&mut r, *at, target),
     };
     r.finish(result)
 }
@@ -392,6 +443,7 @@ fn decision(effect: Effect, via: Via, stacks: Stacks, reverts: Option<u64>) -> D
         reverts,
         ack_id,
         read_edges: false,
+        read_all: false,
     }
 }
 
@@ -611,6 +663,12 @@ fn reverse<B: Board>(r: &mut Reader<'_, B>, cx: &Context<'_>, logged: &Logged) -
                 after: Box::new(after),
             })
         }
+        Logged::Restored {
+            at,
+            written,
+            removed,
+            changed,
+        } => reverse_restore(r, cx, *at, written, removed, changed),
         Logged::Updated { before, .. } => {
             let mut updates = Vec::new();
             let mut olds = Vec::new();
@@ -643,6 +701,121 @@ fn reverse<B: Board>(r: &mut Reader<'_, B>, cx: &Context<'_>, logged: &Logged) -
     }
 }
 
+/// The effect that undoes a restore as far as the board still allows: what it added goes,
+/// what it removed comes back where its id is free, and the fields it changed get their old
+/// values back (later changes to other fields are kept, as for an update).
+fn reverse_restore<B: Board>(
+    r: &mut Reader<'_, B>,
+    cx: &Context<'_>,
+    at: u64,
+    written: &[Element],
+    removed: &[Element],
+    changed: &[Element],
+) -> Option<Effect> {
+    let was: HashMap<&StrokeId, &Element> = changed.iter().map(|e| (&e.id, e)).collect();
+    let added: Vec<StrokeId> = written
+        .iter()
+        .filter(|e| !was.contains_key(&e.id))
+        .map(|e| e.id.clone())
+        .collect();
+    let gone = removal(r, &added);
+    let mut out_written = Vec::new();
+    let mut out_changed = Vec::new();
+    for restored in written.iter().filter(|e| was.contains_key(&e.id)) {
+        let (Some(current), Some(before)) = (r.get(&restored.id), was.get(&restored.id)) else {
+            continue;
+        };
+        let patch = crate::domain::history::patch_between(restored, before);
+        let next = match current.patched(&patch, cx.limits) {
+            Ok((next, _)) if next.kind == before.kind => next,
+            _ => (*before).clone(),
+        };
+        r.stage(&next.id, Some(next.clone()));
+        out_changed.push(current);
+        out_written.push(next);
+    }
+    let (nodes, others): (Vec<_>, Vec<_>) = removed.iter().partition(|e| e.kind == Kind::Node);
+    for element in nodes.into_iter().chain(others) {
+        if !r.is_free(&element.id)
+            || (element.kind == Kind::Edge && endpoints_are_nodes(r, element).is_err())
+        {
+            continue;
+        }
+        r.stage(&element.id, Some(element.clone()));
+        out_written.push(element.clone());
+    }
+    (!(gone.is_empty() && out_written.is_empty())).then_some(Effect::Restore {
+        at,
+        written: out_written,
+        removed: gone,
+        changed: out_changed,
+    })
+}
+
+/// Makes the board equal `target` in one effect: removes what it lacks, writes back what it
+/// has that differs or is missing. Versions aside, the board after it is `target`.
+fn restore<B: Board>(r: &mut Reader<'_, B>, at: u64, target: &[Element]) -> Step {
+    let empty = Effect::Restore {
+        at,
+        written: Vec::new(),
+        removed: Vec::new(),
+        changed: Vec::new(),
+    };
+    let Some(ids) = r.all_ids() else {
+        return Ok(decision(empty, Via::Restore, Stacks::Push, None));
+    };
+    let wanted: HashMap<&StrokeId, &Element> = target.iter().map(|e| (&e.id, e)).collect();
+    let mut removed = Vec::new();
+    let mut changed = Vec::new();
+    let mut present = HashSet::new();
+    for id in &ids {
+        let Some(current) = r.get(id) else { continue };
+        present.insert(id.clone());
+        match wanted.get(id) {
+            None => removed.push(current),
+            Some(t) if !t.same_as(&current) => changed.push(current),
+            Some(_) => {}
+        }
+    }
+    let rewritten: HashSet<&StrokeId> = changed.iter().map(|e| &e.id).collect();
+    let written: Vec<Element> = target
+        .iter()
+        .filter(|t| !present.contains(&t.id) || rewritten.contains(&t.id))
+        .cloned()
+        .collect();
+    for e in &removed {
+        r.stage(&e.id, None);
+    }
+    for e in &written {
+        r.stage(&e.id, Some(e.clone()));
+    }
+    let effect = Effect::Restore {
+        at,
+        written,
+        removed,
+        changed,
+    };
+    Ok(decision(effect, Via::Restore, Stacks::Push, None))
+}
+
+/// `current` after a logged text edit's ops by `user`: how the log's readers replay one.
+pub(crate) fn text_after(
+    current: &Element,
+    ops: &[TextOp],
+    user: &UserId,
+) -> Result<(Element, Applied), String> {
+    let rga = current
+        .rga()
+        .ok_or_else(|| format!("the text of {} cannot be edited", current.id))?;
+    let cx = Context {
+        user,
+        limits: ElementLimits {
+            max_points: usize::MAX,
+        },
+    };
+    edited(current, rga, ops, &cx)
+}
+
 /// Walks a list newest first for the first entry that still reverses to something.
 fn first_reversible<B: Board>(
     r: &mut Reader<'_, B>,
@@ -657,7 +830,11 @@ fn first_reversible<B: Board>(
         // Look from a clean slate each time: a candidate that is skipped changes nothing.
         let staged = r.staged.clone();
         let checks = r.checks.len();
-        if let Some(effect) = reverse(r, cx, logged) {
+        if let Some(mut effect) = reverse(r, cx, logged) {
+            // Undoing a restore brings back, near enough, the board from before this op.
+            if let Effect::Restore { at, .. } = &mut effect {
+                *at = seq.saturating_sub(1);
+            }
             return Some((*seq, effect));
         }
         r.staged = staged;
@@ -812,6 +989,9 @@ mod tests {
         fn redo_list(&self) -> Option<Vec<(u64, Option<Logged>)>> {
             Some(self.redo.clone())
         }
+        fn all_ids(&self) -> Option<Vec<StrokeId>> {
+            Some(self.elements.keys().cloned().collect())
+        }
     }
 
     /// A board that knows only what was read, as the Redis engine has it.
@@ -836,6 +1016,9 @@ mod tests {
             None
         }
         fn redo_list(&self) -> Option<Vec<(u64, Option<Logged>)>> {
+            None
+        }
+        fn all_ids(&self) -> Option<Vec<StrokeId>> {
             None
         }
     }
@@ -885,6 +1068,39 @@ mod tests {
 
     fn patch(v: serde_json::Value) -> Patch {
         Patch::from_client(&v).expect("patch")
+    }
+
+    #[test]
+    fn a_restore_reads_the_whole_board_and_rewrites_only_what_differs() {
+        let full = board(vec![node("n1"), node("n2"), edge("e", "n1", "n2")]);
+        let mut moved = node("n1");
+        moved.x = Some(5.0);
+        let target = vec![moved.clone(), node("n3")];
+        let intent = || Intent::Restore {
+            at: 3,
+            target: target.clone(),
+        };
+        let partial = Partial(&full, HashSet::new(), false);
+        match run(intent(), &partial) {
+            Decided::Need(need) => assert!(need.all),
+            other => panic!("a restore must see the whole board: {other:?}"),
+        }
+        let d = done(run(intent(), &full));
+        assert!(d.read_all);
+        let Effect::Restore {
+            written,
+            removed,
+            changed,
+            ..
+        } = d.effect
+        else {
+            panic!("a restore effect")
+        };
+        let ids = |l: &[Element]| l.iter().map(|e| e.id.to_string()).collect::<Vec<_>>();
+        assert_eq!(ids(&written), ["n1", "n3"]);
+        assert_eq!(ids(&removed), ["e", "n2"]);
+        assert_eq!(ids(&changed), ["n1"]);
+        assert_eq!(written[0].x, Some(5.0));
     }
 
     #[test]

@@ -306,6 +306,15 @@ impl Element {
         stamp(&self.body(), v, z)
     }
 
+    /// Equal but for the version (a restore writes an element back as it was, at a new one).
+    pub fn same_as(&self, other: &Element) -> bool {
+        self.id == other.id && {
+            let mut other = other.clone();
+            other.v = self.v;
+            *self == other
+        }
+    }
+
     /// Parses stored JSON (ours, so a failure means a hand edit or a bug).
     pub fn from_stored(json: &str) -> Option<Self> {
         serde_json::from_str(json).ok()

@@ -261,6 +261,42 @@ pub fn elements_deleted(room: &RoomId, user: &RawValue, ids: &RawValue, seq: u64
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
+struct RoomRestored<'a> {
+    room_id: &'a RoomId,
+    user_id: &'a RawValue,
+    seq: u64,
+    at: u64,
+    added: &'a [&'a RawValue],
+    removed: &'a [StrokeId],
+    changed: &'a RawValue,
+}
+
+/// `ROOM_RESTORED` (§5): a restore, or the undo or redo of one.
+pub fn room_restored(
+    room: &RoomId,
+    user: &RawValue,
+    seq: u64,
+    at: u64,
+    added: &[&RawValue],
+    removed: &[StrokeId],
+    changed: &RawValue,
+) -> String {
+    message(
+        "ROOM_RESTORED",
+        RoomRestored {
+            room_id: room,
+            user_id: user,
+            seq,
+            at,
+            added,
+            removed,
+            changed,
+        },
+    )
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
 struct TextEdited<'a> {
     room_id: &'a RoomId,
     user_id: &'a RawValue,

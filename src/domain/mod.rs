@@ -5,6 +5,7 @@ pub mod accounts;
 pub mod board;
 pub mod element;
 pub mod frames;
+pub mod history;
 pub mod identity;
 pub mod ids;
 pub mod record;

@@ -22,6 +22,7 @@ use serde_json::value::RawValue;
 use super::board::{Decision, Effect, Logged, Via};
 use super::element::{Element, Kind, Patch, format_z, stored_kind};
 use super::frames;
+use super::history;
 use super::ids::{ConnKey, RoomId, StrokeId, UserId};
 use super::rga::Applied;
 
@@ -75,6 +76,29 @@ impl Parts {
                     json(&applied.deleted)
                 ));
                 String::new()
+            }
+            Effect::Restore {
+                at,
+                written,
+                removed,
+                changed,
+            } => {
+                let patches: Vec<(StrokeId, Patch)> = changed
+                    .iter()
+                    .filter_map(|was| {
+                        let now = written.iter().find(|w| w.id == was.id)?;
+                        Some((was.id.clone(), history::patch_between(was, now)))
+                    })
+                    .collect();
+                let was: Vec<String> = changed.iter().map(stored_as_was).collect();
+                let gone: Vec<String> = removed.iter().map(stored_as_was).collect();
+                head.push_str(&format!(
+                    r#","at":{at},"removed":[{}],"changed":{},"was":[{}],"elements":["#,
+                    gone.join(","),
+                    id_patches(&patches),
+                    was.join(",")
+                ));
+                "]}".to_owned()
             }
             Effect::Delete(removed) => {
                 let ids: Vec<&StrokeId> = removed.iter().map(|e| &e.id).collect();
@@ -152,6 +176,14 @@ struct View<'a> {
     inserted: Option<&'a RawValue>,
     #[serde(default, borrow)]
     deleted: Option<&'a RawValue>,
+    /// A restore's: the seq it brings back, the patches of the elements it changed and those
+    /// elements as they were.
+    #[serde(default)]
+    at: Option<u64>,
+    #[serde(default, borrow)]
+    changed: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    was: Vec<&'a RawValue>,
 }
 
 /// The frames of one sequenced event.
@@ -205,6 +237,7 @@ impl EventFrames {
                 None,
             ),
             ("text", _) => (frames::text_edited(room, user, r.id?, r.ops?, r.seq), None),
+            ("restore", _) => restored(room, &r)?,
             ("delete", _) => {
                 let legacy = r
                     .removed
@@ -231,6 +264,36 @@ impl EventFrames {
             legacy,
         })
     }
+}
+
+/// `ROOM_RESTORED`, and for v1 clients the strokes it added and removed in v1 terms.
+fn restored(room: &RoomId, r: &View<'_>) -> Option<(String, Option<Vec<String>>)> {
+    let changed = r.changed?;
+    let was: Vec<StrokeId> = r.was.iter().filter_map(|e| stroke_id_of(e)).collect();
+    let added: Vec<&RawValue> = r
+        .elements
+        .iter()
+        .filter(|e| stroke_id_of(e).is_some_and(|id| !was.contains(&id)))
+        .copied()
+        .collect();
+    let removed: Vec<StrokeId> = r.removed.iter().filter_map(|e| stroke_id_of(e)).collect();
+    let is_stroke = |raw: &RawValue| stored_kind(raw.get()) == Some(Kind::Stroke);
+    let mut legacy = Vec::new();
+    for id in r
+        .removed
+        .iter()
+        .filter(|e| is_stroke(e))
+        .filter_map(|e| stroke_id_of(e))
+    {
+        let seq = first(legacy.len(), r.seq);
+        legacy.push(frames::undo_raw(room, r.user, &id, seq));
+    }
+    for e in added.iter().filter(|e| is_stroke(e)) {
+        let seq = first(legacy.len(), r.seq);
+        legacy.push(frames::canvas_update_raw(room, e, r.user, seq));
+    }
+    let frame = frames::room_restored(room, r.user, r.seq, r.at?, &added, &removed, changed);
+    Some((frame, Some(legacy)))
 }
 
 /// An event's seq on its first v1 frame only.
@@ -267,6 +330,12 @@ pub fn logged(record: &str) -> Option<Logged> {
         "update" => Logged::Updated {
             updates: id_patches(r.updates)?,
             before: id_patches(r.before)?,
+        },
+        "restore" => Logged::Restored {
+            at: r.at?,
+            written: elements(&r.elements)?,
+            removed: elements(&r.removed)?,
+            changed: elements(&r.was)?,
         },
         "text" => Logged::Texted {
             id: serde_json::from_str(r.id?.get()).ok()?,
@@ -305,6 +374,7 @@ mod tests {
             reverts: None,
             ack_id: None,
             read_edges: false,
+            read_all: false,
         }
     }
 

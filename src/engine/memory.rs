@@ -3,7 +3,7 @@
 
 mod accounts;
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,15 +12,16 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 
 use super::{
-    Engine, EngineError, EngineResult, EngineSettings, JoinOutcome, JoinRequest, LogSlice, Op,
-    OpOutcome, OtpOutcome, RateDecision, RefreshOutcome, RoomInfo, RoomView, ViewBody,
-    delivery as engine_delivery, now_ms, op_field,
+    Engine, EngineError, EngineResult, EngineSettings, History, JoinOutcome, JoinRequest, LogSlice,
+    Op, OpOutcome, OpsPage, OtpOutcome, Past, RateDecision, RefreshOutcome, RoomInfo, RoomView,
+    ViewBody, delivery as engine_delivery, now_ms, op_field,
 };
 use crate::domain::accounts::Account;
 use crate::domain::board::{
     Board, Context, Decided, Decision, Effect, Logged, Lookup, STACK_LOOKBACK, Stacks, decide,
 };
 use crate::domain::element::{Element, ElementLimits, Kind, ZOrder, format_z};
+use crate::domain::history::{self, HistoryError, Version};
 use crate::domain::record::{self, Parts};
 use crate::domain::{ConnKey, RoomId, StrokeId, UserId, frames};
 use crate::hub::{Delivery, Hub};
@@ -62,6 +63,11 @@ struct Room {
     redo: HashMap<UserId, VecDeque<u64>>,
     /// Connection → (user, member JSON).
     users: HashMap<ConnKey, (UserId, String)>,
+    /// The board the log's first record applies to (§5: older ops folded into it).
+    base: history::Board,
+    /// Boards every `snapshot_every` seqs after the base (derived from the log).
+    snapshots: BTreeMap<u64, history::Board>,
+    versions: Vec<Version>,
 }
 
 impl Room {
@@ -78,6 +84,55 @@ impl Room {
             undo: HashMap::new(),
             redo: HashMap::new(),
             users: HashMap::new(),
+            base: history::Board::empty(),
+            snapshots: BTreeMap::new(),
+            versions: Vec::new(),
+        }
+    }
+
+    /// The live board, as the history module reads boards.
+    fn board(&self) -> history::Board {
+        let stored: Vec<&str> = self.elements.values().map(|s| s.json.as_str()).collect();
+        // Our own stored texts: they parse.
+        history::Board::from_stored(self.seq, &stored).unwrap_or_default()
+    }
+
+    /// The board right after `at`: the nearest snapshot, then the log after it.
+    fn board_at(&self, at: u64) -> Result<history::Board, HistoryError> {
+        if at == self.seq {
+            return Ok(self.board());
+        }
+        let mut board = self
+            .snapshots
+            .range(..=at)
+            .next_back()
+            .map_or_else(|| self.base.clone(), |(_, b)| b.clone());
+        let records = (board.seq + 1..=at).filter_map(|seq| self.record(seq));
+        board.apply_all(records)?;
+        Ok(board)
+    }
+
+    /// After op `seq`: a snapshot when one is due, and the oldest ops folded into the base
+    /// once more than the history cap are kept (never the replay window).
+    fn keep_history(&mut self, settings: &EngineSettings) {
+        let seq = self.seq;
+        if settings.snapshot_every == 0 || !seq.is_multiple_of(settings.snapshot_every) {
+            return;
+        }
+        self.snapshots.insert(seq, self.board());
+        let Some(fold) = history::fold_point(seq, settings.history_max, settings.snapshot_every)
+        else {
+            return;
+        };
+        if fold <= self.base.seq {
+            return;
+        }
+        if let Some(base) = self.snapshots.remove(&fold) {
+            self.base = base;
+            self.snapshots.retain(|&s, _| s > fold);
+            while self.log.front().is_some_and(|(s, _)| *s <= fold) {
+                self.log.pop_front();
+            }
         }
     }
 
@@ -183,6 +238,10 @@ impl Board for Whole<'_> {
     fn redo_list(&self) -> Option<Vec<(u64, Option<Logged>)>> {
         Some(self.list(&self.room.redo))
     }
+
+    fn all_ids(&self) -> Option<Vec<StrokeId>> {
+        Some(self.room.elements.keys().cloned().collect())
+    }
 }
 
 impl MemoryEngine {
@@ -240,14 +299,22 @@ impl MemoryEngine {
             Effect::Text { after, .. } => {
                 room.put(after, seq, after.z);
             }
+            Effect::Restore {
+                written, removed, ..
+            } => {
+                for element in removed {
+                    room.remove(&element.id);
+                }
+                for element in written {
+                    added.push(room.put(element, seq, element.z));
+                }
+            }
         }
         let parts = Parts::new(decision, op.conn, user, op.op_id);
         let record = parts.assemble(seq, &added);
         let delivery = engine_delivery(room_id, &record);
         room.log.push_back((seq, record));
-        while room.log.len() > self.settings.log_max {
-            room.log.pop_front();
-        }
+        room.keep_history(&self.settings);
         if let Some(id) = op.op_id {
             room.ops
                 .insert(op_field(user, id), (seq, decision.ack_id.clone()));
@@ -351,7 +418,8 @@ impl Engine for MemoryEngine {
                     && room
                         .log
                         .front()
-                        .map_or(since == room.seq, |(seq, _)| *seq <= since + 1) =>
+                        .map_or(since == room.seq, |(seq, _)| *seq <= since + 1)
+                    && room.seq - since <= self.settings.log_max as u64 =>
             {
                 ViewBody::Replay {
                     from_seq: since + 1,
@@ -465,7 +533,10 @@ impl Engine for MemoryEngine {
         };
         // A position beyond the room's seq means the caller saw another history (the room was
         // recreated): no slice can repair that, as with Redis.
-        if after > room.seq || room.log.front().is_some_and(|(seq, _)| *seq > after + 1) {
+        if after > room.seq
+            || room.log.front().is_some_and(|(seq, _)| *seq > after + 1)
+            || room.seq - after > self.settings.log_max as u64
+        {
             return Ok(None);
         }
         Ok(Some(LogSlice {
@@ -553,5 +624,74 @@ impl Engine for MemoryEngine {
 
     fn is_ready(&self) -> bool {
         true
+    }
+}
+
+#[async_trait]
+impl History for MemoryEngine {
+    async fn ops(&self, room_id: &RoomId, since: u64, limit: usize) -> EngineResult<Past<OpsPage>> {
+        let mut state = self.state.lock();
+        let Some(room) = live_room(&mut state, room_id) else {
+            return Ok(Past::Missing);
+        };
+        if since < room.base.seq {
+            return Ok(Past::Trimmed {
+                oldest: room.base.seq,
+            });
+        }
+        if since > room.seq {
+            return Ok(Past::Ahead { seq: room.seq });
+        }
+        let last = room.seq.min(since.saturating_add(limit as u64));
+        let records: Vec<String> = (since + 1..=last)
+            .filter_map(|seq| room.record(seq).map(str::to_owned))
+            .collect();
+        Ok(Past::Found(OpsPage {
+            epoch: room.epoch.clone(),
+            next_since: since + records.len() as u64,
+            records,
+        }))
+    }
+
+    async fn board_at(
+        &self,
+        room_id: &RoomId,
+        at: Option<u64>,
+    ) -> EngineResult<Past<history::Board>> {
+        let mut state = self.state.lock();
+        let Some(room) = live_room(&mut state, room_id) else {
+            return Ok(Past::Missing);
+        };
+        let at = at.unwrap_or(room.seq);
+        if at < room.base.seq {
+            return Ok(Past::Trimmed {
+                oldest: room.base.seq,
+            });
+        }
+        if at > room.seq {
+            return Ok(Past::Ahead { seq: room.seq });
+        }
+        room.board_at(at)
+            .map(Past::Found)
+            .map_err(|e| EngineError::Internal(e.to_string()))
+    }
+
+    async fn add_version(&self, room_id: &RoomId, version: &Version) -> EngineResult<bool> {
+        let mut state = self.state.lock();
+        let Some(room) = live_room(&mut state, room_id) else {
+            return Ok(false);
+        };
+        room.versions.push(version.clone());
+        Ok(true)
+    }
+
+    async fn versions(&self, room_id: &RoomId) -> EngineResult<Option<Vec<Version>>> {
+        let mut state = self.state.lock();
+        let Some(room) = live_room(&mut state, room_id) else {
+            return Ok(None);
+        };
+        let mut list = room.versions.clone();
+        history::newest_first(&mut list);
+        Ok(Some(list))
     }
 }

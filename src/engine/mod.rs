@@ -16,6 +16,7 @@ use bytes::Bytes;
 
 use crate::domain::accounts::Account;
 use crate::domain::board::{Intent, Refusal};
+use crate::domain::history::{Board, Version};
 use crate::domain::record::EventFrames;
 use crate::domain::{ConnKey, Identity, RoomId, StrokeId, UserId};
 use crate::hub::Delivery;
@@ -47,6 +48,11 @@ pub struct EngineSettings {
     pub undo_max: usize,
     /// Most points of a stroke, line or arrow (element patches are checked against it).
     pub max_points: usize,
+    /// How many ops of history each room keeps at least (§5); older ones fold into its base.
+    pub history_max: usize,
+    /// A snapshot of the board is kept every this many ops, so any past board costs one
+    /// snapshot plus fewer ops than this.
+    pub snapshot_every: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -283,6 +289,49 @@ pub trait Engine: Send + Sync + 'static {
 
     /// Whether shared state is reachable and room events are flowing.
     fn is_ready(&self) -> bool;
+}
+
+/// What a question about a room's past found.
+#[derive(Debug, PartialEq)]
+pub enum Past<T> {
+    /// No such room.
+    Missing,
+    /// Asked about a seq older than the history kept: `oldest` is the earliest answerable.
+    Trimmed {
+        oldest: u64,
+    },
+    /// Asked about a seq the room has not reached: `seq` is its latest.
+    Ahead {
+        seq: u64,
+    },
+    Found(T),
+}
+
+/// A page of the op log.
+#[derive(Debug, PartialEq)]
+pub struct OpsPage {
+    pub epoch: String,
+    /// Log records, in order.
+    pub records: Vec<String>,
+    /// The `since` that continues after this page.
+    pub next_since: u64,
+}
+
+/// A room's past (§5): the op log as the source of truth, snapshots as derived data, named
+/// versions. Restores are ops ([`Intent::Restore`] through [`Engine::apply`]).
+#[async_trait]
+pub trait History: Send + Sync + 'static {
+    /// At most `limit` log records after `since`.
+    async fn ops(&self, room: &RoomId, since: u64, limit: usize) -> EngineResult<Past<OpsPage>>;
+
+    /// The board right after `at` (`None`: now): one snapshot and the ops after it.
+    async fn board_at(&self, room: &RoomId, at: Option<u64>) -> EngineResult<Past<Board>>;
+
+    /// Stores a named version; `false` when the room does not exist.
+    async fn add_version(&self, room: &RoomId, version: &Version) -> EngineResult<bool>;
+
+    /// The room's versions, newest first; `None` when the room does not exist.
+    async fn versions(&self, room: &RoomId) -> EngineResult<Option<Vec<Version>>>;
 }
 
 /// Milliseconds since the Unix epoch.

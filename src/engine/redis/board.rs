@@ -29,6 +29,8 @@ struct Known {
     edges_version: Option<String>,
     undo: Option<Vec<(u64, Option<Logged>)>>,
     redo: Option<Vec<(u64, Option<Logged>)>>,
+    /// Every element id and the room's seq at that read, when the whole board was read.
+    all: Option<(Vec<StrokeId>, u64)>,
 }
 
 impl Board for Known {
@@ -57,6 +59,10 @@ impl Board for Known {
 
     fn redo_list(&self) -> Option<Vec<(u64, Option<Logged>)>> {
         self.redo.clone()
+    }
+
+    fn all_ids(&self) -> Option<Vec<StrokeId>> {
+        self.all.as_ref().map(|(ids, _)| ids.clone())
     }
 }
 
@@ -103,11 +109,7 @@ impl Inner {
                     continue;
                 }
             };
-            let edges_version = known.edges_version.as_deref();
-            match self
-                .commit(room, &field, op, &decision, edges_version)
-                .await?
-            {
+            match self.commit(room, &field, op, &decision, &known).await? {
                 Committed::Applied(seq) => {
                     return Ok(OpOutcome::Applied {
                         seq,
@@ -125,6 +127,7 @@ impl Inner {
                         edges: known.edges.is_some(),
                         undo: known.undo.is_some(),
                         redo: known.redo.is_some(),
+                        all: known.all.is_some(),
                     };
                     known = Known::default();
                 }
@@ -155,6 +158,7 @@ impl Inner {
             if need.edges { "1" } else { "0" }.to_owned(),
             depth(need.undo),
             depth(need.redo),
+            if need.all { "1" } else { "0" }.to_owned(),
         ];
         let ids: Vec<&StrokeId> = need.ids.iter().collect();
         args.extend(ids.iter().map(|id| id.as_str().to_owned()));
@@ -204,6 +208,23 @@ impl Inner {
         }
         if need.redo {
             known.redo = Some(entries(next(&mut items)?)?);
+        } else {
+            next(&mut items)?;
+        }
+        let seq = number(next(&mut items)?)?;
+        if let Value::Array(all) = next(&mut items)? {
+            let mut ids = Vec::with_capacity(all.len());
+            for value in all {
+                let stored = text(value)?;
+                // The placeholder that keeps the hash alive is no element.
+                if stored.is_empty() {
+                    continue;
+                }
+                let element = Element::from_stored(&stored).ok_or_else(|| bad_reply("element"))?;
+                ids.push(element.id.clone());
+                known.elements.insert(element.id.clone(), Some(element));
+            }
+            known.all = Some((ids, seq));
         }
         Ok(Read::Done)
     }
@@ -214,8 +235,9 @@ impl Inner {
         field: &str,
         op: &Op<'_>,
         decision: &Decision,
-        edges_version: Option<&str>,
+        known: &Known,
     ) -> EngineResult<Committed> {
+        let edges_version = known.edges_version.as_deref();
         let user = &op.who.user_id;
         let parts = Parts::new(decision, op.conn, user, op.op_id);
         let (stacks, leaving) = match decision.stacks {
@@ -243,14 +265,19 @@ impl Inner {
             Effect::Add(elements) => elements.iter().map(|e| &e.id).collect(),
             _ => HashSet::new(),
         };
-        let checks: Vec<&(StrokeId, u64)> = decision
+        let mut checks: Vec<(&str, u64)> = decision
             .checks
             .iter()
             .filter(|(id, v)| !(*v == 0 && written.contains(id)))
+            .map(|(id, v)| (id.as_str(), *v))
             .collect();
+        // Read whole, the board must not have moved at all: the room's seq says so in one check.
+        if let (true, Some((_, seq))) = (decision.read_all, &known.all) {
+            checks = vec![("", *seq)];
+        }
         args.push(checks.len().to_string());
         for (id, v) in checks {
-            args.push(id.to_string());
+            args.push(id.to_owned());
             args.push(v.to_string());
         }
         // A put's z: '' places it on top, '=z' keeps its own, 'z' places it there.
@@ -282,6 +309,23 @@ impl Inner {
             ),
             Effect::Delete(removed) => (Vec::new(), removed.iter().collect()),
             Effect::Text { after, .. } => (vec![(after.as_ref(), keep(after))], Vec::new()),
+            // Written back where they were: added ones must be free, the others are replaced.
+            Effect::Restore {
+                written,
+                removed,
+                changed,
+                ..
+            } => (
+                written
+                    .iter()
+                    .map(|e| {
+                        let z = format_z(e.z.unwrap_or(0.0));
+                        let fresh = !changed.iter().any(|c| c.id == e.id);
+                        (e, if fresh { format!("!{z}") } else { z })
+                    })
+                    .collect(),
+                removed.iter().collect(),
+            ),
         };
         args.push(puts.len().to_string());
         for (element, z) in puts {

@@ -22,8 +22,8 @@ impl Keys {
         format!("{}room:{{{room}}}", self.prefix)
     }
 
-    /// The six keys of a room, in the order the scripts expect (`lua/prelude.lua`).
-    pub fn room_keys(&self, room: &RoomId) -> [String; 6] {
+    /// The seven keys of a room, in the order the scripts expect (`lua/prelude.lua`).
+    pub fn room_keys(&self, room: &RoomId) -> [String; 7] {
         let base = self.room(room);
         [
             base.clone(),
@@ -32,6 +32,7 @@ impl Keys {
             format!("{base}:users"),
             format!("{base}:ops"),
             format!("{base}:edges"),
+            format!("{base}:history"),
         ]
     }
 
@@ -145,6 +146,7 @@ mod tests {
                 "p:room:{3f2a}:users",
                 "p:room:{3f2a}:ops",
                 "p:room:{3f2a}:edges",
+                "p:room:{3f2a}:history",
             ]
         );
         assert_eq!(

@@ -9,6 +9,7 @@
 
 mod accounts;
 mod board;
+mod history;
 mod keys;
 mod liveness;
 mod pubsub;
@@ -75,6 +76,9 @@ struct Scripts {
     apply: RoomScript,
     migrate: RoomScript,
     events_after: RoomScript,
+    past: RoomScript,
+    keep: RoomScript,
+    versions: RoomScript,
     rate: Script,
     account_create: Script,
     otp_confirm: Script,
@@ -84,7 +88,7 @@ struct Scripts {
 }
 
 impl Scripts {
-    fn all(&self) -> [&Script; 13] {
+    fn all(&self) -> [&Script; 16] {
         [
             &self.join.script,
             &self.leave.script,
@@ -93,6 +97,9 @@ impl Scripts {
             &self.apply.script,
             &self.migrate.script,
             &self.events_after.script,
+            &self.past.script,
+            &self.keep.script,
+            &self.versions.script,
             &self.rate,
             &self.account_create,
             &self.otp_confirm,
@@ -111,6 +118,9 @@ impl Scripts {
             apply: room_script!("apply"),
             migrate: room_script!("migrate"),
             events_after: room_script!("events_after"),
+            past: room_script!("past"),
+            keep: room_script!("keep"),
+            versions: room_script!("versions"),
             rate: Script::new(include_str!("lua/rate.lua")),
             account_create: Script::new(include_str!("lua/account_create.lua")),
             otp_confirm: Script::new(include_str!("lua/otp_confirm.lua")),
@@ -135,6 +145,8 @@ pub struct RedisSettings {
 
 pub struct RedisEngine {
     inner: Arc<Inner>,
+    /// The engine's background work (history upkeep), drained on shutdown.
+    tasks: TaskTracker,
 }
 
 struct Inner {
@@ -223,7 +235,10 @@ impl RedisEngine {
         }
         tasks.spawn(pubsub::run(inner.clone(), shutdown.clone()));
         tasks.spawn(liveness::run(inner.clone(), shutdown));
-        Ok(Self { inner })
+        Ok(Self {
+            inner,
+            tasks: tasks.clone(),
+        })
     }
 }
 
@@ -364,7 +379,11 @@ impl Inner {
 
     async fn events_after(&self, room: &RoomId, after: u64) -> EngineResult<Option<LogSlice>> {
         let reply = self
-            .room_script(&self.scripts.events_after, room, &[&after.to_string()])
+            .room_script(
+                &self.scripts.events_after,
+                room,
+                &[&after.to_string(), &self.settings.log_max.to_string()],
+            )
             .await?;
         let (tag, mut items) = tagged(reply)?;
         if tag != "ok" {
@@ -561,7 +580,7 @@ impl Engine for RedisEngine {
         );
         // The board and idempotency hashes exist from the start, kept by a placeholder field,
         // so an op writing into them never has to give them a TTL of its own.
-        let [_, board, _, _, ops, _] = inner.keys.room_keys(&room_id);
+        let [_, board, _, _, ops, ..] = inner.keys.room_keys(&room_id);
         pipe.hset(&board, "", "").hset(&ops, "", "");
         if let Some(ttl) = ttl {
             for key in [&key, &board, &ops] {
@@ -605,6 +624,7 @@ impl Engine for RedisEngine {
                     &since,
                     epoch,
                     &json(req.conn.as_str()),
+                    &inner.settings.log_max.to_string(),
                 ],
             )
             .await?;
@@ -637,7 +657,11 @@ impl Engine for RedisEngine {
     }
 
     async fn apply(&self, room: &RoomId, op: Op<'_>) -> EngineResult<OpOutcome> {
-        self.inner.apply_op(room, &op).await
+        let outcome = self.inner.apply_op(room, &op).await?;
+        if let OpOutcome::Applied { seq, .. } = outcome {
+            self.after_op(room, seq);
+        }
+        Ok(outcome)
     }
 
     async fn publish_transient(

@@ -2,11 +2,11 @@
 -- checks that the versions the decision relied on still stand, assigns the next seq, writes the
 -- elements, logs and publishes the record, and keeps the idempotency record and the caller's
 -- undo/redo lists. It builds no client frame and decodes no JSON.
--- ARGV 5 op field ('' = none), 6 ACK id, 7 log cap, 8 undo cap, 9 redo cap,
+-- ARGV 5 op field ('' = none), 6 ACK id, 7 (unused), 8 undo cap, 9 redo cap,
 -- 10 stacks ('push' | 'undo' | 'redo'), 11 the seq leaving the undo/redo list ('' = none),
 -- 12 record head, 13 record tail (non-empty: the written elements go between head and tail),
 -- 14 the edge index version the decision read ('' = it read none), then counted groups:
--- checks {id, v ('0' = must not exist)}, puts {id, z, body (the element's JSON without its
+-- checks {id, v ('0' = must not exist); an empty id checks the room's seq is v}, puts {id, z, body (the element's JSON without its
 -- opening brace), edge index value ('' = not an
 -- edge)}, deletes {id, '1' if an edge}. A put's z is '' (place on top), '=<z>' (the element's
 -- own, unchanged) or '<z>' (placed there by this op), after a '!' when the id must be free
@@ -22,12 +22,17 @@ if ARGV[14] ~= '' and (redis.call('HGET', KEYS[1], 'edges') or '0') ~= ARGV[14] 
 end
 local i = 15
 for _ = 1, tonumber(ARGV[15]) do
-  local cur = redis.call('HGET', KEYS[2], ARGV[i + 1])
-  local want = ARGV[i + 2]
-  if want == '0' then
-    if cur then return {'conflict'} end
-  elseif not cur or string.match(cur, '^{"v":(%d+)') ~= want then
-    return {'conflict'}
+  local id, want = ARGV[i + 1], ARGV[i + 2]
+  if id == '' then
+    -- The decision read the whole board (a restore): nothing may have happened since.
+    if (redis.call('HGET', KEYS[1], 'seq') or '0') ~= want then return {'conflict'} end
+  else
+    local cur = redis.call('HGET', KEYS[2], id)
+    if want == '0' then
+      if cur then return {'conflict'} end
+    elseif not cur or string.match(cur, '^{"v":(%d+)') ~= want then
+      return {'conflict'}
+    end
   end
   i = i + 2
 end
@@ -36,8 +41,8 @@ local stacks, leaving = ARGV[10], ARGV[11]
 -- same user got there first. Looked for now, removed once nothing can fail any more.
 local leaving_list = nil
 if leaving ~= '' then
-  leaving_list = KEYS[7]
-  if stacks == 'redo' then leaving_list = KEYS[8] end
+  leaving_list = KEYS[8]
+  if stacks == 'redo' then leaving_list = KEYS[9] end
   if not redis.call('LPOS', leaving_list, leaving) then return {'conflict'} end
 end
 
@@ -113,11 +118,9 @@ if edges_moved then redis.call('HINCRBY', KEYS[1], 'edges', 1) end
 
 local record = '{"seq":' .. seq .. ',' .. ARGV[12]
 if ARGV[13] ~= '' then record = record .. table.concat(written, ',') .. ARGV[13] end
-local log_len = redis.call('RPUSH', KEYS[3], record)
-if log_len == 1 then expire_new(KEYS[3]) end
-local log_max = tonumber(ARGV[7])
--- Trimmed in batches of a 64th of the cap: the log keeps at least log_max entries.
-if log_len > log_max + math.floor(log_max / 64) then redis.call('LTRIM', KEYS[3], -log_max, -1) end
+-- The log is history (§5): it is trimmed only by keep.lua, which first folds what it drops
+-- into the room's base snapshot.
+if redis.call('RPUSH', KEYS[3], record) == 1 then expire_new(KEYS[3]) end
 -- (The board and idempotency hashes exist from the room's creation, kept by a placeholder
 -- field, with the room's TTL: writing into them needs no expiry of its own.)
 
@@ -128,13 +131,13 @@ local function push(key, cap)
   if len > cap + math.floor(cap / 8) then redis.call('LTRIM', key, -cap, -1) end
 end
 if stacks == 'push' then
-  push(KEYS[7], tonumber(ARGV[8]))
+  push(KEYS[8], tonumber(ARGV[8]))
   -- A new op ends the user's redo chain, as in any editor.
-  redis.call('DEL', KEYS[8])
+  redis.call('DEL', KEYS[9])
 elseif stacks == 'undo' then
-  push(KEYS[8], tonumber(ARGV[9]))
+  push(KEYS[9], tonumber(ARGV[9]))
 else
-  push(KEYS[7], tonumber(ARGV[8]))
+  push(KEYS[8], tonumber(ARGV[8]))
 end
 redis.call('PUBLISH', channel, record)
 touch_if_due(pttl)

@@ -1,5 +1,5 @@
 -- JOIN: ARGV 5 presence field (conn key), 6 member JSON, 7 userId as JSON, 8 since ('' = none),
--- 9 client's epoch, 10 conn key as JSON.
+-- 9 client's epoch, 10 conn key as JSON, 11 the replay window (most events a replay carries).
 -- Returns {'missing'} | {'replay', seq, epoch, users, records} | {'snapshot', seq, epoch, users, elements}
 -- (elements in no order: the gateway sorts them by z).
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end
@@ -22,7 +22,8 @@ local since = tonumber(ARGV[8])
 if since and ARGV[9] == epoch and since <= seq then
   local len = redis.call('LLEN', KEYS[3])
   local first = seq - len + 1
-  if since + 1 >= first then
+  -- The log is history and reaches far back; a client further behind gets the board instead.
+  if since + 1 >= first and seq - since <= tonumber(ARGV[11]) then
     return {'replay', seq, epoch, users, redis.call('LRANGE', KEYS[3], since + 1 - first, -1)}
   end
 end

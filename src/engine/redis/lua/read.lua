@@ -1,15 +1,17 @@
 -- READ what an op needs to be decided (the board module's `Need`): ARGV 5 op field ('' = none),
--- 6 '1' to read the edge index, 7 how many undo entries, 8 how many redo entries, 9.. element ids.
+-- 6 '1' to read the edge index, 7 how many undo entries, 8 how many redo entries, 9 '1' to read
+-- the whole board, 10.. element ids.
 -- Returns {'missing'} | {'duplicate', 'seq|ackId'} |
 --   {'ok', elements (one per id, false when absent), edges ({version, HGETALL} or false),
---    undo ({seq, record or false}..., newest first, or false), redo (likewise)}.
+--    undo ({seq, record or false}..., newest first, or false), redo (likewise),
+--    the room's seq, every element (HVALS, the placeholder among them) or false}.
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end
 if ARGV[5] ~= '' then
   local prev = redis.call('HGET', KEYS[5], ARGV[5])
   if prev then return {'duplicate', prev} end
 end
 local elements = {}
-if #ARGV >= 9 then elements = redis.call('HMGET', KEYS[2], unpack(ARGV, 9)) end
+if #ARGV >= 10 then elements = redis.call('HMGET', KEYS[2], unpack(ARGV, 10)) end
 local edges = false
 if ARGV[6] == '1' then
   -- The index's version (bumped by every edge write) lets the commit check it did not move.
@@ -31,4 +33,7 @@ local function entries(key, n)
   end
   return out
 end
-return {'ok', elements, edges, entries(KEYS[7], tonumber(ARGV[7])), entries(KEYS[8], tonumber(ARGV[8]))}
+local all = false
+if ARGV[9] == '1' then all = redis.call('HVALS', KEYS[2]) end
+return {'ok', elements, edges, entries(KEYS[8], tonumber(ARGV[7])), entries(KEYS[9], tonumber(ARGV[8])),
+  seq, all}
