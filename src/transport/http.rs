@@ -19,10 +19,11 @@ use super::AppState;
 use super::access;
 use super::credentials::access_claims;
 use super::error::ApiError;
+use super::history;
 use super::limits::{self, Rejection, Rule};
 use super::openapi::schemas;
 use super::ws;
-use crate::domain::{RoomId, UserId};
+use crate::domain::{Identity, RoomId, UserId};
 
 /// Every HTTP response names the instance that served it, for debugging behind a balancer.
 const INSTANCE_HEADER: &str = "x-drawbridge-instance";
@@ -48,6 +49,7 @@ pub fn router(app: Arc<AppState>) -> Router {
         .route("/api/v1/rooms/{room_id}", get(room_exists))
         .route("/api/user/rooms/{room_id}", get(room_exists))
         .merge(super::auth::routes())
+        .merge(history::routes())
         .merge(super::openapi::routes())
         .layer(cors)
         .layer(instance_header(&app))
@@ -258,18 +260,25 @@ async fn create_room(
     State(app): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     headers: axum::http::HeaderMap,
+    body: axum::body::Body,
 ) -> Response {
     let rule = Rule::room(&app.config);
     limits::guarded(&app, rule, peer, &headers, async {
-        let user = UserId::new(access_claims(&app, &headers)?.user_id);
-        let info = app.engine.create_room(&user).await?;
+        let claims = access_claims(&app, &headers)?;
+        let who = Identity::new(UserId::new(claims.user_id), claims.name);
+        // A board to import (§5) is read whole before the room exists: a bad one creates none.
+        let import = history::import_body(&app, &headers, body, &who.user_id).await?;
+        let info = app.engine.create_room(&who.user_id).await?;
+        let mut data = json!({"roomId": info.room_id, "expiresAt": info.expires_at});
+        if let Some((elements, skipped)) = import {
+            let done = history::import_into(&app, &info.room_id, &who, elements, skipped).await?;
+            data["imported"] = done.imported.into();
+            data["skipped"] = done.skipped.into();
+        }
         Ok::<_, Rejection>(
             (
                 StatusCode::CREATED,
-                Json(json!({
-                    "success": true,
-                    "data": {"roomId": info.room_id, "expiresAt": info.expires_at},
-                })),
+                Json(json!({"success": true, "data": data})),
             )
                 .into_response(),
         )

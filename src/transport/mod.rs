@@ -6,6 +6,7 @@ mod auth;
 pub(crate) mod client_ip;
 mod credentials;
 mod error;
+mod history;
 mod http;
 mod limits;
 mod openapi;
@@ -27,7 +28,7 @@ pub use http::{admin_router, router};
 
 use crate::config::Config;
 use crate::domain::token::TokenKeys;
-use crate::engine::Engine;
+use crate::engine::{Engine, History};
 use crate::hub::Hub;
 use crate::mail::Mailer;
 use crate::metrics::Metrics;
@@ -39,6 +40,8 @@ pub struct AppState {
     pub origins: Vec<String>,
     pub instance_id: String,
     pub engine: Arc<dyn Engine>,
+    /// The same engine, for the history routes (§5).
+    pub history: Arc<dyn History>,
     pub hub: Arc<Hub>,
     pub tokens: TokenKeys,
     /// Cancelled on SIGTERM: readiness turns 503, upgrades are refused, sessions close with 1001.
