@@ -7,7 +7,10 @@
 //! - replaying the log records from an empty board with a plain applier (add / set fields /
 //!   delete, as a page or a history reader does) gives exactly the board a joiner gets: the log
 //!   stores effects, not intents;
-//! - a resent op (same user, same op id) changes nothing and answers with the original seq.
+//! - a resent op (same user, same op id) changes nothing and answers with the original seq;
+//! - history (§5): the board at every seq `n` (one snapshot and the ops after it, snapshots
+//!   every 3 ops) is the plain replay of the first `n` records, and a restore to `n` makes the
+//!   board the one at `n` (versions aside).
 
 mod common;
 
@@ -17,11 +20,12 @@ use std::time::Duration;
 
 use drawbridge::domain::board::Intent;
 use drawbridge::domain::element::{Element, ElementLimits, Patch};
+use drawbridge::domain::history::{Board, stored};
 use drawbridge::domain::{ConnKey, Identity, RoomId, StrokeId, UserId};
 use drawbridge::engine::memory::MemoryEngine;
 use drawbridge::engine::redis::{RedisEngine, RedisSettings};
 use drawbridge::engine::{
-    Engine, EngineSettings, JoinOutcome, JoinRequest, Op, OpOutcome, ViewBody,
+    Engine, EngineSettings, History, JoinOutcome, JoinRequest, Op, OpOutcome, Past, ViewBody,
 };
 use drawbridge::hub::Hub;
 use proptest::prelude::*;
@@ -45,7 +49,7 @@ fn settings() -> EngineSettings {
         undo_max: 8,
         max_points: 100,
         history_max: 100_000,
-        snapshot_every: 500,
+        snapshot_every: 3,
     }
 }
 
@@ -89,6 +93,10 @@ enum Step {
     },
     Undo,
     Redo,
+    /// Restores the board as it was `back` seqs ago.
+    Restore {
+        back: u64,
+    },
     /// Sends again the op this user sent `back` ops ago (by its op id).
     Resend {
         back: usize,
@@ -113,6 +121,7 @@ fn step() -> impl Strategy<Value = Step> {
         proptest::collection::vec(id, 1..3).prop_map(|ids| Step::Delete { ids }),
         Just(Step::Undo),
         Just(Step::Redo),
+        (0_u64..6).prop_map(|back| Step::Restore { back }),
         (0_usize..3).prop_map(|back| Step::Resend { back }),
     ]
 }
@@ -166,13 +175,14 @@ fn intent(room: &RoomId, user: usize, step: &Step) -> Option<Intent> {
         }
         Step::Undo => Intent::Undo(None),
         Step::Redo => Intent::Redo(None),
-        Step::Resend { .. } => return None,
+        Step::Resend { .. } | Step::Restore { .. } => return None,
     })
 }
 
 /// An engine with a room, and what each of its ops answered.
 struct Run {
     engine: Arc<dyn Engine>,
+    history: Arc<dyn History>,
     room: RoomId,
 }
 
@@ -193,18 +203,23 @@ impl Run {
             .expect("apply")
     }
 
+    /// The board after `at` as history tells it.
+    async fn board_at(&self, at: Option<u64>) -> Board {
+        match self
+            .history
+            .board_at(&self.room, at)
+            .await
+            .expect("board_at")
+        {
+            Past::Found(board) => board,
+            other => panic!("no board at {at:?}: {other:?}"),
+        }
+    }
+
     /// The board by id, without versions (`v`): what a person sees.
     async fn visible(&self) -> BTreeMap<String, Value> {
         let (board, _) = self.board_and_log().await;
-        by_id(&board)
-            .into_iter()
-            .map(|(id, mut e)| {
-                if let Some(e) = e.as_object_mut() {
-                    e.remove("v");
-                }
-                (id, e)
-            })
-            .collect()
+        unversioned(&board)
     }
 
     /// The board a joiner gets (stored texts, parsed), and the whole log.
@@ -243,6 +258,19 @@ impl Run {
     }
 }
 
+/// A board by id, versions aside.
+fn unversioned(board: &[Value]) -> BTreeMap<String, Value> {
+    by_id(board)
+        .into_iter()
+        .map(|(id, mut e)| {
+            if let Some(e) = e.as_object_mut() {
+                e.remove("v");
+            }
+            (id, e)
+        })
+        .collect()
+}
+
 /// Plays `steps` on an engine: every op's answer, in order.
 async fn play(run: &Run, steps: &[(usize, Step)]) -> Vec<String> {
     // Each user's ops as sent: op id, intent, and the seq it was applied at (if it was).
@@ -253,6 +281,18 @@ async fn play(run: &Run, steps: &[(usize, Step)]) -> Vec<String> {
     for (n, (user, step)) in steps.iter().enumerate() {
         let (op_id, intent, first) = match intent(&run.room, *user, step) {
             Some(intent) => (format!("op-{n}"), intent, None),
+            None if matches!(step, Step::Restore { .. }) => {
+                let Step::Restore { back } = step else {
+                    unreachable!()
+                };
+                let now = run.board_at(None).await.seq;
+                let target = run.board_at(Some(now.saturating_sub(*back))).await;
+                let intent = Intent::Restore {
+                    at: target.seq,
+                    target: target.elements().into_iter().cloned().collect(),
+                };
+                (format!("op-{n}"), intent, None)
+            }
             None => {
                 let Step::Resend { back } = step else {
                     unreachable!()
@@ -276,6 +316,13 @@ async fn play(run: &Run, steps: &[(usize, Step)]) -> Vec<String> {
                 assert_eq!(&run.visible().await, board, "undo of {user}'s last op");
             }
             last = Some((*user, matches!(step, Step::Undo), before));
+            if let Intent::Restore { target, .. } = &intent {
+                let target: Vec<Value> = target
+                    .iter()
+                    .map(|e| serde_json::from_str(&stored(e)).expect("json"))
+                    .collect();
+                assert_eq!(run.visible().await, unversioned(&target), "a restore");
+            }
         }
         match (step, first) {
             // An applied op sent again changes nothing and answers with its seq. (A refused
@@ -331,6 +378,14 @@ fn replay(records: &[String]) -> BTreeMap<String, Value> {
                     board.remove(id.as_str().expect("id"));
                 }
             }
+            Some("restore") => {
+                for e in r["removed"].as_array().expect("removed") {
+                    board.remove(e["id"].as_str().expect("id"));
+                }
+                for e in r["elements"].as_array().expect("elements") {
+                    board.insert(e["id"].as_str().expect("id").to_owned(), e.clone());
+                }
+            }
             other => panic!("unknown op {other:?}"),
         }
     }
@@ -375,15 +430,17 @@ async fn check(server: &RedisServer, steps: Vec<(usize, Step)>) {
     .await
     .expect("redis engine");
     wait_until("redis ready", WAIT, || async { redis.is_ready() }).await;
-    let redis: Arc<dyn Engine> = Arc::new(redis);
+    let redis = Arc::new(redis);
     let creator = UserId::new("creator");
     let runs = [
         Run {
             room: memory.create_room(&creator).await.expect("room").room_id,
+            history: memory.clone(),
             engine: memory,
         },
         Run {
             room: redis.create_room(&creator).await.expect("room").room_id,
+            history: redis.clone(),
             engine: redis,
         },
     ];
@@ -398,6 +455,20 @@ async fn check(server: &RedisServer, steps: Vec<(usize, Step)>) {
             .map(|(k, v)| (k.clone(), normalize(v)))
             .collect();
         assert_eq!(replayed, board, "replaying the log gives the board");
+        // Every past board is the replay of the log up to it.
+        for n in 0..=log.len() {
+            let past = run.board_at(Some(n as u64)).await;
+            let past: Vec<Value> = past
+                .stored()
+                .iter()
+                .map(|e| serde_json::from_str(e).expect("json"))
+                .collect();
+            let replayed: BTreeMap<String, Value> = replay(&log[..n])
+                .iter()
+                .map(|(k, v)| (k.clone(), normalize(v)))
+                .collect();
+            assert_eq!(by_id(&past), replayed, "the board after seq {n}");
+        }
         boards.push(board);
     }
     assert_eq!(answers[0], answers[1], "both engines answer alike");
