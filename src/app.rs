@@ -103,16 +103,7 @@ async fn serve(
     let hub = Arc::new(Hub::new());
     let tasks = TaskTracker::new();
     let stop_tasks = CancellationToken::new();
-    let settings = EngineSettings {
-        instance_id: instance_id.clone(),
-        room_ttl: config.room_ttl(),
-        log_max: config.log_max_ops,
-        redo_max: config.redo_max,
-        undo_max: config.undo_max,
-        max_points: config.max_points,
-        history_max: config.history_max_ops,
-        snapshot_every: config.snapshot_every_ops,
-    };
+    let settings = EngineSettings::from_config(&config, instance_id.clone());
     let (engine, history): (Arc<dyn Engine>, Arc<dyn History>) = if config.redis_url.is_empty() {
         tracing::info!("no redis_url: embedded in-memory engine, single instance only");
         let memory = Arc::new(MemoryEngine::new(settings, hub.clone()));

@@ -1,4 +1,5 @@
-//! The command line: `serve` (the default), `check-config` and `healthcheck`.
+//! The command line: `serve` (the default), `check-config`, `healthcheck`, and `backup` /
+//! `restore` of every room (see [`crate::backup`]).
 //!
 //! Exit codes: 0 success, 1 a failed health check or a server that stopped with an error,
 //! 2 an invalid configuration (or a configuration file that is not there).
@@ -54,6 +55,18 @@ pub enum Command {
         /// Seconds to wait for the connection and for the answer.
         #[arg(long, default_value_t = 3)]
         timeout: u64,
+    },
+    /// Write every room changed since the last run to DIR (one export.json per room, with its
+    /// versions), from the configured Redis.
+    Backup {
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+    /// Load every room of a backup directory into the configured Redis, replacing rooms of the
+    /// same id.
+    Restore {
+        #[arg(long, value_name = "DIR")]
+        from: PathBuf,
     },
 }
 

@@ -31,6 +31,7 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod app;
+pub mod backup;
 pub mod cli;
 pub mod config;
 pub mod domain;

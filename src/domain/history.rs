@@ -375,6 +375,70 @@ pub fn export_json(room: &RoomId, board: &Board) -> String {
     )
 }
 
+/// A room as a backup keeps it: its board now, its versions, and what identifies it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RoomDump {
+    pub room_id: RoomId,
+    /// Unix milliseconds.
+    pub created_at: u64,
+    pub creator: UserId,
+    pub board: Board,
+    pub versions: Vec<Version>,
+}
+
+impl RoomDump {
+    /// An `export.json` document with what a backup adds: `createdAt`, `creator`, `versions`.
+    pub fn to_json(&self) -> String {
+        let doc = export_json(&self.room_id, &self.board);
+        let extra = serde_json::json!({
+            "createdAt": self.created_at,
+            "creator": self.creator,
+            "versions": self.versions,
+        });
+        // `doc` ends with `}`; the extra fields go right before it.
+        let extra = extra.to_string();
+        format!("{},{}", &doc[..doc.len() - 1], &extra[1..])
+    }
+
+    /// Reads [`RoomDump::to_json`]'s document back.
+    pub fn from_json(text: &str) -> Result<Self, String> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Doc<'a> {
+            format: &'a str,
+            room_id: RoomId,
+            seq: u64,
+            #[serde(borrow)]
+            strokes: Vec<&'a RawValue>,
+            #[serde(borrow)]
+            elements: Vec<&'a RawValue>,
+            #[serde(default)]
+            created_at: u64,
+            creator: UserId,
+            #[serde(default)]
+            versions: Vec<Version>,
+        }
+        let doc: Doc<'_> = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        if doc.format != "drawbridge-board" {
+            return Err(format!("format {:?} is not drawbridge-board", doc.format));
+        }
+        let stored: Vec<&str> = doc
+            .strokes
+            .iter()
+            .chain(&doc.elements)
+            .map(|e| e.get())
+            .collect();
+        let board = Board::from_stored(doc.seq, &stored).map_err(|e| e.to_string())?;
+        Ok(Self {
+            room_id: doc.room_id,
+            created_at: doc.created_at,
+            creator: doc.creator,
+            board,
+            versions: doc.versions,
+        })
+    }
+}
+
 /// `{roomId, seq, strokes, elements}` for `state?at=`.
 pub fn state_json(room: &RoomId, board: &Board) -> String {
     let (strokes, others) = board.elements().into_iter().partition_map_kind();
@@ -536,6 +600,26 @@ mod tests {
         .expect("v");
         assert!(diff(&from, &same_but_v).is_empty());
         assert!(from.same_elements(&same_but_v));
+    }
+
+    #[test]
+    fn a_room_dump_reads_back_as_itself() {
+        let board = Board::from_stored(7, &[rect("a", 3, 1.0, 2.0).to_string()]).expect("board");
+        let dump = RoomDump {
+            room_id: RoomId::new("r1"),
+            created_at: 5,
+            creator: UserId::new("ann"),
+            board,
+            versions: vec![Version {
+                version_id: "v".into(),
+                name: "first".into(),
+                seq: 3,
+                created_by: UserId::new("ann"),
+                created_at: 9,
+            }],
+        };
+        assert_eq!(RoomDump::from_json(&dump.to_json()), Ok(dump));
+        assert!(RoomDump::from_json("{}").is_err());
     }
 
     #[test]

@@ -21,7 +21,7 @@ use crate::domain::board::{
     Board, Context, Decided, Decision, Effect, Logged, Lookup, STACK_LOOKBACK, Stacks, decide,
 };
 use crate::domain::element::{Element, ElementLimits, Kind, ZOrder, format_z};
-use crate::domain::history::{self, HistoryError, Version};
+use crate::domain::history::{self, HistoryError, RoomDump, Version};
 use crate::domain::record::{self, Parts};
 use crate::domain::{ConnKey, RoomId, StrokeId, UserId, frames};
 use crate::hub::{Delivery, Hub};
@@ -48,6 +48,9 @@ struct Stored {
 }
 
 struct Room {
+    creator: UserId,
+    /// Unix milliseconds.
+    created_at: u64,
     epoch: String,
     seq: u64,
     expires: Option<Instant>,
@@ -71,8 +74,10 @@ struct Room {
 }
 
 impl Room {
-    fn new(expires: Option<Instant>) -> Self {
+    fn new(creator: UserId, expires: Option<Instant>) -> Self {
         Self {
+            creator,
+            created_at: now_ms(),
             epoch: uuid::Uuid::new_v4().simple().to_string(),
             seq: 0,
             expires,
@@ -371,9 +376,9 @@ fn live_room<'a>(state: &'a mut State, id: &RoomId) -> Option<&'a mut Room> {
 
 #[async_trait]
 impl Engine for MemoryEngine {
-    async fn create_room(&self, _creator: &UserId) -> EngineResult<RoomInfo> {
+    async fn create_room(&self, creator: &UserId) -> EngineResult<RoomInfo> {
         let room_id = RoomId::random();
-        let room = Room::new(self.expiry());
+        let room = Room::new(creator.clone(), self.expiry());
         let mut state = self.state.lock();
         // Creating rooms is rare; it is a fine moment to forget the expired ones.
         let now = Instant::now();
@@ -693,5 +698,45 @@ impl History for MemoryEngine {
         let mut list = room.versions.clone();
         history::newest_first(&mut list);
         Ok(Some(list))
+    }
+
+    async fn room_ids(&self) -> EngineResult<Vec<RoomId>> {
+        let now = Instant::now();
+        let state = self.state.lock();
+        Ok(state
+            .rooms
+            .iter()
+            .filter(|(_, r)| r.expires.is_none_or(|at| at > now))
+            .map(|(id, _)| id.clone())
+            .collect())
+    }
+
+    async fn dump(&self, room_id: &RoomId) -> EngineResult<Option<RoomDump>> {
+        let mut state = self.state.lock();
+        let Some(room) = live_room(&mut state, room_id) else {
+            return Ok(None);
+        };
+        let mut versions = room.versions.clone();
+        history::newest_first(&mut versions);
+        Ok(Some(RoomDump {
+            room_id: room_id.clone(),
+            created_at: room.created_at,
+            creator: room.creator.clone(),
+            board: room.board(),
+            versions,
+        }))
+    }
+
+    async fn load(&self, dump: &RoomDump) -> EngineResult<()> {
+        let mut room = Room::new(dump.creator.clone(), self.expiry());
+        room.created_at = dump.created_at;
+        room.seq = dump.board.seq;
+        for element in dump.board.elements() {
+            room.put(element, element.v, element.z);
+        }
+        room.base = dump.board.clone();
+        room.versions = dump.versions.clone();
+        self.state.lock().rooms.insert(dump.room_id.clone(), room);
+        Ok(())
     }
 }

@@ -16,7 +16,7 @@ use bytes::Bytes;
 
 use crate::domain::accounts::Account;
 use crate::domain::board::{Intent, Refusal};
-use crate::domain::history::{Board, Version};
+use crate::domain::history::{Board, RoomDump, Version};
 use crate::domain::record::EventFrames;
 use crate::domain::{ConnKey, Identity, RoomId, StrokeId, UserId};
 use crate::hub::Delivery;
@@ -53,6 +53,21 @@ pub struct EngineSettings {
     /// A snapshot of the board is kept every this many ops, so any past board costs one
     /// snapshot plus fewer ops than this.
     pub snapshot_every: u64,
+}
+
+impl EngineSettings {
+    pub fn from_config(config: &crate::config::Config, instance_id: String) -> Self {
+        Self {
+            instance_id,
+            room_ttl: config.room_ttl(),
+            log_max: config.log_max_ops,
+            redo_max: config.redo_max,
+            undo_max: config.undo_max,
+            max_points: config.max_points,
+            history_max: config.history_max_ops,
+            snapshot_every: config.snapshot_every_ops,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -332,6 +347,16 @@ pub trait History: Send + Sync + 'static {
 
     /// The room's versions, newest first; `None` when the room does not exist.
     async fn versions(&self, room: &RoomId) -> EngineResult<Option<Vec<Version>>>;
+
+    /// Every room's id, for backups.
+    async fn room_ids(&self) -> EngineResult<Vec<RoomId>>;
+
+    /// The room as a backup keeps it, read at one moment; `None` when it does not exist.
+    async fn dump(&self, room: &RoomId) -> EngineResult<Option<RoomDump>>;
+
+    /// Writes a room from a backup, replacing any room of that id. Its history starts at the
+    /// dump's seq, under a new epoch (a client that saw later seqs gets the board, not a replay).
+    async fn load(&self, dump: &RoomDump) -> EngineResult<()>;
 }
 
 /// Milliseconds since the Unix epoch.

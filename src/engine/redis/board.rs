@@ -360,7 +360,7 @@ impl Inner {
 }
 
 /// An edge's `["from","to"]` for the edge index; empty for other kinds.
-fn edge_index_value(element: &Element) -> String {
+pub(super) fn edge_index_value(element: &Element) -> String {
     match (&element.kind, &element.from, &element.to) {
         (Kind::Edge, Some(from), Some(to)) => {
             serde_json::to_string(&(from, to)).unwrap_or_default()

@@ -10,9 +10,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use redis::Value;
 
+use super::board::edge_index_value;
 use super::{Inner, RedisEngine, bad_reply, next, number, tagged, text, texts};
-use crate::domain::RoomId;
-use crate::domain::history::{self, Version};
+use crate::domain::history::{self, RoomDump, Version};
+use crate::domain::{RoomId, UserId};
 use crate::engine::{EngineError, EngineResult, History, OpsPage, Past};
 
 /// What `past.lua` found.
@@ -176,5 +177,102 @@ impl History for RedisEngine {
             .collect();
         history::newest_first(&mut list);
         Ok(Some(list))
+    }
+
+    async fn room_ids(&self) -> EngineResult<Vec<RoomId>> {
+        let inner = &self.inner;
+        let mut conn = inner.conn().await?;
+        let pattern = inner.keys.room_pattern();
+        let mut cursor = 0_u64;
+        let mut rooms = Vec::new();
+        loop {
+            let (next, keys): (u64, Vec<String>) = inner
+                .with_timeout(
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(&pattern)
+                        .arg("COUNT")
+                        .arg(1000)
+                        .arg("TYPE")
+                        .arg("hash")
+                        .query_async(&mut conn),
+                )
+                .await?;
+            // The pattern also matches a room's other hashes (`...}:strokes`): only the room
+            // hash itself names a room.
+            rooms.extend(keys.iter().filter_map(|k| inner.keys.room_of_channel(k)));
+            cursor = next;
+            if cursor == 0 {
+                break;
+            }
+        }
+        rooms.sort();
+        rooms.dedup();
+        Ok(rooms)
+    }
+
+    async fn dump(&self, room: &RoomId) -> EngineResult<Option<RoomDump>> {
+        let reply = self
+            .inner
+            .room_script(&self.inner.scripts.dump, room, &[])
+            .await?;
+        let (tag, mut items) = tagged(reply)?;
+        if tag != "ok" {
+            return Ok(None);
+        }
+        let created_at = text(next(&mut items)?)?.parse().unwrap_or(0);
+        let creator = UserId::new(text(next(&mut items)?)?);
+        let seq = number(next(&mut items)?)?;
+        let stored: Vec<String> = texts(next(&mut items)?)?
+            .into_iter()
+            .filter(|s| !s.is_empty())
+            .collect();
+        let mut versions: Vec<Version> = texts(next(&mut items)?)?
+            .iter()
+            .filter_map(|json| serde_json::from_str(json).ok())
+            .collect();
+        history::newest_first(&mut versions);
+        Ok(Some(RoomDump {
+            room_id: room.clone(),
+            created_at,
+            creator,
+            board: history::Board::from_stored(seq, &stored).map_err(corrupt)?,
+            versions,
+        }))
+    }
+
+    async fn load(&self, dump: &RoomDump) -> EngineResult<()> {
+        let board = &dump.board;
+        let ztop = board
+            .elements()
+            .iter()
+            .filter_map(|e| e.z)
+            .fold(0.0_f64, |top, z| top.max(z.floor()));
+        let mut args = vec![
+            dump.created_at.to_string(),
+            dump.creator.to_string(),
+            uuid::Uuid::new_v4().simple().to_string(),
+            board.seq.to_string(),
+            format!("{ztop:.0}"),
+            board.snapshot(),
+            board.len().to_string(),
+        ];
+        for element in board.elements() {
+            args.push(element.id.to_string());
+            args.push(history::stored(element));
+            args.push(edge_index_value(element));
+        }
+        for version in &dump.versions {
+            args.push(version.version_id.clone());
+            args.push(
+                serde_json::to_string(version).map_err(|e| EngineError::Internal(e.to_string()))?,
+            );
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.inner
+            .room_script(&self.inner.scripts.load, &dump.room_id, &args)
+            .await?;
+        Ok(())
     }
 }

@@ -36,6 +36,11 @@ impl Keys {
         ]
     }
 
+    /// What every room's keys match (and only the room hash itself is `room:{id}`).
+    pub fn room_pattern(&self) -> String {
+        format!("{}room:{{*}}", self.prefix)
+    }
+
     /// What a v1 gateway's stroke lists match (the board keeps a hash under the same name).
     pub fn v1_strokes_pattern(&self) -> String {
         format!("{}room:*:strokes", self.prefix)

@@ -79,6 +79,8 @@ struct Scripts {
     past: RoomScript,
     keep: RoomScript,
     versions: RoomScript,
+    dump: RoomScript,
+    load: RoomScript,
     rate: Script,
     account_create: Script,
     otp_confirm: Script,
@@ -88,7 +90,7 @@ struct Scripts {
 }
 
 impl Scripts {
-    fn all(&self) -> [&Script; 16] {
+    fn all(&self) -> [&Script; 18] {
         [
             &self.join.script,
             &self.leave.script,
@@ -100,6 +102,8 @@ impl Scripts {
             &self.past.script,
             &self.keep.script,
             &self.versions.script,
+            &self.dump.script,
+            &self.load.script,
             &self.rate,
             &self.account_create,
             &self.otp_confirm,
@@ -121,6 +125,8 @@ impl Scripts {
             past: room_script!("past"),
             keep: room_script!("keep"),
             versions: room_script!("versions"),
+            dump: room_script!("dump"),
+            load: room_script!("load"),
             rate: Script::new(include_str!("lua/rate.lua")),
             account_create: Script::new(include_str!("lua/account_create.lua")),
             otp_confirm: Script::new(include_str!("lua/otp_confirm.lua")),

@@ -1,0 +1,130 @@
+//! `drawbridge backup --out DIR` and `drawbridge restore --from DIR` (§5, "backups"): every room
+//! as its `export.json` document plus its versions, one file per room under `DIR/rooms/`.
+//!
+//! Backups are incremental: `DIR/index.json` remembers what each room's file holds (its seq and
+//! its versions), and a room that has not changed since is not read whole again nor rewritten. A
+//! room that has expired keeps its last file: boards are kept indefinitely. Files are written to
+//! a temporary name and renamed, so a backup cut short leaves every file whole.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::domain::history::RoomDump;
+use crate::engine::redis::{RedisEngine, RedisSettings};
+use crate::engine::{EngineSettings, History};
+use crate::hub::Hub;
+
+/// What one backup run did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct BackupReport {
+    pub rooms: usize,
+    pub written: usize,
+    pub unchanged: usize,
+}
+
+/// What a room's file holds, to tell whether it changed: its seq and its versions' ids.
+fn fingerprint(dump: &RoomDump) -> String {
+    let versions: Vec<&str> = dump
+        .versions
+        .iter()
+        .map(|v| v.version_id.as_str())
+        .collect();
+    format!("{}|{}", dump.board.seq, versions.join(","))
+}
+
+fn index_path(dir: &Path) -> PathBuf {
+    dir.join("index.json")
+}
+
+fn room_path(dir: &Path, room: &str) -> PathBuf {
+    dir.join("rooms").join(format!("{room}.json"))
+}
+
+/// Writes `text` to `path` whole or not at all.
+fn write_whole(path: &Path, text: &str) -> Result<(), String> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Backs up every room that changed since the last run into `dir`.
+pub async fn backup(history: &dyn History, dir: &Path) -> Result<BackupReport, String> {
+    std::fs::create_dir_all(dir.join("rooms")).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut index: BTreeMap<String, String> = match std::fs::read_to_string(index_path(dir)) {
+        Ok(text) => serde_json::from_str(&text).map_err(|e| format!("index.json: {e}"))?,
+        Err(_) => BTreeMap::new(),
+    };
+    let mut report = BackupReport::default();
+    for room in history.room_ids().await.map_err(|e| e.to_string())? {
+        // Gone since it was listed (expired, deleted): its last file stays.
+        let Some(dump) = history.dump(&room).await.map_err(|e| e.to_string())? else {
+            continue;
+        };
+        report.rooms += 1;
+        let print = fingerprint(&dump);
+        if index.get(room.as_str()) == Some(&print) && room_path(dir, room.as_str()).exists() {
+            report.unchanged += 1;
+            continue;
+        }
+        write_whole(&room_path(dir, room.as_str()), &dump.to_json())?;
+        index.insert(room.to_string(), print);
+        report.written += 1;
+    }
+    let text = serde_json::to_string_pretty(&index).map_err(|e| e.to_string())?;
+    write_whole(&index_path(dir), &text)?;
+    Ok(report)
+}
+
+/// Loads every room file of `dir` back; returns how many rooms were restored.
+pub async fn restore(history: &dyn History, dir: &Path) -> Result<usize, String> {
+    let rooms = dir.join("rooms");
+    let entries = std::fs::read_dir(&rooms).map_err(|e| format!("{}: {e}", rooms.display()))?;
+    let mut restored = 0;
+    for entry in entries {
+        let path = entry.map_err(|e| e.to_string())?.path();
+        if path.extension().and_then(|e| e.to_str()) != Some("json") {
+            continue;
+        }
+        let text =
+            std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let dump = RoomDump::from_json(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        history.load(&dump).await.map_err(|e| e.to_string())?;
+        restored += 1;
+    }
+    Ok(restored)
+}
+
+/// The Redis engine a one-shot command works through; stopped by cancelling `stop`.
+pub async fn engine(
+    config: &Config,
+    tasks: &TaskTracker,
+    stop: CancellationToken,
+) -> Result<RedisEngine, String> {
+    if config.redis_url.is_empty() {
+        return Err(
+            "backup and restore need redis_url: the in-memory engine lives in one process".into(),
+        );
+    }
+    let instance = format!("backup-{}", uuid::Uuid::new_v4().simple());
+    let settings = EngineSettings::from_config(config, instance);
+    let redis = RedisSettings {
+        url: config.redis_url.clone(),
+        key_prefix: config.key_prefix.clone(),
+        pool_size: 2,
+        heartbeat: Duration::from_secs(config.heartbeat_secs),
+    };
+    RedisEngine::start(
+        &redis,
+        settings,
+        std::sync::Arc::new(Hub::new()),
+        tasks,
+        stop,
+    )
+    .await
+    .map_err(|e| e.to_string())
+}
