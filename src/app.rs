@@ -121,6 +121,15 @@ async fn serve(
         (redis.clone(), redis)
     };
 
+    if config.idle_compact_secs > 0 {
+        let idle = Duration::from_secs(config.idle_compact_secs);
+        tasks.spawn(compact_idle_rooms(
+            history.clone(),
+            idle,
+            stop_tasks.clone(),
+        ));
+    }
+
     let mailer =
         crate::mail::from_config(&config).map_err(|e| StartError::Config(vec![e.to_string()]))?;
     let trusted_proxies = crate::transport::client_ip::parse_list(&config.trusted_proxies)
@@ -238,6 +247,25 @@ fn host_name() -> String {
         "drawbridge".into()
     } else {
         host
+    }
+}
+
+/// Compacts rooms nobody has been in for `idle` (§6), checking a few times per `idle` (at most
+/// every 30 s). Every instance runs it; compacting a room twice is harmless.
+async fn compact_idle_rooms(history: Arc<dyn History>, idle: Duration, stop: CancellationToken) {
+    let every = (idle / 4).clamp(Duration::from_secs(1), Duration::from_secs(30));
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match history.compact_idle(idle).await {
+            Ok(0) => {}
+            Ok(rooms) => tracing::debug!(rooms, "idle rooms compacted"),
+            Err(e) => tracing::warn!(error = %e, "could not compact idle rooms"),
+        }
     }
 }
 

@@ -48,6 +48,9 @@ pub struct Config {
     /// A snapshot of each room's board every this many ops, so a past board costs one
     /// snapshot plus fewer ops than this.
     pub snapshot_every_ops: u64,
+    /// A room nobody has been in for this long is compacted: its board kept as a snapshot, its
+    /// live keys (presence, idempotency records) dropped; 0 never compacts.
+    pub idle_compact_secs: u64,
     /// Largest body `POST /api/v1/rooms` imports (SVG or an `export.json` document).
     pub max_import_bytes: usize,
     /// Undone ops a user can redo, per room.
@@ -151,6 +154,7 @@ impl Default for Config {
             history_max_ops: 100_000,
             snapshot_every_ops: 500,
             max_import_bytes: 5 * 1024 * 1024,
+            idle_compact_secs: 300,
             redo_max: 100,
             undo_max: 100,
             min_protocol: crate::domain::PROTOCOL.into(),

@@ -1041,6 +1041,99 @@ mod cases {
         );
     }
 
+    pub async fn idle_rooms_are_compacted_and_come_back(fx: &Fixture) {
+        let (room, a, b) = fx.two_joined("alice", "bob").await;
+        history_run(fx, &room, &a, &b).await;
+        let seq = fx
+            .history
+            .dump(&room)
+            .await
+            .expect("dump")
+            .expect("room")
+            .board
+            .seq;
+        assert_eq!(fx.draw(&room, &a, "kept").await, applied(seq + 1, "kept"));
+        let version = drawbridge::domain::history::Version {
+            version_id: "v1".into(),
+            name: "kept".into(),
+            seq: 2,
+            created_by: UserId::new("alice"),
+            created_at: 1,
+        };
+        assert!(fx.history.add_version(&room, &version).await.expect("add"));
+        let before = fx.history.dump(&room).await.expect("dump").expect("room");
+        let at3 = fx.history.board_at(&room, Some(3)).await.expect("at 3");
+        assert_eq!(
+            fx.history
+                .compact_idle(Duration::ZERO)
+                .await
+                .expect("compact"),
+            0,
+            "in use"
+        );
+        fx.leave(&room, &a).await;
+        fx.leave(&room, &b).await;
+        assert_eq!(
+            fx.history
+                .compact_idle(Duration::from_secs(3600))
+                .await
+                .expect("compact"),
+            0
+        );
+        assert_eq!(
+            fx.history
+                .compact_idle(Duration::ZERO)
+                .await
+                .expect("compact"),
+            1
+        );
+        if let Some(backend) = &fx.redis {
+            let mut conn = backend.server.client().await;
+            let base = format!("{}room:{{{room}}}", backend.prefix);
+            for key in ["strokes", "ops", "users", "edges"] {
+                let exists: bool = ::redis::cmd("EXISTS")
+                    .arg(format!("{base}:{key}"))
+                    .query_async(&mut conn)
+                    .await
+                    .expect("exists");
+                assert!(!exists, "{key} is dropped");
+            }
+        }
+        // History, versions and backups read a compacted room as it was (and leave it so).
+        assert_eq!(
+            fx.history.dump(&room).await.expect("dump"),
+            Some(before.clone())
+        );
+        assert_eq!(
+            fx.history.board_at(&room, Some(3)).await.expect("at 3"),
+            at3
+        );
+        assert_eq!(
+            fx.history.versions(&room).await.expect("versions"),
+            Some(vec![version])
+        );
+        // Joining it again works as before; idempotency records are gone with the live keys, so
+        // a resent stroke is now refused for its id rather than answered as a duplicate.
+        let c = fx.peer(&room, "carol", 3);
+        let view = fx.join(&room, &c, None).await;
+        assert_eq!(
+            (view.seq, board_of(&view).len()),
+            (seq + 1, before.board.len())
+        );
+        assert!(matches!(
+            fx.draw(&room, &a, "kept").await,
+            OpOutcome::Refused(Refusal::BadStroke(_))
+        ));
+        assert_eq!(fx.draw(&room, &c, "new").await, applied(seq + 2, "new"));
+        assert_eq!(
+            fx.history
+                .compact_idle(Duration::ZERO)
+                .await
+                .expect("compact"),
+            0
+        );
+    }
+
     /// Redis: deleting every snapshot changes no answer.
     pub async fn snapshots_are_derived_data(fx: &Fixture) {
         let (room, a, b) = fx.two_joined("alice", "bob").await;
@@ -2699,6 +2792,7 @@ engine_suite! {
         restore_brings_a_past_board_back_as_one_undoable_op;
         versions_name_seqs_newest_first;
         a_dumped_room_loads_back_as_it_was;
+        idle_rooms_are_compacted_and_come_back;
     }
     redis_only {
         snapshots_are_derived_data with EngineSettings { snapshot_every: 4, ..settings() };

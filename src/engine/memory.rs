@@ -71,6 +71,8 @@ struct Room {
     /// Boards every `snapshot_every` seqs after the base (derived from the log).
     snapshots: BTreeMap<u64, history::Board>,
     versions: Vec<Version>,
+    /// When the last connection left (compaction, §6); `None` while anyone is in it.
+    idle_since: Option<Instant>,
 }
 
 impl Room {
@@ -92,6 +94,7 @@ impl Room {
             base: history::Board::empty(),
             snapshots: BTreeMap::new(),
             versions: Vec::new(),
+            idle_since: None,
         }
     }
 
@@ -411,6 +414,7 @@ impl Engine for MemoryEngine {
         let was_present = room.has_user(user);
         room.users
             .insert(req.conn.clone(), (user.clone(), frames::member(req.who)));
+        room.idle_since = None;
         let users: Vec<String> = room
             .distinct_users()
             .into_iter()
@@ -482,6 +486,9 @@ impl Engine for MemoryEngine {
             );
         }
         self.transient(room_id, None, frames::user_count(room_id, count), false);
+        if room.users.is_empty() {
+            room.idle_since = Some(Instant::now());
+        }
         Ok(())
     }
 
@@ -698,6 +705,24 @@ impl History for MemoryEngine {
         let mut list = room.versions.clone();
         history::newest_first(&mut list);
         Ok(Some(list))
+    }
+
+    async fn compact_idle(&self, older_than: Duration) -> EngineResult<usize> {
+        let now = Instant::now();
+        let mut compacted = 0;
+        for room in self.state.lock().rooms.values_mut() {
+            if room
+                .idle_since
+                .is_some_and(|t| now.duration_since(t) >= older_than)
+            {
+                // In memory the board is its own snapshot; the live keys are these.
+                room.ops.clear();
+                room.users.clear();
+                room.idle_since = None;
+                compacted += 1;
+            }
+        }
+        Ok(compacted)
     }
 
     async fn room_ids(&self) -> EngineResult<Vec<RoomId>> {

@@ -348,6 +348,11 @@ pub trait History: Send + Sync + 'static {
     /// The room's versions, newest first; `None` when the room does not exist.
     async fn versions(&self, room: &RoomId) -> EngineResult<Option<Vec<Version>>>;
 
+    /// Compacts the rooms nobody has been in for `older_than` (§6): each keeps its board, its
+    /// history and versions, and drops its live keys (presence, idempotency records); joining
+    /// it again works as before. Returns how many were compacted.
+    async fn compact_idle(&self, older_than: Duration) -> EngineResult<usize>;
+
     /// Every room's id, for backups.
     async fn room_ids(&self) -> EngineResult<Vec<RoomId>>;
 

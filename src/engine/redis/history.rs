@@ -6,15 +6,16 @@
 //! [`history::Board::apply`].
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::Value;
+use redis::{AsyncCommands, Value};
 
 use super::board::edge_index_value;
 use super::{Inner, RedisEngine, bad_reply, next, number, tagged, text, texts};
 use crate::domain::history::{self, RoomDump, Version};
 use crate::domain::{RoomId, UserId};
-use crate::engine::{EngineError, EngineResult, History, OpsPage, Past};
+use crate::engine::{EngineError, EngineResult, History, OpsPage, Past, now_ms};
 
 /// What `past.lua` found.
 enum Answer {
@@ -104,6 +105,73 @@ impl Inner {
     }
 }
 
+/// Whether a room script answered that the room is compacted.
+pub(super) fn is_frozen(reply: &Value) -> bool {
+    match reply {
+        Value::Array(items) => {
+            matches!(items.first(), Some(Value::BulkString(tag)) if tag == b"frozen")
+        }
+        _ => false,
+    }
+}
+
+impl Inner {
+    /// Notes that nobody is in `room` any more, from now.
+    pub(super) async fn mark_idle(&self, room: &RoomId) -> EngineResult<()> {
+        let mut conn = self.conn().await?;
+        let now = now_ms();
+        self.with_timeout(conn.zadd::<_, _, _, ()>(self.keys.idle_rooms(), room.as_str(), now))
+            .await
+    }
+
+    /// Rebuilds a compacted room's live keys from its frozen snapshot.
+    pub(super) async fn thaw(&self, room: &RoomId) -> EngineResult<()> {
+        let key = self.keys.room_keys(room)[6].clone();
+        let mut conn = self.conn().await?;
+        let frozen: Option<String> = self.with_timeout(conn.hget(&key, "frozen")).await?;
+        drop(conn);
+        let Some(frozen) = frozen else {
+            return Ok(());
+        };
+        let board = history::Board::from_snapshot(&frozen).map_err(corrupt)?;
+        let mut args = vec![board.len().to_string()];
+        for element in board.elements() {
+            args.push(element.id.to_string());
+            args.push(history::stored(element));
+            args.push(edge_index_value(element));
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.invoke_room_once(&self.scripts.thaw, room, None, &args)
+            .await?;
+        // Thawed by a read or an op with nobody joined: it compacts again if it stays empty.
+        self.mark_idle(room).await
+    }
+
+    /// Compacts rooms left empty before `older_than` ago; returns how many were compacted.
+    pub(super) async fn compact_idle(&self, older_than: Duration) -> EngineResult<usize> {
+        let key = self.keys.idle_rooms();
+        let due = now_ms().saturating_sub(older_than.as_millis() as u64);
+        let mut conn = self.conn().await?;
+        let rooms: Vec<String> = self
+            .with_timeout(conn.zrangebyscore_limit(&key, 0, due, 0, 200))
+            .await?;
+        drop(conn);
+        let mut compacted = 0;
+        for raw in rooms {
+            if let Some(room) = RoomId::parse(&raw) {
+                let reply = self
+                    .invoke_room_once(&self.scripts.freeze, &room, None, &[])
+                    .await?;
+                compacted += usize::from(matches!(&reply, Value::BulkString(t) if t == b"frozen"));
+            }
+            // Busy or gone rooms leave the set too: the next last leave puts a room back.
+            let mut conn = self.conn().await?;
+            self.with_timeout(conn.zrem::<_, _, ()>(&key, &raw)).await?;
+        }
+        Ok(compacted)
+    }
+}
+
 fn corrupt(e: history::HistoryError) -> EngineError {
     EngineError::Internal(e.to_string())
 }
@@ -179,6 +247,10 @@ impl History for RedisEngine {
         Ok(Some(list))
     }
 
+    async fn compact_idle(&self, older_than: Duration) -> EngineResult<usize> {
+        self.inner.compact_idle(older_than).await
+    }
+
     async fn room_ids(&self) -> EngineResult<Vec<RoomId>> {
         let inner = &self.inner;
         let mut conn = inner.conn().await?;
@@ -233,11 +305,16 @@ impl History for RedisEngine {
             .filter_map(|json| serde_json::from_str(json).ok())
             .collect();
         history::newest_first(&mut versions);
+        let board = match next(&mut items)? {
+            Value::Nil => history::Board::from_stored(seq, &stored),
+            frozen => history::Board::from_snapshot(&text(frozen)?),
+        }
+        .map_err(corrupt)?;
         Ok(Some(RoomDump {
             room_id: room.clone(),
             created_at,
             creator,
-            board: history::Board::from_stored(seq, &stored).map_err(corrupt)?,
+            board,
             versions,
         }))
     }

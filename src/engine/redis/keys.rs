@@ -36,6 +36,11 @@ impl Keys {
         ]
     }
 
+    /// Sorted set: rooms the last connection left, scored by when (unix ms); compaction reads it.
+    pub fn idle_rooms(&self) -> String {
+        format!("{}rooms:idle", self.prefix)
+    }
+
     /// What every room's keys match (and only the room hash itself is `room:{id}`).
     pub fn room_pattern(&self) -> String {
         format!("{}room:{{*}}", self.prefix)

@@ -81,6 +81,8 @@ struct Scripts {
     versions: RoomScript,
     dump: RoomScript,
     load: RoomScript,
+    freeze: RoomScript,
+    thaw: RoomScript,
     rate: Script,
     account_create: Script,
     otp_confirm: Script,
@@ -90,7 +92,7 @@ struct Scripts {
 }
 
 impl Scripts {
-    fn all(&self) -> [&Script; 18] {
+    fn all(&self) -> [&Script; 20] {
         [
             &self.join.script,
             &self.leave.script,
@@ -104,6 +106,8 @@ impl Scripts {
             &self.versions.script,
             &self.dump.script,
             &self.load.script,
+            &self.freeze.script,
+            &self.thaw.script,
             &self.rate,
             &self.account_create,
             &self.otp_confirm,
@@ -127,6 +131,8 @@ impl Scripts {
             versions: room_script!("versions"),
             dump: room_script!("dump"),
             load: room_script!("load"),
+            freeze: room_script!("freeze"),
+            thaw: room_script!("thaw"),
             rate: Script::new(include_str!("lua/rate.lua")),
             account_create: Script::new(include_str!("lua/account_create.lua")),
             otp_confirm: Script::new(include_str!("lua/otp_confirm.lua")),
@@ -344,7 +350,23 @@ impl Inner {
         self.invoke_room(script, room, Some(user), &args).await
     }
 
+    /// Runs a room script; a compacted room (`{'frozen'}`) is thawed and the script run again.
     async fn invoke_room(
+        &self,
+        script: &RoomScript,
+        room: &RoomId,
+        user: Option<&UserId>,
+        args: &[&str],
+    ) -> EngineResult<Value> {
+        let reply = self.invoke_room_once(script, room, user, args).await?;
+        if !history::is_frozen(&reply) {
+            return Ok(reply);
+        }
+        self.thaw(room).await?;
+        self.invoke_room_once(script, room, user, args).await
+    }
+
+    async fn invoke_room_once(
         &self,
         script: &RoomScript,
         room: &RoomId,
@@ -405,8 +427,13 @@ impl Inner {
     }
 
     async fn leave(&self, room: &RoomId, field: &str) -> EngineResult<()> {
-        self.room_script(&self.scripts.leave, room, &[field])
+        let left = self
+            .room_script(&self.scripts.leave, room, &[field])
             .await?;
+        // The last one out: the room may be compacted once it stays empty (`history.rs`).
+        if matches!(left, Value::Int(0)) {
+            self.mark_idle(room).await?;
+        }
         Ok(())
     }
 

@@ -11,9 +11,11 @@
 -- edge)}, deletes {id, '1' if an edge}. A put's z is '' (place on top), '=<z>' (the element's
 -- own, unchanged) or '<z>' (placed there by this op), after a '!' when the id must be free
 -- (an add: the HSETNX that writes it is the check).
--- Returns {'ok', seq} | {'duplicate', 'seq|ackId'} | {'conflict'} | {'missing'}.
-local pttl = redis.call('PTTL', KEYS[1])
-if pttl == -2 then return {'missing'} end
+-- Returns {'ok', seq} | {'duplicate', 'seq|ackId'} | {'conflict'} | {'missing'} | {'frozen'}.
+-- The board hash's TTL is the room's (they are refreshed together); gone, the room is missing
+-- or compacted.
+local pttl = redis.call('PTTL', KEYS[2])
+if pttl == -2 then return not_live() end
 local op_field = ARGV[5]
 
 -- A node's delete found its edges in the index: an edge added or moved since must not be missed.

@@ -2,7 +2,8 @@
 -- 9 client's epoch, 10 conn key as JSON, 11 the replay window (most events a replay carries).
 -- Returns {'missing'} | {'replay', seq, epoch, users, records} | {'snapshot', seq, epoch, users, elements}
 -- (elements in no order: the gateway sorts them by z).
-if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end
+local gone = not_live()
+if gone then return gone end
 local before = distinct_users()
 local was_present = before[ARGV[7]]
 redis.call('HSET', KEYS[4], ARGV[5], ARGV[6])

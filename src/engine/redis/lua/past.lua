@@ -1,6 +1,7 @@
 -- PAST: what a question about a room's history needs, read at one moment (`history.rs`).
 -- ARGV 5 'ops' | 'board', 6 since / at ('' = now), 7 limit (ops).
--- Returns {'missing'} | {'trimmed', oldest} | {'ahead', seq} |
+-- A compacted room is read from its frozen snapshot, not thawed: looking at history is not
+-- activity. Returns {'missing'} | {'trimmed', oldest} | {'ahead', seq} |
 --   {'ops', epoch, records} | {'now', seq, elements (HVALS, the placeholder among them)} |
 --   {'board', snapshot text or false (the empty board at 0), records after it up to `at`}.
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end
@@ -8,6 +9,7 @@ local seq = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
 local first = seq - redis.call('LLEN', KEYS[3]) + 1
 local function seq_of(snapshot) return tonumber(string.match(snapshot, '^{"seq":(%d+)')) end
 
+local frozen = redis.call('HGET', KEYS[7], 'frozen')
 local base = redis.call('HGET', KEYS[7], 'base')
 local base_seq = 0
 if base then
@@ -15,11 +17,15 @@ if base then
 elseif first > 1 then
   -- The log was trimmed before history was kept (an older gateway): history starts here, from
   -- the board as it is.
-  local elements = {}
-  for _, e in ipairs(redis.call('HVALS', KEYS[2])) do
-    if e ~= '' then elements[#elements + 1] = e end
+  if frozen then
+    base = frozen
+  else
+    local elements = {}
+    for _, e in ipairs(redis.call('HVALS', KEYS[2])) do
+      if e ~= '' then elements[#elements + 1] = e end
+    end
+    base = '{"seq":' .. seq .. ',"elements":[' .. table.concat(elements, ',') .. ']}'
   end
-  base = '{"seq":' .. seq .. ',"elements":[' .. table.concat(elements, ',') .. ']}'
   redis.call('HSET', KEYS[7], 'base', base)
   expire_new(KEYS[7])
   base_seq = seq
@@ -34,7 +40,10 @@ if ARGV[5] == 'ops' then
   if last > at then records = redis.call('LRANGE', KEYS[3], at + 1 - first, last - first) end
   return {'ops', redis.call('HGET', KEYS[1], 'epoch') or '', records}
 end
-if at == seq then return {'now', seq, redis.call('HVALS', KEYS[2])} end
+if at == seq then
+  if frozen then return {'board', frozen, {}} end
+  return {'now', seq, redis.call('HVALS', KEYS[2])}
+end
 -- The nearest snapshot at or before `at`, then the records after it.
 local best = base_seq
 for _, field in ipairs(redis.call('HKEYS', KEYS[7])) do

@@ -60,3 +60,12 @@ end
 local function publish_presence(parts)
   redis.call('PUBLISH', channel, '{"presence":{' .. table.concat(parts, ',') .. '}}')
 end
+
+-- A live room's board hash always exists (its placeholder keeps it); without it the room is
+-- either gone or compacted (its board frozen into the history hash, `freeze.lua`). Returns the
+-- reply that says which, or nil for a live room: one call, as the plain EXISTS it replaces.
+local function not_live()
+  if redis.call('EXISTS', KEYS[2]) == 1 then return nil end
+  if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end
+  return {'frozen'}
+end

@@ -5,7 +5,8 @@
 --   {'ok', elements (one per id, false when absent), edges ({version, HGETALL} or false),
 --    undo ({seq, record or false}..., newest first, or false), redo (likewise),
 --    the room's seq, every element (HVALS, the placeholder among them) or false}.
-if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end
+local gone = not_live()
+if gone then return gone end
 if ARGV[5] ~= '' then
   local prev = redis.call('HGET', KEYS[5], ARGV[5])
   if prev then return {'duplicate', prev} end
