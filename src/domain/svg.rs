@@ -617,8 +617,9 @@ fn esc(s: &str) -> String {
 /// layer answers 413); these bound what a small but hostile document can ask for.
 #[derive(Clone, Copy, Debug)]
 pub struct ImportLimits {
-    /// Most board elements one file may produce; more is refused whole rather than cut off
-    /// silently, so nobody gets half a drawing without knowing.
+    /// Most board elements one file may produce (and it may leave out at most four times as
+    /// many); more is refused whole rather than cut off silently, so nobody gets half a drawing
+    /// without knowing.
     pub max_elements: usize,
     /// Deepest element nesting read: the walk recurses, and no drawing needs more.
     pub max_depth: usize,
@@ -725,6 +726,9 @@ fn usable_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= MAX_ID_LEN
 }
 
+/// How many left-out things per allowed element a file may hold before it is refused whole.
+const SKIPPED_PER_ELEMENT: usize = 4;
+
 /// Elements that draw nothing by themselves: left out without counting them as skipped.
 const NOT_DRAWN: &[&str] = &[
     "defs",
@@ -791,7 +795,7 @@ impl Reader<'_> {
                 .attribute("transform")
                 .map_or(Some(Affine::IDENTITY), parse_transform)
             else {
-                self.skipped += 1;
+                self.skip()?;
                 continue;
             };
             let m = m.then(own);
@@ -820,7 +824,7 @@ impl Reader<'_> {
                     let fields = text(node, m, &style);
                     self.add(Kind::Text, None, fields)?;
                 }
-                _ => self.skipped += 1,
+                _ => self.skip()?,
             }
         }
         Ok(())
@@ -933,8 +937,7 @@ impl Reader<'_> {
         fields: Option<Map<String, Value>>,
     ) -> Result<(), ImportError> {
         let Some(mut fields) = fields else {
-            self.skipped += 1;
-            return Ok(());
+            return self.skip();
         };
         if self.elements.len() >= self.limits.max_elements {
             return Err(ImportError::TooMany {
@@ -957,7 +960,19 @@ impl Reader<'_> {
                 self.taken.insert(id);
                 self.elements.push(element);
             }
-            Err(_) => self.skipped += 1,
+            Err(_) => self.skip()?,
+        }
+        Ok(())
+    }
+
+    /// Counts one drawn thing left out. Past [`SKIPPED_PER_ELEMENT`] times the element cap the
+    /// file is refused: it is mostly what the board cannot hold, and checking each costs time.
+    fn skip(&mut self) -> Result<(), ImportError> {
+        self.skipped += 1;
+        if self.skipped > self.limits.max_elements.saturating_mul(SKIPPED_PER_ELEMENT) {
+            return Err(ImportError::TooMany {
+                max: self.limits.max_elements,
+            });
         }
         Ok(())
     }
@@ -2611,6 +2626,11 @@ mod tests {
         let subpaths: String = (0..5_001).map(|i| format!("M{i} 0L{i} 1")).collect();
         let err = refused(doc(&format!(r#"<path stroke="red" d="{subpaths}"/>"#)).as_bytes());
         assert_eq!(err.to_string(), "the drawing has more than 5000 elements");
+        let unsupported = "<image/>".repeat(20_001);
+        assert_eq!(
+            refused(doc(&unsupported).as_bytes()),
+            ImportError::TooMany { max: 5_000 }
+        );
         let deep = format!(
             "{}<rect width='1' height='1'/>{}",
             "<g>".repeat(100_000),
