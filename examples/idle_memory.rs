@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use drawbridge::domain::board::Intent;
 use drawbridge::domain::element::{Element, ElementLimits};
+use drawbridge::domain::quota::Quota;
 use drawbridge::domain::{ConnKey, Identity, UserId};
 use drawbridge::engine::redis::{RedisEngine, RedisSettings};
 use drawbridge::engine::{Engine, EngineSettings, History, JoinRequest, Op};
@@ -39,7 +40,10 @@ async fn used_memory(client: &redis::Client) -> u64 {
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let url = args.get(1).cloned().unwrap_or("redis://127.0.0.1:6399".into());
+    let url = args
+        .get(1)
+        .cloned()
+        .unwrap_or("redis://127.0.0.1:6399".into());
     let rooms: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(10_000);
     let elements: usize = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(200);
     let client = redis::Client::open(url.as_str()).expect("redis url");
@@ -62,6 +66,11 @@ async fn main() {
         max_points: 5_000,
         history_max: 100_000,
         snapshot_every: 500,
+        quota: Quota {
+            room_elements: 50_000,
+            room_bytes: 32 << 20,
+            user_bytes: 8 << 20,
+        },
     };
     let engine = Arc::new(
         RedisEngine::start(

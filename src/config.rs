@@ -51,6 +51,12 @@ pub struct Config {
     /// A room nobody has been in for this long is compacted: its board kept as a snapshot, its
     /// live keys (presence, idempotency records) dropped; 0 never compacts.
     pub idle_compact_secs: u64,
+    /// Most elements one room holds (`QUOTA_EXCEEDED` past it).
+    pub max_room_elements: u64,
+    /// Most bytes of elements one room holds.
+    pub max_room_bytes: u64,
+    /// Most bytes one user's elements take in one room.
+    pub max_user_bytes: u64,
     /// Largest body `POST /api/v1/rooms` imports (SVG or an `export.json` document).
     pub max_import_bytes: usize,
     /// Undone ops a user can redo, per room.
@@ -155,6 +161,9 @@ impl Default for Config {
             snapshot_every_ops: 500,
             max_import_bytes: 5 * 1024 * 1024,
             idle_compact_secs: 300,
+            max_room_elements: 50_000,
+            max_room_bytes: 32 * 1024 * 1024,
+            max_user_bytes: 8 * 1024 * 1024,
             redo_max: 100,
             undo_max: 100,
             min_protocol: crate::domain::PROTOCOL.into(),
@@ -331,6 +340,10 @@ impl Config {
         check(
             self.snapshot_every_ops > 0,
             "snapshot_every_ops must be at least 1",
+        );
+        check(
+            self.max_room_elements > 0 && self.max_room_bytes > 0 && self.max_user_bytes > 0,
+            "max_room_elements, max_room_bytes and max_user_bytes must be at least 1",
         );
         check(
             self.max_import_bytes > 0,

@@ -9,6 +9,7 @@ use std::time::Duration;
 use common::RedisServer;
 use drawbridge::domain::UserId;
 use drawbridge::domain::accounts::Account;
+use drawbridge::domain::quota::Quota;
 use drawbridge::engine::memory::MemoryEngine;
 use drawbridge::engine::redis::{RedisEngine, RedisSettings};
 use drawbridge::engine::{Engine, EngineSettings, OtpOutcome, RefreshOutcome};
@@ -26,6 +27,11 @@ fn settings() -> EngineSettings {
         max_points: 5000,
         history_max: 100_000,
         snapshot_every: 500,
+        quota: Quota {
+            room_elements: 50_000,
+            room_bytes: 32 << 20,
+            user_bytes: 8 << 20,
+        },
     }
 }
 

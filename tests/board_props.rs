@@ -21,6 +21,7 @@ use std::time::Duration;
 use drawbridge::domain::board::Intent;
 use drawbridge::domain::element::{Element, ElementLimits, Patch};
 use drawbridge::domain::history::{Board, stored};
+use drawbridge::domain::quota::Quota;
 use drawbridge::domain::{ConnKey, Identity, RoomId, StrokeId, UserId};
 use drawbridge::engine::memory::MemoryEngine;
 use drawbridge::engine::redis::{RedisEngine, RedisSettings};
@@ -50,6 +51,11 @@ fn settings() -> EngineSettings {
         max_points: 100,
         history_max: 100_000,
         snapshot_every: 3,
+        quota: Quota {
+            room_elements: 50_000,
+            room_bytes: 32 << 20,
+            user_bytes: 8 << 20,
+        },
     }
 }
 

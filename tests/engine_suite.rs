@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use drawbridge::domain::board::{Intent, Refusal};
 use drawbridge::domain::element::{Element, ElementLimits, Patch};
+use drawbridge::domain::quota::Quota;
 use drawbridge::domain::{ConnKey, Identity, Point, RoomId, Stroke, StrokeId, UserId};
 use drawbridge::engine::memory::MemoryEngine;
 use drawbridge::engine::redis::{RedisEngine, RedisSettings};
@@ -44,6 +45,11 @@ fn settings() -> EngineSettings {
         max_points: 5000,
         history_max: 100_000,
         snapshot_every: 500,
+        quota: Quota {
+            room_elements: 50_000,
+            room_bytes: 32 << 20,
+            user_bytes: 8 << 20,
+        },
     }
 }
 
@@ -669,6 +675,17 @@ fn delete(ids: &[&str]) -> Intent {
     Intent::Delete(ids.iter().map(|id| StrokeId::new(*id)).collect())
 }
 
+/// Room quotas of exactly four rects (two of Alice's, two of Bob's), Alice's bytes of two.
+fn rect_quota() -> Quota {
+    let room = RoomId::new("r");
+    let size = |user: &str| rect(&room, &identity(user), "x1").body().len() as u64;
+    Quota {
+        room_elements: 4,
+        room_bytes: 2 * size("alice") + 2 * size("bob"),
+        user_bytes: 2 * size("alice"),
+    }
+}
+
 fn applied_op(seq: u64) -> OpOutcome {
     OpOutcome::Applied { seq, ack_id: None }
 }
@@ -1132,6 +1149,62 @@ mod cases {
                 .expect("compact"),
             0
         );
+    }
+
+    /// Limits sized from the rects themselves (see the suite list): Alice's elements may take
+    /// two of her rects, the room four rects of two each.
+    pub async fn quotas_refuse_growth_and_never_freeing(fx: &Fixture) {
+        let (room, a, b) = fx.two_joined("alice", "bob").await;
+        let add = |peer: &Peer, id: &str| Intent::Add(vec![rect(&room, &peer.who, id)]);
+        let refused = |o: OpOutcome| match o {
+            OpOutcome::Refused(Refusal::Quota(why)) => why,
+            other => panic!("wanted QUOTA_EXCEEDED, got {other:?}"),
+        };
+        let q = fx.settings.quota;
+        assert_eq!(
+            fx.apply(&room, &a, None, add(&a, "a1")).await,
+            applied_op(1)
+        );
+        assert_eq!(
+            fx.apply(&room, &a, None, add(&a, "a2")).await,
+            applied_op(2)
+        );
+        assert_eq!(
+            refused(fx.apply(&room, &a, None, add(&a, "a3")).await),
+            format!(
+                "alice's elements take at most {} bytes of a room",
+                q.user_bytes
+            )
+        );
+        assert_eq!(
+            fx.apply(&room, &b, None, add(&b, "b1")).await,
+            applied_op(3)
+        );
+        assert_eq!(
+            fx.apply(&room, &b, None, add(&b, "b2")).await,
+            applied_op(4)
+        );
+        assert_eq!(
+            refused(fx.apply(&room, &b, None, add(&b, "b3")).await),
+            "this room holds at most 4 elements"
+        );
+        // Freeing is never refused, and frees: Bob deletes one of Alice's, she adds again.
+        let delete = Intent::Delete(vec![StrokeId::new("a1")]);
+        assert_eq!(fx.apply(&room, &b, None, delete).await, applied_op(5));
+        assert_eq!(
+            fx.apply(&room, &a, None, add(&a, "a3")).await,
+            applied_op(6)
+        );
+        // Growing an element counts too: the room's bytes are full.
+        assert_eq!(
+            refused(
+                fx.apply(&room, &b, None, update("b1", json!({"fill": "#123456"})))
+                    .await
+            ),
+            format!("this room holds at most {} bytes", q.room_bytes)
+        );
+        let shrink = Intent::Delete(vec![StrokeId::new("b1"), StrokeId::new("b2")]);
+        assert_eq!(fx.apply(&room, &b, None, shrink).await, applied_op(7));
     }
 
     /// Redis: deleting every snapshot changes no answer.
@@ -2793,6 +2866,8 @@ engine_suite! {
         versions_name_seqs_newest_first;
         a_dumped_room_loads_back_as_it_was;
         idle_rooms_are_compacted_and_come_back;
+        quotas_refuse_growth_and_never_freeing
+            with EngineSettings { quota: rect_quota(), ..settings() };
     }
     redis_only {
         snapshots_are_derived_data with EngineSettings { snapshot_every: 4, ..settings() };

@@ -204,6 +204,8 @@ pub enum Refusal {
     NothingToUndo,
     NothingToRedo,
     Forbidden(String),
+    /// A room or user quota (`domain/quota.rs`).
+    Quota(String),
 }
 
 impl Refusal {
@@ -215,12 +217,16 @@ impl Refusal {
             Refusal::NothingToUndo => "NOTHING_TO_UNDO",
             Refusal::NothingToRedo => "NOTHING_TO_REDO",
             Refusal::Forbidden(_) => "FORBIDDEN",
+            Refusal::Quota(_) => "QUOTA_EXCEEDED",
         }
     }
 
     pub fn message(&self) -> String {
         match self {
-            Refusal::BadElement(m) | Refusal::BadStroke(m) | Refusal::Forbidden(m) => m.clone(),
+            Refusal::BadElement(m)
+            | Refusal::BadStroke(m)
+            | Refusal::Forbidden(m)
+            | Refusal::Quota(m) => m.clone(),
             Refusal::NotFound => "none of those elements exists".into(),
             Refusal::NothingToUndo => "nothing of yours to undo".into(),
             Refusal::NothingToRedo => "nothing of yours to redo".into(),

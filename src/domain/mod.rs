@@ -8,6 +8,7 @@ pub mod frames;
 pub mod history;
 pub mod identity;
 pub mod ids;
+pub mod quota;
 pub mod record;
 pub mod rga;
 pub mod stroke;

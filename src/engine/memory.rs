@@ -18,10 +18,12 @@ use super::{
 };
 use crate::domain::accounts::Account;
 use crate::domain::board::{
-    Board, Context, Decided, Decision, Effect, Logged, Lookup, STACK_LOOKBACK, Stacks, decide,
+    Board, Context, Decided, Decision, Effect, Logged, Lookup, Refusal, STACK_LOOKBACK, Stacks,
+    decide,
 };
 use crate::domain::element::{Element, ElementLimits, Kind, ZOrder, format_z};
 use crate::domain::history::{self, HistoryError, RoomDump, Version};
+use crate::domain::quota::Usage;
 use crate::domain::record::{self, Parts};
 use crate::domain::{ConnKey, RoomId, StrokeId, UserId, frames};
 use crate::hub::{Delivery, Hub};
@@ -73,6 +75,9 @@ struct Room {
     versions: Vec<Version>,
     /// When the last connection left (compaction, §6); `None` while anyone is in it.
     idle_since: Option<Instant>,
+    /// Bytes of elements held, in all and by creator (`domain/quota.rs`).
+    bytes: u64,
+    user_bytes: HashMap<UserId, u64>,
 }
 
 impl Room {
@@ -95,6 +100,8 @@ impl Room {
             snapshots: BTreeMap::new(),
             versions: Vec::new(),
             idle_since: None,
+            bytes: 0,
+            user_bytes: HashMap::new(),
         }
     }
 
@@ -520,6 +527,23 @@ impl Engine for MemoryEngine {
                 )));
             }
         };
+        let usage = Usage::of(&decision.effect, |id| {
+            room.elements.get(id).map(|s| s.element.clone())
+        });
+        let counted = |user: &UserId| room.user_bytes.get(user).copied().unwrap_or(0);
+        if let Err(why) = usage.check(
+            &self.settings.quota,
+            room.elements.len() as u64,
+            room.bytes,
+            counted,
+        ) {
+            return Ok(OpOutcome::Refused(Refusal::Quota(why)));
+        }
+        room.bytes = room.bytes.saturating_add_signed(usage.bytes);
+        for (user, delta) in usage.users {
+            let bytes = room.user_bytes.entry(user).or_default();
+            *bytes = bytes.saturating_add_signed(delta);
+        }
         room.expires = expires;
         let seq = self.commit(room_id, room, &op, &decision);
         Ok(OpOutcome::Applied {
@@ -761,6 +785,14 @@ impl History for MemoryEngine {
         }
         room.base = dump.board.clone();
         room.versions = dump.versions.clone();
+        let all = Effect::Add(dump.board.elements().into_iter().cloned().collect());
+        let usage = Usage::of(&all, |_| None);
+        room.bytes = usage.bytes.max(0) as u64;
+        room.user_bytes = usage
+            .users
+            .into_iter()
+            .map(|(u, b)| (u, b.max(0) as u64))
+            .collect();
         self.state.lock().rooms.insert(dump.room_id.clone(), room);
         Ok(())
     }

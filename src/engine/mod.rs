@@ -17,6 +17,7 @@ use bytes::Bytes;
 use crate::domain::accounts::Account;
 use crate::domain::board::{Intent, Refusal};
 use crate::domain::history::{Board, RoomDump, Version};
+use crate::domain::quota::Quota;
 use crate::domain::record::EventFrames;
 use crate::domain::{ConnKey, Identity, RoomId, StrokeId, UserId};
 use crate::hub::Delivery;
@@ -53,6 +54,8 @@ pub struct EngineSettings {
     /// A snapshot of the board is kept every this many ops, so any past board costs one
     /// snapshot plus fewer ops than this.
     pub snapshot_every: u64,
+    /// What one room, and one user's elements in it, may hold.
+    pub quota: Quota,
 }
 
 impl EngineSettings {
@@ -66,6 +69,11 @@ impl EngineSettings {
             max_points: config.max_points,
             history_max: config.history_max_ops,
             snapshot_every: config.snapshot_every_ops,
+            quota: Quota {
+                room_elements: config.max_room_elements,
+                room_bytes: config.max_room_bytes,
+                user_bytes: config.max_user_bytes,
+            },
         }
     }
 }

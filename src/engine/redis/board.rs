@@ -10,9 +10,11 @@ use redis::Value;
 
 use super::{Inner, bad_reply, next, number, tagged, text};
 use crate::domain::board::{
-    Board, Context, Decided, Decision, Effect, Logged, Lookup, Need, STACK_LOOKBACK, Stacks, decide,
+    Board, Context, Decided, Decision, Effect, Logged, Lookup, Need, Refusal, STACK_LOOKBACK,
+    Stacks, decide,
 };
 use crate::domain::element::{Element, ElementLimits, Kind, format_z};
+use crate::domain::quota::Usage;
 use crate::domain::record::{self, Parts};
 use crate::domain::{RoomId, StrokeId};
 use crate::engine::{
@@ -74,6 +76,7 @@ enum Read {
 
 enum Committed {
     Applied(u64),
+    Quota(String),
     Duplicate(u64, Option<StrokeId>),
     Conflict,
     Missing,
@@ -120,6 +123,7 @@ impl Inner {
                     return Ok(OpOutcome::Duplicate { seq, ack_id });
                 }
                 Committed::Missing => return Ok(OpOutcome::RoomMissing),
+                Committed::Quota(why) => return Ok(OpOutcome::Refused(Refusal::Quota(why))),
                 Committed::Conflict => {
                     // Read afresh everything the decision stood on.
                     need = Need {
@@ -245,10 +249,22 @@ impl Inner {
             Stacks::Undo { undone } => ("undo", undone.map(|s| s.to_string()).unwrap_or_default()),
             Stacks::Redo { redone } => ("redo", redone.to_string()),
         };
+        let usage = Usage::of(&decision.effect, |id| {
+            known.elements.get(id).cloned().flatten()
+        });
+        let quota = &self.settings.quota;
         let mut args = vec![
             field.to_owned(),
             ack_text(decision.ack_id.as_ref()).to_owned(),
-            self.settings.log_max.to_string(),
+            format!(
+                "{} {} {} {} {} {}",
+                quota.room_elements,
+                quota.room_bytes,
+                quota.user_bytes,
+                usage.elements,
+                usage.bytes,
+                usage.users.len()
+            ),
             self.settings.undo_max.to_string(),
             self.settings.redo_max.to_string(),
             stacks.to_owned(),
@@ -341,6 +357,11 @@ impl Inner {
             args.push(element.id.to_string());
             args.push(if element.kind == Kind::Edge { "1" } else { "0" }.to_owned());
         }
+        // Last, so the script finds them from the end before it writes anything.
+        for (user, delta) in &usage.users {
+            args.push(user.to_string());
+            args.push(delta.to_string());
+        }
         let reply = self
             .user_script(&self.scripts.apply, room, user, &args)
             .await?;
@@ -353,6 +374,7 @@ impl Inner {
                 Committed::Duplicate(seq, ack)
             }
             "conflict" => Committed::Conflict,
+            "quota" => Committed::Quota(text(next(&mut items)?)?),
             "missing" => Committed::Missing,
             other => return Err(bad_reply(other)),
         })

@@ -13,7 +13,9 @@ use redis::{AsyncCommands, Value};
 
 use super::board::edge_index_value;
 use super::{Inner, RedisEngine, bad_reply, next, number, tagged, text, texts};
+use crate::domain::board::Effect;
 use crate::domain::history::{self, RoomDump, Version};
+use crate::domain::quota::Usage;
 use crate::domain::{RoomId, UserId};
 use crate::engine::{EngineError, EngineResult, History, OpsPage, Past, now_ms};
 
@@ -339,6 +341,15 @@ impl History for RedisEngine {
             args.push(element.id.to_string());
             args.push(history::stored(element));
             args.push(edge_index_value(element));
+        }
+        let all = Effect::Add(board.elements().into_iter().cloned().collect());
+        let usage = Usage::of(&all, |_| None);
+        args.push((usage.users.len() + 1).to_string());
+        args.push("bytes".into());
+        args.push(usage.bytes.to_string());
+        for (user, bytes) in &usage.users {
+            args.push(format!("b:{user}"));
+            args.push(bytes.to_string());
         }
         for version in &dump.versions {
             args.push(version.version_id.clone());

@@ -2,7 +2,9 @@
 -- checks that the versions the decision relied on still stand, assigns the next seq, writes the
 -- elements, logs and publishes the record, and keeps the idempotency record and the caller's
 -- undo/redo lists. It builds no client frame and decodes no JSON.
--- ARGV 5 op field ('' = none), 6 ACK id, 7 (unused), 8 undo cap, 9 redo cap,
+-- ARGV 5 op field ('' = none), 6 ACK id, 7 quotas and usage: 'maxElements maxBytes maxUserBytes
+-- dElements dBytes nUsers' (`domain/quota.rs`), with the nUsers {userId, dBytes} pairs last in
+-- ARGV, 8 undo cap, 9 redo cap,
 -- 10 stacks ('push' | 'undo' | 'redo'), 11 the seq leaving the undo/redo list ('' = none),
 -- 12 record head, 13 record tail (non-empty: the written elements go between head and tail),
 -- 14 the edge index version the decision read ('' = it read none), then counted groups:
@@ -11,7 +13,8 @@
 -- edge)}, deletes {id, '1' if an edge}. A put's z is '' (place on top), '=<z>' (the element's
 -- own, unchanged) or '<z>' (placed there by this op), after a '!' when the id must be free
 -- (an add: the HSETNX that writes it is the check).
--- Returns {'ok', seq} | {'duplicate', 'seq|ackId'} | {'conflict'} | {'missing'} | {'frozen'}.
+-- Returns {'ok', seq} | {'duplicate', 'seq|ackId'} | {'conflict'} | {'missing'} | {'frozen'} |
+-- {'quota', why}.
 -- The board hash's TTL is the room's (they are refreshed together); gone, the room is missing
 -- or compacted.
 local pttl = redis.call('PTTL', KEYS[2])
@@ -48,6 +51,38 @@ if leaving ~= '' then
   if not redis.call('LPOS', leaving_list, leaving) then return {'conflict'} end
 end
 
+-- Quotas, before anything is written: what the op adds to the room and to each creator's bytes
+-- (the room hash's `bytes` and `b:<userId>`). Freeing is never refused. The messages are the
+-- memory engine's (`Usage::check`), word for word.
+local q = {}
+for n in string.gmatch(ARGV[7], '%-?%d+') do q[#q + 1] = tonumber(n) end
+local max_elements, max_bytes, max_user, d_elements, d_bytes, n_users = q[1], q[2], q[3], q[4], q[5], q[6]
+if d_elements > 0 and redis.call('HLEN', KEYS[2]) - 1 + d_elements > max_elements then
+  return {'quota', 'this room holds at most ' .. max_elements .. ' elements'}
+end
+local counted = {}
+local function uncount()
+  for _, c in ipairs(counted) do redis.call('HINCRBY', KEYS[1], c[1], -c[2]) end
+end
+if d_bytes ~= 0 then
+  local total = redis.call('HINCRBY', KEYS[1], 'bytes', d_bytes)
+  counted[1] = {'bytes', d_bytes}
+  if d_bytes > 0 and total > max_bytes then
+    uncount()
+    return {'quota', 'this room holds at most ' .. max_bytes .. ' bytes'}
+  end
+end
+local users_at = #ARGV - 2 * n_users
+for k = 1, n_users do
+  local user, delta = ARGV[users_at + 2 * k - 1], tonumber(ARGV[users_at + 2 * k])
+  local total = redis.call('HINCRBY', KEYS[1], 'b:' .. user, delta)
+  counted[#counted + 1] = {'b:' .. user, delta}
+  if delta > 0 and total > max_user then
+    uncount()
+    return {'quota', user .. "'s elements take at most " .. max_user .. ' bytes of a room'}
+  end
+end
+
 local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
 local written, done_ids, edges_moved, ztop_was = {}, {}, false, nil
 -- Undoes what this call did so far: when the op id was sent before (the HSETNX below is the
@@ -59,6 +94,7 @@ local function revert()
     redis.call('HDEL', KEYS[6], id)
   end
   redis.call('HINCRBY', KEYS[1], 'seq', -1)
+  uncount()
   if ztop_was then redis.call('HSET', KEYS[1], 'ztop', string.format('%d', ztop_was)) end
 end
 -- The idempotency record, written first: one call checks and records it.
