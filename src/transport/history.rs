@@ -513,8 +513,14 @@ pub async fn import_body(
     };
     match kind.as_str() {
         "image/svg+xml" => {
-            let imported = svg::import(&bytes, user, &placeholder, svg::ImportLimits::new(limits))
-                .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "BAD_IMPORT", e.to_string()))?;
+            // Parsing a large drawing takes a while: off the runtime's workers.
+            let user = user.clone();
+            let imported = tokio::task::spawn_blocking(move || {
+                svg::import(&bytes, &user, &placeholder, svg::ImportLimits::new(limits))
+            })
+            .await
+            .map_err(|e| ApiError::from(crate::engine::EngineError::Internal(e.to_string())))?
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "BAD_IMPORT", e.to_string()))?;
             Ok(Some((imported.elements, imported.skipped)))
         }
         "application/json" if !bytes.iter().all(u8::is_ascii_whitespace) => {
