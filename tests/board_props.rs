@@ -206,7 +206,7 @@ impl Run {
                 },
             )
             .await
-            .expect("apply")
+            .unwrap_or_else(|e| panic!("apply: {e}"))
     }
 
     /// The board after `at` as history tells it.

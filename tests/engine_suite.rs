@@ -1207,6 +1207,49 @@ mod cases {
         assert_eq!(fx.apply(&room, &b, None, shrink).await, applied_op(7));
     }
 
+    pub async fn idempotency_records_live_two_replay_windows(fx: &Fixture) {
+        let (room, a, _b) = fx.two_joined("alice", "bob").await;
+        assert_eq!(fx.draw(&room, &a, "s1").await, applied(1, "s1"));
+        for (seq, id) in (2..=6).zip(["s2", "s3", "s4", "s5", "s6"]) {
+            assert_eq!(fx.draw(&room, &a, id).await, applied(seq, id));
+        }
+        // s1 is a generation back (rotated at seq 4): still known.
+        assert_eq!(
+            fx.draw(&room, &a, "s1").await,
+            OpOutcome::Duplicate {
+                seq: 1,
+                ack_id: Some(StrokeId::new("s1"))
+            }
+        );
+        for (seq, id) in (7..=8).zip(["s7", "s8"]) {
+            assert_eq!(fx.draw(&room, &a, id).await, applied(seq, id));
+        }
+        // Rotated again at seq 8: s1's record is gone (its stroke is still there, so the resend
+        // is refused for its id), s5's is one generation back.
+        assert!(matches!(
+            fx.draw(&room, &a, "s1").await,
+            OpOutcome::Refused(Refusal::BadStroke(_))
+        ));
+        assert!(matches!(
+            fx.draw(&room, &a, "s5").await,
+            OpOutcome::Duplicate { seq: 5, .. }
+        ));
+        if let Some(backend) = &fx.redis {
+            let mut conn = backend.server.client().await;
+            let base = format!("{}room:{{{room}}}", backend.prefix);
+            let mut records = 0;
+            for key in ["ops", "ops-prev"] {
+                let n: u64 = ::redis::cmd("HLEN")
+                    .arg(format!("{base}:{key}"))
+                    .query_async(&mut conn)
+                    .await
+                    .expect("hlen");
+                records += n;
+            }
+            assert!(records <= 2 * 4 + 2, "{records} records kept");
+        }
+    }
+
     /// Redis: deleting every snapshot changes no answer.
     pub async fn snapshots_are_derived_data(fx: &Fixture) {
         let (room, a, b) = fx.two_joined("alice", "bob").await;
@@ -2868,6 +2911,8 @@ engine_suite! {
         idle_rooms_are_compacted_and_come_back;
         quotas_refuse_growth_and_never_freeing
             with EngineSettings { quota: rect_quota(), ..settings() };
+        idempotency_records_live_two_replay_windows
+            with EngineSettings { log_max: 4, ..settings() };
     }
     redis_only {
         snapshots_are_derived_data with EngineSettings { snapshot_every: 4, ..settings() };

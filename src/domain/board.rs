@@ -750,7 +750,10 @@ fn reverse_restore<B: Board>(
         r.stage(&element.id, Some(element.clone()));
         out_written.push(element.clone());
     }
-    (!(gone.is_empty() && out_written.is_empty())).then_some(Effect::Restore {
+    // A restore that changed nothing is undone as nothing, like an update that set the values
+    // already there: the undo must not reach past it to an older op.
+    let was_empty = written.is_empty() && removed.is_empty();
+    (was_empty || !(gone.is_empty() && out_written.is_empty())).then_some(Effect::Restore {
         at,
         written: out_written,
         removed: gone,

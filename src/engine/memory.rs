@@ -62,8 +62,10 @@ struct Room {
     ztop: f64,
     /// Log records by seq, oldest first.
     log: VecDeque<(u64, String)>,
-    /// Idempotency records: `userId|opId` → (seq, ACK id).
+    /// Idempotency records: `userId|opId` → (seq, ACK id), this generation and the previous
+    /// one (each `log_max` seqs, as on Redis).
     ops: HashMap<String, (u64, Option<StrokeId>)>,
+    ops_prev: HashMap<String, (u64, Option<StrokeId>)>,
     undo: HashMap<UserId, VecDeque<u64>>,
     redo: HashMap<UserId, VecDeque<u64>>,
     /// Connection → (user, member JSON).
@@ -93,6 +95,7 @@ impl Room {
             ztop: 0.0,
             log: VecDeque::new(),
             ops: HashMap::new(),
+            ops_prev: HashMap::new(),
             undo: HashMap::new(),
             redo: HashMap::new(),
             users: HashMap::new(),
@@ -334,6 +337,9 @@ impl MemoryEngine {
             room.ops
                 .insert(op_field(user, id), (seq, decision.ack_id.clone()));
         }
+        if seq.is_multiple_of(self.settings.log_max.max(1) as u64) {
+            room.ops_prev = std::mem::take(&mut room.ops);
+        }
         // Trimmed as the Redis script trims: back to `cap` once an eighth over it.
         let push = |lists: &mut HashMap<UserId, VecDeque<u64>>, cap: usize| {
             let list = lists.entry(user.clone()).or_default();
@@ -506,7 +512,11 @@ impl Engine for MemoryEngine {
             return Ok(OpOutcome::RoomMissing);
         };
         let user = &op.who.user_id;
-        if let Some((seq, ack_id)) = op.op_id.and_then(|id| room.ops.get(&op_field(user, id))) {
+        let recorded = op
+            .op_id
+            .map(|id| op_field(user, id))
+            .and_then(|field| room.ops.get(&field).or_else(|| room.ops_prev.get(&field)));
+        if let Some((seq, ack_id)) = recorded {
             return Ok(OpOutcome::Duplicate {
                 seq: *seq,
                 ack_id: ack_id.clone(),
@@ -741,6 +751,7 @@ impl History for MemoryEngine {
             {
                 // In memory the board is its own snapshot; the live keys are these.
                 room.ops.clear();
+                room.ops_prev.clear();
                 room.users.clear();
                 room.idle_since = None;
                 compacted += 1;

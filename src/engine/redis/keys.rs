@@ -22,8 +22,8 @@ impl Keys {
         format!("{}room:{{{room}}}", self.prefix)
     }
 
-    /// The seven keys of a room, in the order the scripts expect (`lua/prelude.lua`).
-    pub fn room_keys(&self, room: &RoomId) -> [String; 7] {
+    /// The eight keys of a room, in the order the scripts expect (`lua/prelude.lua`).
+    pub fn room_keys(&self, room: &RoomId) -> [String; 8] {
         let base = self.room(room);
         [
             base.clone(),
@@ -33,6 +33,7 @@ impl Keys {
             format!("{base}:ops"),
             format!("{base}:edges"),
             format!("{base}:history"),
+            format!("{base}:ops-prev"),
         ]
     }
 
@@ -157,6 +158,7 @@ mod tests {
                 "p:room:{3f2a}:ops",
                 "p:room:{3f2a}:edges",
                 "p:room:{3f2a}:history",
+                "p:room:{3f2a}:ops-prev",
             ]
         );
         assert_eq!(

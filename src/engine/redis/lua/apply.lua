@@ -3,8 +3,8 @@
 -- elements, logs and publishes the record, and keeps the idempotency record and the caller's
 -- undo/redo lists. It builds no client frame and decodes no JSON.
 -- ARGV 5 op field ('' = none), 6 ACK id, 7 quotas and usage: 'maxElements maxBytes maxUserBytes
--- dElements dBytes nUsers' (`domain/quota.rs`), with the nUsers {userId, dBytes} pairs last in
--- ARGV, 8 undo cap, 9 redo cap,
+-- dElements dBytes nUsers replayWindow' (`domain/quota.rs`), with the nUsers {userId, dBytes}
+-- pairs last in ARGV, 8 undo cap, 9 redo cap,
 -- 10 stacks ('push' | 'undo' | 'redo'), 11 the seq leaving the undo/redo list ('' = none),
 -- 12 record head, 13 record tail (non-empty: the written elements go between head and tail),
 -- 14 the edge index version the decision read ('' = it read none), then counted groups:
@@ -46,8 +46,8 @@ local stacks, leaving = ARGV[10], ARGV[11]
 -- same user got there first. Looked for now, removed once nothing can fail any more.
 local leaving_list = nil
 if leaving ~= '' then
-  leaving_list = KEYS[8]
-  if stacks == 'redo' then leaving_list = KEYS[9] end
+  leaving_list = KEYS[9]
+  if stacks == 'redo' then leaving_list = KEYS[10] end
   if not redis.call('LPOS', leaving_list, leaving) then return {'conflict'} end
 end
 
@@ -57,6 +57,7 @@ end
 local q = {}
 for n in string.gmatch(ARGV[7], '%-?%d+') do q[#q + 1] = tonumber(n) end
 local max_elements, max_bytes, max_user, d_elements, d_bytes, n_users = q[1], q[2], q[3], q[4], q[5], q[6]
+local window = q[7]
 if d_elements > 0 and redis.call('HLEN', KEYS[2]) - 1 + d_elements > max_elements then
   return {'quota', 'this room holds at most ' .. max_elements .. ' elements'}
 end
@@ -97,10 +98,19 @@ local function revert()
   uncount()
   if ztop_was then redis.call('HSET', KEYS[1], 'ztop', string.format('%d', ztop_was)) end
 end
--- The idempotency record, written first: one call checks and records it.
-if op_field ~= '' and redis.call('HSETNX', KEYS[5], op_field, seq .. '|' .. ARGV[6]) == 0 then
-  revert()
-  return {'duplicate', redis.call('HGET', KEYS[5], op_field)}
+-- The idempotency record, written first: one call checks and records it; the previous
+-- generation (below) is looked at too.
+if op_field ~= '' then
+  if redis.call('HSETNX', KEYS[5], op_field, seq .. '|' .. ARGV[6]) == 0 then
+    revert()
+    return {'duplicate', redis.call('HGET', KEYS[5], op_field)}
+  end
+  local earlier = redis.call('HGET', KEYS[8], op_field)
+  if earlier then
+    redis.call('HDEL', KEYS[5], op_field)
+    revert()
+    return {'duplicate', earlier}
+  end
 end
 i = i + 1
 for _ = 1, tonumber(ARGV[i]) do
@@ -169,13 +179,20 @@ local function push(key, cap)
   if len > cap + math.floor(cap / 8) then redis.call('LTRIM', key, -cap, -1) end
 end
 if stacks == 'push' then
-  push(KEYS[8], tonumber(ARGV[8]))
+  push(KEYS[9], tonumber(ARGV[8]))
   -- A new op ends the user's redo chain, as in any editor.
-  redis.call('DEL', KEYS[9])
+  redis.call('DEL', KEYS[10])
 elseif stacks == 'undo' then
-  push(KEYS[9], tonumber(ARGV[9]))
+  push(KEYS[10], tonumber(ARGV[9]))
 else
-  push(KEYS[8], tonumber(ARGV[8]))
+  push(KEYS[9], tonumber(ARGV[8]))
+end
+-- Idempotency records live two replay windows at most: every `window` seqs the current
+-- generation becomes the previous one (RENAME keeps its TTL) and the oldest goes.
+if seq % window == 0 then
+  redis.call('RENAME', KEYS[5], KEYS[8])
+  redis.call('HSET', KEYS[5], '', '')
+  expire_new(KEYS[5])
 end
 redis.call('PUBLISH', channel, record)
 touch_if_due(pttl)

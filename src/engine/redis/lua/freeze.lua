@@ -12,5 +12,5 @@ end
 local seq = redis.call('HGET', KEYS[1], 'seq') or '0'
 redis.call('HSET', KEYS[7], 'frozen', '{"seq":' .. seq .. ',"elements":[' .. table.concat(elements, ',') .. ']}')
 expire_new(KEYS[7])
-redis.call('DEL', KEYS[2], KEYS[4], KEYS[5], KEYS[6])
+redis.call('DEL', KEYS[2], KEYS[4], KEYS[5], KEYS[6], KEYS[8])
 return 'frozen'

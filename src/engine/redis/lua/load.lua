@@ -3,7 +3,7 @@
 -- here), 11 how many elements, then {id, stored JSON, edge index value ('' = not an edge)} each,
 -- then how many quota counters and {field, bytes} each (`bytes`, `b:<userId>`), then
 -- {versionId, JSON} pairs to the end.
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8])
 redis.call('HSET', KEYS[1], 'createdAt', ARGV[5], 'expiresAt', expires_at, 'creator', ARGV[6],
   'epoch', ARGV[7], 'seq', ARGV[8], 'ztop', ARGV[9], 'edges', '0')
 redis.call('HSET', KEYS[2], '', '')

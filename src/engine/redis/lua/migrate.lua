@@ -1,10 +1,10 @@
 -- MIGRATE one room written by a v1 gateway (strokes in a list) to the board layout, in place:
--- each stroke becomes a stroke element, in its list order. KEYS 8 is the v1 redo-stack hash.
+-- each stroke becomes a stroke element, in its list order. KEYS 9 is the v1 redo-stack hash.
 -- The v1 log entries are not records; the log is emptied, so a reconnecting client is sent the
 -- board (INITIAL_STATE) instead of a replay. Returns how many strokes moved (0: nothing to do).
 if redis.call('TYPE', KEYS[2]).ok ~= 'list' then return 0 end
 local strokes = redis.call('LRANGE', KEYS[2], 0, -1)
-redis.call('DEL', KEYS[2], KEYS[3], KEYS[8])
+redis.call('DEL', KEYS[2], KEYS[3], KEYS[9])
 redis.call('HSET', KEYS[2], '', '')
 redis.call('HSETNX', KEYS[5], '', '')
 -- Versions must be positive (0 means "absent" to the commit script): the room's seq will do.

@@ -2,7 +2,8 @@
 --   1 room:{id} (hash)  2 :strokes (hash: element id -> element, and the placeholder '')
 --   3 :log (list of records)  4 :users (hash)  5 :ops (hash, and the placeholder '')  6 :edges (hash)
 --   7 :history (hash: base and s:<seq> snapshots, v:<versionId> versions)
---   and for scripts acting for one user: 8 :undo:<userId> (list)  9 :redo:<userId> (list)
+--   8 :ops-prev (hash: the previous generation of idempotency records)
+--   and for scripts acting for one user: 9 :undo:<userId> (list)  10 :redo:<userId> (list)
 -- ARGV 1..4, always: channel, room TTL in ms (0 = forever), expiresAt (unix ms), room id as JSON
 -- (for reading a script call in MONITOR; no script needs it since frames are built in Rust).
 -- Stored JSON is produced by the gateway with a fixed field order (elements start {"v":..,"z":..,

@@ -8,7 +8,7 @@
 local gone = not_live()
 if gone then return gone end
 if ARGV[5] ~= '' then
-  local prev = redis.call('HGET', KEYS[5], ARGV[5])
+  local prev = redis.call('HGET', KEYS[5], ARGV[5]) or redis.call('HGET', KEYS[8], ARGV[5])
   if prev then return {'duplicate', prev} end
 end
 local elements = {}
@@ -36,5 +36,5 @@ local function entries(key, n)
 end
 local all = false
 if ARGV[9] == '1' then all = redis.call('HVALS', KEYS[2]) end
-return {'ok', elements, edges, entries(KEYS[8], tonumber(ARGV[7])), entries(KEYS[9], tonumber(ARGV[8])),
+return {'ok', elements, edges, entries(KEYS[9], tonumber(ARGV[7])), entries(KEYS[10], tonumber(ARGV[8])),
   seq, all}
