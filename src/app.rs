@@ -22,9 +22,10 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::domain::token::TokenKeys;
+use crate::engine::activity::ActivityBuffer;
 use crate::engine::memory::MemoryEngine;
 use crate::engine::redis::{RedisEngine, RedisSettings};
-use crate::engine::{Engine, EngineError, EngineSettings};
+use crate::engine::{Access, Engine, EngineError, EngineSettings};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::transport::{AppState, admin_router, router};
@@ -111,9 +112,11 @@ async fn serve(
         undo_max: config.undo_max,
         max_points: config.max_points,
     };
-    let engine: Arc<dyn Engine> = if config.redis_url.is_empty() {
+    // One engine, seen through one trait per concern.
+    let (engine, access): (Arc<dyn Engine>, Arc<dyn Access>) = if config.redis_url.is_empty() {
         tracing::info!("no redis_url: embedded in-memory engine, single instance only");
-        Arc::new(MemoryEngine::new(settings, hub.clone()))
+        let memory = Arc::new(MemoryEngine::new(settings, hub.clone()));
+        (memory.clone(), memory)
     } else {
         let redis = RedisSettings {
             url: config.redis_url.clone(),
@@ -121,10 +124,18 @@ async fn serve(
             pool_size: config.redis_pool_size,
             heartbeat: Duration::from_secs(config.heartbeat_secs),
         };
-        Arc::new(
+        let redis = Arc::new(
             RedisEngine::start(&redis, settings, hub.clone(), &tasks, stop_tasks.clone()).await?,
-        )
+        );
+        (redis.clone(), redis)
     };
+    let activity = Arc::new(ActivityBuffer::default());
+    tasks.spawn(crate::engine::activity::run(
+        activity.clone(),
+        access.clone(),
+        Duration::from_secs(config.activity_flush_secs),
+        stop_tasks.clone(),
+    ));
 
     let mailer =
         crate::mail::from_config(&config).map_err(|e| StartError::Config(vec![e.to_string()]))?;
@@ -135,6 +146,8 @@ async fn serve(
         origins: config.origins(),
         instance_id: instance_id.clone(),
         engine,
+        access,
+        activity,
         hub,
         tokens: TokenKeys::new(secret.as_bytes(), config.access_token_ttl_secs),
         draining: CancellationToken::new(),

@@ -1,6 +1,7 @@
 //! The embedded engine: all shared state in this process, for a single instance with no Redis
 //! (development, demos, tests). Same semantics as the Redis engine, checked by the same suite.
 
+mod access;
 mod accounts;
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
@@ -38,6 +39,8 @@ pub struct MemoryEngine {
 struct State {
     rooms: HashMap<RoomId, Room>,
     limits: HashMap<String, (u32, Instant)>,
+    /// Access state outside any one room (`access.rs`).
+    access: access::AccessState,
 }
 
 /// A stored element: parsed for the rules, and its stored text for joins.
@@ -62,11 +65,26 @@ struct Room {
     redo: HashMap<UserId, VecDeque<u64>>,
     /// Connection → (user, member JSON).
     users: HashMap<ConnKey, (UserId, String)>,
+    /// Owner, name, access mode, link role, workspace.
+    settings: crate::domain::access::RoomSettings,
+    /// Unix ms.
+    created_at: u64,
+    /// Roles given in the room itself.
+    members: HashMap<UserId, crate::domain::access::Role>,
 }
 
 impl Room {
-    fn new(expires: Option<Instant>) -> Self {
+    fn new(expires: Option<Instant>, owner: UserId) -> Self {
         Self {
+            settings: crate::domain::access::RoomSettings {
+                owner,
+                name: String::new(),
+                access: crate::domain::access::AccessMode::Link,
+                link_role: crate::domain::access::Role::Editor,
+                workspace: None,
+            },
+            created_at: now_ms(),
+            members: HashMap::new(),
             epoch: uuid::Uuid::new_v4().simple().to_string(),
             seq: 0,
             expires,
@@ -304,9 +322,9 @@ fn live_room<'a>(state: &'a mut State, id: &RoomId) -> Option<&'a mut Room> {
 
 #[async_trait]
 impl Engine for MemoryEngine {
-    async fn create_room(&self, _creator: &UserId) -> EngineResult<RoomInfo> {
+    async fn create_room(&self, creator: &UserId) -> EngineResult<RoomInfo> {
         let room_id = RoomId::random();
-        let room = Room::new(self.expiry());
+        let room = Room::new(self.expiry(), creator.clone());
         let mut state = self.state.lock();
         // Creating rooms is rare; it is a fine moment to forget the expired ones.
         let now = Instant::now();

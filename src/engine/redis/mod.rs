@@ -7,6 +7,7 @@
 //! runs one `PSUBSCRIBE room:*` ([`pubsub`]) and hands every event to its hub; a heartbeat
 //! ([`liveness`]) keeps `instance:<id>` alive so other instances can sweep presence of dead ones.
 
+mod access;
 mod accounts;
 mod board;
 mod keys;
@@ -341,6 +342,9 @@ impl Inner {
                 invocation.key(key);
             }
         }
+        // Last, after the keys scripts name by position: only `touch()` (which walks every key)
+        // uses it, so the members expire with the room however long activity keeps it alive.
+        invocation.key(self.keys.room_members(room));
         invocation
             .arg(self.keys.channel(room))
             .arg(ttl_ms)
