@@ -393,6 +393,8 @@ async fn viewers_cannot_change_the_board_and_roles_change_live_across_instances(
     let path = format!("/api/v1/rooms/{room}");
     let mut olga = Client::joined(a.addr, "olga", &room).await;
     let mut bob = Client::joined(b.addr, "bob", &room).await;
+    // A v1.1 page, which is sent strokes in progress (v1 clients never are).
+    let mut wanda = Client::joined_v11(a.addr, "wanda", &room).await;
 
     // The link turns read-only: bob, on the other instance, is told and may no longer draw.
     let (status, _) = call(
@@ -422,11 +424,24 @@ async fn viewers_cannot_change_the_board_and_roles_change_live_across_instances(
     bob.send(json!({"type": "UNDO", "payload": {"roomId": room}}))
         .await;
     assert_eq!(next_control(&mut bob).await["payload"]["code"], "FORBIDDEN");
-    // Cursors still go through.
+    // A stroke being drawn is not shown (it could never be stored); cursors still go through.
+    bob.send(
+        json!({"type": "STROKE_PROGRESS", "payload": {"roomId": room, "id": "b9",
+        "points": [{"x": 1, "y": 2}], "color": "#000", "width": 2}}),
+    )
+    .await;
     bob.send(json!({"type": "CURSOR_MOVE", "payload": {"roomId": room, "x": 1, "y": 2}}))
         .await;
-    let cursor = olga.until("CURSOR_MOVE").await;
-    assert_eq!(cursor["payload"]["userId"], "bob");
+    let seen = wanda.frames_until("CURSOR_MOVE").await;
+    assert!(
+        seen.iter().all(|f| f["type"] != "STROKE_PROGRESS"),
+        "{seen:?}"
+    );
+    assert_eq!(
+        seen.last().map(|f| f["payload"]["userId"].clone()),
+        Some(json!("bob"))
+    );
+    olga.until("CURSOR_MOVE").await;
     // The owner saw no stroke of bob's; bob still sees hers.
     olga.draw_acked(&room, "o1").await;
     assert_eq!(next_control(&mut bob).await["type"], "CANVAS_UPDATE");

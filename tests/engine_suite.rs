@@ -2439,6 +2439,11 @@ mod cases {
         let base = format!("{}room:{{{room}}}", redis.prefix);
         assert_pttls(&mut conn, std::slice::from_ref(&base), 0, ttl).await;
 
+        // A member: the members hash lives and dies with the room's other keys.
+        fx.access
+            .set_room_member(&room, &UserId::new("bob"), Some(Role::Editor))
+            .await
+            .expect("member");
         let a = fx.peer(&room, "alice", 1);
         fx.join(&room, &a, None).await;
         fx.draw_each(&room, &a, 1, &["a1", "a2", "a3"]).await;
@@ -2449,6 +2454,7 @@ mod cases {
             ":log",
             ":users",
             ":ops",
+            ":members",
             ":undo:alice",
             ":redo:alice",
         ]
@@ -2481,14 +2487,14 @@ mod cases {
             run(&mut conn, "DEL", &format!("{base}{key}")).await;
         }
         assert_eq!(fx.draw(&room, &a, "a4").await, applied(6, "a4"));
-        assert_pttls(&mut conn, &keys[..6], 50_000, ttl).await;
+        assert_pttls(&mut conn, &keys[..7], 50_000, ttl).await;
         // Past a tenth of the TTL, a stroke refreshes every key (the stroke ended the redo
         // chain, so `:redo:alice` is gone).
-        for key in &keys[..6] {
+        for key in &keys[..7] {
             run(&mut conn, "PEXPIRE", key).await;
         }
         assert_eq!(fx.draw(&room, &a, "a5").await, applied(7, "a5"));
-        assert_pttls(&mut conn, &keys[..6], 5_000, ttl).await;
+        assert_pttls(&mut conn, &keys[..7], 5_000, ttl).await;
         let expires_at: u64 = ::redis::cmd("HGET")
             .arg(&base)
             .arg("expiresAt")

@@ -112,18 +112,20 @@ pub struct Grants {
 }
 
 /// The caller's role in a room, or `None` when the caller may not see it at all (and must be
-/// told it does not exist). Guests never hold member roles: they join link rooms only.
+/// told it does not exist). Guests never hold member roles: they join link rooms only (or
+/// rooms they created themselves).
 pub fn role_of(
     settings: &RoomSettings,
     caller: &UserId,
     kind: CallerKind,
     grants: Grants,
 ) -> Option<Role> {
-    if kind == CallerKind::Guest {
-        return (settings.access == AccessMode::Link).then_some(settings.link_role);
-    }
+    // A guest may own the room it created: guests create rooms to invite others to them.
     if &settings.owner == caller {
         return Some(Role::Owner);
+    }
+    if kind == CallerKind::Guest {
+        return (settings.access == AccessMode::Link).then_some(settings.link_role);
     }
     let member = grants.room.max(grants.workspace);
     match settings.access {
@@ -271,6 +273,12 @@ mod tests {
     #[test]
     fn guests_join_link_rooms_only_and_never_as_members() {
         let guest = UserId::new("guest-1");
+        let mut own = settings(AccessMode::Link, Role::Viewer);
+        own.owner = guest.clone();
+        assert_eq!(
+            role_of(&own, &guest, CallerKind::Guest, NONE),
+            Some(Role::Owner)
+        );
         let member = grants(Some(Role::Editor), Some(Role::Editor));
         let members = settings(AccessMode::Members, Role::Editor);
         assert_eq!(role_of(&members, &guest, CallerKind::Guest, member), None);

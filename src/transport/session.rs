@@ -651,6 +651,10 @@ where
                 let Some(room) = self.in_room(&progress.room_id).await else {
                     return Flow::Continue;
                 };
+                // A viewer's stroke will never be stored: others must not see it being drawn.
+                if self.joined.as_ref().is_some_and(|j| !j.role.can_edit()) {
+                    return Flow::Continue;
+                }
                 // Transient like a cursor: a bad or excess batch is dropped without a word. It is
                 // checked as the stroke it will become.
                 let input = StrokeInput {
