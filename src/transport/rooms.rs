@@ -19,6 +19,7 @@ use super::authz::{self, Allowed, Caller, caller, require};
 use super::client_ip::client_ip;
 use super::error::ApiError;
 use super::limits::{self, Rejection, Rule};
+use super::openapi::schemas::ErrorBody;
 use crate::domain::UserId;
 use crate::domain::access::{AccessMode, CallerKind, Control, Grants, Role, clean_name, role_of};
 use crate::domain::accounts::normalize_email;
@@ -156,6 +157,21 @@ pub async fn get_room(
 }
 
 /// `PATCH /api/v1/rooms/{id} {name?, access?, linkRole?}`: the owner.
+#[utoipa::path(
+    patch, path = "/api/v1/rooms/{room_id}", tag = "rooms",
+    security(("bearer" = [])),
+    params(
+        ("room_id" = String, Path, description = "the room id")
+    ),
+    request_body(content = Object, description = "{name?, access?: link|members, linkRole?: editor|viewer}"),
+    responses(
+        (status = 200, description = "the settings after, with the caller's role"),
+        (status = 401, description = "missing or invalid access token", body = ErrorBody),
+        (status = 400, description = "a field is invalid; the message names each", body = ErrorBody),
+        (status = 403, description = "the caller's role may not do this", body = ErrorBody),
+        (status = 404, description = "no such room, or a members-only room the caller is not in (the same answer)", body = ErrorBody),
+    )
+)]
 async fn patch_room(
     State(app): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -203,6 +219,19 @@ async fn patch_room(
 
 /// `DELETE /api/v1/rooms/{id}`: the owner. Every key goes, its IP slot frees up, and the
 /// sockets in it are told (`ROOM_EXPIRED`) on every instance.
+#[utoipa::path(
+    delete, path = "/api/v1/rooms/{room_id}", tag = "rooms",
+    security(("bearer" = [])),
+    params(
+        ("room_id" = String, Path, description = "the room id")
+    ),
+    responses(
+        (status = 200, description = "deleted: every key, its IP slot freed, its sockets told ROOM_EXPIRED"),
+        (status = 401, description = "missing or invalid access token", body = ErrorBody),
+        (status = 403, description = "the caller's role may not do this", body = ErrorBody),
+        (status = 404, description = "no such room, or a members-only room the caller is not in (the same answer)", body = ErrorBody),
+    )
+)]
 async fn delete_room(
     State(app): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -227,6 +256,18 @@ async fn names(app: &AppState, users: &[UserId]) -> Result<Vec<String>, ApiError
 }
 
 /// `GET /api/v1/rooms/{id}/members`: the owner first, then the room's members.
+#[utoipa::path(
+    get, path = "/api/v1/rooms/{room_id}/members", tag = "rooms",
+    security(("bearer" = [])),
+    params(
+        ("room_id" = String, Path, description = "the room id")
+    ),
+    responses(
+        (status = 200, description = "{members: [{userId, name, role}]}, the owner first"),
+        (status = 401, description = "missing or invalid access token", body = ErrorBody),
+        (status = 404, description = "no such room, or a members-only room the caller is not in (the same answer)", body = ErrorBody),
+    )
+)]
 async fn list_members(
     State(app): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -287,6 +328,22 @@ async fn grant(
 }
 
 /// `PUT /api/v1/rooms/{id}/members/{userId} {role}`: the owner.
+#[utoipa::path(
+    put, path = "/api/v1/rooms/{room_id}/members/{user_id}", tag = "rooms",
+    security(("bearer" = [])),
+    params(
+        ("room_id" = String, Path, description = "the room id"),
+        ("user_id" = String, Path, description = "the member's user id")
+    ),
+    request_body(content = Object, description = "{role: editor|viewer}"),
+    responses(
+        (status = 200, description = "given; their sockets get ROLE_CHANGED"),
+        (status = 401, description = "missing or invalid access token", body = ErrorBody),
+        (status = 400, description = "role must be editor or viewer", body = ErrorBody),
+        (status = 403, description = "the caller's role may not do this", body = ErrorBody),
+        (status = 404, description = "no such room, or a members-only room the caller is not in (the same answer)", body = ErrorBody),
+    )
+)]
 async fn put_member(
     State(app): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -331,6 +388,21 @@ pub async fn account_id(app: &AppState, body: &Value) -> Result<UserId, ApiError
 }
 
 /// `POST /api/v1/rooms/{id}/members {email, role}`: the owner.
+#[utoipa::path(
+    post, path = "/api/v1/rooms/{room_id}/members", tag = "rooms",
+    security(("bearer" = [])),
+    params(
+        ("room_id" = String, Path, description = "the room id")
+    ),
+    request_body(content = Object, description = "{email, role: editor|viewer}"),
+    responses(
+        (status = 200, description = "given; their sockets get ROLE_CHANGED"),
+        (status = 401, description = "missing or invalid access token", body = ErrorBody),
+        (status = 400, description = "bad e-mail or role", body = ErrorBody),
+        (status = 403, description = "the caller's role may not do this", body = ErrorBody),
+        (status = 404, description = "no such room (ROOM_NOT_FOUND) or no account with this e-mail (USER_NOT_FOUND)", body = ErrorBody),
+    )
+)]
 async fn add_member_by_email(
     State(app): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -345,6 +417,20 @@ async fn add_member_by_email(
 }
 
 /// `DELETE /api/v1/rooms/{id}/members/{userId}`: the owner.
+#[utoipa::path(
+    delete, path = "/api/v1/rooms/{room_id}/members/{user_id}", tag = "rooms",
+    security(("bearer" = [])),
+    params(
+        ("room_id" = String, Path, description = "the room id"),
+        ("user_id" = String, Path, description = "the member's user id")
+    ),
+    responses(
+        (status = 200, description = "removed; their sockets get ROLE_CHANGED or ACCESS_REVOKED"),
+        (status = 401, description = "missing or invalid access token", body = ErrorBody),
+        (status = 403, description = "the caller's role may not do this", body = ErrorBody),
+        (status = 404, description = "no such room, or a members-only room the caller is not in (the same answer)", body = ErrorBody),
+    )
+)]
 async fn remove_member(
     State(app): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -361,6 +447,14 @@ pub fn role_for(caller: &Caller, meta: &RoomMeta, grants: Grants) -> Option<Role
 }
 
 /// `GET /api/v1/me/rooms`: rooms the caller owns or is a member of, newest first.
+#[utoipa::path(
+    get, path = "/api/v1/me/rooms", tag = "rooms",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "{rooms: [{roomId, name, role, access, linkRole, owner, createdAt, expiresAt}]}, newest first"),
+        (status = 401, description = "missing or invalid access token", body = ErrorBody),
+    )
+)]
 async fn my_rooms(
     State(app): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -389,6 +483,15 @@ struct ActivityQuery {
 /// `GET /api/v1/me/activity?year=`: the caller's sequenced ops per UTC day of `year` (this
 /// year by default), with streaks. This instance's unflushed counts for the caller are written
 /// first, so a caller sees their own latest ops.
+#[utoipa::path(
+    get, path = "/api/v1/me/activity", tag = "accounts",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "{year, days: {YYYY-MM-DD: n}, total, currentStreak, longestStreak}"),
+        (status = 401, description = "missing or invalid access token", body = ErrorBody),
+        (status = 400, description = "year out of range", body = ErrorBody),
+    )
+)]
 async fn my_activity(
     State(app): State<Arc<AppState>>,
     headers: HeaderMap,

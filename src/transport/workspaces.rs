@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::authz::{Caller, caller, forbidden};
 use super::error::ApiError;
+use super::openapi::schemas::ErrorBody;
 use super::rooms::{account_id, member_id, room_json, workspace_not_found};
 use crate::domain::UserId;
 use crate::domain::access::{CallerKind, Control, Grants, Role, clean_name, role_of};
@@ -97,6 +98,17 @@ async fn require(
     Ok((caller, workspace, role))
 }
 
+#[utoipa::path(
+    post, path = "/api/v1/workspaces", tag = "workspaces",
+    security(("bearer" = [])),
+    request_body(content = Object, description = "{name}"),
+    responses(
+        (status = 201, description = "the new workspace; the caller owns it"),
+        (status = 401, description = "missing or invalid access token", body = ErrorBody),
+        (status = 400, description = "name must be 1 to 80 printable characters", body = ErrorBody),
+        (status = 403, description = "guests hold no workspaces", body = ErrorBody),
+    )
+)]
 async fn create_workspace(
     State(app): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -112,6 +124,15 @@ async fn create_workspace(
         .into_response())
 }
 
+#[utoipa::path(
+    get, path = "/api/v1/workspaces", tag = "workspaces",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "{workspaces: [...]}, the caller's"),
+        (status = 401, description = "missing or invalid access token", body = ErrorBody),
+        (status = 403, description = "guests hold no workspaces", body = ErrorBody),
+    )
+)]
 async fn list_workspaces(
     State(app): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -127,6 +148,18 @@ async fn list_workspaces(
     Ok(Json(json!({"success": true, "workspaces": list})).into_response())
 }
 
+#[utoipa::path(
+    get, path = "/api/v1/workspaces/{id}", tag = "workspaces",
+    security(("bearer" = [])),
+    params(
+        ("id" = String, Path, description = "the workspace id")
+    ),
+    responses(
+        (status = 200, description = "the workspace and the caller's role"),
+        (status = 401, description = "missing or invalid access token", body = ErrorBody),
+        (status = 404, description = "no such workspace, or the caller is not a member (the same answer)", body = ErrorBody),
+    )
+)]
 async fn get_workspace(
     State(app): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -136,6 +169,21 @@ async fn get_workspace(
     Ok(Json(json!({"success": true, "data": workspace_json(&workspace, role)})).into_response())
 }
 
+#[utoipa::path(
+    patch, path = "/api/v1/workspaces/{id}", tag = "workspaces",
+    security(("bearer" = [])),
+    params(
+        ("id" = String, Path, description = "the workspace id")
+    ),
+    request_body(content = Object, description = "{name}"),
+    responses(
+        (status = 200, description = "renamed"),
+        (status = 401, description = "missing or invalid access token", body = ErrorBody),
+        (status = 400, description = "bad name", body = ErrorBody),
+        (status = 403, description = "the caller's role may not do this", body = ErrorBody),
+        (status = 404, description = "no such workspace, or the caller is not a member (the same answer)", body = ErrorBody),
+    )
+)]
 async fn rename_workspace(
     State(app): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -163,6 +211,19 @@ async fn recheck_rooms(app: &AppState, id: &str, user: Option<&UserId>) -> Resul
     Ok(())
 }
 
+#[utoipa::path(
+    delete, path = "/api/v1/workspaces/{id}", tag = "workspaces",
+    security(("bearer" = [])),
+    params(
+        ("id" = String, Path, description = "the workspace id")
+    ),
+    responses(
+        (status = 200, description = "deleted; its rooms stay, outside any workspace"),
+        (status = 401, description = "missing or invalid access token", body = ErrorBody),
+        (status = 403, description = "the caller's role may not do this", body = ErrorBody),
+        (status = 404, description = "no such workspace, or the caller is not a member (the same answer)", body = ErrorBody),
+    )
+)]
 async fn delete_workspace(
     State(app): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -177,6 +238,18 @@ async fn delete_workspace(
     Ok(Json(json!({"success": true})).into_response())
 }
 
+#[utoipa::path(
+    get, path = "/api/v1/workspaces/{id}/members", tag = "workspaces",
+    security(("bearer" = [])),
+    params(
+        ("id" = String, Path, description = "the workspace id")
+    ),
+    responses(
+        (status = 200, description = "{members: [{userId, name, role}]}"),
+        (status = 401, description = "missing or invalid access token", body = ErrorBody),
+        (status = 404, description = "no such workspace, or the caller is not a member (the same answer)", body = ErrorBody),
+    )
+)]
 async fn list_members(
     State(app): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -222,6 +295,22 @@ fn role_from(body: &Value) -> Result<Role, ApiError> {
         .ok_or_else(|| ApiError::bad_request("role must be \"editor\" or \"viewer\""))
 }
 
+#[utoipa::path(
+    put, path = "/api/v1/workspaces/{id}/members/{user_id}", tag = "workspaces",
+    security(("bearer" = [])),
+    params(
+        ("id" = String, Path, description = "the workspace id"),
+        ("user_id" = String, Path, description = "the member's user id")
+    ),
+    request_body(content = Object, description = "{role: editor|viewer}"),
+    responses(
+        (status = 200, description = "given; their sockets in its rooms re-check"),
+        (status = 401, description = "missing or invalid access token", body = ErrorBody),
+        (status = 400, description = "role must be editor or viewer", body = ErrorBody),
+        (status = 403, description = "the caller's role may not do this", body = ErrorBody),
+        (status = 404, description = "no such workspace, or the caller is not a member (the same answer)", body = ErrorBody),
+    )
+)]
 async fn put_member(
     State(app): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -233,6 +322,21 @@ async fn put_member(
     grant(&app, &workspace, member_id(&user_id)?, Some(role)).await
 }
 
+#[utoipa::path(
+    post, path = "/api/v1/workspaces/{id}/members", tag = "workspaces",
+    security(("bearer" = [])),
+    params(
+        ("id" = String, Path, description = "the workspace id")
+    ),
+    request_body(content = Object, description = "{email, role: editor|viewer}"),
+    responses(
+        (status = 200, description = "given"),
+        (status = 401, description = "missing or invalid access token", body = ErrorBody),
+        (status = 400, description = "bad e-mail or role", body = ErrorBody),
+        (status = 403, description = "the caller's role may not do this", body = ErrorBody),
+        (status = 404, description = "no such workspace, or no account with this e-mail (USER_NOT_FOUND)", body = ErrorBody),
+    )
+)]
 async fn add_member_by_email(
     State(app): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -246,6 +350,20 @@ async fn add_member_by_email(
     grant(&app, &workspace, user, Some(role)).await
 }
 
+#[utoipa::path(
+    delete, path = "/api/v1/workspaces/{id}/members/{user_id}", tag = "workspaces",
+    security(("bearer" = [])),
+    params(
+        ("id" = String, Path, description = "the workspace id"),
+        ("user_id" = String, Path, description = "the member's user id")
+    ),
+    responses(
+        (status = 200, description = "removed; their sockets in its rooms re-check"),
+        (status = 401, description = "missing or invalid access token", body = ErrorBody),
+        (status = 403, description = "the caller's role may not do this", body = ErrorBody),
+        (status = 404, description = "no such workspace, or the caller is not a member (the same answer)", body = ErrorBody),
+    )
+)]
 async fn remove_member(
     State(app): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -256,6 +374,18 @@ async fn remove_member(
 }
 
 /// The workspace's rooms, each with the caller's role through the workspace.
+#[utoipa::path(
+    get, path = "/api/v1/workspaces/{id}/rooms", tag = "workspaces",
+    security(("bearer" = [])),
+    params(
+        ("id" = String, Path, description = "the workspace id")
+    ),
+    responses(
+        (status = 200, description = "{rooms: [...]}, with the caller's role in each"),
+        (status = 401, description = "missing or invalid access token", body = ErrorBody),
+        (status = 404, description = "no such workspace, or the caller is not a member (the same answer)", body = ErrorBody),
+    )
+)]
 async fn list_rooms(
     State(app): State<Arc<AppState>>,
     headers: HeaderMap,
