@@ -891,3 +891,28 @@ async fn activity_counts_sequenced_ops_per_day_with_streaks() {
     a.stop().await;
     b.stop().await;
 }
+
+#[tokio::test]
+async fn activity_buffered_in_an_instance_is_flushed_when_it_stops() {
+    let redis = RedisServer::start();
+    let make = |id: &str, flush: u64| {
+        let mut c = config(Some(&redis), id);
+        c.activity_flush_secs = flush;
+        c
+    };
+    // Instance a would not flush for an hour on its own.
+    let a = Instance::start(make("inst-a", 3600)).await;
+    let b = Instance::start(make("inst-b", 1)).await;
+    let room = room_of(a.addr, "olga").await;
+    let mut ann = Client::joined(a.addr, "ann", &room).await;
+    for id in ["s1", "s2"] {
+        ann.draw_acked(&room, id).await;
+    }
+    let (_, v) = call(b.addr, "GET", "/api/v1/me/activity", "ann", None).await;
+    assert_eq!(v["total"], 0, "still buffered in a: {v}");
+    ann.close().await;
+    a.stop().await;
+    let (_, v) = call(b.addr, "GET", "/api/v1/me/activity", "ann", None).await;
+    assert_eq!(v["total"], 2, "flushed on shutdown: {v}");
+    b.stop().await;
+}
