@@ -152,6 +152,10 @@ fn as_alias(mut item: PathItem, alias: &str, canonical: &str) -> PathItem {
     for op in [&mut item.get, &mut item.post].into_iter().flatten() {
         note(op);
     }
+    // Canvas calls its aliases with GET and POST only; §6's other methods are canonical-only.
+    item.put = None;
+    item.patch = None;
+    item.delete = None;
     item
 }
 
@@ -351,7 +355,8 @@ pub mod schemas {
 mod tests {
     use super::*;
 
-    /// Every route the routers serve (`http::router`, `auth::routes`, `routes` above); a route
+    /// Every route the routers serve (`http::router`, `auth::routes`, `rooms::routes`,
+    /// `workspaces::routes`, `routes` above); a route
     /// added there must be added here and documented.
     const ROUTES: &[(&str, &str)] = &[
         ("get", "/"),
@@ -382,6 +387,24 @@ mod tests {
         ("get", "/api/user/me"),
         ("get", "/api-docs.json"),
         ("get", "/api-docs"),
+        ("patch", "/api/v1/rooms/{room_id}"),
+        ("delete", "/api/v1/rooms/{room_id}"),
+        ("get", "/api/v1/rooms/{room_id}/members"),
+        ("post", "/api/v1/rooms/{room_id}/members"),
+        ("put", "/api/v1/rooms/{room_id}/members/{user_id}"),
+        ("delete", "/api/v1/rooms/{room_id}/members/{user_id}"),
+        ("get", "/api/v1/me/rooms"),
+        ("get", "/api/v1/me/activity"),
+        ("post", "/api/v1/workspaces"),
+        ("get", "/api/v1/workspaces"),
+        ("get", "/api/v1/workspaces/{id}"),
+        ("patch", "/api/v1/workspaces/{id}"),
+        ("delete", "/api/v1/workspaces/{id}"),
+        ("get", "/api/v1/workspaces/{id}/members"),
+        ("post", "/api/v1/workspaces/{id}/members"),
+        ("put", "/api/v1/workspaces/{id}/members/{user_id}"),
+        ("delete", "/api/v1/workspaces/{id}/members/{user_id}"),
+        ("get", "/api/v1/workspaces/{id}/rooms"),
     ];
 
     #[test]
@@ -403,7 +426,7 @@ mod tests {
         let documented: usize = paths
             .values()
             .map(|item| {
-                ["get", "post"]
+                ["get", "post", "put", "patch", "delete"]
                     .iter()
                     .filter(|m| item[**m].is_object())
                     .count()

@@ -240,6 +240,7 @@ async fn delete_workspace(
 
 #[utoipa::path(
     get, path = "/api/v1/workspaces/{id}/members", tag = "workspaces",
+    operation_id = "workspace_list_members",
     security(("bearer" = [])),
     params(
         ("id" = String, Path, description = "the workspace id")
@@ -297,6 +298,7 @@ fn role_from(body: &Value) -> Result<Role, ApiError> {
 
 #[utoipa::path(
     put, path = "/api/v1/workspaces/{id}/members/{user_id}", tag = "workspaces",
+    operation_id = "workspace_put_member",
     security(("bearer" = [])),
     params(
         ("id" = String, Path, description = "the workspace id"),
@@ -324,6 +326,7 @@ async fn put_member(
 
 #[utoipa::path(
     post, path = "/api/v1/workspaces/{id}/members", tag = "workspaces",
+    operation_id = "workspace_add_member_by_email",
     security(("bearer" = [])),
     params(
         ("id" = String, Path, description = "the workspace id")
@@ -352,6 +355,7 @@ async fn add_member_by_email(
 
 #[utoipa::path(
     delete, path = "/api/v1/workspaces/{id}/members/{user_id}", tag = "workspaces",
+    operation_id = "workspace_remove_member",
     security(("bearer" = [])),
     params(
         ("id" = String, Path, description = "the workspace id"),

@@ -31,7 +31,7 @@ const META_FIELDS: [&str; 7] = [
 ];
 
 /// Sets settings fields of a room that exists: KEYS[1] room hash; ARGV field, value pairs.
-static UPDATE_ROOM: LazyLock<Script> = LazyLock::new(|| {
+pub(super) static UPDATE_ROOM: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 for i = 1, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
@@ -41,7 +41,7 @@ return 1",
 
 /// Sets or removes (`''`) a member of a room that exists, giving a new members hash the
 /// room's remaining TTL: KEYS[1] room, KEYS[2] members; ARGV[1] user, ARGV[2] role.
-static ROOM_MEMBER: LazyLock<Script> = LazyLock::new(|| {
+pub(super) static ROOM_MEMBER: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 if ARGV[2] == '' then redis.call('HDEL', KEYS[2], ARGV[1])
@@ -55,7 +55,7 @@ return 1",
 /// Counts a room against an IP: KEYS[1] the IP's sorted set; ARGV[1] limit, ARGV[2] room,
 /// ARGV[3] now (ms), ARGV[4..] rooms found gone. Atomic, so two instances cannot both take
 /// the last slot.
-static CLAIM_SLOT: LazyLock<Script> = LazyLock::new(|| {
+pub(super) static CLAIM_SLOT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"for i = 4, #ARGV do redis.call('ZREM', KEYS[1], ARGV[i]) end
 if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
@@ -65,7 +65,7 @@ return 1",
 });
 
 /// Renames a workspace that exists: KEYS[1] workspace hash; ARGV[1] name.
-static RENAME_WORKSPACE: LazyLock<Script> = LazyLock::new(|| {
+pub(super) static RENAME_WORKSPACE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('HSET', KEYS[1], 'name', ARGV[1])

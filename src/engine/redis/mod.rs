@@ -443,7 +443,14 @@ impl Inner {
         let Ok(mut conn) = self.conn().await else {
             return;
         };
-        for script in self.scripts.all() {
+        // The access scripts too: room creation runs one of them.
+        let access = [
+            &*access::UPDATE_ROOM,
+            &*access::ROOM_MEMBER,
+            &*access::CLAIM_SLOT,
+            &*access::RENAME_WORKSPACE,
+        ];
+        for script in self.scripts.all().into_iter().chain(access) {
             if let Err(e) = self.with_timeout(script.load_async(&mut conn)).await {
                 tracing::debug!(error = %e, "could not preload a script");
                 return;
