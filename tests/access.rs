@@ -445,6 +445,10 @@ async fn viewers_cannot_change_the_board_and_roles_change_live_across_instances(
     // The owner saw no stroke of bob's; bob still sees hers.
     olga.draw_acked(&room, "o1").await;
     assert_eq!(next_control(&mut bob).await["type"], "CANVAS_UPDATE");
+    // The viewer's stroke changed nothing: a newcomer's board holds the owner's stroke only.
+    let mut carl = Client::connect(b.addr, "carl").await;
+    assert_eq!(common::stroke_ids(&carl.join(&room).await), ["o1"]);
+    carl.close().await;
 
     // Made editor by id: the very next op goes through.
     let (status, _) = call(
