@@ -126,7 +126,21 @@ done
 redis-cli -p "$redis_port" ping >/dev/null 2>&1 || { echo "redis did not start" >&2; exit 3; }
 
 declare -A port=([a]=$port_a [b]=$port_b) pid_of=()
+# The generator makes all its rooms from one address, far past the per-IP room limit. A server
+# of an earlier commit (SERVER_BIN) does not know that setting and would refuse it, so it is
+# turned off only where check-config lists it.
+limits=()
+if "$server_bin" check-config 2>/dev/null | grep -q '^max_rooms_per_ip'; then
+    limits+=(DRAWBRIDGE_MAX_ROOMS_PER_IP="${DRAWBRIDGE_MAX_ROOMS_PER_IP:-0}")
+fi
+# Long runs write more than a room's default quotas; they measure fan-out, not quotas.
+if "$server_bin" check-config 2>/dev/null | grep -q '^max_room_bytes'; then
+    limits+=(DRAWBRIDGE_MAX_ROOM_ELEMENTS="${DRAWBRIDGE_MAX_ROOM_ELEMENTS:-10000000}")
+    limits+=(DRAWBRIDGE_MAX_ROOM_BYTES="${DRAWBRIDGE_MAX_ROOM_BYTES:-68719476736}")
+    limits+=(DRAWBRIDGE_MAX_USER_BYTES="${DRAWBRIDGE_MAX_USER_BYTES:-68719476736}")
+fi
 for inst in a b; do
+    env "${limits[@]}" \
     DRAWBRIDGE_LISTEN=127.0.0.1:${port[$inst]} \
     DRAWBRIDGE_REDIS_URL=redis://127.0.0.1:$redis_port \
     DRAWBRIDGE_JWT_SECRET=$secret \

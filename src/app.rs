@@ -22,9 +22,10 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::domain::token::TokenKeys;
+use crate::engine::activity::ActivityBuffer;
 use crate::engine::memory::MemoryEngine;
 use crate::engine::redis::{RedisEngine, RedisSettings};
-use crate::engine::{Engine, EngineError, EngineSettings, History};
+use crate::engine::{Access, Engine, EngineError, EngineSettings, History};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::transport::{AppState, admin_router, router};
@@ -104,10 +105,12 @@ async fn serve(
     let tasks = TaskTracker::new();
     let stop_tasks = CancellationToken::new();
     let settings = EngineSettings::from_config(&config, instance_id.clone());
-    let (engine, history): (Arc<dyn Engine>, Arc<dyn History>) = if config.redis_url.is_empty() {
+    // One engine, seen through one trait per concern.
+    type Engines = (Arc<dyn Engine>, Arc<dyn History>, Arc<dyn Access>);
+    let (engine, history, access): Engines = if config.redis_url.is_empty() {
         tracing::info!("no redis_url: embedded in-memory engine, single instance only");
         let memory = Arc::new(MemoryEngine::new(settings, hub.clone()));
-        (memory.clone(), memory)
+        (memory.clone(), memory.clone(), memory)
     } else {
         let redis = RedisSettings {
             url: config.redis_url.clone(),
@@ -118,8 +121,15 @@ async fn serve(
         let redis = Arc::new(
             RedisEngine::start(&redis, settings, hub.clone(), &tasks, stop_tasks.clone()).await?,
         );
-        (redis.clone(), redis)
+        (redis.clone(), redis.clone(), redis)
     };
+    let activity = Arc::new(ActivityBuffer::default());
+    tasks.spawn(crate::engine::activity::run(
+        activity.clone(),
+        access.clone(),
+        Duration::from_secs(config.activity_flush_secs),
+        stop_tasks.clone(),
+    ));
 
     if config.idle_compact_secs > 0 {
         let idle = Duration::from_secs(config.idle_compact_secs);
@@ -140,6 +150,8 @@ async fn serve(
         instance_id: instance_id.clone(),
         engine,
         history,
+        access,
+        activity,
         hub,
         tokens: TokenKeys::new(secret.as_bytes(), config.access_token_ttl_secs),
         draining: CancellationToken::new(),

@@ -111,6 +111,12 @@ pub struct Config {
     /// Rooms created per IP per `room_rate_window_secs`; 0 = unlimited.
     pub room_rate_limit: u32,
     pub room_rate_window_secs: u64,
+    /// Rooms that still exist per client IP (expired and deleted ones free their slot),
+    /// counted in Redis so every instance agrees; 0 = unlimited.
+    pub max_rooms_per_ip: u32,
+    /// How often each instance writes its buffered activity counts (ops per user per day)
+    /// to the engine; the heatmap lags by at most this much.
+    pub activity_flush_secs: u64,
     /// Verification codes e-mailed per address per `otp_send_window_secs`; 0 = unlimited.
     pub otp_send_limit: u32,
     pub otp_send_window_secs: u64,
@@ -189,6 +195,8 @@ impl Default for Config {
             refresh_rate_window_secs: 900,
             room_rate_limit: 20,
             room_rate_window_secs: 3_600,
+            max_rooms_per_ip: 10,
+            activity_flush_secs: 10,
             otp_send_limit: 5,
             otp_send_window_secs: 3_600,
             smtp_host: String::new(),
@@ -400,6 +408,10 @@ impl Config {
                 && self.room_rate_window_secs > 0
                 && self.otp_send_window_secs > 0,
             "every *_window_secs must be positive",
+        );
+        check(
+            self.activity_flush_secs > 0,
+            "activity_flush_secs must be positive",
         );
         check(
             matches!(self.smtp_tls.as_str(), "none" | "starttls" | "tls"),

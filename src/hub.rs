@@ -20,6 +20,7 @@ use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio_util::sync::CancellationToken;
 
+use crate::domain::access::Control;
 use crate::domain::{ConnKey, Identity, RoomId};
 
 /// What a session's writer receives, stamped with the [`Member::generation`] it was queued for.
@@ -43,6 +44,8 @@ pub enum Item {
     Own { seq: u64 },
     /// This instance missed events the log can no longer supply: the session must re-join.
     Resync,
+    /// Someone's access to the room changed: the session re-reads its role (or leaves).
+    Control(Arc<Control>),
 }
 
 /// What v1 clients get in place of an event's frame (possibly nothing), shared by members.
@@ -225,6 +228,29 @@ impl Hub {
                 match m.tx.try_send(Outbound {
                     generation: m.generation,
                     item: Item::Resync,
+                }) {
+                    Ok(()) => true,
+                    Err(_) => {
+                        m.overflow.cancel();
+                        false
+                    }
+                }
+            });
+        }
+    }
+
+    /// Hands an access change to the members it concerns. Never lossy: a member whose queue is
+    /// full is cut loose (it reconnects and is checked afresh), so nobody keeps rights they lost.
+    pub fn control(&self, room: &RoomId, control: &Arc<Control>) {
+        let mut rooms = self.rooms.lock();
+        if let Some(local) = rooms.get_mut(room) {
+            local.members.retain(|m| {
+                if !control.concerns(&m.who.user_id) {
+                    return true;
+                }
+                match m.tx.try_send(Outbound {
+                    generation: m.generation,
+                    item: Item::Control(control.clone()),
                 }) {
                     Ok(()) => true,
                     Err(_) => {

@@ -62,13 +62,15 @@ fn backup_command(file: Option<&Path>, job: Job) -> ExitCode {
         let stop = tokio_util::sync::CancellationToken::new();
         let engine = drawbridge::backup::engine(&config, &tasks, stop.clone()).await?;
         let done = match &job {
-            Job::Backup(dir) => drawbridge::backup::backup(&engine, dir).await.map(|r| {
-                format!(
-                    "backup: {} rooms, {} written, {} unchanged",
-                    r.rooms, r.written, r.unchanged
-                )
-            }),
-            Job::Restore(dir) => drawbridge::backup::restore(&engine, dir)
+            Job::Backup(dir) => drawbridge::backup::backup(&engine, &engine, dir)
+                .await
+                .map(|r| {
+                    format!(
+                        "backup: {} rooms, {} written, {} unchanged",
+                        r.rooms, r.written, r.unchanged
+                    )
+                }),
+            Job::Restore(dir) => drawbridge::backup::restore(&engine, &engine, dir)
                 .await
                 .map(|n| format!("restore: {n} rooms")),
         };

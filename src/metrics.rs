@@ -66,8 +66,18 @@ pub const UPGRADE_REFUSALS: [&str; 10] = [
 
 /// The rate limits: per IP or address (`transport::limits`), and per connection (`ops`,
 /// `cursor`, counted by the session loop).
-pub const RATE_LIMITS: [&str; 10] = [
-    "signup", "signin", "verify", "refresh", "ws", "room", "otp", "ops", "cursor", "progress",
+pub const RATE_LIMITS: [&str; 11] = [
+    "signup",
+    "signin",
+    "verify",
+    "refresh",
+    "ws",
+    "room",
+    "otp",
+    "ops",
+    "cursor",
+    "progress",
+    "room_limit",
 ];
 
 /// The close codes the session loop uses (normal, going away, policy, too big, internal, slow).

@@ -23,8 +23,23 @@ async fn the_document_and_its_page_are_served_offline() {
         "/api/v1/auth/refresh",
         "/api/v1/rooms",
         "/ws",
+        "/api/v1/rooms/{room_id}/members/{user_id}",
+        "/api/v1/me/rooms",
+        "/api/v1/me/activity",
+        "/api/v1/workspaces/{id}/rooms",
     ] {
         assert!(doc["paths"][path].is_object(), "{path} missing");
+    }
+
+    for (path, method) in [
+        ("/api/v1/rooms/{room_id}", "patch"),
+        ("/api/v1/rooms/{room_id}", "delete"),
+        ("/api/v1/workspaces/{id}", "delete"),
+    ] {
+        assert!(
+            doc["paths"][path][method].is_object(),
+            "{method} {path} missing"
+        );
     }
 
     let (status, headers, page) = http(a.addr, "GET", "/api-docs", None, None).await;

@@ -20,8 +20,8 @@ use drawbridge::domain::{ConnKey, Identity, Point, RoomId, Stroke, StrokeId, Use
 use drawbridge::engine::memory::MemoryEngine;
 use drawbridge::engine::redis::{RedisEngine, RedisSettings};
 use drawbridge::engine::{
-    Engine, EngineSettings, History, JoinOutcome, JoinRequest, Op, OpOutcome, Past, RateDecision,
-    RoomView, ViewBody, now_ms,
+    Access, Engine, EngineSettings, History, JoinOutcome, JoinRequest, Op, OpOutcome, Past,
+    RateDecision, RoomView, ViewBody, now_ms,
 };
 use drawbridge::hub::{Delivery, Hub, Item, Member, Outbound};
 use serde_json::{Value, json};
@@ -57,6 +57,8 @@ fn settings() -> EngineSettings {
 struct Fixture {
     engine: Arc<dyn Engine>,
     history: Arc<dyn History>,
+    /// The same engine, seen through its access trait.
+    access: Arc<dyn Access>,
     hub: Arc<Hub>,
     settings: EngineSettings,
     redis: Option<RedisBackend>,
@@ -86,7 +88,8 @@ impl Fixture {
         let engine = Arc::new(MemoryEngine::new(settings.clone(), hub.clone()));
         Self {
             engine: engine.clone(),
-            history: engine,
+            history: engine.clone(),
+            access: engine,
             hub,
             settings,
             redis: None,
@@ -140,7 +143,8 @@ impl Fixture {
         let engine = Arc::new(engine);
         Self {
             engine: engine.clone(),
-            history: engine,
+            history: engine.clone(),
+            access: engine,
             hub,
             settings,
             redis: Some(RedisBackend {
@@ -476,6 +480,7 @@ fn item_json(item: &Item) -> Value {
         Item::Frame { seq, bytes, .. } => json!({"seq": seq, "frame": parse(bytes)}),
         Item::Own { seq } => json!({"own": seq}),
         Item::Resync => json!("resync"),
+        Item::Control(control) => json!({"control": control.record()}),
     }
 }
 
@@ -738,6 +743,297 @@ async fn assert_pttls(
 
 mod cases {
     use super::*;
+    use drawbridge::domain::access::{AccessMode, Control, Grants, Role};
+    use drawbridge::engine::access::{DayCount, SettingsPatch};
+
+    fn grants(room: Option<Role>, workspace: Option<Role>) -> Grants {
+        Grants { room, workspace }
+    }
+
+    pub async fn room_settings_and_members_live_with_the_room(fx: &Fixture) {
+        let owner = UserId::new("creator");
+        let ann = UserId::new("ann");
+        let room = fx.room().await;
+        let (meta, g) = fx.access.room_facts(&room, &ann).await.expect("facts");
+        let meta = meta.expect("the room exists");
+        assert_eq!(meta.settings.owner, owner);
+        assert_eq!(meta.settings.access, AccessMode::Link);
+        assert_eq!(meta.settings.link_role, Role::Editor);
+        assert_eq!((g.room, g.workspace), (None, None));
+        assert!(meta.created_at > 0 && meta.expires_at.is_some());
+
+        let patch = SettingsPatch {
+            name: Some("Plan".into()),
+            access: Some(AccessMode::Members),
+            link_role: Some(Role::Viewer),
+            workspace: None,
+        };
+        let after = fx.access.update_room(&room, &patch).await.expect("update");
+        let after = after.expect("still there");
+        assert_eq!(after.settings.name, "Plan");
+        assert_eq!(after.settings.access, AccessMode::Members);
+        assert_eq!(after.settings.link_role, Role::Viewer);
+
+        assert!(
+            fx.access
+                .set_room_member(&room, &ann, Some(Role::Viewer))
+                .await
+                .expect("set")
+        );
+        let (_, g) = fx.access.room_facts(&room, &ann).await.expect("facts");
+        assert_eq!(g.room, Some(Role::Viewer));
+        assert!(
+            fx.access
+                .set_room_member(&room, &ann, Some(Role::Editor))
+                .await
+                .expect("set")
+        );
+        assert_eq!(
+            fx.access.room_members(&room).await.expect("members"),
+            vec![(ann.clone(), Role::Editor)]
+        );
+        let mine = fx.access.user_rooms(&ann).await.expect("user rooms");
+        assert_eq!(mine.len(), 1);
+        assert_eq!(mine[0].0.room_id, room);
+        assert_eq!(mine[0].1.room, Some(Role::Editor));
+        let owned = fx.access.user_rooms(&owner).await.expect("owner rooms");
+        assert_eq!(owned.len(), 1, "the owner's room is indexed by update_room");
+
+        assert!(
+            fx.access
+                .set_room_member(&room, &ann, None)
+                .await
+                .expect("remove")
+        );
+        let (_, g) = fx.access.room_facts(&room, &ann).await.expect("facts");
+        assert_eq!(g.room, None);
+        assert!(fx.access.user_rooms(&ann).await.expect("rooms").is_empty());
+
+        // Gone rooms: no facts, no members to set, dropped from lists.
+        assert!(fx.access.delete_room(&room).await.expect("delete"));
+        assert!(!fx.access.delete_room(&room).await.expect("delete twice"));
+        let (meta, g) = fx.access.room_facts(&room, &ann).await.expect("facts");
+        assert!(meta.is_none() && g.room.is_none());
+        assert!(
+            !fx.access
+                .set_room_member(&room, &ann, Some(Role::Viewer))
+                .await
+                .expect("set")
+        );
+        assert!(
+            fx.access
+                .user_rooms(&owner)
+                .await
+                .expect("rooms")
+                .is_empty()
+        );
+        assert!(
+            fx.access
+                .update_room(&room, &patch)
+                .await
+                .expect("update")
+                .is_none()
+        );
+        let missing = RoomId::new("no-such-room");
+        assert!(
+            fx.access
+                .room_facts(&missing, &ann)
+                .await
+                .expect("facts")
+                .0
+                .is_none()
+        );
+    }
+
+    pub async fn workspace_roles_carry_into_its_rooms(fx: &Fixture) {
+        let owner = UserId::new("creator");
+        let ann = UserId::new("ann");
+        let ws = fx
+            .access
+            .create_workspace(&owner, "Team")
+            .await
+            .expect("create");
+        let (found, role) = fx
+            .access
+            .workspace(&ws.id, &owner)
+            .await
+            .expect("get")
+            .expect("exists");
+        assert_eq!((found.name.as_str(), role), ("Team", Some(Role::Owner)));
+        assert_eq!(
+            fx.access
+                .workspace(&ws.id, &ann)
+                .await
+                .expect("get")
+                .map(|w| w.1),
+            Some(None)
+        );
+        fx.access
+            .set_workspace_member(&ws.id, &ann, Some(Role::Editor))
+            .await
+            .expect("member");
+        let room = fx.room().await;
+        let patch = SettingsPatch {
+            workspace: Some(ws.id.clone()),
+            access: Some(AccessMode::Members),
+            ..SettingsPatch::default()
+        };
+        fx.access.update_room(&room, &patch).await.expect("update");
+        fx.access
+            .add_workspace_room(&ws.id, &room)
+            .await
+            .expect("file");
+        let (meta, g) = fx.access.room_facts(&room, &ann).await.expect("facts");
+        assert_eq!(
+            meta.expect("room").settings.workspace.as_deref(),
+            Some(ws.id.as_str())
+        );
+        assert_eq!((g.room, g.workspace), (None, Some(Role::Editor)));
+        assert_eq!(
+            fx.access
+                .workspace_rooms(&ws.id)
+                .await
+                .expect("rooms")
+                .len(),
+            1
+        );
+        assert_eq!(
+            fx.access.workspace_members(&ws.id).await.expect("members"),
+            vec![(ann.clone(), Role::Editor), (owner.clone(), Role::Owner)]
+        );
+        let listed = fx.access.user_workspaces(&ann).await.expect("mine");
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].1, Role::Editor);
+        let renamed = fx
+            .access
+            .rename_workspace(&ws.id, "Crew")
+            .await
+            .expect("rename");
+        assert_eq!(renamed.map(|w| w.name).as_deref(), Some("Crew"));
+        fx.access
+            .set_workspace_member(&ws.id, &ann, None)
+            .await
+            .expect("remove");
+        let (_, g) = fx.access.room_facts(&room, &ann).await.expect("facts");
+        assert_eq!(g.workspace, None);
+        // Deleting the workspace leaves its rooms, outside any workspace.
+        assert_eq!(
+            fx.access.delete_workspace(&ws.id).await.expect("delete"),
+            vec![room.clone()]
+        );
+        assert!(
+            fx.access
+                .workspace(&ws.id, &owner)
+                .await
+                .expect("get")
+                .is_none()
+        );
+        let (meta, _) = fx.access.room_facts(&room, &owner).await.expect("facts");
+        assert_eq!(meta.expect("room").settings.workspace, None);
+        assert!(
+            fx.access
+                .user_workspaces(&owner)
+                .await
+                .expect("mine")
+                .is_empty()
+        );
+        let _ = grants(None, None);
+    }
+
+    pub async fn room_slots_count_rooms_that_still_exist(fx: &Fixture) {
+        let first = fx.room().await;
+        let second = fx.room().await;
+        let third = fx.room().await;
+        assert!(
+            fx.access
+                .claim_room_slot("10.0.0.1", &first, 2)
+                .await
+                .expect("claim")
+        );
+        assert!(
+            fx.access
+                .claim_room_slot("10.0.0.1", &second, 2)
+                .await
+                .expect("claim")
+        );
+        assert!(
+            !fx.access
+                .claim_room_slot("10.0.0.1", &third, 2)
+                .await
+                .expect("claim")
+        );
+        assert!(
+            fx.access
+                .claim_room_slot("10.0.0.2", &third, 2)
+                .await
+                .expect("other ip")
+        );
+        fx.access.delete_room(&first).await.expect("delete");
+        let fourth = fx.room().await;
+        assert!(
+            fx.access
+                .claim_room_slot("10.0.0.1", &fourth, 2)
+                .await
+                .expect("freed")
+        );
+    }
+
+    pub async fn activity_adds_up_per_user_and_day(fx: &Fixture) {
+        let ann = UserId::new("ann");
+        let day = drawbridge::domain::activity::day_number(2026, 11, 28);
+        let count = |user: &UserId, day: i64, ops: u64| DayCount {
+            user: user.clone(),
+            day,
+            ops,
+        };
+        fx.access
+            .add_activity(&[
+                count(&ann, day, 3),
+                count(&ann, day - 1, 1),
+                count(&UserId::new("bob"), day, 9),
+            ])
+            .await
+            .expect("add");
+        fx.access
+            .add_activity(&[count(&ann, day, 2)])
+            .await
+            .expect("add");
+        assert_eq!(
+            fx.access.activity(&ann, day - 10, day).await.expect("read"),
+            vec![(day - 1, 1), (day, 5)]
+        );
+        assert_eq!(
+            fx.access
+                .activity(&ann, day - 10, day - 1)
+                .await
+                .expect("read"),
+            vec![(day - 1, 1)]
+        );
+    }
+
+    pub async fn control_records_reach_the_sessions_they_concern(fx: &Fixture) {
+        let (room, mut ann, mut bob) = fx.two_joined("ann", "bob").await;
+        fx.flush(&room, &mut [&mut ann, &mut bob]).await;
+        fx.access
+            .publish_control(&room, &Control::recheck(Some(UserId::new("ann"))))
+            .await
+            .expect("publish");
+        fx.access
+            .publish_control(&room, &Control::deleted())
+            .await
+            .expect("publish");
+        let want = |c: &Control| json!({"control": c.record()});
+        assert_eq!(
+            item_json(&ann.item().await),
+            want(&Control::recheck(Some(UserId::new("ann"))))
+        );
+        assert_eq!(item_json(&ann.item().await), want(&Control::deleted()));
+        assert_eq!(
+            item_json(&bob.item().await),
+            want(&Control::deleted()),
+            "bob only gets what concerns him"
+        );
+    }
 
     // ---- history (§5) ---------------------------------------------------------------------
 
@@ -2730,6 +3026,11 @@ mod cases {
         let base = format!("{}room:{{{room}}}", redis.prefix);
         assert_pttls(&mut conn, std::slice::from_ref(&base), 0, ttl).await;
 
+        // A member: the members hash lives and dies with the room's other keys.
+        fx.access
+            .set_room_member(&room, &UserId::new("bob"), Some(Role::Editor))
+            .await
+            .expect("member");
         let a = fx.peer(&room, "alice", 1);
         fx.join(&room, &a, None).await;
         fx.draw_each(&room, &a, 1, &["a1", "a2", "a3"]).await;
@@ -2740,6 +3041,7 @@ mod cases {
             ":log",
             ":users",
             ":ops",
+            ":members",
             ":undo:alice",
             ":redo:alice",
         ]
@@ -2772,14 +3074,14 @@ mod cases {
             run(&mut conn, "DEL", &format!("{base}{key}")).await;
         }
         assert_eq!(fx.draw(&room, &a, "a4").await, applied(6, "a4"));
-        assert_pttls(&mut conn, &keys[..6], 50_000, ttl).await;
+        assert_pttls(&mut conn, &keys[..7], 50_000, ttl).await;
         // Past a tenth of the TTL, a stroke refreshes every key (the stroke ended the redo
         // chain, so `:redo:alice` is gone).
-        for key in &keys[..6] {
+        for key in &keys[..7] {
             run(&mut conn, "PEXPIRE", key).await;
         }
         assert_eq!(fx.draw(&room, &a, "a5").await, applied(7, "a5"));
-        assert_pttls(&mut conn, &keys[..6], 5_000, ttl).await;
+        assert_pttls(&mut conn, &keys[..7], 5_000, ttl).await;
         let expires_at: u64 = ::redis::cmd("HGET")
             .arg(&base)
             .arg("expiresAt")
@@ -2913,6 +3215,11 @@ engine_suite! {
             with EngineSettings { quota: rect_quota(), ..settings() };
         idempotency_records_live_two_replay_windows
             with EngineSettings { log_max: 4, ..settings() };
+        room_settings_and_members_live_with_the_room;
+        workspace_roles_carry_into_its_rooms;
+        room_slots_count_rooms_that_still_exist;
+        activity_adds_up_per_user_and_day;
+        control_records_reach_the_sessions_they_concern;
     }
     redis_only {
         snapshots_are_derived_data with EngineSettings { snapshot_every: 4, ..settings() };

@@ -736,6 +736,9 @@ async fn a_connection_that_misses_two_pings_is_closed_and_leaves_the_room() {
 async fn a_client_that_cannot_keep_up_is_closed_with_1013_and_never_slows_the_room() {
     let redis = RedisServer::start();
     let mut cfg = config(Some(&redis), "inst-a");
+    // Hundreds of 60 KB strokes from one writer: far past the default quotas on purpose.
+    cfg.max_user_bytes = 1 << 30;
+    cfg.max_room_bytes = 1 << 30;
     cfg.send_queue = 8;
     cfg.ops_per_sec = 10_000;
     cfg.ws_write_buffer = 1024;

@@ -434,6 +434,18 @@ async fn a_backup_restores_every_board_version_and_seq_after_redis_is_flushed() 
         .await;
         rooms.push(room);
     }
+    // The first room is private: a backup keeps who may see it.
+    let owner = token("creator", "C");
+    let private = json!({"access": "members", "name": "plans"});
+    let (status, _, body) = http(
+        a.addr,
+        "PATCH",
+        &format!("/api/v1/rooms/{}", rooms[0]),
+        Some(&owner),
+        Some(&private),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
     let dir = tempfile::tempdir().expect("temp dir");
     let out = dir.path().to_str().expect("utf-8 path");
     assert_eq!(
@@ -450,10 +462,17 @@ async fn a_backup_restores_every_board_version_and_seq_after_redis_is_flushed() 
         "backup: 3 rooms, 1 written, 2 unchanged"
     );
 
+    let owned = |path: String| {
+        let owner = owner.clone();
+        async move {
+            let (_, _, body) = http(a.addr, "GET", &path, Some(&owner), None).await;
+            serde_json::from_str::<Value>(&body).unwrap_or(Value::Null)
+        }
+    };
     let mut before = Vec::new();
     for room in &rooms {
-        let (_, state) = get(a.addr, &format!("/api/v1/rooms/{room}/state")).await;
-        let (_, versions) = get(a.addr, &format!("/api/v1/rooms/{room}/versions")).await;
+        let state = owned(format!("/api/v1/rooms/{room}/state")).await;
+        let versions = owned(format!("/api/v1/rooms/{room}/versions")).await;
         before.push((state, versions));
     }
     let mut conn = redis.client().await;
@@ -469,11 +488,21 @@ async fn a_backup_restores_every_board_version_and_seq_after_redis_is_flushed() 
         "restore: 3 rooms"
     );
     for (room, (state, versions)) in rooms.iter().zip(&before) {
-        let (_, after) = get(a.addr, &format!("/api/v1/rooms/{room}/state")).await;
+        let after = owned(format!("/api/v1/rooms/{room}/state")).await;
         assert_eq!(&after, state, "{room}: the same board at the same seq");
-        let (_, listed) = get(a.addr, &format!("/api/v1/rooms/{room}/versions")).await;
+        let listed = owned(format!("/api/v1/rooms/{room}/versions")).await;
         assert_eq!(&listed, versions);
     }
+    let settings = owned(format!("/api/v1/rooms/{}", rooms[0])).await;
+    assert_eq!(
+        (
+            settings["data"]["access"].as_str(),
+            settings["data"]["name"].as_str()
+        ),
+        (Some("members"), Some("plans"))
+    );
+    let (status, _) = get(a.addr, &format!("/api/v1/rooms/{}/state", rooms[0])).await;
+    assert_eq!(status, 404, "still private to Alice, who is no member");
     // A restored room is live: it is joined and drawn on as before.
     let mut bob = Client::connect(a.addr, "bob").await;
     bob.send(json!({"type": "JOIN_ROOM", "payload": {"roomId": rooms[1], "protocol": "1.1"}}))

@@ -72,10 +72,11 @@
     toastTimer = setTimeout(() => { el.hidden = true; }, 3500);
   }
 
-  async function api(method, path, body, { auth = true } = {}) {
+  async function api(method, path, body, { auth = true, bearer = null } = {}) {
     const headers = {};
     if (body !== undefined) headers['content-type'] = 'application/json';
-    if (auth && session) headers.authorization = `Bearer ${session.token}`;
+    if (bearer) headers.authorization = `Bearer ${bearer}`;
+    else if (auth && session) headers.authorization = `Bearer ${session.token}`;
     const res = await fetch(path, {
       method, headers, body: body === undefined ? undefined : JSON.stringify(body),
     });
@@ -160,7 +161,12 @@
     $('invite-note').hidden = !invited || !!session;
     $('auth-card').hidden = !!session;
     $('room-card').hidden = !session;
+    $('profile-card').hidden = true;
+    const account = !!session && session.kind === 'account';
+    $('my-rooms-section').hidden = !account;
+    $('open-profile').hidden = !account;
     if (session) $('hello-name').textContent = session.user.name;
+    if (account) loadMyRooms();
     $('lobby-error').textContent = error;
     const focus = session ? $('create-room') : $('guest-name');
     focus.focus();
@@ -207,6 +213,124 @@
       busy(e.target, false);
     }
   });
+
+  // ---- sign-up with the e-mailed code -------------------------------------------------------
+
+  let verificationToken = null;
+
+  $('signup-form').addEventListener('submit', async (e) => {
+    e.preventDefault();
+    busy(e.target, true);
+    try {
+      const email = $('signup-email').value.trim();
+      const data = await api('POST', '/api/v1/auth/signup', {
+        name: $('signup-name').value.trim(), email, password: $('signup-password').value,
+      }, { auth: false });
+      verificationToken = data.verificationToken;
+      $('otp-email').textContent = email;
+      $('signup-form').hidden = true;
+      $('otp-form').hidden = false;
+      $('otp-code').focus();
+      $('lobby-error').textContent = '';
+    } catch (err) {
+      $('lobby-error').textContent = err.status === 409 ? 'That e-mail address already has an account: sign in.' : err.message;
+    } finally {
+      busy(e.target, false);
+    }
+  });
+
+  $('otp-form').addEventListener('submit', async (e) => {
+    e.preventDefault();
+    busy(e.target, true);
+    try {
+      const data = await api('POST', '/api/v1/auth/verify-otp', { otp: $('otp-code').value.trim() }, { auth: false, bearer: verificationToken });
+      saveSession(data, 'account');
+      verificationToken = null;
+      $('signup-form').hidden = false;
+      $('otp-form').hidden = true;
+      await afterSignIn();
+    } catch (err) {
+      $('lobby-error').textContent = err.message;
+    } finally {
+      busy(e.target, false);
+    }
+  });
+
+  // ---- my boards and the activity heatmap -------------------------------------------------
+
+  async function loadMyRooms() {
+    let rooms = [];
+    try {
+      await ensureFreshToken();
+      rooms = (await api('GET', '/api/v1/me/rooms')).rooms || [];
+    } catch { /* the lobby works without the list */ }
+    const list = $('my-rooms');
+    list.replaceChildren();
+    for (const r of rooms) {
+      const li = document.createElement('li');
+      const open = document.createElement('button');
+      open.type = 'button';
+      open.className = 'link who';
+      open.textContent = r.name || `Untitled board ${r.roomId.slice(0, 8)}`;
+      open.addEventListener('click', () => enterRoom(r.roomId));
+      const role = document.createElement('span');
+      role.className = 'role';
+      role.textContent = r.role;
+      li.append(open, role);
+      list.append(li);
+    }
+    $('my-rooms-empty').hidden = rooms.length > 0;
+  }
+
+  let profileYear = new Date().getUTCFullYear();
+
+  async function showProfile(year) {
+    profileYear = year;
+    $('room-card').hidden = true;
+    $('profile-card').hidden = false;
+    $('profile-year').textContent = String(year);
+    $('year-next').disabled = year >= new Date().getUTCFullYear();
+    let a;
+    try {
+      await ensureFreshToken();
+      a = await api('GET', `/api/v1/me/activity?year=${year}`);
+    } catch (err) {
+      $('activity-summary').textContent = err.message;
+      return;
+    }
+    $('activity-summary').textContent =
+      `${a.total} change${a.total === 1 ? '' : 's'} in ${year} · current streak ${a.currentStreak} day${a.currentStreak === 1 ? '' : 's'} · longest ${a.longestStreak}`;
+    renderHeatmap(year, a.days || {});
+  }
+
+  /** GitHub's grid: one column per week (Sunday on top), one cell per UTC day, darker for more. */
+  function renderHeatmap(year, days) {
+    const grid = $('heatmap');
+    grid.replaceChildren();
+    const max = Math.max(1, ...Object.values(days));
+    const first = new Date(Date.UTC(year, 0, 1));
+    for (let i = 0; i < first.getUTCDay(); i++) {
+      const pad = document.createElement('div');
+      pad.className = 'day pad';
+      grid.append(pad);
+    }
+    for (let d = new Date(first); d.getUTCFullYear() === year; d.setUTCDate(d.getUTCDate() + 1)) {
+      const date = d.toISOString().slice(0, 10);
+      const n = days[date] || 0;
+      const cell = document.createElement('div');
+      const level = n === 0 ? 0 : Math.min(4, 1 + Math.floor((3 * n) / max));
+      cell.className = `day${level ? ` l${level}` : ''}`;
+      cell.dataset.date = date;
+      cell.dataset.count = String(n);
+      cell.title = `${n} change${n === 1 ? '' : 's'} on ${date}`;
+      grid.append(cell);
+    }
+  }
+
+  $('open-profile').addEventListener('click', () => showProfile(new Date().getUTCFullYear()));
+  $('year-prev').addEventListener('click', () => showProfile(profileYear - 1));
+  $('year-next').addEventListener('click', () => showProfile(profileYear + 1));
+  $('close-profile').addEventListener('click', () => showLobby());
 
   $('create-room').addEventListener('click', async () => {
     try {
@@ -362,9 +486,10 @@
   // ---- room lifecycle -----------------------------------------------------------------------
 
   async function enterRoom(id) {
+    let info;
     try {
       await ensureFreshToken();
-      await api('GET', `/api/v1/rooms/${encodeURIComponent(id)}`);
+      info = (await api('GET', `/api/v1/rooms/${encodeURIComponent(id)}`)).data || {};
     } catch (err) {
       showLobby(err.status === 404 ? 'That room does not exist or has expired.' : err.message);
       return;
@@ -377,6 +502,9 @@
     $('invite-link').value = `${location.origin}/?room=${encodeURIComponent(id)}`;
     $('lobby').hidden = true;
     $('room').hidden = false;
+    roomInfo = info;
+    $('room-name').value = info.name || '';
+    applyRole(info.role || 'editor');
     layout();
     renderer.home();
     tools.select([]);
@@ -396,8 +524,119 @@
     renderer.live.clear();
   }
 
+  // ---- roles: read-only for viewers, sharing for owners (PROTOCOL.md §6) -------------------
+
+  let roomInfo = null;
+  let myRole = null;
+
+  /** A viewer's page hides what would change the board and only pans; it switches live. */
+  function applyRole(role) {
+    const was = myRole;
+    myRole = role;
+    const readOnly = role === 'viewer';
+    document.body.classList.toggle('readonly', readOnly);
+    $('readonly-badge').hidden = !readOnly;
+    for (const el of document.querySelectorAll('.edit-only')) el.hidden = readOnly;
+    sync.readOnly = readOnly;
+    tools.readOnly = readOnly;
+    if (readOnly) {
+      tools.cancelAction();
+      tools.closeEditor();
+      tools.select([]);
+      tools.setTool('hand');
+    } else if (was === 'viewer') {
+      tools.setTool('pen');
+    }
+    $('share-button').hidden = role !== 'owner';
+    $('room-name').readOnly = role !== 'owner';
+    scheduleUi();
+  }
+
+  $('room-name').addEventListener('change', async () => {
+    if (myRole !== 'owner' || !roomId) return;
+    try {
+      const data = await api('PATCH', `/api/v1/rooms/${encodeURIComponent(roomId)}`, { name: $('room-name').value });
+      roomInfo = data.data;
+    } catch (err) {
+      toast(err.message);
+    }
+  });
+  $('room-name').addEventListener('keydown', (e) => { if (e.key === 'Enter') e.target.blur(); });
+
+  function linkChoice(info) {
+    if (!info || info.access === 'members') return 'off';
+    return info.linkRole === 'viewer' ? 'viewer' : 'editor';
+  }
+
+  async function loadMembers() {
+    const path = `/api/v1/rooms/${encodeURIComponent(roomId)}/members`;
+    const data = await api('GET', path);
+    const list = $('share-members');
+    list.replaceChildren();
+    for (const m of data.members || []) {
+      const li = document.createElement('li');
+      li.dataset.userId = m.userId;
+      const who = document.createElement('span');
+      who.className = 'who';
+      who.textContent = m.name || m.userId;
+      li.append(who);
+      if (m.role === 'owner') {
+        const role = document.createElement('span');
+        role.textContent = 'Owner';
+        li.append(role);
+      } else {
+        const role = document.createElement('select');
+        role.setAttribute('aria-label', `Role of ${m.name || m.userId}`);
+        for (const [v, t] of [['editor', 'Editor'], ['viewer', 'Viewer']]) role.append(new Option(t, v, false, v === m.role));
+        role.addEventListener('change', () => shareCall('PUT', `${path}/${encodeURIComponent(m.userId)}`, { role: role.value }));
+        const remove = document.createElement('button');
+        remove.type = 'button';
+        remove.textContent = 'Remove';
+        remove.addEventListener('click', () => shareCall('DELETE', `${path}/${encodeURIComponent(m.userId)}`));
+        li.append(role, remove);
+      }
+      list.append(li);
+    }
+  }
+
+  async function shareCall(method, path, body) {
+    $('share-error').textContent = '';
+    try {
+      await api(method, path, body);
+      await loadMembers();
+    } catch (err) {
+      $('share-error').textContent = err.code === 'USER_NOT_FOUND' ? 'No account has that e-mail address.' : err.message;
+    }
+  }
+
+  $('share-button').addEventListener('click', async () => {
+    $('share-link').value = linkChoice(roomInfo);
+    $('share-error').textContent = '';
+    $('share').showModal();
+    try { await loadMembers(); } catch (err) { $('share-error').textContent = err.message; }
+  });
+
+  $('share-link').addEventListener('change', async () => {
+    const v = $('share-link').value;
+    const body = v === 'off' ? { access: 'members' } : { access: 'link', linkRole: v };
+    try {
+      roomInfo = (await api('PATCH', `/api/v1/rooms/${encodeURIComponent(roomId)}`, body)).data;
+    } catch (err) {
+      $('share-error').textContent = err.message;
+    }
+  });
+
+  $('share-add').addEventListener('submit', async (e) => {
+    e.preventDefault();
+    await shareCall('POST', `/api/v1/rooms/${encodeURIComponent(roomId)}/members`, {
+      email: $('share-email').value.trim(), role: $('share-role').value,
+    });
+    if (!$('share-error').textContent) $('share-email').value = '';
+  });
+
   function leaveRoom(message = '') {
     closeHistory();
+    if ($('share').open) $('share').close();
     tools.cancelAction();
     tools.closeEditor();
     sync.close();
@@ -458,6 +697,12 @@
         }
         return renderUsers();
       case 'STROKE_PROGRESS': return onStrokeProgress(p);
+      case 'ROLE_CHANGED':
+        if (p.userId !== me() || p.roomId !== roomId) return undefined;
+        applyRole(p.role);
+        return toast(p.role === 'viewer' ? 'You can now only view this board.' : 'You can now edit this board.');
+      case 'ACCESS_REVOKED':
+        return leaveRoom('You no longer have access to that board.');
       case 'SOCKET_LOST':
         for (const c of cursors.values()) c.el.remove();
         cursors.clear();
@@ -1030,6 +1275,13 @@
     }
     const key = e.key.toLowerCase();
     const mod = e.ctrlKey || e.metaKey;
+    // A viewer keeps the keys that only look: zoom, fit, help, copy, export.
+    if (myRole === 'viewer') {
+      const looks = ['?', '+', '=', '-', '_', ' ', 'Escape'].includes(e.key)
+        || (e.shiftKey && !mod && /^Digit[01]$/.test(e.code))
+        || (mod && (key === '0' || key === 'c' || (key === 'e' && e.shiftKey)));
+      if (!looks) return;
+    }
     let handled = true;
     if (mod) {
       if (key === 'z' && !e.shiftKey) tools.history.undo();
@@ -1093,6 +1345,10 @@
       return {
         connected: sync.joined,
         roomId,
+        /** The caller's role here (`owner`, `editor`, `viewer`) and whether the page is read-only. */
+        role: myRole,
+        readOnly: !!sync.readOnly,
+        roomName: roomInfo ? roomInfo.name : null,
         seq: sync.seq,
         epoch: sync.epoch,
         protocol: sync.serverProtocol,

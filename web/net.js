@@ -254,6 +254,11 @@
      * A `held` op is shown but not sent until the flag is cleared and flush runs.
      */
     submit(type, payload, { effect, intent = effect, inverse = null, kind = 'op', held = false }) {
+      // A viewer's op would only be refused (FORBIDDEN): it never leaves the page.
+      if (this.readOnly) {
+        this.hooks.toast('You can view this board but not change it.');
+        return null;
+      }
       if (this.v1Server && (type.startsWith('ELEMENTS_') || type === 'TEXT_EDIT')) {
         this.hooks.toast('This server only knows freehand strokes; shapes need a newer server.');
         return null;

@@ -178,6 +178,8 @@
     }
 
     setTool(name) {
+      // A viewer (read-only room) only looks around: every tool but the hand would change the board.
+      if (this.readOnly) name = 'hand';
       this.cancelAction();
       this.commitText();
       this.tool = name;
@@ -343,7 +345,7 @@
       try { this.canvas.setPointerCapture(e.pointerId); } catch { /* synthetic pointer */ }
       const at = this.boardPoint(e);
       const base = { pointerId: e.pointerId, startScreen: pt, start: at, moved: false };
-      if (e.button === 1 || this.spaceDown || this.tool === 'hand') {
+      if (e.button === 1 || this.spaceDown || this.tool === 'hand' || this.readOnly) {
         this.action = { ...base, type: 'pan', last: pt };
         this.canvas.classList.add('panning');
         return;
@@ -649,6 +651,7 @@
      * edited character by character with whoever else is typing in it (text.js).
      */
     openEditor(el, isNew) {
+      if (this.readOnly) return;
       if (!el || !M.TEXTUAL.has(el.kind)) return;
       this.closeEditor();
       const collab = !isNew && !!this.board.get(el.id);

@@ -779,6 +779,7 @@ mod tests {
                 reverts: None,
                 ack_id: None,
                 read_edges: false,
+                read_all: false,
             };
             let record = Parts::new(&decision, &conn, &user, Some(op)).assemble(seq, added);
             EventFrames::build(&room, &record).expect("a record").frame

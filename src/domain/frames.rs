@@ -512,6 +512,31 @@ pub fn room_expired(room: &str) -> String {
 }
 
 #[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RoleChanged<'a> {
+    room_id: &'a RoomId,
+    user_id: &'a UserId,
+    role: &'a str,
+}
+
+/// `ROLE_CHANGED {roomId, userId, role}`: the caller's rights in the room changed (§6).
+pub fn role_changed(room: &RoomId, user: &UserId, role: &str) -> String {
+    message(
+        "ROLE_CHANGED",
+        RoleChanged {
+            room_id: room,
+            user_id: user,
+            role,
+        },
+    )
+}
+
+/// `ACCESS_REVOKED {roomId}`: the caller may no longer see the room and has been taken out.
+pub fn access_revoked(room: &str) -> String {
+    message("ACCESS_REVOKED", RoomOnly { room_id: room })
+}
+
+#[derive(Serialize)]
 struct ErrorPayload<'a> {
     code: &'a str,
     message: &'a str,

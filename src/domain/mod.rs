@@ -1,7 +1,9 @@
 //! The whiteboard's rules, free of HTTP and Redis: ids, strokes and their validation,
 //! identities and tokens, accounts, and the server→client frames every engine must produce.
 
+pub mod access;
 pub mod accounts;
+pub mod activity;
 pub mod board;
 pub mod element;
 pub mod frames;

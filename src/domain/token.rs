@@ -153,8 +153,8 @@ impl TokenKeys {
     }
 
     /// Verifies a token for a WebSocket session: like [`verify`](Self::verify), and the account
-    /// must be verified.
-    pub fn identity(&self, token: &str, now: u64) -> Result<(Identity, u64), TokenError> {
+    /// must be verified. Returns who, when the token expires, and whether it is a guest's.
+    pub fn identity(&self, token: &str, now: u64) -> Result<(Identity, u64, bool), TokenError> {
         let claims = self.verify(token, now)?;
         if !claims.is_verified {
             return Err(TokenError::Unverified);
@@ -164,7 +164,12 @@ impl TokenKeys {
         } else {
             claims.name
         };
-        Ok((Identity::new(UserId::new(claims.user_id), name), claims.exp))
+        let guest = claims.guest;
+        Ok((
+            Identity::new(UserId::new(claims.user_id), name),
+            claims.exp,
+            guest,
+        ))
     }
 }
 
@@ -182,7 +187,7 @@ mod tests {
         let t = k
             .issue(&UserId::new("u1"), "Ann", None, true, false, 1_000)
             .expect("issue");
-        let (id, exp) = k.identity(&t, 1_000).expect("valid");
+        let (id, exp, _) = k.identity(&t, 1_000).expect("valid");
         assert_eq!(id.user_id.as_str(), "u1");
         assert_eq!(exp, 1_900);
         assert_eq!(k.verify(&t, 1_899).map(|c| c.exp), Ok(1_900));

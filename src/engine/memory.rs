@@ -1,6 +1,7 @@
 //! The embedded engine: all shared state in this process, for a single instance with no Redis
 //! (development, demos, tests). Same semantics as the Redis engine, checked by the same suite.
 
+mod access;
 mod accounts;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
@@ -41,6 +42,8 @@ pub struct MemoryEngine {
 struct State {
     rooms: HashMap<RoomId, Room>,
     limits: HashMap<String, (u32, Instant)>,
+    /// Access state outside any one room (`access.rs`).
+    access: access::AccessState,
 }
 
 /// A stored element: parsed for the rules, and its stored text for joins.
@@ -80,11 +83,23 @@ struct Room {
     /// Bytes of elements held, in all and by creator (`domain/quota.rs`).
     bytes: u64,
     user_bytes: HashMap<UserId, u64>,
+    /// Owner, name, access mode, link role, workspace.
+    settings: crate::domain::access::RoomSettings,
+    /// Roles given in the room itself.
+    members: HashMap<UserId, crate::domain::access::Role>,
 }
 
 impl Room {
     fn new(creator: UserId, expires: Option<Instant>) -> Self {
         Self {
+            settings: crate::domain::access::RoomSettings {
+                owner: creator.clone(),
+                name: String::new(),
+                access: crate::domain::access::AccessMode::Link,
+                link_role: crate::domain::access::Role::Editor,
+                workspace: None,
+            },
+            members: HashMap::new(),
             creator,
             created_at: now_ms(),
             epoch: uuid::Uuid::new_v4().simple().to_string(),

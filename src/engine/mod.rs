@@ -4,8 +4,12 @@
 //! Redis. Both deliver room events to the local
 //! [`Hub`](crate::hub::Hub) and pass the same test suite (`tests/engine_suite.rs`).
 
+pub mod access;
+pub mod activity;
 pub mod memory;
 pub mod redis;
+
+pub use access::Access;
 
 use std::time::Duration;
 

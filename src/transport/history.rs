@@ -15,9 +15,10 @@ use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use super::AppState;
-use super::credentials::access_claims;
+use super::authz;
 use super::error::ApiError;
 use super::openapi::schemas;
+use crate::domain::access::Role;
 use crate::domain::board::Intent;
 use crate::domain::element::{Element, ElementLimits, Kind, MAX_BATCH};
 use crate::domain::history::{self, Board, Version};
@@ -46,12 +47,9 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/api/v1/rooms/{room_id}/export.svg", get(export_svg))
 }
 
+/// The same answer as for a room the caller may not see (§6).
 fn not_found() -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        "ROOM_NOT_FOUND",
-        "room does not exist or has expired",
-    )
+    authz::not_found()
 }
 
 /// An answer about the past that is not a board: 404, 410 with the oldest seq, or 400.
@@ -73,10 +71,6 @@ fn refused<T>(past: Past<T>) -> Response {
         .into_response(),
         Past::Missing | Past::Found(_) => not_found().into_response(),
     }
-}
-
-fn room_of(raw: &str) -> Result<RoomId, ApiError> {
-    RoomId::parse(raw).ok_or_else(not_found)
 }
 
 /// A seq, or the id of one of the room's versions.
@@ -149,8 +143,9 @@ async fn ops(
     Path(room): Path<String>,
     Query(q): Query<OpsQuery>,
 ) -> Result<Response, ApiError> {
-    access_claims(&app, &headers)?;
-    let room = room_of(&room)?;
+    let room = authz::require(&app, &headers, &room, Role::Viewer)
+        .await?
+        .room;
     let limit = q.limit.unwrap_or(OPS_DEFAULT).clamp(1, OPS_MAX);
     let page = match app.history.ops(&room, q.since.unwrap_or(0), limit).await? {
         Past::Found(page) => page,
@@ -194,8 +189,9 @@ async fn state(
     Path(room): Path<String>,
     Query(q): Query<AtQuery>,
 ) -> Result<Response, ApiError> {
-    access_claims(&app, &headers)?;
-    let room = room_of(&room)?;
+    let room = authz::require(&app, &headers, &room, Role::Viewer)
+        .await?
+        .room;
     Ok(match board_at(&app, &room, q.at.as_deref()).await {
         Ok(board) => raw_json(history::state_json(&room, &board)),
         Err(response) => response,
@@ -217,8 +213,9 @@ async fn versions(
     headers: HeaderMap,
     Path(room): Path<String>,
 ) -> Result<Response, ApiError> {
-    access_claims(&app, &headers)?;
-    let room = room_of(&room)?;
+    let room = authz::require(&app, &headers, &room, Role::Viewer)
+        .await?
+        .room;
     let list = app.history.versions(&room).await?.ok_or_else(not_found)?;
     Ok(Json(json!({"versions": list})).into_response())
 }
@@ -246,8 +243,8 @@ async fn create_version(
     Path(room): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let claims = access_claims(&app, &headers)?;
-    let room = room_of(&room)?;
+    let allowed = authz::require(&app, &headers, &room, Role::Editor).await?;
+    let room = allowed.room;
     let asked: NewVersion = serde_json::from_slice(&body)
         .map_err(|_| ApiError::bad_request("send {\"name\": \"...\"}"))?;
     let name = history::version_name(&asked.name).map_err(ApiError::bad_request)?;
@@ -259,7 +256,7 @@ async fn create_version(
         version_id: uuid::Uuid::new_v4().simple().to_string(),
         name,
         seq,
-        created_by: UserId::new(claims.user_id),
+        created_by: allowed.caller.user,
         created_at: now_ms(),
     };
     if !app.history.add_version(&room, &version).await? {
@@ -295,8 +292,9 @@ async fn diff(
     Path(room): Path<String>,
     Query(q): Query<DiffQuery>,
 ) -> Result<Response, ApiError> {
-    access_claims(&app, &headers)?;
-    let room = room_of(&room)?;
+    let room = authz::require(&app, &headers, &room, Role::Viewer)
+        .await?
+        .room;
     let from = match board_at(&app, &room, Some(&q.from)).await {
         Ok(board) => board,
         Err(response) => return Ok(response),
@@ -354,8 +352,8 @@ async fn restore(
     Path(room): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let claims = access_claims(&app, &headers)?;
-    let room = room_of(&room)?;
+    let allowed = authz::require(&app, &headers, &room, Role::Editor).await?;
+    let room = allowed.room;
     let asked: RestoreBody = serde_json::from_slice(&body)
         .map_err(|_| ApiError::bad_request("send {\"at\": <seq or versionId>}"))?;
     let point = match &asked.at {
@@ -367,7 +365,7 @@ async fn restore(
         Ok(board) => board,
         Err(response) => return Ok(response),
     };
-    let who = Identity::new(UserId::new(claims.user_id), claims.name);
+    let who = Identity::new(allowed.caller.user, allowed.caller.name);
     let intent = Intent::Restore {
         at: target.seq,
         target: target.elements().into_iter().cloned().collect(),
@@ -423,8 +421,9 @@ async fn export_json(
     Path(room): Path<String>,
     Query(q): Query<AtQuery>,
 ) -> Result<Response, ApiError> {
-    access_claims(&app, &headers)?;
-    let room = room_of(&room)?;
+    let room = authz::require(&app, &headers, &room, Role::Viewer)
+        .await?
+        .room;
     let board = match board_at(&app, &room, q.at.as_deref()).await {
         Ok(board) => board,
         Err(response) => return Ok(response),
@@ -454,8 +453,9 @@ async fn export_svg(
     Path(room): Path<String>,
     Query(q): Query<AtQuery>,
 ) -> Result<Response, ApiError> {
-    access_claims(&app, &headers)?;
-    let room = room_of(&room)?;
+    let room = authz::require(&app, &headers, &room, Role::Viewer)
+        .await?
+        .room;
     let board = match board_at(&app, &room, q.at.as_deref()).await {
         Ok(board) => board,
         Err(response) => return Ok(response),

@@ -17,13 +17,11 @@ use tower_http::set_header::SetResponseHeaderLayer;
 
 use super::AppState;
 use super::access;
-use super::credentials::access_claims;
 use super::error::ApiError;
 use super::history;
-use super::limits::{self, Rejection, Rule};
 use super::openapi::schemas;
 use super::ws;
-use crate::domain::{Identity, RoomId, UserId};
+use crate::domain::UserId;
 
 /// Every HTTP response names the instance that served it, for debugging behind a balancer.
 const INSTANCE_HEADER: &str = "x-drawbridge-instance";
@@ -46,8 +44,9 @@ pub fn router(app: Arc<AppState>) -> Router {
         .route("/api/v1/auth/guest", post(guest))
         .route("/api/v1/rooms", post(create_room))
         .route("/api/user/rooms", post(create_room))
-        .route("/api/v1/rooms/{room_id}", get(room_exists))
         .route("/api/user/rooms/{room_id}", get(room_exists))
+        .merge(super::rooms::routes())
+        .merge(super::workspaces::routes())
         .merge(super::auth::routes())
         .merge(history::routes())
         .merge(super::openapi::routes())
@@ -85,7 +84,14 @@ fn cors(origins: &[String]) -> CorsLayer {
     CorsLayer::new()
         .allow_origin(allow)
         .allow_credentials(true)
-        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
         .allow_headers([CONTENT_TYPE, AUTHORIZATION])
 }
 
@@ -257,63 +263,31 @@ async fn guest(
     )
 )]
 async fn create_room(
-    State(app): State<Arc<AppState>>,
-    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    state: State<Arc<AppState>>,
+    peer: ConnectInfo<std::net::SocketAddr>,
+    query: axum::extract::Query<super::rooms::CreateQuery>,
     headers: axum::http::HeaderMap,
     body: axum::body::Body,
 ) -> Response {
-    let rule = Rule::room(&app.config);
-    limits::guarded(&app, rule, peer, &headers, async {
-        let claims = access_claims(&app, &headers)?;
-        let who = Identity::new(UserId::new(claims.user_id), claims.name);
-        // A board to import (§5) is read whole before the room exists: a bad one creates none.
-        let import = history::import_body(&app, &headers, body, &who.user_id).await?;
-        let info = app.engine.create_room(&who.user_id).await?;
-        let mut data = json!({"roomId": info.room_id, "expiresAt": info.expires_at});
-        if let Some((elements, skipped)) = import {
-            let done = history::import_into(&app, &info.room_id, &who, elements, skipped).await?;
-            data["imported"] = done.imported.into();
-            data["skipped"] = done.skipped.into();
-        }
-        Ok::<_, Rejection>(
-            (
-                StatusCode::CREATED,
-                Json(json!({"success": true, "data": data})),
-            )
-                .into_response(),
-        )
-    })
-    .await
+    super::rooms::create_room(state, peer, query, headers, body).await
 }
 
-/// Whether a room exists and has not expired.
+/// A room's settings and the caller's role; 404 when it does not exist, has expired, or is a
+/// members-only room the caller is not in (the three answer alike).
 #[utoipa::path(
     get, path = "/api/v1/rooms/{room_id}", tag = "rooms",
     security(("bearer" = [])),
     params(("room_id" = String, Path, description = "the room id")),
     responses(
-        (status = 200, description = "it exists", body = schemas::Success),
+        (status = 200, description = "it exists and the caller may join it", body = schemas::Success),
         (status = 401, description = "missing or invalid access token", body = schemas::ErrorBody),
         (status = 404, description = "no such room, or expired", body = schemas::ErrorBody),
     )
 )]
 async fn room_exists(
-    State(app): State<Arc<AppState>>,
+    state: State<Arc<AppState>>,
     headers: axum::http::HeaderMap,
-    Path(room_id): Path<String>,
+    room_id: Path<String>,
 ) -> Result<Response, ApiError> {
-    access_claims(&app, &headers)?;
-    let exists = match RoomId::parse(&room_id) {
-        Some(room) => app.engine.room_exists(&room).await?,
-        None => false,
-    };
-    if exists {
-        Ok(Json(json!({"success": true})).into_response())
-    } else {
-        Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "ROOM_NOT_FOUND",
-            "room does not exist or has expired",
-        ))
-    }
+    super::rooms::get_room(state, headers, room_id).await
 }

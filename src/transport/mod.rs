@@ -3,6 +3,7 @@
 
 mod access;
 mod auth;
+pub mod authz;
 pub(crate) mod client_ip;
 mod credentials;
 mod error;
@@ -11,8 +12,10 @@ mod http;
 mod limits;
 mod openapi;
 mod protocol;
+mod rooms;
 mod session;
 pub mod session_end;
+mod workspaces;
 mod ws;
 
 use std::sync::Arc;
@@ -28,7 +31,8 @@ pub use http::{admin_router, router};
 
 use crate::config::Config;
 use crate::domain::token::TokenKeys;
-use crate::engine::{Engine, History};
+use crate::engine::activity::ActivityBuffer;
+use crate::engine::{Access, Engine, History};
 use crate::hub::Hub;
 use crate::mail::Mailer;
 use crate::metrics::Metrics;
@@ -42,6 +46,11 @@ pub struct AppState {
     pub engine: Arc<dyn Engine>,
     /// The same engine, for the history routes (§5).
     pub history: Arc<dyn History>,
+    /// Room settings, members, workspaces, room slots, activity: the same engine, seen by
+    /// concern.
+    pub access: Arc<dyn Access>,
+    /// Ops counted per user per day, flushed to `access` in batches off the op's path.
+    pub activity: Arc<ActivityBuffer>,
     pub hub: Arc<Hub>,
     pub tokens: TokenKeys,
     /// Cancelled on SIGTERM: readiness turns 503, upgrades are refused, sessions close with 1001.

@@ -60,6 +60,24 @@ pub const ALIASES: &[(&str, &str)] = &[
         super::history::restore,
         super::history::export_json,
         super::history::export_svg,
+        super::rooms::patch_room,
+        super::rooms::delete_room,
+        super::rooms::list_members,
+        super::rooms::put_member,
+        super::rooms::add_member_by_email,
+        super::rooms::remove_member,
+        super::rooms::my_rooms,
+        super::rooms::my_activity,
+        super::workspaces::create_workspace,
+        super::workspaces::list_workspaces,
+        super::workspaces::get_workspace,
+        super::workspaces::rename_workspace,
+        super::workspaces::delete_workspace,
+        super::workspaces::list_members,
+        super::workspaces::put_member,
+        super::workspaces::add_member_by_email,
+        super::workspaces::remove_member,
+        super::workspaces::list_rooms,
         super::http::root,
         super::http::asset,
         super::http::health,
@@ -86,8 +104,9 @@ pub const ALIASES: &[(&str, &str)] = &[
     modifiers(&BearerScheme),
     tags(
         (name = "accounts", description = "sign-up with an e-mailed code, sign-in, tokens"),
-        (name = "rooms", description = "whiteboard rooms"),
+        (name = "rooms", description = "whiteboard rooms, their settings and members (PROTOCOL.md section 6)"),
         (name = "history", description = "the op log, past boards, versions, restore, exports (PROTOCOL.md section 5)"),
+        (name = "workspaces", description = "a team's rooms under one roof, with roles that carry into each"),
         (name = "realtime", description = "the WebSocket (PROTOCOL.md section 1)"),
         (name = "operations", description = "health, readiness, metrics, these docs"),
     )
@@ -142,6 +161,10 @@ fn as_alias(mut item: PathItem, alias: &str, canonical: &str) -> PathItem {
     for op in [&mut item.get, &mut item.post].into_iter().flatten() {
         note(op);
     }
+    // Canvas calls its aliases with GET and POST only; §6's other methods are canonical-only.
+    item.put = None;
+    item.patch = None;
+    item.delete = None;
     item
 }
 
@@ -341,7 +364,8 @@ pub mod schemas {
 mod tests {
     use super::*;
 
-    /// Every route the routers serve (`http::router`, `auth::routes`, `routes` above); a route
+    /// Every route the routers serve (`http::router`, `auth::routes`, `rooms::routes`,
+    /// `workspaces::routes`, `routes` above); a route
     /// added there must be added here and documented.
     const ROUTES: &[(&str, &str)] = &[
         ("get", "/"),
@@ -380,6 +404,24 @@ mod tests {
         ("get", "/api/user/me"),
         ("get", "/api-docs.json"),
         ("get", "/api-docs"),
+        ("patch", "/api/v1/rooms/{room_id}"),
+        ("delete", "/api/v1/rooms/{room_id}"),
+        ("get", "/api/v1/rooms/{room_id}/members"),
+        ("post", "/api/v1/rooms/{room_id}/members"),
+        ("put", "/api/v1/rooms/{room_id}/members/{user_id}"),
+        ("delete", "/api/v1/rooms/{room_id}/members/{user_id}"),
+        ("get", "/api/v1/me/rooms"),
+        ("get", "/api/v1/me/activity"),
+        ("post", "/api/v1/workspaces"),
+        ("get", "/api/v1/workspaces"),
+        ("get", "/api/v1/workspaces/{id}"),
+        ("patch", "/api/v1/workspaces/{id}"),
+        ("delete", "/api/v1/workspaces/{id}"),
+        ("get", "/api/v1/workspaces/{id}/members"),
+        ("post", "/api/v1/workspaces/{id}/members"),
+        ("put", "/api/v1/workspaces/{id}/members/{user_id}"),
+        ("delete", "/api/v1/workspaces/{id}/members/{user_id}"),
+        ("get", "/api/v1/workspaces/{id}/rooms"),
     ];
 
     #[test]
@@ -401,7 +443,7 @@ mod tests {
         let documented: usize = paths
             .values()
             .map(|item| {
-                ["get", "post"]
+                ["get", "post", "put", "patch", "delete"]
                     .iter()
                     .filter(|m| item[**m].is_object())
                     .count()

@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use super::AppState;
 use super::protocol::{ClientMessage, ParseError};
 use super::session_end::SessionEnd;
+use crate::domain::access::{CallerKind, Control, Role, role_of};
 use crate::domain::board::Intent;
 use crate::domain::element::{Element, ElementError, ElementLimits, MAX_BATCH, Patch, element_id};
 use crate::domain::frames::Versions;
@@ -57,6 +58,9 @@ struct Joined {
     last_seq: u64,
     /// The client said it speaks v1.1; otherwise it is served the v1 subset.
     v11: bool,
+    /// The caller's role here, checked at the join and kept current by control records
+    /// (`Item::Control`): every sequenced op is checked against it without a Redis call.
+    role: Role,
 }
 
 /// Transient frames a v1 client has no use for (it would ignore them), not sent to it.
@@ -67,6 +71,8 @@ struct Session<S> {
     socket: S,
     /// Shared with the hub, which re-announces this presence if it is ever swept.
     who: Arc<Identity>,
+    /// Guests join link rooms only.
+    kind: CallerKind,
     key: ConnKey,
     tx: mpsc::Sender<Outbound>,
     overflow: CancellationToken,
@@ -94,6 +100,7 @@ pub async fn run<S>(
     app: Arc<AppState>,
     socket: S,
     who: Identity,
+    guest: bool,
     expires_at: u64,
     _slot: OwnedSemaphorePermit,
 ) where
@@ -110,6 +117,11 @@ pub async fn run<S>(
         app,
         socket,
         who: Arc::new(who),
+        kind: if guest {
+            CallerKind::Guest
+        } else {
+            CallerKind::Account
+        },
         key,
         tx,
         overflow: CancellationToken::new(),
@@ -318,6 +330,7 @@ where
                     }
                 }
             }
+            Item::Control(control) => return Ok(self.on_control(&control).await),
             Item::Resync => {
                 if let Some(joined) = self.joined.take() {
                     let since = Some((joined.last_seq, joined.epoch.clone()));
@@ -333,6 +346,50 @@ where
             }
         }
         Ok(Flow::Continue)
+    }
+
+    /// Someone's access to the room changed: re-read this caller's role, so the very next op is
+    /// judged by it, and tell the client; out of the room if it may no longer see it.
+    async fn on_control(&mut self, control: &Control) -> Flow {
+        let Some(room) = self.joined.as_ref().map(|j| j.room.clone()) else {
+            return Flow::Continue;
+        };
+        if control.deleted {
+            self.leave_room().await;
+            self.reply(frames::room_expired(room.as_str())).await;
+            return Flow::Continue;
+        }
+        let role = match self.role_in(&room).await {
+            Ok(role) => role,
+            Err(e) => {
+                // Unsure whether the caller keeps its rights: fail closed, out of the room. The
+                // client re-joins and is checked afresh.
+                tracing::warn!(%room, conn = %self.key, error = %e, "role re-check failed");
+                None
+            }
+        };
+        match role {
+            None => {
+                self.leave_room().await;
+                self.reply(frames::access_revoked(room.as_str())).await;
+            }
+            Some(role) => {
+                if let Some(joined) = self.joined.as_mut()
+                    && joined.role != role
+                {
+                    joined.role = role;
+                    let frame = frames::role_changed(&room, &self.who.user_id, role.as_str());
+                    self.reply(frame).await;
+                }
+            }
+        }
+        Flow::Continue
+    }
+
+    /// This caller's role in `room`; `None` when it may not see it.
+    async fn role_in(&mut self, room: &RoomId) -> Result<Option<Role>, EngineError> {
+        let (meta, grants) = self.app.access.room_facts(room, &self.who.user_id).await?;
+        Ok(meta.and_then(|m| role_of(&m.settings, &self.who.user_id, self.kind, grants)))
     }
 
     async fn feed_legacy(&mut self, frames: &Legacy) -> Result<(), axum::Error> {
@@ -594,6 +651,10 @@ where
                 let Some(room) = self.in_room(&progress.room_id).await else {
                     return Flow::Continue;
                 };
+                // A viewer's stroke will never be stored: others must not see it being drawn.
+                if self.joined.as_ref().is_some_and(|j| !j.role.can_edit()) {
+                    return Flow::Continue;
+                }
                 // Transient like a cursor: a bad or excess batch is dropped without a word. It is
                 // checked as the stroke it will become.
                 let input = StrokeInput {
@@ -677,6 +738,21 @@ where
             Some(_) => self.leave_room().await,
             None => {}
         }
+        // A room the caller may not see answers exactly as one that does not exist (§6).
+        let role = match self.role_in(&room).await {
+            Ok(Some(role)) => role,
+            Ok(None) => {
+                if self.joined.as_ref().is_some_and(|j| j.room == room) {
+                    self.leave_room().await;
+                }
+                self.reply(frames::room_expired(room.as_str())).await;
+                return false;
+            }
+            Err(e) => {
+                self.engine_error(e, None).await;
+                return false;
+            }
+        };
         let app = self.app.clone();
         self.generation += 1;
         app.hub.add(
@@ -739,6 +815,7 @@ where
             epoch: view.epoch,
             last_seq: view.seq,
             v11,
+            role,
         });
         self.reply(frame).await;
         true
@@ -774,6 +851,15 @@ where
             self.error("BAD_MESSAGE", &message, None).await;
             return;
         }
+        if self.joined.as_ref().is_some_and(|j| !j.role.can_edit()) {
+            self.error(
+                "FORBIDDEN",
+                "viewers cannot change the board; nothing was applied",
+                op_id.as_deref(),
+            )
+            .await;
+            return;
+        }
         if self.op_limit.check().is_err() {
             self.app.metrics.rate_limited("ops");
             self.error(
@@ -799,6 +885,7 @@ where
         match outcome {
             Ok(OpOutcome::Applied { seq, ack_id }) => {
                 app.metrics.ops_applied.inc();
+                app.activity.record(&self.who.user_id);
                 self.pending_acks
                     .push_back((seq, frames::ack(reference, seq, ack_id.as_ref(), false)));
             }

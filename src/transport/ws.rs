@@ -68,6 +68,8 @@ struct Refusal {
 
 struct Admitted {
     who: crate::domain::Identity,
+    /// A name-only guest: joins link rooms only.
+    guest: bool,
     expires_at: u64,
     protocol: Option<String>,
     slot: tokio::sync::OwnedSemaphorePermit,
@@ -112,23 +114,23 @@ async fn check(
             "missing token",
         )
     })?;
-    let (who, expires_at) =
-        app.tokens
-            .identity(&token, crate::unix_now())
-            .map_err(|e| match e {
-                TokenError::Unverified => refuse(
-                    "unverified",
-                    StatusCode::FORBIDDEN,
-                    "UNVERIFIED",
-                    &e.to_string(),
-                ),
-                other => refuse(
-                    "bad_token",
-                    StatusCode::UNAUTHORIZED,
-                    "UNAUTHORIZED",
-                    &other.to_string(),
-                ),
-            })?;
+    let (who, expires_at, guest) = app
+        .tokens
+        .identity(&token, crate::unix_now())
+        .map_err(|e| match e {
+            TokenError::Unverified => refuse(
+                "unverified",
+                StatusCode::FORBIDDEN,
+                "UNVERIFIED",
+                &e.to_string(),
+            ),
+            other => refuse(
+                "bad_token",
+                StatusCode::UNAUTHORIZED,
+                "UNAUTHORIZED",
+                &other.to_string(),
+            ),
+        })?;
     if app.draining.is_cancelled() {
         return Err(refuse(
             "draining",
@@ -169,6 +171,7 @@ async fn check(
         })?;
     Ok(Admitted {
         who,
+        guest,
         expires_at,
         protocol,
         slot,
@@ -218,6 +221,7 @@ fn accept(app: Arc<AppState>, ws: WebSocketUpgrade, admitted: Admitted) -> Respo
             app,
             socket,
             admitted.who,
+            admitted.guest,
             admitted.expires_at,
             admitted.slot,
         ))

@@ -141,6 +141,8 @@ pub fn config(redis: Option<&RedisServer>, instance: &str) -> Config {
         instance_id: instance.into(),
         drain_secs: 1,
         ws_upgrades_per_minute: 0,
+        // Tests make many rooms from one address; `tests/access.rs` sets its own limit.
+        max_rooms_per_ip: 0,
         log: "warn".into(),
         ..Config::default()
     }

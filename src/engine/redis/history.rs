@@ -256,7 +256,7 @@ impl History for RedisEngine {
     async fn room_ids(&self) -> EngineResult<Vec<RoomId>> {
         let inner = &self.inner;
         let mut conn = inner.conn().await?;
-        let pattern = inner.keys.room_pattern();
+        let pattern = inner.keys.rooms_pattern();
         let mut cursor = 0_u64;
         let mut rooms = Vec::new();
         loop {

@@ -43,7 +43,7 @@ impl Keys {
     }
 
     /// What every room's keys match (and only the room hash itself is `room:{id}`).
-    pub fn room_pattern(&self) -> String {
+    pub fn rooms_pattern(&self) -> String {
         format!("{}room:{{*}}", self.prefix)
     }
 
@@ -70,6 +70,61 @@ impl Keys {
     pub fn user_lists(&self, room: &RoomId, user: &UserId) -> [String; 2] {
         let base = self.room(room);
         [format!("{base}:undo:{user}"), format!("{base}:redo:{user}")]
+    }
+
+    /// The room's own members: user id → role (`editor`, `viewer`). In the room's slot, and
+    /// refreshed with the room's other keys, so it expires with the room.
+    pub fn room_members(&self, room: &RoomId) -> String {
+        format!("{}:members", self.room(room))
+    }
+
+    /// What every key of a room matches (the per-user lists included), for deleting a room.
+    pub fn room_pattern(&self, room: &RoomId) -> String {
+        format!("{}:*", self.room(room))
+    }
+
+    /// A user's keys share a hash tag of their own (`user:{<id>}:…`), so all of one user's
+    /// keys live in one slot. (Account keys are `user:<email>`: an e-mail holds an `@`, a user
+    /// id never does, so the two cannot meet.)
+    fn user_base(&self, user: &UserId) -> String {
+        format!("{}user:{{{user}}}", self.prefix)
+    }
+
+    /// The rooms a user owns or was given a role in (a set; rooms that are gone are dropped
+    /// when it is read).
+    pub fn user_rooms(&self, user: &UserId) -> String {
+        format!("{}:rooms", self.user_base(user))
+    }
+
+    /// A user's workspaces: workspace id → role, the copy a role check reads in the same
+    /// round trip as the room.
+    pub fn user_workspaces(&self, user: &UserId) -> String {
+        format!("{}:workspaces", self.user_base(user))
+    }
+
+    /// A user's sequenced ops per UTC day: `YYYY-MM-DD` → count.
+    pub fn user_activity(&self, user: &UserId) -> String {
+        format!("{}:activity", self.user_base(user))
+    }
+
+    /// A workspace: name, owner, createdAt.
+    pub fn workspace(&self, id: &str) -> String {
+        format!("{}workspace:{{{id}}}", self.prefix)
+    }
+
+    /// A workspace's members: user id → role.
+    pub fn workspace_members(&self, id: &str) -> String {
+        format!("{}:members", self.workspace(id))
+    }
+
+    /// A workspace's rooms (a set of room ids).
+    pub fn workspace_rooms(&self, id: &str) -> String {
+        format!("{}:rooms", self.workspace(id))
+    }
+
+    /// The rooms counted against a client IP: room id scored by creation time (unix ms).
+    pub fn room_slots(&self, ip: &str) -> String {
+        format!("{}room-slots:{ip}", self.prefix)
     }
 
     /// The channel a room's events are published on (same name as its hash: channels and keys
@@ -184,5 +239,23 @@ mod tests {
         assert_eq!(keys.refresh("ab12"), "p:refresh:ab12");
         assert_eq!(keys.refresh_used("ab12"), "p:refresh-used:ab12");
         assert_eq!(keys.refresh_family(&user), "p:refresh-family:u1");
+    }
+
+    #[test]
+    fn access_keys_keep_a_room_or_a_user_in_one_slot() {
+        let keys = Keys::new("p:");
+        let room = RoomId::new("3f2a");
+        let user = UserId::new("u1");
+        assert_eq!(keys.room_members(&room), "p:room:{3f2a}:members");
+        assert_eq!(keys.room_pattern(&room), "p:room:{3f2a}:*");
+        assert_eq!(keys.user_rooms(&user), "p:user:{u1}:rooms");
+        assert_eq!(keys.user_workspaces(&user), "p:user:{u1}:workspaces");
+        assert_eq!(keys.user_activity(&user), "p:user:{u1}:activity");
+        assert_eq!(keys.workspace("w1"), "p:workspace:{w1}");
+        assert_eq!(keys.workspace_members("w1"), "p:workspace:{w1}:members");
+        assert_eq!(keys.workspace_rooms("w1"), "p:workspace:{w1}:rooms");
+        assert_eq!(keys.room_slots("10.0.0.1"), "p:room-slots:10.0.0.1");
+        // A room's channel pattern must not take user keys for rooms.
+        assert_eq!(keys.room_of_channel("p:user:{u1}:rooms"), None);
     }
 }

@@ -7,6 +7,7 @@
 //! runs one `PSUBSCRIBE room:*` ([`pubsub`]) and hands every event to its hub; a heartbeat
 //! ([`liveness`]) keeps `instance:<id>` alive so other instances can sweep presence of dead ones.
 
+mod access;
 mod accounts;
 mod board;
 mod history;
@@ -384,6 +385,9 @@ impl Inner {
                 invocation.key(key);
             }
         }
+        // Last, after the keys scripts name by position: only `touch()` (which walks every key)
+        // uses it, so the members expire with the room however long activity keeps it alive.
+        invocation.key(self.keys.room_members(room));
         invocation
             .arg(self.keys.channel(room))
             .arg(ttl_ms)
@@ -491,7 +495,14 @@ impl Inner {
         let Ok(mut conn) = self.conn().await else {
             return;
         };
-        for script in self.scripts.all() {
+        // The access scripts too: room creation runs one of them.
+        let access = [
+            &*access::UPDATE_ROOM,
+            &*access::ROOM_MEMBER,
+            &*access::CLAIM_SLOT,
+            &*access::RENAME_WORKSPACE,
+        ];
+        for script in self.scripts.all().into_iter().chain(access) {
             if let Err(e) = self.with_timeout(script.load_async(&mut conn)).await {
                 tracing::debug!(error = %e, "could not preload a script");
                 return;

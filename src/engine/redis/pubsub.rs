@@ -18,6 +18,7 @@ use serde_json::value::RawValue;
 use tokio_util::sync::CancellationToken;
 
 use super::Inner;
+use crate::domain::access::Control;
 use crate::domain::{ConnKey, RoomId, frames};
 use crate::hub::{Delivered, Delivery};
 
@@ -158,6 +159,13 @@ async fn handle(inner: &Inner, channel: &str, payload: &[u8]) {
     };
     // Most rooms have no member on any given instance: skip them before parsing.
     if !inner.hub.is_local(&room) {
+        return;
+    }
+    if payload.starts_with(Control::PREFIX) {
+        match Control::parse(payload) {
+            Some(control) => inner.hub.control(&room, &Arc::new(control)),
+            None => tracing::warn!(%room, "unreadable control record"),
+        }
         return;
     }
     let Some(events) = parse_message(&room, payload) else {

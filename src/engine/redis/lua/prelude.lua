@@ -3,7 +3,9 @@
 --   3 :log (list of records)  4 :users (hash)  5 :ops (hash, and the placeholder '')  6 :edges (hash)
 --   7 :history (hash: base and s:<seq> snapshots, v:<versionId> versions)
 --   8 :ops-prev (hash: the previous generation of idempotency records)
---   and for scripts acting for one user: 9 :undo:<userId> (list)  10 :redo:<userId> (list)
+--   and for scripts acting for one user: 9 :undo:<userId> (list)  10 :redo:<userId> (list);
+--   last, always: :members (hash), which only touch() uses (it walks #KEYS), so members expire
+--   with the room.
 -- ARGV 1..4, always: channel, room TTL in ms (0 = forever), expiresAt (unix ms), room id as JSON
 -- (for reading a script call in MONITOR; no script needs it since frames are built in Rust).
 -- Stored JSON is produced by the gateway with a fixed field order (elements start {"v":..,"z":..,
