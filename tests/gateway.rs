@@ -799,3 +799,53 @@ async fn rejoining_the_same_room_on_a_socket_causes_no_presence_churn() {
         alice.expect_none_of(kind, Duration::from_millis(200)).await;
     }
 }
+
+/// Issue 15, finding 5: a client that reads nothing at all, not even pings, while its room is
+/// busy. Its socket buffers fill, so the session's writes cannot complete; the overflow close
+/// and the write bound must still end it and remove its presence.
+#[tokio::test]
+async fn a_client_that_reads_nothing_at_all_is_dropped_and_leaves_the_room() {
+    use tokio::io::AsyncWriteExt;
+    let redis = RedisServer::start();
+    let mut cfg = config(Some(&redis), "inst-a");
+    cfg.send_queue = 8;
+    cfg.ping_interval_secs = 1;
+    cfg.ops_per_sec = 10_000;
+    cfg.ws_write_buffer = 1024;
+    let a = Instance::start(cfg).await;
+    let room = create_room(a.addr).await;
+    let mut alice = Client::joined(a.addr, "alice", &room).await;
+    let mut writer = Client::joined(a.addr, "writer", &room).await;
+    let mut mute = common::raw_ws(a.addr, &common::token("mute", "Mute"), 4096).await;
+    mute.write_all(&common::masked_text(&join_room(&room).to_string()))
+        .await
+        .expect("join");
+    while alice.until("USER_JOINED").await["payload"]["userId"] != "mute" {}
+    let points: Vec<Value> = (0..2500).map(|i| json!({"x": i, "y": i})).collect();
+    let flood = tokio::spawn({
+        let room = room.clone();
+        async move {
+            for n in 0..2_000 {
+                writer
+                    .send(json!({"type": "CANVAS_UPDATE", "payload": {"roomId": room,
+                        "canvasData": {"strokeId": format!("big{n}"), "points": points,
+                        "color": "#000", "width": 1}}}))
+                    .await;
+                writer.until("ACK").await;
+            }
+        }
+    });
+    // Alice reads everything; she must see the mute client leave while the flood goes on.
+    let left = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let v = alice.next().await.expect("alice keeps receiving");
+            if v["type"] == "USER_LEFT" && v["payload"]["userId"] == "mute" {
+                return v;
+            }
+        }
+    })
+    .await;
+    flood.abort();
+    let left = left.expect("the client that reads nothing was never dropped");
+    assert_eq!(left["payload"]["count"], 2);
+}

@@ -79,9 +79,35 @@ struct Session<S> {
     progress_limit: DefaultDirectRateLimiter,
     op_limit: DefaultDirectRateLimiter,
     strikes: u32,
+    /// Longest one socket write may take: two ping intervals, the same patience the liveness
+    /// check has with a client that sends nothing.
+    write_limit: Duration,
+    /// Set once a write failed or stalled, so later writes (pending ACKs on the way out)
+    /// give up at once instead of each waiting out `write_limit` again.
+    write_dead: bool,
+    /// The room left on the way to a close, for the session-end line.
+    closed_room: Option<RoomId>,
     /// Frames read from and written to this client, for the session-end line.
     frames_in: u64,
     frames_out: u64,
+}
+
+/// One socket write, run under [`Session::write`]'s bounds.
+enum Write {
+    Send(Message),
+    Feed(Message),
+    Flush,
+}
+
+/// Why a socket write did not complete.
+#[derive(Debug)]
+enum WriteError {
+    /// The transport failed: the peer is gone.
+    Failed,
+    /// Nothing moved for `write_limit`: the peer stopped reading.
+    Stalled,
+    /// The send queue overflowed while (or before) writing: a slow consumer.
+    Overflow,
 }
 
 /// What handling one client frame asks of the loop.
@@ -102,6 +128,7 @@ pub async fn run<S>(
     let n = app.next_conn.fetch_add(1, Ordering::Relaxed);
     let key = ConnKey::new(&app.instance_id, n);
     let (tx, rx) = mpsc::channel(app.config.send_queue);
+    let app_ping_secs = app.config.ping_interval_secs;
     let per_sec = |n: u32| Quota::per_second(NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN));
     let mut session = Session {
         cursor_limit: RateLimiter::direct(per_sec(app.config.cursor_per_sec)),
@@ -117,6 +144,9 @@ pub async fn run<S>(
         generation: 0,
         pending_acks: VecDeque::new(),
         strikes: 0,
+        write_limit: Duration::from_secs(app_ping_secs * 2),
+        write_dead: false,
+        closed_room: None,
         frames_in: 0,
         frames_out: 0,
     };
@@ -124,7 +154,10 @@ pub async fn run<S>(
     session.app.metrics.connections.inc();
     tracing::debug!(conn = %session.key, user = %session.who.user_id, "session open");
     let (close_code, reason) = session.serve(rx, expires_at).await;
-    let room = session.joined.as_ref().map(|j| j.room.clone());
+    let room = match session.joined.as_ref() {
+        Some(joined) => Some(joined.room.clone()),
+        None => session.closed_room.clone(),
+    };
     session.leave_room().await;
     session.app.metrics.connections.dec();
     SessionEnd {
@@ -175,13 +208,15 @@ where
         tokio::pin!(drain);
         let overflow = self.overflow.clone();
         loop {
+            // A reply to the client's own frame (an ERROR, a PONG) can be the write that
+            // stalls; it gives up without ending the loop, so the loop checks here.
+            if self.write_dead {
+                return (ABNORMAL, "write stalled");
+            }
             // Unbiased on purpose: a busy client must not starve its own outbound queue (nor
             // a busy room its inbound ops); tokio picks a ready branch at random.
             let flow = tokio::select! {
-                () = overflow.cancelled() => {
-                    self.app.metrics.slow_consumers.inc();
-                    Flow::Close(close::SLOW_CONSUMER, "slow consumer: reconnect with since")
-                }
+                () = overflow.cancelled() => self.slow_consumer(),
                 () = &mut drain => Flow::Close(close::GOING_AWAY, "instance draining: reconnect"),
                 () = &mut expiry => Flow::Close(close::POLICY, "token expired"),
                 incoming = self.socket.next() => match incoming {
@@ -197,51 +232,112 @@ where
                 },
                 Some(out) = rx.recv() => match self.write_batch(out, &mut rx).await {
                     Ok(flow) => flow,
-                    Err(_) => return (ABNORMAL, "write failed"),
+                    Err(e) => match self.after_write_error(e) {
+                        Ok(flow) => flow,
+                        Err(end) => return end,
+                    },
                 },
                 _ = ping.tick() => {
                     if last_heard.elapsed() > ping_every * 2 {
                         return (ABNORMAL, "missed two pings");
                     }
-                    match self.socket.send(Message::Ping(Default::default())).await {
+                    match self.write(Write::Send(Message::Ping(Default::default()))).await {
                         Ok(()) => Flow::Continue,
-                        Err(_) => return (ABNORMAL, "write failed"),
+                        Err(e) => match self.after_write_error(e) {
+                            Ok(flow) => flow,
+                            Err(end) => return end,
+                        },
                     }
                 }
             };
             if let Flow::Close(code, reason) = flow {
+                // Leave first: the room learns at once, whatever the close handshake costs
+                // with a client whose socket buffer is full.
+                self.closed_room = self.joined.as_ref().map(|j| j.room.clone());
+                self.leave_room().await;
                 let frame = CloseFrame {
                     code,
                     reason: Utf8Bytes::from_static(reason),
                 };
-                // Send our close, then wait briefly for the client's: dropping the socket with
-                // unread data would reset the connection, and the client could lose the code.
-                let _ = tokio::time::timeout(CLOSE_WAIT, async {
-                    if self.socket.send(Message::Close(Some(frame))).await.is_ok() {
+                // Our close may wait behind a full buffer (a slow consumer that still reads
+                // gets its 1013 this way), but no longer than any other write. Then wait
+                // briefly for the client's close: dropping the socket with unread data would
+                // reset the connection, and the client could lose the code.
+                let close = Message::Close(Some(frame));
+                let sent = tokio::time::timeout(self.write_limit, self.socket.send(close)).await;
+                if matches!(sent, Ok(Ok(()))) {
+                    let _ = tokio::time::timeout(CLOSE_WAIT, async {
                         while let Some(Ok(message)) = self.socket.next().await {
                             if matches!(message, Message::Close(_)) {
                                 break;
                             }
                         }
-                    }
-                })
-                .await;
+                    })
+                    .await;
+                }
                 return (code, reason);
             }
         }
     }
 
-    async fn send_text(&mut self, text: impl Into<Utf8Bytes>) -> Result<(), axum::Error> {
+    /// How the loop goes on after a failed write: a 1013 close for an overflow (attempted,
+    /// bounded by [`CLOSE_WAIT`]), or the session's end for a dead socket.
+    fn after_write_error(&self, e: WriteError) -> Result<Flow, (u16, &'static str)> {
+        match e {
+            WriteError::Overflow => Ok(self.slow_consumer()),
+            WriteError::Stalled => Err((ABNORMAL, "write stalled")),
+            WriteError::Failed => Err((ABNORMAL, "write failed")),
+        }
+    }
+
+    fn slow_consumer(&self) -> Flow {
+        self.app.metrics.slow_consumers.inc();
+        Flow::Close(close::SLOW_CONSUMER, "slow consumer: reconnect with since")
+    }
+
+    /// Every socket write goes through here, so none can hold the session longer than
+    /// `write_limit`, and a queue overflow (the hub cancelling `overflow`) interrupts a write
+    /// that is stuck on a client that reads nothing. Without this a full socket buffer parks
+    /// the loop inside a write, where neither the 1013 close nor the ping timeout can fire.
+    async fn write(&mut self, write: Write) -> Result<(), WriteError> {
+        if self.write_dead {
+            return Err(WriteError::Stalled);
+        }
+        if self.overflow.is_cancelled() {
+            return Err(WriteError::Overflow);
+        }
+        let overflow = self.overflow.clone();
+        let limit = self.write_limit;
+        let socket = &mut self.socket;
+        let io = async move {
+            match write {
+                Write::Send(message) => socket.send(message).await,
+                Write::Feed(message) => socket.feed(message).await,
+                Write::Flush => socket.flush().await,
+            }
+        };
+        let result = tokio::select! {
+            done = io => done.map_err(|_| WriteError::Failed),
+            () = overflow.cancelled() => Err(WriteError::Overflow),
+            () = tokio::time::sleep(limit) => Err(WriteError::Stalled),
+        };
+        if matches!(result, Err(WriteError::Failed | WriteError::Stalled)) {
+            self.write_dead = true;
+        }
+        result
+    }
+
+    async fn send_text(&mut self, text: impl Into<Utf8Bytes>) -> Result<(), WriteError> {
         self.app.metrics.frames_out.inc();
         self.frames_out += 1;
-        self.socket.send(Message::Text(text.into())).await
+        self.write(Write::Send(Message::Text(text.into()))).await
     }
 
     /// Buffers a frame without flushing; [`write_batch`](Self::write_batch) flushes.
-    async fn feed_text(&mut self, text: impl Into<Utf8Bytes>) -> Result<(), axum::Error> {
+    async fn feed_text(&mut self, text: impl Into<Utf8Bytes>) -> Result<(), WriteError> {
         self.app.metrics.frames_out.inc();
         self.frames_out += 1;
-        self.socket.feed(Message::Text(text.into())).await
+        self.write(Write::Feed(Message::Text(text.into()))).await
     }
 
     /// Writes `first` and whatever else is already queued (up to a bound, so inbound gets its
@@ -250,7 +346,7 @@ where
         &mut self,
         first: Outbound,
         rx: &mut mpsc::Receiver<Outbound>,
-    ) -> Result<Flow, axum::Error> {
+    ) -> Result<Flow, WriteError> {
         self.app
             .metrics
             .send_queue_depth
@@ -265,7 +361,7 @@ where
                 Err(_) => break,
             }
         }
-        self.socket.flush().await?;
+        self.write(Write::Flush).await?;
         Ok(flow)
     }
 
@@ -278,7 +374,7 @@ where
         self.reply(frames::error(code, message, reference)).await;
     }
 
-    async fn on_outbound(&mut self, out: Outbound) -> Result<Flow, axum::Error> {
+    async fn on_outbound(&mut self, out: Outbound) -> Result<Flow, WriteError> {
         if out.generation != self.generation || self.joined.is_none() {
             return Ok(Flow::Continue);
         }
@@ -335,14 +431,14 @@ where
         Ok(Flow::Continue)
     }
 
-    async fn feed_legacy(&mut self, frames: &Legacy) -> Result<(), axum::Error> {
+    async fn feed_legacy(&mut self, frames: &Legacy) -> Result<(), WriteError> {
         for bytes in frames.iter() {
             self.feed_shared(bytes.clone()).await?;
         }
         Ok(())
     }
 
-    async fn feed_shared(&mut self, bytes: bytes::Bytes) -> Result<(), axum::Error> {
+    async fn feed_shared(&mut self, bytes: bytes::Bytes) -> Result<(), WriteError> {
         match Utf8Bytes::try_from(bytes) {
             Ok(text) => self.feed_text(text).await,
             // Frames come from our own serializer; a non-UTF-8 one is a bug, not worth a close.
