@@ -71,6 +71,11 @@ pub struct Config {
     pub progress_per_sec: u32,
     /// Sequenced ops accepted per connection per second (extra ones get `RATE_LIMITED`).
     pub ops_per_sec: u32,
+    /// `JOIN_ROOM`s accepted per connection per minute, on average (extra ones get
+    /// `RATE_LIMITED`): each join is a presence broadcast to the room and a board to the joiner.
+    pub joins_per_minute: u32,
+    /// `JOIN_ROOM`s a connection may send at once before `joins_per_minute` applies.
+    pub join_burst: u32,
     /// Open WebSocket connections this instance accepts.
     pub max_connections: usize,
     /// tungstenite read buffer per connection; small keeps idle connections cheap.
@@ -153,6 +158,8 @@ impl Default for Config {
             cursor_per_sec: 20,
             progress_per_sec: 30,
             ops_per_sec: 100,
+            joins_per_minute: 30,
+            join_burst: 5,
             max_connections: 100_000,
             ws_read_buffer: 2 * 1024,
             ws_write_buffer: 4 * 1024,
@@ -333,6 +340,10 @@ impl Config {
         );
         check(self.cursor_per_sec > 0, "cursor_per_sec must be positive");
         check(self.ops_per_sec > 0, "ops_per_sec must be positive");
+        check(
+            self.joins_per_minute > 0 && self.join_burst > 0,
+            "joins_per_minute and join_burst must be positive",
+        );
         check(self.max_connections > 0, "max_connections must be positive");
         check(
             self.ws_read_buffer >= 512,

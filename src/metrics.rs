@@ -51,7 +51,7 @@ struct CodeLabel {
 
 /// Why a WebSocket upgrade is refused (`transport::ws`). Every label value is created at 0 at
 /// start, so a first refusal shows up in `rate()` and dashboards have series to draw.
-pub const UPGRADE_REFUSALS: [&str; 10] = [
+pub const UPGRADE_REFUSALS: [&str; 11] = [
     "not_websocket",
     "origin",
     "no_token",
@@ -62,12 +62,14 @@ pub const UPGRADE_REFUSALS: [&str; 10] = [
     "rate_limited",
     "limit_unavailable",
     "full",
+    "admission",
 ];
 
 /// The rate limits: per IP or address (`transport::limits`), and per connection (`ops`,
 /// `cursor`, counted by the session loop).
-pub const RATE_LIMITS: [&str; 10] = [
+pub const RATE_LIMITS: [&str; 13] = [
     "signup", "signin", "verify", "refresh", "ws", "room", "otp", "ops", "cursor", "progress",
+    "join", "guest", "reset",
 ];
 
 /// The close codes the session loop uses (normal, going away, policy, too big, internal, slow).

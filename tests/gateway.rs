@@ -849,3 +849,46 @@ async fn a_client_that_reads_nothing_at_all_is_dropped_and_leaves_the_room() {
     let left = left.expect("the client that reads nothing was never dropped");
     assert_eq!(left["payload"]["count"], 2);
 }
+
+/// Issue 15, finding 4: a connection that sends `JOIN_ROOM` in a loop is limited; the room
+/// sees a bounded number of presence frames and the joiner a clear `RATE_LIMITED`.
+#[tokio::test]
+async fn join_room_is_rate_limited_per_connection() {
+    let redis = RedisServer::start();
+    let mut cfg = config(Some(&redis), "inst-a");
+    cfg.joins_per_minute = 6;
+    cfg.join_burst = 3;
+    let a = Instance::start(cfg).await;
+    let room = create_room(a.addr).await;
+    let mut alice = Client::joined(a.addr, "alice", &room).await;
+    let mut looper = Client::connect(a.addr, "looper").await;
+    const JOINS: usize = 40;
+    for _ in 0..JOINS {
+        looper.send(join_room(&room)).await;
+    }
+    looper.send(json!({"type": "PING", "payload": {}})).await;
+    let frames = looper.frames_until("PONG").await;
+    let count = |kind: &str| frames.iter().filter(|f| f["type"] == kind).count();
+    let limited: Vec<&Value> = frames
+        .iter()
+        .filter(|f| f["type"] == "ERROR" && f["payload"]["code"] == "RATE_LIMITED")
+        .collect();
+    assert_eq!(count("INITIAL_STATE"), 3, "the burst is served");
+    assert_eq!(
+        limited.len(),
+        JOINS - 3,
+        "the rest are refused, each with an ERROR"
+    );
+    // The bystander got presence for the served joins only: everything the joins published
+    // reached her before a stroke published after them (one channel, in order).
+    looper.draw_acked(&room, "after-joins").await;
+    let seen = alice.frames_until("CANVAS_UPDATE").await;
+    let presence = seen
+        .iter()
+        .filter(|f| f["type"] == "USER_COUNT_UPDATED")
+        .count();
+    assert!(
+        presence <= 3,
+        "{presence} presence frames for 3 served joins"
+    );
+}

@@ -78,6 +78,9 @@ struct Session<S> {
     cursor_limit: DefaultDirectRateLimiter,
     progress_limit: DefaultDirectRateLimiter,
     op_limit: DefaultDirectRateLimiter,
+    /// Joins cost the room a presence broadcast and the joiner a whole board: a connection
+    /// re-joining in a loop would flood both (issue 15, finding 4).
+    join_limit: DefaultDirectRateLimiter,
     strikes: u32,
     /// Longest one socket write may take: two ping intervals, the same patience the liveness
     /// check has with a client that sends nothing.
@@ -134,6 +137,7 @@ pub async fn run<S>(
         cursor_limit: RateLimiter::direct(per_sec(app.config.cursor_per_sec)),
         progress_limit: RateLimiter::direct(per_sec(app.config.progress_per_sec)),
         op_limit: RateLimiter::direct(per_sec(app.config.ops_per_sec)),
+        join_limit: RateLimiter::direct(join_quota(&app.config)),
         app,
         socket,
         who: Arc::new(who),
@@ -510,6 +514,16 @@ where
                         true
                     }
                 };
+                if self.join_limit.check().is_err() {
+                    self.app.metrics.rate_limited("join");
+                    self.error(
+                        "RATE_LIMITED",
+                        "too many joins on this connection; wait and join again",
+                        None,
+                    )
+                    .await;
+                    return Flow::Continue;
+                }
                 let Some(room) = RoomId::parse(&join.room_id) else {
                     self.reply(frames::room_expired(&join.room_id)).await;
                     return Flow::Continue;
@@ -929,6 +943,14 @@ where
         };
         self.error("UNAVAILABLE", &message, reference).await;
     }
+}
+
+/// `joins_per_minute` on average, `join_burst` at once (a page joins once, and again only
+/// to repair a gap).
+fn join_quota(config: &crate::config::Config) -> Quota {
+    let per_minute = NonZeroU32::new(config.joins_per_minute).unwrap_or(NonZeroU32::MIN);
+    let burst = NonZeroU32::new(config.join_burst).unwrap_or(NonZeroU32::MIN);
+    Quota::per_minute(per_minute).allow_burst(burst)
 }
 
 /// A batch holds 1 to [`MAX_BATCH`] items.
