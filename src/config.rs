@@ -93,9 +93,16 @@ pub struct Config {
     /// Code verifications (`verify-otp`) per IP per `verify_rate_window_secs`; 0 = unlimited.
     pub verify_rate_limit: u32,
     pub verify_rate_window_secs: u64,
-    /// Token refreshes per IP per `refresh_rate_window_secs`; 0 = unlimited.
+    /// Refreshes of one refresh token per `refresh_rate_window_secs` (a token is good for
+    /// one use, plus retries); 0 = unlimited.
     pub refresh_rate_limit: u32,
     pub refresh_rate_window_secs: u64,
+    /// Refreshes per IP per `refresh_rate_window_secs`, a ceiling against floods of made-up
+    /// tokens, high enough for an office behind one NAT; 0 = unlimited.
+    pub refresh_ip_rate_limit: u32,
+    /// Guest tokens (`/auth/guest`) per IP per `guest_rate_window_secs`; 0 = unlimited.
+    pub guest_rate_limit: u32,
+    pub guest_rate_window_secs: u64,
     /// Rooms created per IP per `room_rate_window_secs`; 0 = unlimited.
     pub room_rate_limit: u32,
     pub room_rate_window_secs: u64,
@@ -168,8 +175,11 @@ impl Default for Config {
             auth_rate_window_secs: 900,
             verify_rate_limit: 30,
             verify_rate_window_secs: 900,
-            refresh_rate_limit: 30,
+            refresh_rate_limit: 10,
             refresh_rate_window_secs: 900,
+            refresh_ip_rate_limit: 1_000,
+            guest_rate_limit: 30,
+            guest_rate_window_secs: 900,
             room_rate_limit: 20,
             room_rate_window_secs: 3_600,
             otp_send_limit: 5,
@@ -368,6 +378,7 @@ impl Config {
             self.auth_rate_window_secs > 0
                 && self.verify_rate_window_secs > 0
                 && self.refresh_rate_window_secs > 0
+                && self.guest_rate_window_secs > 0
                 && self.room_rate_window_secs > 0
                 && self.otp_send_window_secs > 0,
             "every *_window_secs must be positive",

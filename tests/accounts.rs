@@ -1044,3 +1044,57 @@ async fn the_embedded_engine_serves_the_same_flow() {
     );
     a.stop().await;
 }
+
+/// Signs up and verifies `email` on `addr`: the refresh token.
+async fn verified(addr: SocketAddr, smtp: &mut SmtpSink, name: &str, email: &str) -> String {
+    let verification = sign_up(addr, name, email, "correct horse").await;
+    let code = smtp.next_code(email).await;
+    let (status, body) = post(
+        addr,
+        "/api/v1/auth/verify-otp",
+        Some(&verification),
+        json!({"otp": code}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    s(&body["refreshToken"]).to_owned()
+}
+
+/// Issue 15, finding 10: refreshes are limited per token, so colleagues behind one NAT do not
+/// use up each other's budget; one token hammered is limited.
+#[tokio::test]
+async fn refresh_is_limited_per_token_not_per_ip() {
+    let redis = RedisServer::start();
+    let mut smtp = SmtpSink::start().await;
+    let a = Instance::start(drawbridge::config::Config {
+        refresh_rate_limit: 2,
+        ..mail_config(Some(&redis), &smtp, "inst-a")
+    })
+    .await;
+    let mut tokens = Vec::new();
+    for (name, email) in [("Ann", "ann@example.com"), ("Bo", "bo@example.com")] {
+        tokens.push(verified(a.addr, &mut smtp, name, email).await);
+    }
+    // Six refreshes from one IP, three per user, each of a fresh token: all fine.
+    for _ in 0..3 {
+        for token in &mut tokens {
+            let (status, body) = refresh(a.addr, token).await;
+            assert_eq!(status, 200, "{body}");
+            *token = s(&body["refreshToken"]).to_owned();
+        }
+    }
+    // One made-up token presented over and over: refused, then limited.
+    let made_up = "f".repeat(64);
+    for _ in 0..2 {
+        assert_eq!(refresh(a.addr, &made_up).await.0, 401);
+    }
+    let limited = common::http_raw(
+        a.addr,
+        "POST",
+        "/api/v1/auth/refresh",
+        &[("Content-Type", "application/json")],
+        Some(&json!({"refreshToken": made_up}).to_string()),
+    )
+    .await;
+    assert_rate_limited(limited, 2, 900);
+}

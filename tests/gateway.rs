@@ -892,3 +892,123 @@ async fn join_room_is_rate_limited_per_connection() {
         "{presence} presence frames for 3 served joins"
     );
 }
+
+/// Issue 15, finding 10: the addresses of one IPv6 /64 are one client to the limits.
+#[tokio::test]
+async fn ipv6_clients_are_counted_per_64() {
+    let redis = RedisServer::start();
+    let mut cfg = config(Some(&redis), "inst-a");
+    cfg.trusted_proxies = "127.0.0.1".into();
+    cfg.ws_upgrades_per_minute = 2;
+    let a = Instance::start(cfg).await;
+    let good = token("u1", "U");
+    let from = |client: &'static str| {
+        let mut request =
+            tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+                a.ws_url(&good),
+            )
+            .expect("request");
+        request
+            .headers_mut()
+            .insert("X-Forwarded-For", client.parse().expect("header"));
+        upgrade(request)
+    };
+    assert_eq!(from("2001:db8:1:2::1").await.0, 101);
+    assert_eq!(from("2001:db8:1:2::2").await.0, 101);
+    assert_eq!(from("2001:db8:1:2:ffff::3").await.0, 429, "same /64");
+    assert_eq!(from("2001:db8:1:3::1").await.0, 101, "another /64");
+    a.stop().await;
+}
+
+/// Issue 15, finding 10: with no allow-list any origin may call, but never with credentials;
+/// with one, a listed origin gets credentials and others get nothing.
+#[tokio::test]
+async fn an_empty_origin_list_never_grants_credentials() {
+    let open = Instance::start(config(None, "open")).await;
+    let preflight = [
+        ("Origin", "https://evil.example"),
+        ("Access-Control-Request-Method", "POST"),
+    ];
+    for (method, path, headers) in [
+        ("GET", "/healthz", &preflight[..1]),
+        ("OPTIONS", "/api/v1/rooms", &preflight[..]),
+    ] {
+        let (_, headers, _) = common::http_raw(open.addr, method, path, headers, None).await;
+        assert_eq!(
+            header(&headers, "access-control-allow-credentials"),
+            None,
+            "{method} {path}: {headers:?}"
+        );
+        assert_ne!(
+            header(&headers, "access-control-allow-origin"),
+            Some("https://evil.example"),
+            "{method} {path}: the origin is not echoed"
+        );
+    }
+    let mut cfg = config(None, "listed");
+    cfg.allowed_origins = "https://board.example".into();
+    let listed = Instance::start(cfg).await;
+    let (_, headers, _) = common::http_raw(
+        listed.addr,
+        "GET",
+        "/healthz",
+        &[("Origin", "https://board.example")],
+        None,
+    )
+    .await;
+    assert_eq!(
+        header(&headers, "access-control-allow-origin"),
+        Some("https://board.example")
+    );
+    assert_eq!(
+        header(&headers, "access-control-allow-credentials"),
+        Some("true")
+    );
+    let (_, headers, _) = common::http_raw(
+        listed.addr,
+        "GET",
+        "/healthz",
+        &[("Origin", "https://evil.example")],
+        None,
+    )
+    .await;
+    assert_eq!(header(&headers, "access-control-allow-origin"), None);
+}
+
+/// Issue 15, finding 10: a frame over the hard cap (four times `max_frame_bytes`) is answered
+/// with a 1009 close, not a dropped connection.
+#[tokio::test]
+async fn a_frame_over_the_hard_cap_closes_with_1009() {
+    let mut cfg = config(None, "solo");
+    cfg.max_frame_bytes = 1024;
+    let a = Instance::start(cfg).await;
+    let mut client = Client::connect(a.addr, "big").await;
+    let huge = format!(
+        r#"{{"type":"PING","payload":{{"pad":"{}"}}}}"#,
+        "x".repeat(10_000)
+    );
+    client
+        .send_raw(tokio_tungstenite::tungstenite::Message::text(huge))
+        .await;
+    let close = client
+        .next()
+        .await
+        .expect("a close frame, not a dropped connection");
+    assert_eq!(close, json!({"type": "CLOSE", "code": 1009}));
+}
+
+/// Issue 15, finding 10: guest tokens are limited per IP.
+#[tokio::test]
+async fn guest_tokens_are_limited_per_ip() {
+    let mut cfg = config(None, "solo");
+    cfg.guest_rate_limit = 2;
+    let a = Instance::start(cfg).await;
+    let body = json!({"name": "Guest"});
+    for _ in 0..2 {
+        let (status, _, text) = http(a.addr, "POST", "/api/v1/auth/guest", None, Some(&body)).await;
+        assert_eq!(status, 200, "{text}");
+    }
+    let (status, headers, _) = http(a.addr, "POST", "/api/v1/auth/guest", None, Some(&body)).await;
+    assert_eq!(status, 429);
+    assert!(header(&headers, "retry-after").is_some());
+}

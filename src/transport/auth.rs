@@ -463,7 +463,7 @@ pub async fn refresh(
     headers: HeaderMap,
     request: Result<Json<RefreshRequest>, JsonRejection>,
 ) -> Response {
-    let rule = Rule::refresh(&app.config);
+    let rule = Rule::refresh_ip(&app.config);
     limits::guarded(&app, rule, peer, &headers, rotate(&app, request)).await
 }
 
@@ -475,11 +475,13 @@ async fn rotate(
     let presented = required(request.refresh_token, "refreshToken")?;
     let invalid = || ApiError::unauthorized("the refresh token is invalid, expired or revoked");
     let presented = accounts::parse_refresh_token(&presented).ok_or_else(invalid)?;
+    let presented_hash = accounts::refresh_hash(presented);
+    limits::check(app, Rule::refresh(&app.config), &presented_hash).await?;
     let next = accounts::new_refresh_token();
     let next_hash = accounts::refresh_hash(&next);
     let outcome = app
         .engine
-        .rotate_refresh(&accounts::refresh_hash(presented), &next_hash, REFRESH_TTL)
+        .rotate_refresh(&presented_hash, &next_hash, REFRESH_TTL)
         .await?;
     let user = match outcome {
         RefreshOutcome::Rotated(user) => user,

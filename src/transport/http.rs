@@ -72,19 +72,23 @@ fn instance_header(app: &AppState) -> SetResponseHeaderLayer<HeaderValue> {
     SetResponseHeaderLayer::overriding(HeaderName::from_static(INSTANCE_HEADER), instance)
 }
 
-/// Credentials are allowed, so the origin is echoed, never `*`.
+/// With an allow-list, a listed origin is echoed and credentials are allowed. With none, any
+/// origin may call, but never with credentials: echoing every origin together with
+/// `Allow-Credentials: true` would let any site make credentialed calls as its visitors.
+/// The API authenticates with bearer tokens, which CORS credentials do not cover, so pages
+/// keep working either way.
 fn cors(origins: &[String]) -> CorsLayer {
-    let allow = if origins.is_empty() {
-        AllowOrigin::mirror_request()
+    let layer = CorsLayer::new()
+        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+        .allow_headers([CONTENT_TYPE, AUTHORIZATION]);
+    if origins.is_empty() {
+        layer.allow_origin(AllowOrigin::any())
     } else {
         let list: Vec<HeaderValue> = origins.iter().filter_map(|o| o.parse().ok()).collect();
-        AllowOrigin::list(list)
-    };
-    CorsLayer::new()
-        .allow_origin(allow)
-        .allow_credentials(true)
-        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
-        .allow_headers([CONTENT_TYPE, AUTHORIZATION])
+        layer
+            .allow_origin(AllowOrigin::list(list))
+            .allow_credentials(true)
+    }
 }
 
 #[derive(rust_embed::Embed)]
@@ -208,12 +212,24 @@ const MAX_NAME_CHARS: usize = 40;
     responses(
         (status = 200, description = "a guest access token", body = schemas::GuestResponse),
         (status = 400, description = "bad name", body = schemas::ErrorBody),
+        (status = 429, description = "too many guest tokens from this IP", body = schemas::ErrorBody,
+            headers(("Retry-After" = u64, description = "seconds to wait"))),
     )
 )]
 async fn guest(
     State(app): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: axum::http::HeaderMap,
     body: Option<Json<GuestRequest>>,
-) -> Result<Response, ApiError> {
+) -> Response {
+    let rule = Rule::guest(&app.config);
+    limits::guarded(&app, rule, peer, &headers, async {
+        Ok::<_, Rejection>(issue_guest(&app, body)?)
+    })
+    .await
+}
+
+fn issue_guest(app: &AppState, body: Option<Json<GuestRequest>>) -> Result<Response, ApiError> {
     let name = body
         .and_then(|Json(b)| b.name)
         .map(|n| n.trim().to_owned())

@@ -232,6 +232,12 @@ where
                         last_heard = Instant::now();
                         self.on_message(message).await
                     }
+                    // A frame over the hard cap: tungstenite refuses it before reading it
+                    // in. The connection is still writable, so say why (1009) instead of
+                    // dropping it.
+                    Some(Err(e)) if too_long(&e) => {
+                        Flow::Close(close::TOO_BIG, "frame too large")
+                    }
                     _ => return (ABNORMAL, "client went away"),
                 },
                 Some(out) = rx.recv() => match self.write_batch(out, &mut rx).await {
@@ -951,6 +957,13 @@ fn join_quota(config: &crate::config::Config) -> Quota {
     let per_minute = NonZeroU32::new(config.joins_per_minute).unwrap_or(NonZeroU32::MIN);
     let burst = NonZeroU32::new(config.join_burst).unwrap_or(NonZeroU32::MIN);
     Quota::per_minute(per_minute).allow_burst(burst)
+}
+
+/// Whether a read failed because the client sent more than the hard frame cap.
+fn too_long(e: &axum::Error) -> bool {
+    std::error::Error::source(e)
+        .and_then(|inner| inner.downcast_ref::<tungstenite::Error>())
+        .is_some_and(|e| matches!(e, tungstenite::Error::Capacity(_)))
 }
 
 /// A batch holds 1 to [`MAX_BATCH`] items.

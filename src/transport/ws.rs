@@ -146,7 +146,8 @@ async fn check(
     }
     // Counted like the HTTP limits (shared by every instance), answered the same way: 429
     // with Retry-After and RateLimit-* headers, or 503 when Redis cannot count.
-    limits::check(app, Rule::ws_upgrade(&app.config), &ip.to_string())
+    let subject = super::client_ip::subject(ip);
+    limits::check(app, Rule::ws_upgrade(&app.config), &subject)
         .await
         .map_err(|rejection| Refusal {
             reason: match rejection {
