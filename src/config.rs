@@ -78,6 +78,13 @@ pub struct Config {
     pub join_burst: u32,
     /// Open WebSocket connections this instance accepts.
     pub max_connections: usize,
+    /// Time a connection has to send a request's head, from when it opens and from the end
+    /// of its previous response: closes silent, trickling (slowloris) and idle keep-alive
+    /// connections alike.
+    pub http_header_timeout_secs: u64,
+    /// Open connections (HTTP and WebSocket) per client IP, IPv6 counted per /64; trusted
+    /// proxies are exempt. 0 = unlimited.
+    pub max_connections_per_ip: usize,
     /// tungstenite read buffer per connection; small keeps idle connections cheap.
     pub ws_read_buffer: usize,
     /// tungstenite write buffer per connection.
@@ -168,6 +175,8 @@ impl Default for Config {
             joins_per_minute: 30,
             join_burst: 5,
             max_connections: 100_000,
+            http_header_timeout_secs: 10,
+            max_connections_per_ip: 500,
             ws_read_buffer: 2 * 1024,
             ws_write_buffer: 4 * 1024,
             trusted_proxies: String::new(),
@@ -355,6 +364,10 @@ impl Config {
             "joins_per_minute and join_burst must be positive",
         );
         check(self.max_connections > 0, "max_connections must be positive");
+        check(
+            self.http_header_timeout_secs > 0,
+            "http_header_timeout_secs must be positive",
+        );
         check(
             self.ws_read_buffer >= 512,
             "ws_read_buffer must be at least 512",

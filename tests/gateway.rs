@@ -1012,3 +1012,59 @@ async fn guest_tokens_are_limited_per_ip() {
     assert_eq!(status, 429);
     assert!(header(&headers, "retry-after").is_some());
 }
+
+/// Issue 15, finding 6: connections that send nothing, trickle a request head, or sit idle
+/// after a response are closed once `http_header_timeout_secs` has passed.
+#[tokio::test]
+async fn silent_trickling_and_idle_connections_are_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut cfg = config(None, "solo");
+    cfg.http_header_timeout_secs = 1;
+    let a = Instance::start(cfg).await;
+    let mut sockets = Vec::new();
+    for i in 0..12 {
+        let mut socket = tokio::net::TcpStream::connect(a.addr)
+            .await
+            .expect("connect");
+        let sent: &[u8] = match i % 3 {
+            0 => b"",
+            1 => b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: a",
+            _ => b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+        };
+        socket.write_all(sent).await.expect("write");
+        sockets.push(socket);
+    }
+    for (i, mut socket) in sockets.into_iter().enumerate() {
+        let mut seen = Vec::new();
+        let ended =
+            tokio::time::timeout(Duration::from_secs(10), socket.read_to_end(&mut seen)).await;
+        assert!(ended.is_ok(), "connection {i} was left open");
+        if i % 3 == 2 {
+            assert!(
+                seen.starts_with(b"HTTP/1.1 200"),
+                "the idle one was answered first"
+            );
+        }
+    }
+}
+
+/// Issue 15, finding 6: open connections per client IP are capped, WebSockets included, and
+/// a closed one frees its slot.
+#[tokio::test]
+async fn open_connections_per_ip_are_capped() {
+    let mut cfg = config(None, "solo");
+    cfg.max_connections_per_ip = 3;
+    let a = Instance::start(cfg).await;
+    let first = Client::connect(a.addr, "one").await;
+    let _second = Client::connect(a.addr, "two").await;
+    let _idle = tokio::net::TcpStream::connect(a.addr)
+        .await
+        .expect("connect");
+    let (status, _, _) = http(a.addr, "GET", "/healthz", None, None).await;
+    assert_eq!(status, 0, "a fourth connection from the same IP is refused");
+    first.close().await;
+    common::wait_until("a slot is given back", common::WAIT, || async {
+        http(a.addr, "GET", "/healthz", None, None).await.0 == 200
+    })
+    .await;
+}

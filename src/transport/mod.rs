@@ -10,6 +10,7 @@ mod http;
 mod limits;
 mod openapi;
 mod protocol;
+pub mod server;
 mod session;
 pub mod session_end;
 mod ws;
