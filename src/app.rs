@@ -139,6 +139,8 @@ async fn serve(
         draining: CancellationToken::new(),
         sessions: TaskTracker::new(),
         connection_slots: Arc::new(Semaphore::new(config.max_connections)),
+        admission: std::num::NonZeroU32::new(config.upgrades_per_sec)
+            .map(|n| governor::RateLimiter::direct(governor::Quota::per_second(n))),
         next_conn: AtomicU64::new(0),
         metrics,
         mailer,

@@ -42,6 +42,8 @@ pub struct Config {
     pub room_ttl_secs: u64,
     /// Sequenced ops kept per room for `REPLAY`.
     pub log_max_ops: usize,
+    /// Most events one `REPLAY` carries; a client further behind gets `INITIAL_STATE`.
+    pub replay_max_events: usize,
     /// Undone ops a user can redo, per room.
     pub redo_max: usize,
     /// Ops of theirs a user can undo, per room.
@@ -76,6 +78,10 @@ pub struct Config {
     pub joins_per_minute: u32,
     /// `JOIN_ROOM`s a connection may send at once before `joins_per_minute` applies.
     pub join_burst: u32,
+    /// WebSocket upgrades this instance admits per second, from everyone together; more get
+    /// `503` with `Retry-After` (a reconnect storm spreads over the other instances and over
+    /// time). 0 = unlimited.
+    pub upgrades_per_sec: u32,
     /// Open WebSocket connections this instance accepts.
     pub max_connections: usize,
     /// Time a connection has to send a request's head, from when it opens and from the end
@@ -159,6 +165,7 @@ impl Default for Config {
             heartbeat_secs: 5,
             room_ttl_secs: 86_400,
             log_max_ops: 10_000,
+            replay_max_events: 1_000,
             redo_max: 100,
             undo_max: 100,
             min_protocol: crate::domain::PROTOCOL.into(),
@@ -174,6 +181,7 @@ impl Default for Config {
             ops_per_sec: 100,
             joins_per_minute: 30,
             join_burst: 5,
+            upgrades_per_sec: 500,
             max_connections: 100_000,
             http_header_timeout_secs: 10,
             max_connections_per_ip: 500,
@@ -335,6 +343,10 @@ impl Config {
             "access_token_ttl_secs must be positive",
         );
         check(self.log_max_ops > 0, "log_max_ops must be at least 1");
+        check(
+            self.replay_max_events > 0,
+            "replay_max_events must be at least 1",
+        );
         check(self.redo_max > 0, "redo_max must be at least 1");
         check(self.undo_max > 0, "undo_max must be at least 1");
         check(

@@ -1068,3 +1068,49 @@ async fn open_connections_per_ip_are_capped() {
     })
     .await;
 }
+
+/// Issue 15, finding 11: upgrades beyond this instance's admission rate are turned away with
+/// 503 and a `Retry-After`, before they cost anything else.
+#[tokio::test]
+async fn upgrades_beyond_the_admission_rate_get_503_with_retry_after() {
+    let mut cfg = config(None, "solo");
+    cfg.upgrades_per_sec = 2;
+    let a = Instance::start(cfg).await;
+    let good = token("u1", "U");
+    assert_eq!(upgrade(a.ws_url(&good)).await.0, 101);
+    assert_eq!(upgrade(a.ws_url(&good)).await.0, 101);
+    let (status, headers) = upgrade(a.ws_url(&good)).await;
+    assert_eq!(status, 503, "{headers:?}");
+    let retry = header(&headers, "retry-after").and_then(|v| v.parse::<u64>().ok());
+    assert!(retry.is_some_and(|s| (1..=10).contains(&s)), "{headers:?}");
+}
+
+/// Issue 15, finding 11: a client further behind than `replay_max_events` gets the board, not
+/// one huge `REPLAY`; a client a little behind still gets its `REPLAY`.
+#[tokio::test]
+async fn a_client_far_behind_gets_the_board_instead_of_a_long_replay() {
+    let redis = RedisServer::start();
+    let mut cfg = config(Some(&redis), "inst-a");
+    cfg.replay_max_events = 3;
+    let a = Instance::start(cfg).await;
+    let room = create_room(a.addr).await;
+    let mut alice = Client::connect(a.addr, "alice").await;
+    let state = alice.join(&room).await;
+    let epoch = state["payload"]["epoch"].clone();
+    for n in 0..5 {
+        alice.draw_acked(&room, &format!("s{n}")).await;
+    }
+    let mut far = Client::connect(a.addr, "far").await;
+    let board = far
+        .join_with(join_room_since(&room, 0, &epoch), "INITIAL_STATE")
+        .await;
+    assert_eq!(stroke_ids(&board).len(), 5);
+    let mut near = Client::connect(a.addr, "near").await;
+    let replay = near
+        .join_with(join_room_since(&room, 3, &epoch), "REPLAY")
+        .await;
+    assert_eq!(
+        replay["payload"]["events"].as_array().map(Vec::len),
+        Some(2)
+    );
+}

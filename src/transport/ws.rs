@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
-use axum::http::header::{ORIGIN, SEC_WEBSOCKET_PROTOCOL};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::header::{ORIGIN, RETRY_AFTER, SEC_WEBSOCKET_PROTOCOL};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
@@ -61,7 +61,8 @@ pub async fn upgrade(
 /// Why an upgrade was refused, and the answer.
 struct Refusal {
     /// A fixed name, a metric label: `not_websocket`, `origin`, `no_token`, `bad_token`,
-    /// `unverified`, `draining`, `not_ready`, `rate_limited`, `limit_unavailable`, `full`.
+    /// `unverified`, `draining`, `not_ready`, `rate_limited`, `limit_unavailable`, `full`,
+    /// `admission`.
     reason: &'static str,
     response: Response,
 }
@@ -144,6 +145,9 @@ async fn check(
             response: ApiError::from(unreachable).into_response(),
         });
     }
+    if let Some(refusal) = admit(app) {
+        return Err(refusal);
+    }
     // Counted like the HTTP limits (shared by every instance), answered the same way: 429
     // with Retry-After and RateLimit-* headers, or 503 when Redis cannot count.
     let subject = super::client_ip::subject(ip);
@@ -175,6 +179,35 @@ async fn check(
         slot,
     })
 }
+
+/// This instance's admission rate: in a reconnect storm (an instance died and all its
+/// clients come at once) the upgrades beyond it are turned away before they cost a Redis
+/// call, told when to come back, with jitter so they do not all come back together.
+fn admit(app: &AppState) -> Option<Refusal> {
+    let admission = app.admission.as_ref()?;
+    admission.check().err().map(|not_until| {
+        let wait = not_until.wait_time_from(governor::clock::Clock::now(
+            &governor::clock::DefaultClock::default(),
+        ));
+        let retry_after = wait.as_secs() + 1 + rand::random_range(0..=ADMISSION_JITTER_SECS);
+        let mut response = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "BUSY",
+            "too many connections arriving at once; retry later",
+        )
+        .into_response();
+        response
+            .headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from(retry_after));
+        Refusal {
+            reason: "admission",
+            response,
+        }
+    })
+}
+
+/// Extra seconds, drawn at random, added to an admission refusal's `Retry-After`.
+const ADMISSION_JITTER_SECS: u64 = 4;
 
 /// The token from `?token=`, `Authorization: Bearer`, or the subprotocol `bearer.<jwt>` (the
 /// one way a browser can send it without the URL); the subprotocol must then be echoed.
