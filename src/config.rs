@@ -113,6 +113,13 @@ pub struct Config {
     /// Refreshes per IP per `refresh_rate_window_secs`, a ceiling against floods of made-up
     /// tokens, high enough for an office behind one NAT; 0 = unlimited.
     pub refresh_ip_rate_limit: u32,
+    /// A refresh token presented again this soon after its rotation (a second tab, a retried
+    /// request) gets the same successor instead of counting as theft; 0 = no grace.
+    pub refresh_grace_secs: u64,
+    /// An open socket re-checks, at most this often and only when its client sends something,
+    /// whether its user's sessions were revoked (stolen refresh token detected); if so it is
+    /// closed with 1008. 0 checks on every frame.
+    pub revocation_check_secs: u64,
     /// Guest tokens (`/auth/guest`) per IP per `guest_rate_window_secs`; 0 = unlimited.
     pub guest_rate_limit: u32,
     pub guest_rate_window_secs: u64,
@@ -195,6 +202,8 @@ impl Default for Config {
             refresh_rate_limit: 10,
             refresh_rate_window_secs: 900,
             refresh_ip_rate_limit: 1_000,
+            refresh_grace_secs: 10,
+            revocation_check_secs: 30,
             guest_rate_limit: 30,
             guest_rate_window_secs: 900,
             room_rate_limit: 20,

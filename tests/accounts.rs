@@ -11,7 +11,7 @@ use drawbridge::domain::UserId;
 use drawbridge::domain::accounts::Account;
 use drawbridge::engine::memory::MemoryEngine;
 use drawbridge::engine::redis::{RedisEngine, RedisSettings};
-use drawbridge::engine::{Engine, EngineSettings, OtpOutcome, RefreshOutcome};
+use drawbridge::engine::{Engine, EngineSettings, OtpOutcome, RefreshOutcome, Rotation};
 use drawbridge::hub::Hub;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -184,43 +184,31 @@ async fn account_suite(engine: &dyn Engine) {
         .await
         .expect("store");
     assert_eq!(
-        engine
-            .rotate_refresh("r1", "r2", TTL)
-            .await
-            .expect("rotate"),
+        rotate(engine, "r1", "r2", Duration::ZERO).await,
         RefreshOutcome::Rotated(ann.id.clone())
     );
     assert_eq!(
-        engine
-            .rotate_refresh("r2", "r3", TTL)
-            .await
-            .expect("rotate"),
+        rotate(engine, "r2", "r3", Duration::ZERO).await,
         RefreshOutcome::Rotated(ann.id.clone())
     );
     assert_eq!(
-        engine.rotate_refresh("r1", "x", TTL).await.expect("rotate"),
+        rotate(engine, "r1", "x", Duration::ZERO).await,
         RefreshOutcome::Reused(ann.id.clone())
     );
     for dead in ["r3", "s1", "x"] {
         assert_eq!(
-            engine.rotate_refresh(dead, "y", TTL).await.expect("rotate"),
+            rotate(engine, dead, "y", Duration::ZERO).await,
             RefreshOutcome::Unknown,
             "{dead} was revoked with its family"
         );
     }
     assert_eq!(
-        engine
-            .rotate_refresh("b1", "b2", TTL)
-            .await
-            .expect("rotate"),
+        rotate(engine, "b1", "b2", Duration::ZERO).await,
         RefreshOutcome::Rotated(bob.id.clone()),
         "other users keep their sessions"
     );
     assert_eq!(
-        engine
-            .rotate_refresh("never", "z", TTL)
-            .await
-            .expect("rotate"),
+        rotate(engine, "never", "z", Duration::ZERO).await,
         RefreshOutcome::Unknown
     );
 
@@ -228,10 +216,7 @@ async fn account_suite(engine: &dyn Engine) {
     engine.revoke_refresh("b2").await.expect("revoke");
     engine.revoke_refresh("b2").await.expect("revoke");
     assert_eq!(
-        engine
-            .rotate_refresh("b2", "b3", TTL)
-            .await
-            .expect("rotate"),
+        rotate(engine, "b2", "b3", Duration::ZERO).await,
         RefreshOutcome::Unknown
     );
 
@@ -242,11 +227,70 @@ async fn account_suite(engine: &dyn Engine) {
         .expect("store");
     tokio::time::sleep(Duration::from_millis(120)).await;
     assert_eq!(
-        engine
-            .rotate_refresh("c1", "c2", TTL)
-            .await
-            .expect("rotate"),
+        rotate(engine, "c1", "c2", Duration::ZERO).await,
         RefreshOutcome::Unknown
+    );
+}
+
+/// Rotates `old` into `new` with a grace window of `grace`, sealing `new` as-is.
+async fn rotate(engine: &dyn Engine, old: &str, new: &str, grace: Duration) -> RefreshOutcome {
+    engine
+        .rotate_refresh(Rotation {
+            old_hash: old,
+            new_hash: new,
+            sealed_next: &format!("sealed-{new}"),
+            ttl: TTL,
+            grace,
+            now: 1_000,
+        })
+        .await
+        .expect("rotate")
+}
+
+/// Issue 15, finding 9, in both engines: a token presented again within the grace window gets
+/// its rotation's sealed successor and revokes nothing; after the window it is theft, which
+/// revokes the family and records when.
+async fn refresh_grace_suite(engine: &dyn Engine) {
+    let dee = account("u-dee", "dee@example.com");
+    assert!(engine.create_account(&dee).await.expect("create"));
+    engine
+        .store_refresh(&dee.id, "d1", TTL)
+        .await
+        .expect("store");
+    let grace = Duration::from_millis(300);
+    assert_eq!(
+        rotate(engine, "d1", "d2", grace).await,
+        RefreshOutcome::Rotated(dee.id.clone())
+    );
+    for _ in 0..2 {
+        assert_eq!(
+            rotate(engine, "d1", "other", grace).await,
+            RefreshOutcome::Repeated {
+                user: dee.id.clone(),
+                sealed_next: "sealed-d2".into()
+            },
+            "a retry within the window"
+        );
+    }
+    assert_eq!(engine.revoked_at(&dee.id).await.expect("revoked"), None);
+    assert_eq!(
+        rotate(engine, "d2", "d3", grace).await,
+        RefreshOutcome::Rotated(dee.id.clone()),
+        "the successor is live"
+    );
+    tokio::time::sleep(grace + Duration::from_millis(200)).await;
+    assert_eq!(
+        rotate(engine, "d1", "x", grace).await,
+        RefreshOutcome::Reused(dee.id.clone())
+    );
+    assert_eq!(
+        rotate(engine, "d3", "y", grace).await,
+        RefreshOutcome::Unknown,
+        "the family is revoked"
+    );
+    assert_eq!(
+        engine.revoked_at(&dee.id).await.expect("revoked"),
+        Some(1_000)
     );
 }
 
@@ -254,6 +298,7 @@ async fn account_suite(engine: &dyn Engine) {
 async fn memory_engine_keeps_accounts() {
     let engine = MemoryEngine::new(settings(), Arc::new(Hub::new()));
     account_suite(&engine).await;
+    refresh_grace_suite(&engine).await;
 }
 
 #[tokio::test]
@@ -262,6 +307,7 @@ async fn redis_engine_keeps_accounts() {
     let stop = CancellationToken::new();
     let engine = redis_engine(&redis, &stop).await;
     account_suite(&engine).await;
+    refresh_grace_suite(&engine).await;
 
     // What sits in Redis is what docs/REDIS.md says.
     let mut conn = redis.client().await;
@@ -525,8 +571,13 @@ async fn redis_keys(redis: &RedisServer, pattern: &str) -> Vec<String> {
 async fn sign_up_verify_connect_refresh_reuse_and_logout() {
     let redis = RedisServer::start();
     let mut smtp = SmtpSink::start().await;
-    let a = Instance::start(mail_config(Some(&redis), &smtp, "inst-a")).await;
-    let b = Instance::start(mail_config(Some(&redis), &smtp, "inst-b")).await;
+    // No grace window: an immediate reuse is theft here (the window has its own test).
+    let no_grace = |instance| drawbridge::config::Config {
+        refresh_grace_secs: 0,
+        ..mail_config(Some(&redis), &smtp, instance)
+    };
+    let a = Instance::start(no_grace("inst-a")).await;
+    let b = Instance::start(no_grace("inst-b")).await;
 
     // Sign up on one instance; the code arrives by e-mail.
     let verification = sign_up(a.addr, "Ann", "Ann@Example.com", "correct horse").await;
@@ -1017,7 +1068,11 @@ fn verification_token() -> String {
 #[tokio::test]
 async fn the_embedded_engine_serves_the_same_flow() {
     let mut smtp = SmtpSink::start().await;
-    let a = Instance::start(mail_config(None, &smtp, "solo")).await;
+    let a = Instance::start(drawbridge::config::Config {
+        refresh_grace_secs: 0,
+        ..mail_config(None, &smtp, "solo")
+    })
+    .await;
     let verification = sign_up(a.addr, "Cy", "cy@example.com", "correct horse").await;
     let code = smtp.next_code("cy@example.com").await;
     let (status, body) = post(
@@ -1097,4 +1152,66 @@ async fn refresh_is_limited_per_token_not_per_ip() {
     )
     .await;
     assert_rate_limited(limited, 2, 900);
+}
+
+/// Issue 15, finding 9, over HTTP and a socket: two tabs refreshing one token both end up with
+/// the same live successor; the token presented after the grace window is theft, the family is
+/// revoked, and a socket opened with an access token issued before that is closed with 1008 at
+/// its next frame.
+#[tokio::test]
+async fn a_refresh_retried_within_the_grace_window_gets_the_same_token() {
+    let redis = RedisServer::start();
+    let mut smtp = SmtpSink::start().await;
+    let config = |instance| drawbridge::config::Config {
+        refresh_grace_secs: 1,
+        revocation_check_secs: 0,
+        ..mail_config(Some(&redis), &smtp, instance)
+    };
+    let a = Instance::start(config("inst-a")).await;
+    let b = Instance::start(config("inst-b")).await;
+    let verification = sign_up(a.addr, "Ann", "ann@example.com", "correct horse").await;
+    let code = smtp.next_code("ann@example.com").await;
+    let (status, body) = post(
+        a.addr,
+        "/api/v1/auth/verify-otp",
+        Some(&verification),
+        json!({"otp": code}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let access = s(&body["accessToken"]).to_owned();
+    let first = s(&body["refreshToken"]).to_owned();
+    let room = common::create_room_as(a.addr, &access).await;
+    let mut socket = common::Client::connect_with(b.addr, "ann", &access).await;
+    socket.join(&room).await;
+
+    // Two tabs (on two instances) refresh the same token at once.
+    let (one, two) = tokio::join!(refresh(a.addr, &first), refresh(b.addr, &first));
+    assert_eq!((one.0, two.0), (200, 200), "{one:?} {two:?}");
+    let next = s(&one.1["refreshToken"]).to_owned();
+    assert_eq!(
+        s(&two.1["refreshToken"]),
+        next,
+        "both get the same successor"
+    );
+    assert_ne!(next, first);
+    let (status, body) = refresh(a.addr, &next).await;
+    assert_eq!(status, 200, "the successor is live: {body}");
+    let third = s(&body["refreshToken"]).to_owned();
+
+    // After the window, the first token again is theft: the family goes.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let (status, body) = refresh(a.addr, &first).await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(body["code"], "TOKEN_REUSED");
+    assert_eq!(
+        refresh(a.addr, &third).await.0,
+        401,
+        "the family is revoked"
+    );
+
+    // The socket opened with an access token of the revoked family stops at its next frame.
+    socket.draw(&room, "after-theft").await;
+    let close = socket.until("CLOSE").await;
+    assert_eq!(close["code"], 1008);
 }

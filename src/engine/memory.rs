@@ -13,7 +13,7 @@ use parking_lot::Mutex;
 
 use super::{
     Engine, EngineError, EngineResult, EngineSettings, JoinOutcome, JoinRequest, LogSlice, Op,
-    OpOutcome, OtpOutcome, RateDecision, RefreshOutcome, RoomInfo, RoomView, ViewBody,
+    OpOutcome, OtpOutcome, RateDecision, RefreshOutcome, RoomInfo, RoomView, Rotation, ViewBody,
     delivery as engine_delivery, now_ms, op_field,
 };
 use crate::domain::accounts::Account;
@@ -537,13 +537,12 @@ impl Engine for MemoryEngine {
         Ok(())
     }
 
-    async fn rotate_refresh(
-        &self,
-        old_hash: &str,
-        new_hash: &str,
-        ttl: Duration,
-    ) -> EngineResult<RefreshOutcome> {
-        Ok(self.accounts.rotate_refresh(old_hash, new_hash, ttl))
+    async fn rotate_refresh(&self, rotation: Rotation<'_>) -> EngineResult<RefreshOutcome> {
+        Ok(self.accounts.rotate_refresh(rotation))
+    }
+
+    async fn revoked_at(&self, user: &UserId) -> EngineResult<Option<u64>> {
+        Ok(self.accounts.revoked_at(user))
     }
 
     async fn revoke_refresh(&self, token_hash: &str) -> EngineResult<()> {

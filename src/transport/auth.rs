@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{ConnectInfo, State};
@@ -28,7 +29,7 @@ use crate::domain::accounts::{
     self, Account, OTP_MAX_TRIES, OTP_TTL, REFRESH_TTL, VERIFICATION_TTL_SECS,
 };
 use crate::domain::token::TokenError;
-use crate::engine::{EngineError, OtpOutcome, RefreshOutcome};
+use crate::engine::{EngineError, OtpOutcome, RefreshOutcome, Rotation};
 use crate::mail::verification_mail;
 
 /// Argon2 takes ~20 MiB and tens of milliseconds per hash; this many at once per instance
@@ -479,12 +480,27 @@ async fn rotate(
     limits::check(app, Rule::refresh(&app.config), &presented_hash).await?;
     let next = accounts::new_refresh_token();
     let next_hash = accounts::refresh_hash(&next);
+    let sealed_next = accounts::seal_successor(presented, &next);
     let outcome = app
         .engine
-        .rotate_refresh(&presented_hash, &next_hash, REFRESH_TTL)
+        .rotate_refresh(Rotation {
+            old_hash: &presented_hash,
+            new_hash: &next_hash,
+            sealed_next: &sealed_next,
+            ttl: REFRESH_TTL,
+            grace: Duration::from_secs(app.config.refresh_grace_secs),
+            now: crate::unix_now(),
+        })
         .await?;
-    let user = match outcome {
-        RefreshOutcome::Rotated(user) => user,
+    let (user, next) = match outcome {
+        RefreshOutcome::Rotated(user) => (user, next),
+        // The same refresh moments ago (a second tab, a retry after a lost answer): the same
+        // successor, so both callers end up holding one live token instead of a revoked family.
+        RefreshOutcome::Repeated { user, sealed_next } => {
+            let successor = accounts::open_successor(presented, &sealed_next)
+                .ok_or_else(|| internal("sealed refresh successor"))?;
+            (user, successor)
+        }
         RefreshOutcome::Reused(user) => {
             tracing::warn!(%user, "a rotated refresh token was reused: every session revoked");
             return Err(ApiError::new(
@@ -498,7 +514,9 @@ async fn rotate(
         RefreshOutcome::Unknown => return Err(invalid().into()),
     };
     let Some(account) = app.engine.account_by_id(&user).await? else {
-        app.engine.revoke_refresh(&next_hash).await?;
+        app.engine
+            .revoke_refresh(&accounts::refresh_hash(&next))
+            .await?;
         return Err(invalid().into());
     };
     session(app, &account, Some(next), "token refreshed").await

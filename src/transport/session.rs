@@ -67,6 +67,10 @@ struct Session<S> {
     socket: S,
     /// Shared with the hub, which re-announces this presence if it is ever swept.
     who: Arc<Identity>,
+    /// When the access token was issued (`None`: a guest's, never revoked).
+    issued_at: Option<u64>,
+    /// When this session last asked whether its user's sessions were revoked.
+    revocation_checked: Option<Instant>,
     key: ConnKey,
     tx: mpsc::Sender<Outbound>,
     overflow: CancellationToken,
@@ -119,13 +123,18 @@ enum Flow {
     Close(u16, &'static str),
 }
 
-pub async fn run<S>(
-    app: Arc<AppState>,
-    socket: S,
-    who: Identity,
-    expires_at: u64,
-    _slot: OwnedSemaphorePermit,
-) where
+/// What the session needs of the access token it was opened with.
+pub struct Token {
+    pub who: Identity,
+    /// When it was issued, for the revocation check; `None` for guests, who have nothing to
+    /// revoke.
+    pub issued_at: Option<u64>,
+    /// The session closes with 1008 then.
+    pub expires_at: u64,
+}
+
+pub async fn run<S>(app: Arc<AppState>, socket: S, token: Token, _slot: OwnedSemaphorePermit)
+where
     S: Stream<Item = Result<Message, axum::Error>> + Sink<Message, Error = axum::Error> + Unpin,
 {
     let n = app.next_conn.fetch_add(1, Ordering::Relaxed);
@@ -140,7 +149,9 @@ pub async fn run<S>(
         join_limit: RateLimiter::direct(join_quota(&app.config)),
         app,
         socket,
-        who: Arc::new(who),
+        who: Arc::new(token.who),
+        issued_at: token.issued_at,
+        revocation_checked: None,
         key,
         tx,
         overflow: CancellationToken::new(),
@@ -157,7 +168,7 @@ pub async fn run<S>(
     let started = std::time::Instant::now();
     session.app.metrics.connections.inc();
     tracing::debug!(conn = %session.key, user = %session.who.user_id, "session open");
-    let (close_code, reason) = session.serve(rx, expires_at).await;
+    let (close_code, reason) = session.serve(rx, token.expires_at).await;
     let room = match session.joined.as_ref() {
         Some(joined) => Some(joined.room.clone()),
         None => session.closed_room.clone(),
@@ -456,6 +467,29 @@ where
         }
     }
 
+    /// Whether the user's sessions were revoked after this token was issued (a stolen
+    /// refresh token was detected). Asked at most every `revocation_check_secs`, and only when
+    /// the client sends something: a socket that only watches costs nothing, and one that
+    /// acts is stopped within that bound. An unreachable engine counts as not revoked: ops
+    /// fail on their own then, and a blip must not close every socket.
+    async fn revoked(&mut self) -> bool {
+        let Some(issued_at) = self.issued_at else {
+            return false;
+        };
+        let every = Duration::from_secs(self.app.config.revocation_check_secs);
+        if self
+            .revocation_checked
+            .is_some_and(|at| at.elapsed() < every)
+        {
+            return false;
+        }
+        self.revocation_checked = Some(Instant::now());
+        match self.app.engine.revoked_at(&self.who.user_id).await {
+            Ok(Some(at)) => issued_at <= at,
+            Ok(None) | Err(_) => false,
+        }
+    }
+
     async fn strike(&mut self, code: &str, message: &str, close_code: u16) -> Flow {
         self.strikes += 1;
         self.error(code, message, None).await;
@@ -469,6 +503,9 @@ where
     async fn on_message(&mut self, message: Message) -> Flow {
         self.app.metrics.frames_in.inc();
         self.frames_in += 1;
+        if self.revoked().await {
+            return Flow::Close(close::POLICY, "session revoked: sign in again");
+        }
         let text = match message {
             Message::Text(text) => text,
             Message::Binary(_) => {

@@ -68,8 +68,7 @@ struct Refusal {
 }
 
 struct Admitted {
-    who: crate::domain::Identity,
-    expires_at: u64,
+    token: session::Token,
     protocol: Option<String>,
     slot: tokio::sync::OwnedSemaphorePermit,
 }
@@ -113,23 +112,28 @@ async fn check(
             "missing token",
         )
     })?;
-    let (who, expires_at) =
-        app.tokens
-            .identity(&token, crate::unix_now())
-            .map_err(|e| match e {
-                TokenError::Unverified => refuse(
-                    "unverified",
-                    StatusCode::FORBIDDEN,
-                    "UNVERIFIED",
-                    &e.to_string(),
-                ),
-                other => refuse(
-                    "bad_token",
-                    StatusCode::UNAUTHORIZED,
-                    "UNAUTHORIZED",
-                    &other.to_string(),
-                ),
-            })?;
+    let now = crate::unix_now();
+    let (who, expires_at) = app.tokens.identity(&token, now).map_err(|e| match e {
+        TokenError::Unverified => refuse(
+            "unverified",
+            StatusCode::FORBIDDEN,
+            "UNVERIFIED",
+            &e.to_string(),
+        ),
+        other => refuse(
+            "bad_token",
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHORIZED",
+            &other.to_string(),
+        ),
+    })?;
+    // Guests have no refresh tokens, so nothing of theirs is ever revoked.
+    let issued_at = app
+        .tokens
+        .verify(&token, now)
+        .ok()
+        .filter(|claims| !claims.guest)
+        .map(|claims| claims.iat);
     if app.draining.is_cancelled() {
         return Err(refuse(
             "draining",
@@ -173,8 +177,11 @@ async fn check(
             )
         })?;
     Ok(Admitted {
-        who,
-        expires_at,
+        token: session::Token {
+            who,
+            issued_at,
+            expires_at,
+        },
         protocol,
         slot,
     })
@@ -248,13 +255,7 @@ fn accept(app: Arc<AppState>, ws: WebSocketUpgrade, admitted: Admitted) -> Respo
     }
     let sessions = app.sessions.clone();
     ws.on_upgrade(move |socket| {
-        sessions.track_future(session::run(
-            app,
-            socket,
-            admitted.who,
-            admitted.expires_at,
-            admitted.slot,
-        ))
+        sessions.track_future(session::run(app, socket, admitted.token, admitted.slot))
     })
 }
 

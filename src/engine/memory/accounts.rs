@@ -8,7 +8,7 @@ use parking_lot::Mutex;
 
 use crate::domain::UserId;
 use crate::domain::accounts::Account;
-use crate::engine::{OtpOutcome, RefreshOutcome};
+use crate::engine::{OtpOutcome, RefreshOutcome, Rotation};
 
 #[derive(Default)]
 pub struct AccountStore {
@@ -29,6 +29,10 @@ struct State {
     used: HashMap<String, Expiring<UserId>>,
     /// Each user's live refresh token hashes, so all of them can be revoked at once.
     families: HashMap<UserId, HashSet<String>>,
+    /// Tokens rotated moments ago, with their successor sealed, for the grace window.
+    grace: HashMap<String, Expiring<String>>,
+    /// When each user's family was last revoked (Unix seconds).
+    revoked: HashMap<UserId, u64>,
 }
 
 struct Otp {
@@ -142,9 +146,16 @@ impl AccountStore {
             .insert(hash.to_owned());
     }
 
-    pub fn rotate_refresh(&self, old: &str, new: &str, ttl: Duration) -> RefreshOutcome {
+    pub fn rotate_refresh(&self, rotation: Rotation<'_>) -> RefreshOutcome {
+        let Rotation {
+            old_hash: old,
+            new_hash: new,
+            ttl,
+            ..
+        } = rotation;
         let now = Instant::now();
         let mut state = self.state.lock();
+        state.grace.retain(|_, g| g.expires > now);
         let live = state.refresh.remove(old).and_then(|t| t.live(now));
         if let Some(user) = live {
             let expires = now + ttl;
@@ -162,6 +173,15 @@ impl AccountStore {
                     expires,
                 },
             );
+            if !rotation.grace.is_zero() {
+                state.grace.insert(
+                    old.to_owned(),
+                    Expiring {
+                        value: rotation.sealed_next.to_owned(),
+                        expires: now + rotation.grace,
+                    },
+                );
+            }
             let family = state.families.entry(user.clone()).or_default();
             family.remove(old);
             family.insert(new.to_owned());
@@ -170,10 +190,18 @@ impl AccountStore {
         let Some(user) = state.used.get(old).and_then(|t| t.live(now)) else {
             return RefreshOutcome::Unknown;
         };
+        if let Some(sealed_next) = state.grace.get(old).and_then(|g| g.live(now)) {
+            return RefreshOutcome::Repeated { user, sealed_next };
+        }
         for hash in state.families.remove(&user).unwrap_or_default() {
             state.refresh.remove(&hash);
         }
+        state.revoked.insert(user.clone(), rotation.now);
         RefreshOutcome::Reused(user)
+    }
+
+    pub fn revoked_at(&self, user: &UserId) -> Option<u64> {
+        self.state.lock().revoked.get(user).copied()
     }
 
     pub fn revoke_refresh(&self, hash: &str) {

@@ -1,5 +1,6 @@
 //! Accounts, one-time codes and refresh tokens in Redis (`user:<email>`, `user-id:<id>`,
-//! `otp:<email>`, `refresh:<sha256>`, `refresh-used:<sha256>`, `refresh-family:<id>`).
+//! `otp:<email>`, `refresh:<sha256>`, `refresh-used:<sha256>`, `refresh-grace:<sha256>`,
+//! `refresh-family:<id>`, `revoked:<id>`).
 //! Every change that reads before it writes is one Lua script, so two instances racing on the
 //! same code or token cannot both win.
 
@@ -11,7 +12,7 @@ use redis::{AsyncCommands, Value};
 use super::{Inner, bad_reply, next, number, tagged, text};
 use crate::domain::UserId;
 use crate::domain::accounts::Account;
-use crate::engine::{EngineResult, OtpOutcome, RefreshOutcome};
+use crate::engine::{EngineResult, OtpOutcome, RefreshOutcome, Rotation};
 
 fn millis(d: Duration) -> u64 {
     d.as_millis() as u64
@@ -131,28 +132,41 @@ impl Inner {
 
     pub(super) async fn rotate_refresh(
         &self,
-        old: &str,
-        new: &str,
-        ttl: Duration,
+        rotation: Rotation<'_>,
     ) -> EngineResult<RefreshOutcome> {
         let mut invocation = self.scripts.refresh_rotate.prepare_invoke();
         invocation
-            .key(self.keys.refresh(old))
-            .key(self.keys.refresh(new))
-            .key(self.keys.refresh_used(old))
-            .arg(old)
-            .arg(new)
-            .arg(millis(ttl))
+            .key(self.keys.refresh(rotation.old_hash))
+            .key(self.keys.refresh(rotation.new_hash))
+            .key(self.keys.refresh_used(rotation.old_hash))
+            .key(self.keys.refresh_grace(rotation.old_hash))
+            .arg(rotation.old_hash)
+            .arg(rotation.new_hash)
+            .arg(millis(rotation.ttl))
             .arg(self.keys.refresh_prefix())
-            .arg(self.keys.refresh_family_prefix());
+            .arg(self.keys.refresh_family_prefix())
+            .arg(rotation.sealed_next)
+            .arg(millis(rotation.grace))
+            .arg(self.keys.revoked_prefix())
+            .arg(rotation.now);
         let reply: Value = self.invoke(&invocation).await?;
         let (tag, mut items) = tagged(reply)?;
         Ok(match tag.as_str() {
             "rotated" => RefreshOutcome::Rotated(UserId::new(text(next(&mut items)?)?)),
+            "repeated" => RefreshOutcome::Repeated {
+                user: UserId::new(text(next(&mut items)?)?),
+                sealed_next: text(next(&mut items)?)?,
+            },
             "reused" => RefreshOutcome::Reused(UserId::new(text(next(&mut items)?)?)),
             "unknown" => RefreshOutcome::Unknown,
             other => return Err(bad_reply(other)),
         })
+    }
+
+    pub(super) async fn revoked_at(&self, user: &UserId) -> EngineResult<Option<u64>> {
+        let mut conn = self.conn().await?;
+        let at: Option<u64> = self.with_timeout(conn.get(self.keys.revoked(user))).await?;
+        Ok(at)
     }
 
     pub(super) async fn revoke_refresh(&self, hash: &str) -> EngineResult<()> {

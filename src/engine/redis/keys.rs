@@ -117,6 +117,21 @@ impl Keys {
         format!("{}refresh-used:{hash}", self.prefix)
     }
 
+    /// A token rotated moments ago: its successor sealed with it, for the grace window.
+    pub fn refresh_grace(&self, hash: &str) -> String {
+        format!("{}refresh-grace:{hash}", self.prefix)
+    }
+
+    /// When a user's refresh-token family was last revoked (Unix seconds).
+    pub fn revoked(&self, user: &UserId) -> String {
+        format!("{}{user}", self.revoked_prefix())
+    }
+
+    /// Scripts append a user id (read from a token's key) to this.
+    pub fn revoked_prefix(&self) -> String {
+        format!("{}revoked:", self.prefix)
+    }
+
     /// The set of a user's live refresh token hashes.
     pub fn refresh_family(&self, user: &UserId) -> String {
         format!("{}{user}", self.refresh_family_prefix())
@@ -170,5 +185,7 @@ mod tests {
         assert_eq!(keys.refresh("ab12"), "p:refresh:ab12");
         assert_eq!(keys.refresh_used("ab12"), "p:refresh-used:ab12");
         assert_eq!(keys.refresh_family(&user), "p:refresh-family:u1");
+        assert_eq!(keys.refresh_grace("ab12"), "p:refresh-grace:ab12");
+        assert_eq!(keys.revoked(&user), "p:revoked:u1");
     }
 }

@@ -30,7 +30,8 @@ pub use keys::Keys;
 
 use super::{
     Engine, EngineError, EngineResult, EngineSettings, JoinOutcome, JoinRequest, LogSlice, Op,
-    OpOutcome, OtpOutcome, RateDecision, RefreshOutcome, RoomInfo, RoomView, ViewBody, now_ms,
+    OpOutcome, OtpOutcome, RateDecision, RefreshOutcome, RoomInfo, RoomView, Rotation, ViewBody,
+    now_ms,
 };
 use crate::domain::accounts::Account;
 use crate::domain::element::paint_order;
@@ -716,13 +717,12 @@ impl Engine for RedisEngine {
         self.inner.store_refresh(user, token_hash, ttl).await
     }
 
-    async fn rotate_refresh(
-        &self,
-        old_hash: &str,
-        new_hash: &str,
-        ttl: Duration,
-    ) -> EngineResult<RefreshOutcome> {
-        self.inner.rotate_refresh(old_hash, new_hash, ttl).await
+    async fn rotate_refresh(&self, rotation: Rotation<'_>) -> EngineResult<RefreshOutcome> {
+        self.inner.rotate_refresh(rotation).await
+    }
+
+    async fn revoked_at(&self, user: &UserId) -> EngineResult<Option<u64>> {
+        self.inner.revoked_at(user).await
     }
 
     async fn revoke_refresh(&self, token_hash: &str) -> EngineResult<()> {
