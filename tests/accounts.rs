@@ -60,15 +60,37 @@ const TTL: Duration = Duration::from_secs(60);
 
 /// The account half of the engine contract; both engines must pass it unchanged.
 async fn account_suite(engine: &dyn Engine) {
+    // An unverified account is replaced by a later sign-up for its address, and its pending
+    // code goes with it (issue 15, finding 7).
+    let squat = account("u-squat", "ann@x.io");
+    assert!(engine.create_account(&squat).await.expect("create"));
+    engine
+        .store_otp("ann@x.io", "h-squat", TTL)
+        .await
+        .expect("store");
     // Accounts: one per address, found by address and by id.
     let ann = account("u-ann", "ann@x.io");
     assert!(engine.create_account(&ann).await.expect("create"));
+    assert_eq!(engine.account_by_id(&squat.id).await.expect("get"), None);
+    assert_eq!(
+        engine
+            .confirm_otp("ann@x.io", "h-squat", 3, None)
+            .await
+            .expect("otp"),
+        OtpOutcome::Missing,
+        "the replaced account's code is gone"
+    );
+    let vee = Account {
+        verified: true,
+        ..account("u-vee", "vee@x.io")
+    };
+    assert!(engine.create_account(&vee).await.expect("create"));
     assert!(
         !engine
-            .create_account(&account("u-other", "ann@x.io"))
+            .create_account(&account("u-other", "vee@x.io"))
             .await
             .expect("create"),
-        "the address is taken"
+        "a verified account's address is taken"
     );
     assert_eq!(
         engine.account("ann@x.io").await.expect("get"),
@@ -90,7 +112,10 @@ async fn account_suite(engine: &dyn Engine) {
 
     // Codes: wrong tries count down, the right one verifies once.
     assert_eq!(
-        engine.confirm_otp("ann@x.io", "h1", 3).await.expect("otp"),
+        engine
+            .confirm_otp("ann@x.io", "h1", 3, None)
+            .await
+            .expect("otp"),
         OtpOutcome::Missing
     );
     engine
@@ -98,11 +123,17 @@ async fn account_suite(engine: &dyn Engine) {
         .await
         .expect("store");
     assert_eq!(
-        engine.confirm_otp("ann@x.io", "bad", 3).await.expect("otp"),
+        engine
+            .confirm_otp("ann@x.io", "bad", 3, None)
+            .await
+            .expect("otp"),
         OtpOutcome::Wrong { tries_left: 2 }
     );
     assert_eq!(
-        engine.confirm_otp("ann@x.io", "h1", 3).await.expect("otp"),
+        engine
+            .confirm_otp("ann@x.io", "h1", 3, None)
+            .await
+            .expect("otp"),
         OtpOutcome::Verified
     );
     assert!(
@@ -114,7 +145,10 @@ async fn account_suite(engine: &dyn Engine) {
             .verified
     );
     assert_eq!(
-        engine.confirm_otp("ann@x.io", "h1", 3).await.expect("otp"),
+        engine
+            .confirm_otp("ann@x.io", "h1", 3, None)
+            .await
+            .expect("otp"),
         OtpOutcome::Missing,
         "a code works once"
     );
@@ -128,16 +162,25 @@ async fn account_suite(engine: &dyn Engine) {
         .expect("store");
     for left in [2, 1] {
         assert_eq!(
-            engine.confirm_otp("bob@x.io", "bad", 3).await.expect("otp"),
+            engine
+                .confirm_otp("bob@x.io", "bad", 3, None)
+                .await
+                .expect("otp"),
             OtpOutcome::Wrong { tries_left: left }
         );
     }
     assert_eq!(
-        engine.confirm_otp("bob@x.io", "bad", 3).await.expect("otp"),
+        engine
+            .confirm_otp("bob@x.io", "bad", 3, None)
+            .await
+            .expect("otp"),
         OtpOutcome::Locked
     );
     assert_eq!(
-        engine.confirm_otp("bob@x.io", "h2", 3).await.expect("otp"),
+        engine
+            .confirm_otp("bob@x.io", "h2", 3, None)
+            .await
+            .expect("otp"),
         OtpOutcome::Locked
     );
     assert!(
@@ -153,7 +196,10 @@ async fn account_suite(engine: &dyn Engine) {
         .await
         .expect("store");
     assert_eq!(
-        engine.confirm_otp("bob@x.io", "h3", 3).await.expect("otp"),
+        engine
+            .confirm_otp("bob@x.io", "h3", 3, None)
+            .await
+            .expect("otp"),
         OtpOutcome::Verified
     );
 
@@ -166,7 +212,10 @@ async fn account_suite(engine: &dyn Engine) {
         .expect("store");
     tokio::time::sleep(Duration::from_millis(120)).await;
     assert_eq!(
-        engine.confirm_otp("cat@x.io", "h4", 3).await.expect("otp"),
+        engine
+            .confirm_otp("cat@x.io", "h4", 3, None)
+            .await
+            .expect("otp"),
         OtpOutcome::Missing
     );
 
@@ -894,21 +943,11 @@ async fn bad_inputs_are_refused_and_change_nothing() {
     assert!(redis_keys(&redis, "otp:*").await.is_empty());
     smtp.expect_none().await;
 
-    // A good sign-up, then the same address again: 409, the first account untouched.
+    // A good sign-up. (The same address again would replace it while it is unverified:
+    // an_unverified_sign_up_is_replaced_by_a_later_one; a verified one's is 409.)
     let verification = sign_up(a.addr, "Ann", "ann@example.com", "correct horse").await;
     let code = smtp.next_code("ann@example.com").await;
-    let before = redis_keys(&redis, "user*").await;
-    let (status, body) =
-        signup(json!({"name": "Eve", "email": "ANN@example.com", "password": "other password"}))
-            .await;
-    assert_eq!(status, 409, "{body}");
-    assert_eq!(body["code"], "EMAIL_TAKEN");
-    assert_eq!(redis_keys(&redis, "user*").await, before);
     let mut conn = redis.client().await;
-    let name: String = redis::AsyncCommands::hget(&mut conn, "user:ann@example.com", "name")
-        .await
-        .expect("hget");
-    assert_eq!(name, "Ann");
 
     let verify = |token: Option<String>, body: Value| async move {
         post(a.addr, "/api/v1/auth/verify-otp", token.as_deref(), body).await
@@ -1214,4 +1253,140 @@ async fn a_refresh_retried_within_the_grace_window_gets_the_same_token() {
     socket.draw(&room, "after-theft").await;
     let close = socket.until("CLOSE").await;
     assert_eq!(close["code"], 1008);
+}
+
+/// Issue 15, finding 7: an unverified sign-up cannot hold an address. The real owner signs up
+/// again and gets it; what was sent for the first sign-up cannot verify the second (nor the
+/// other way round), so the squatter cannot have the owner verify an account the squatter
+/// knows the password of. A verified address stays taken.
+#[tokio::test]
+async fn an_unverified_sign_up_is_replaced_by_a_later_one() {
+    let redis = RedisServer::start();
+    let mut smtp = SmtpSink::start().await;
+    let a = Instance::start(mail_config(Some(&redis), &smtp, "inst-a")).await;
+    let squatter = sign_up(a.addr, "Squatter", "ann@example.com", "squatter pw 1").await;
+    let squatter_code = smtp.next_code("ann@example.com").await;
+    let owner = sign_up(a.addr, "Ann", "ann@example.com", "owner password").await;
+    let owner_code = smtp.next_code("ann@example.com").await;
+    let verify = |token: String, code: String| async move {
+        post(
+            a.addr,
+            "/api/v1/auth/verify-otp",
+            Some(&token),
+            json!({"otp": code}),
+        )
+        .await
+    };
+    // The squatter's token with the owner's code (which reached the owner's mailbox): refused.
+    let (status, body) = verify(squatter.clone(), owner_code.clone()).await;
+    assert_eq!(status, 401, "{body}");
+    // The squatter's own code died with the replaced account.
+    let (status, body) = verify(owner.clone(), squatter_code).await;
+    assert_ne!(status, 200, "{body}");
+    let (status, body) = verify(owner, owner_code).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["user"]["name"], "Ann");
+    assert_eq!(
+        sign_in(a.addr, "ann@example.com", "owner password").await.0,
+        200
+    );
+    assert_eq!(
+        sign_in(a.addr, "ann@example.com", "squatter pw 1").await.0,
+        401
+    );
+    // Verified, the address is taken for good.
+    let (status, body) = post(
+        a.addr,
+        "/api/v1/auth/signup",
+        None,
+        json!({"name": "Late", "email": "ann@example.com", "password": "another password"}),
+    )
+    .await;
+    assert_eq!(status, 409, "{body}");
+}
+
+/// Issue 15, finding 7: password reset by e-mailed code, on both engines. No answer tells
+/// whether an address has an account; the code has the verification code's tries; a reset
+/// signs every session out.
+#[tokio::test]
+async fn password_reset_by_emailed_code() {
+    let redis = RedisServer::start();
+    for engine in ["redis", "memory"] {
+        let mut smtp = SmtpSink::start().await;
+        let a = Instance::start(mail_config(
+            (engine == "redis").then_some(&redis),
+            &smtp,
+            "inst-a",
+        ))
+        .await;
+        let refresh_token = verified(a.addr, &mut smtp, "Ann", "ann@example.com").await;
+        let request = |email: &'static str| async move {
+            post(
+                a.addr,
+                "/api/v1/auth/reset/request",
+                None,
+                json!({"email": email}),
+            )
+            .await
+        };
+        let confirm = |email: &'static str, code: String, password: &'static str| async move {
+            post(
+                a.addr,
+                "/api/v1/auth/reset/confirm",
+                None,
+                json!({"email": email, "code": code, "password": password}),
+            )
+            .await
+        };
+        let known = request("ann@example.com").await;
+        let unknown = request("nobody@example.com").await;
+        assert_eq!(known, unknown, "{engine}: the same answer either way");
+        assert_eq!(known.0, 200);
+        let code = smtp.next_code("ann@example.com").await;
+        smtp.expect_none().await;
+
+        let wrong = confirm(
+            "ann@example.com",
+            wrong_code(&code).into(),
+            "new password 1",
+        )
+        .await;
+        let nobody = confirm("nobody@example.com", code.clone(), "new password 1").await;
+        assert_eq!(wrong.0, 400, "{engine}: {wrong:?}");
+        assert_eq!(wrong, nobody, "{engine}: the same refusal either way");
+
+        let (status, body) = confirm("ann@example.com", code, "new password 1").await;
+        assert_eq!(status, 200, "{engine}: {body}");
+        assert_eq!(
+            refresh(a.addr, &refresh_token).await.0,
+            401,
+            "{engine}: signed out"
+        );
+        assert_eq!(
+            sign_in(a.addr, "ann@example.com", "correct horse").await.0,
+            401
+        );
+        assert_eq!(
+            sign_in(a.addr, "ann@example.com", "new password 1").await.0,
+            200
+        );
+
+        // Five wrong tries kill a code, even for the right one after them.
+        request("ann@example.com").await;
+        let code = smtp.next_code("ann@example.com").await;
+        for _ in 0..5 {
+            let wrong = confirm(
+                "ann@example.com",
+                wrong_code(&code).into(),
+                "new password 2",
+            );
+            assert_eq!(wrong.await.0, 400);
+        }
+        let (status, _) = confirm("ann@example.com", code, "new password 2").await;
+        assert_eq!(status, 400, "{engine}: locked");
+        assert_eq!(
+            sign_in(a.addr, "ann@example.com", "new password 1").await.0,
+            200
+        );
+    }
 }

@@ -13,8 +13,8 @@ use parking_lot::Mutex;
 
 use super::{
     Engine, EngineError, EngineResult, EngineSettings, JoinOutcome, JoinRequest, LogSlice, Op,
-    OpOutcome, OtpOutcome, RateDecision, RefreshOutcome, RoomInfo, RoomView, Rotation, ViewBody,
-    delivery as engine_delivery, now_ms, op_field,
+    OpOutcome, OtpOutcome, PasswordReset, RateDecision, RefreshOutcome, RoomInfo, RoomView,
+    Rotation, ViewBody, delivery as engine_delivery, now_ms, op_field,
 };
 use crate::domain::accounts::Account;
 use crate::domain::board::{
@@ -523,8 +523,15 @@ impl Engine for MemoryEngine {
         email: &str,
         code_hash: &str,
         max_tries: u32,
+        account: Option<&UserId>,
     ) -> EngineResult<OtpOutcome> {
-        Ok(self.accounts.confirm_otp(email, code_hash, max_tries))
+        Ok(self
+            .accounts
+            .confirm_otp(email, code_hash, max_tries, account))
+    }
+
+    async fn reset_password(&self, reset: PasswordReset<'_>) -> EngineResult<OtpOutcome> {
+        Ok(self.accounts.reset_password(reset))
     }
 
     async fn store_refresh(

@@ -188,6 +188,19 @@ pub enum OtpOutcome {
     Missing,
 }
 
+/// A password reset by e-mailed code.
+#[derive(Clone, Copy, Debug)]
+pub struct PasswordReset<'a> {
+    pub email: &'a str,
+    pub code_hash: &'a str,
+    pub max_tries: u32,
+    pub password_hash: &'a str,
+    /// Now, in Unix seconds: recorded as the revocation time of the user's sessions.
+    pub now: u64,
+    /// How long that revocation time is kept (as long as any refresh token could live).
+    pub keep: Duration,
+}
+
 /// One refresh: the presented token's hash and its successor's.
 #[derive(Clone, Copy, Debug)]
 pub struct Rotation<'a> {
@@ -261,7 +274,9 @@ pub trait Engine: Send + Sync + 'static {
         window: Duration,
     ) -> EngineResult<RateDecision>;
 
-    /// Stores a new account unless its e-mail is taken; `false` when it is.
+    /// Stores a new account unless a verified account has its e-mail; `false` then. An
+    /// unverified account under the address is replaced, with its pending code (an address
+    /// is held only by whoever proves it is theirs).
     async fn create_account(&self, account: &Account) -> EngineResult<bool>;
 
     /// The account registered under a (normalised) e-mail address.
@@ -275,12 +290,22 @@ pub trait Engine: Send + Sync + 'static {
 
     /// Checks a code's hash and, atomically with a match, consumes it and marks the account
     /// verified. Every wrong try counts, even concurrent ones.
+    /// With `account`, the code verifies only that account: one that replaced it under the
+    /// same address finds the code [`OtpOutcome::Missing`].
     async fn confirm_otp(
         &self,
         email: &str,
         code_hash: &str,
         max_tries: u32,
+        account: Option<&UserId>,
     ) -> EngineResult<OtpOutcome>;
+
+    /// Checks a password-reset code (stored with [`store_otp`](Engine::store_otp)) of a
+    /// verified account, with the same tries and lockout as a verification code; on a match,
+    /// atomically: the code is consumed, the password hash replaced, every refresh token of
+    /// the user revoked and the time recorded (see [`revoked_at`](Engine::revoked_at)).
+    /// [`OtpOutcome::Verified`] means done.
+    async fn reset_password(&self, reset: PasswordReset<'_>) -> EngineResult<OtpOutcome>;
 
     /// Stores a new refresh token (by hash) for `user`, in that user's family.
     async fn store_refresh(

@@ -76,6 +76,16 @@ impl Rule {
         )
     }
 
+    /// Password-reset requests per IP (the sign-up budget's size and window): each may send
+    /// a mail, on top of the codes-per-address limit.
+    pub fn reset(config: &Config) -> Self {
+        Self::new(
+            "reset",
+            config.auth_rate_limit,
+            config.auth_rate_window_secs,
+        )
+    }
+
     /// Guest tokens per IP: each is a fresh identity, so an unlimited supply would let one
     /// client step around every per-user limit.
     pub fn guest(config: &Config) -> Self {

@@ -12,7 +12,7 @@ use redis::{AsyncCommands, Value};
 use super::{Inner, bad_reply, next, number, tagged, text};
 use crate::domain::UserId;
 use crate::domain::accounts::Account;
-use crate::engine::{EngineResult, OtpOutcome, RefreshOutcome, Rotation};
+use crate::engine::{EngineResult, OtpOutcome, PasswordReset, RefreshOutcome, Rotation};
 
 fn millis(d: Duration) -> u64 {
     d.as_millis() as u64
@@ -24,12 +24,14 @@ impl Inner {
         invocation
             .key(self.keys.user(&account.email))
             .key(self.keys.user_id(&account.id))
+            .key(self.keys.otp(&account.email))
             .arg(account.id.as_str())
             .arg(&account.name)
             .arg(&account.password_hash)
             .arg(if account.verified { "1" } else { "0" })
             .arg(account.created_at)
-            .arg(&account.email);
+            .arg(&account.email)
+            .arg(self.keys.user_id_prefix());
         let created: i64 = self.invoke(&invocation).await?;
         Ok(created == 1)
     }
@@ -92,27 +94,39 @@ impl Inner {
         email: &str,
         code_hash: &str,
         max_tries: u32,
+        account: Option<&UserId>,
     ) -> EngineResult<OtpOutcome> {
         let mut invocation = self.scripts.otp_confirm.prepare_invoke();
         invocation
             .key(self.keys.otp(email))
             .key(self.keys.user(email))
             .arg(code_hash)
-            .arg(max_tries);
-        let reply: Value = self.invoke(&invocation).await?;
-        let (tag, mut items) = tagged(reply)?;
-        Ok(match tag.as_str() {
-            "verified" => OtpOutcome::Verified,
-            "wrong" => OtpOutcome::Wrong {
-                tries_left: u32::try_from(number(next(&mut items)?)?)
-                    .map_err(|_| bad_reply("tries left"))?,
-            },
-            "locked" => OtpOutcome::Locked,
-            "missing" => OtpOutcome::Missing,
-            other => return Err(bad_reply(other)),
-        })
+            .arg(max_tries)
+            .arg(account.map_or("", UserId::as_str));
+        otp_outcome(self.invoke(&invocation).await?)
     }
 
+    pub(super) async fn reset_password(
+        &self,
+        reset: PasswordReset<'_>,
+    ) -> EngineResult<OtpOutcome> {
+        let mut invocation = self.scripts.password_reset.prepare_invoke();
+        invocation
+            .key(self.keys.otp(reset.email))
+            .key(self.keys.user(reset.email))
+            .arg(reset.code_hash)
+            .arg(reset.max_tries)
+            .arg(reset.password_hash)
+            .arg(self.keys.refresh_prefix())
+            .arg(self.keys.refresh_family_prefix())
+            .arg(self.keys.revoked_prefix())
+            .arg(reset.now)
+            .arg(millis(reset.keep));
+        otp_outcome(self.invoke(&invocation).await?)
+    }
+}
+
+impl Inner {
     pub(super) async fn store_refresh(
         &self,
         user: &UserId,
@@ -177,4 +191,19 @@ impl Inner {
             .arg(self.keys.refresh_family_prefix());
         self.invoke(&invocation).await
     }
+}
+
+/// The reply of the code-checking scripts.
+fn otp_outcome(reply: Value) -> EngineResult<OtpOutcome> {
+    let (tag, mut items) = tagged(reply)?;
+    Ok(match tag.as_str() {
+        "verified" => OtpOutcome::Verified,
+        "wrong" => OtpOutcome::Wrong {
+            tries_left: u32::try_from(number(next(&mut items)?)?)
+                .map_err(|_| bad_reply("tries left"))?,
+        },
+        "locked" => OtpOutcome::Locked,
+        "missing" => OtpOutcome::Missing,
+        other => return Err(bad_reply(other)),
+    })
 }

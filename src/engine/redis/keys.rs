@@ -94,7 +94,12 @@ impl Keys {
 
     /// User id → e-mail, to find the account behind a refresh token.
     pub fn user_id(&self, user: &UserId) -> String {
-        format!("{}user-id:{user}", self.prefix)
+        format!("{}{user}", self.user_id_prefix())
+    }
+
+    /// Scripts append a user id (read from an account) to this.
+    pub fn user_id_prefix(&self) -> String {
+        format!("{}user-id:", self.prefix)
     }
 
     /// The pending one-time code of an address: codeHash, tries.

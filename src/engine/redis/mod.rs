@@ -30,8 +30,8 @@ pub use keys::Keys;
 
 use super::{
     Engine, EngineError, EngineResult, EngineSettings, JoinOutcome, JoinRequest, LogSlice, Op,
-    OpOutcome, OtpOutcome, RateDecision, RefreshOutcome, RoomInfo, RoomView, Rotation, ViewBody,
-    now_ms,
+    OpOutcome, OtpOutcome, PasswordReset, RateDecision, RefreshOutcome, RoomInfo, RoomView,
+    Rotation, ViewBody, now_ms,
 };
 use crate::domain::accounts::Account;
 use crate::domain::element::paint_order;
@@ -82,10 +82,11 @@ struct Scripts {
     refresh_store: Script,
     refresh_rotate: Script,
     refresh_revoke: Script,
+    password_reset: Script,
 }
 
 impl Scripts {
-    fn all(&self) -> [&Script; 13] {
+    fn all(&self) -> [&Script; 14] {
         [
             &self.join.script,
             &self.leave.script,
@@ -100,6 +101,7 @@ impl Scripts {
             &self.refresh_store,
             &self.refresh_rotate,
             &self.refresh_revoke,
+            &self.password_reset,
         ]
     }
 
@@ -118,6 +120,7 @@ impl Scripts {
             refresh_store: Script::new(include_str!("lua/refresh_store.lua")),
             refresh_rotate: Script::new(include_str!("lua/refresh_rotate.lua")),
             refresh_revoke: Script::new(include_str!("lua/refresh_revoke.lua")),
+            password_reset: Script::new(include_str!("lua/password_reset.lua")),
         }
     }
 }
@@ -704,8 +707,15 @@ impl Engine for RedisEngine {
         email: &str,
         code_hash: &str,
         max_tries: u32,
+        account: Option<&UserId>,
     ) -> EngineResult<OtpOutcome> {
-        self.inner.confirm_otp(email, code_hash, max_tries).await
+        self.inner
+            .confirm_otp(email, code_hash, max_tries, account)
+            .await
+    }
+
+    async fn reset_password(&self, reset: PasswordReset<'_>) -> EngineResult<OtpOutcome> {
+        self.inner.reset_password(reset).await
     }
 
     async fn store_refresh(
