@@ -1114,3 +1114,27 @@ async fn a_client_far_behind_gets_the_board_instead_of_a_long_replay() {
         Some(2)
     );
 }
+
+/// Issue 15, finding 4: what the page does after each undo, re-join its room with `since` to
+/// learn the effect, is catching up, not joining: it counts against the op budget, so a burst
+/// of undos is never refused as too many joins.
+#[tokio::test]
+async fn catching_up_in_the_same_room_is_not_limited_as_a_join() {
+    let redis = RedisServer::start();
+    let mut cfg = config(Some(&redis), "inst-a");
+    cfg.joins_per_minute = 6;
+    cfg.join_burst = 3;
+    let a = Instance::start(cfg).await;
+    let room = create_room(a.addr).await;
+    let mut alice = Client::connect(a.addr, "alice").await;
+    let state = alice.join(&room).await;
+    let epoch = state["payload"]["epoch"].clone();
+    for n in 0..10u64 {
+        let ack = alice.draw_acked(&room, &format!("s{n}")).await;
+        let seq = ack["payload"]["seq"].as_u64().expect("seq");
+        let replay = alice
+            .join_with(join_room_since(&room, seq - 1, &epoch), "REPLAY")
+            .await;
+        assert_eq!(replay["payload"]["seq"], seq, "catch-up {n}");
+    }
+}

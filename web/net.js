@@ -81,6 +81,7 @@
       /** seq -> {frame?: {type, payload}, op?}: sequenced things that arrived before their turn. */
       this.ahead = new Map();
       this.gapTimer = 0;
+      this.rejoinTimer = 0;
       /** The server's protocol as its last INITIAL_STATE/REPLAY said (null: a v1 server). */
       this.serverProtocol = null;
       /** Whether a join was answered on this room yet (until then we cannot tell v1 from v1.1). */
@@ -505,6 +506,13 @@
           this.hooks.reload('This page is out of date; reloading…');
           return;
         case 'RATE_LIMITED':
+          // A refused JOIN_ROOM (it names no op): we are not in the room until we ask again.
+          if (!op && !this.joined) {
+            clearTimeout(this.rejoinTimer);
+            this.rejoinTimer = setTimeout(() => { if (!this.joined) this.sendJoin(false); }, 2000 + Math.random() * 2000);
+            return;
+          }
+          // falls through
         case 'UNAVAILABLE':
           // Not applied, for a reason that passes: send it again, same opId, a little later.
           for (const o of op ? [op] : this.board.pending) if (!o.ackSeq) o.sentOn = 0;

@@ -38,6 +38,9 @@ use crate::hub::{Item, Legacy, Member, Outbound};
 const MAX_STRIKES: u32 = 10;
 /// How long a closing session waits for the client's close frame.
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
+/// How far behind what it was last sent a re-join of the same room may start and still count
+/// as catching up (see [`Session::is_catch_up`]).
+const CATCH_UP_EVENTS: u64 = 100;
 /// Most queued frames written before one flush.
 const WRITE_BATCH: usize = 64;
 
@@ -467,6 +470,19 @@ where
         }
     }
 
+    /// Whether a join only catches this session up in the room it is in: same room and epoch,
+    /// from at most [`CATCH_UP_EVENTS`] before what it was last sent.
+    fn is_catch_up(&self, room: &RoomId, since: Option<&(u64, String)>) -> bool {
+        match (&self.joined, since) {
+            (Some(joined), Some((seq, epoch))) => {
+                &joined.room == room
+                    && &joined.epoch == epoch
+                    && seq.saturating_add(CATCH_UP_EVENTS) >= joined.last_seq
+            }
+            _ => false,
+        }
+    }
+
     /// Whether the user's sessions were revoked after this token was issued (a stolen
     /// refresh token was detected). Asked at most every `revocation_check_secs`, and only when
     /// the client sends something: a socket that only watches costs nothing, and one that
@@ -557,7 +573,21 @@ where
                         true
                     }
                 };
-                if self.join_limit.check().is_err() {
+                let Some(room) = RoomId::parse(&join.room_id) else {
+                    self.reply(frames::room_expired(&join.room_id)).await;
+                    return Flow::Continue;
+                };
+                let since = join.since.zip(join.epoch);
+                // The page re-joins its own room with `since` after each of its undos and redos
+                // (a REPLAY tells it their effect) and to repair a gap: that is as frequent as
+                // ops and as cheap, so it counts against the op budget. Any other join (another
+                // room, a whole board, a far-back replay) counts against the join budget.
+                let limit = if self.is_catch_up(&room, since.as_ref()) {
+                    &self.op_limit
+                } else {
+                    &self.join_limit
+                };
+                if limit.check().is_err() {
                     self.app.metrics.rate_limited("join");
                     self.error(
                         "RATE_LIMITED",
@@ -567,11 +597,6 @@ where
                     .await;
                     return Flow::Continue;
                 }
-                let Some(room) = RoomId::parse(&join.room_id) else {
-                    self.reply(frames::room_expired(&join.room_id)).await;
-                    return Flow::Continue;
-                };
-                let since = join.since.zip(join.epoch);
                 self.join(room, since, v11).await;
             }
             ClientMessage::LeaveRoom(leave) => {
