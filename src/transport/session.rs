@@ -39,8 +39,10 @@ const MAX_STRIKES: u32 = 10;
 /// How long a closing session waits for the client's close frame.
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
 /// How far behind what it was last sent a re-join of the same room may start and still count
-/// as catching up (see [`Session::is_catch_up`]).
-const CATCH_UP_EVENTS: u64 = 100;
+/// as catching up (see [`Session::is_catch_up`]). Small: catch-ups run at the op rate and each
+/// reads its events from the log, so a wide window would let one client pull many records a
+/// second. The page's own catch-ups start a few events back; a far one takes the join budget.
+const CATCH_UP_EVENTS: u64 = 16;
 /// Most queued frames written before one flush.
 const WRITE_BATCH: usize = 64;
 
