@@ -941,20 +941,21 @@ where
         true
     }
 
-    /// Leaves the current room: presence removed and the room told. Pending ACKs go out first
-    /// (their ops are durable), and queued frames of the room are dropped.
+    /// Leaves the current room: presence removed and the room told, then the pending ACKs go
+    /// out (their ops are durable); queued frames of the room are dropped. The room is told
+    /// first because writing the ACKs can take up to the write bound on a stuck socket.
     async fn leave_room(&mut self) {
         let Some(joined) = self.joined.take() else {
             return;
         };
         self.app.hub.remove(&joined.room, &self.key);
-        while let Some((_, ack)) = self.pending_acks.pop_front() {
-            self.reply(ack).await;
-        }
         if let Err(e) = self.app.engine.leave(&joined.room, &self.key).await {
             // Presence of a live instance can only be cleared by that instance: if this fails,
             // the entry lingers until the room expires; log it.
             tracing::warn!(room = %joined.room, conn = %self.key, error = %e, "leave failed");
+        }
+        while let Some((_, ack)) = self.pending_acks.pop_front() {
+            self.reply(ack).await;
         }
     }
 
