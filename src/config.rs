@@ -88,6 +88,9 @@ pub struct Config {
     /// of its previous response: closes silent, trickling (slowloris) and idle keep-alive
     /// connections alike.
     pub http_header_timeout_secs: u64,
+    /// Time an HTTP request may take from its head to its answer, body upload included
+    /// (a body that trickles in gets 408); a WebSocket is not a request once upgraded.
+    pub http_request_timeout_secs: u64,
     /// Open connections (HTTP and WebSocket) per client IP, IPv6 counted per /64; trusted
     /// proxies are exempt. 0 = unlimited.
     pub max_connections_per_ip: usize,
@@ -191,6 +194,7 @@ impl Default for Config {
             upgrades_per_sec: 500,
             max_connections: 100_000,
             http_header_timeout_secs: 10,
+            http_request_timeout_secs: 30,
             max_connections_per_ip: 500,
             ws_read_buffer: 2 * 1024,
             ws_write_buffer: 4 * 1024,
@@ -386,8 +390,8 @@ impl Config {
         );
         check(self.max_connections > 0, "max_connections must be positive");
         check(
-            self.http_header_timeout_secs > 0,
-            "http_header_timeout_secs must be positive",
+            self.http_header_timeout_secs > 0 && self.http_request_timeout_secs > 0,
+            "http_header_timeout_secs and http_request_timeout_secs must be positive",
         );
         check(
             self.ws_read_buffer >= 512,

@@ -1138,3 +1138,32 @@ async fn catching_up_in_the_same_room_is_not_limited_as_a_join() {
         assert_eq!(replay["payload"]["seq"], seq, "catch-up {n}");
     }
 }
+
+/// Issue 15, finding 6: a request whose body trickles in is answered 408 once
+/// `http_request_timeout_secs` has passed, and its connection closed.
+#[tokio::test]
+async fn a_request_body_that_never_arrives_gets_408() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut cfg = config(None, "solo");
+    cfg.http_request_timeout_secs = 1;
+    let a = Instance::start(cfg).await;
+    let mut socket = tokio::net::TcpStream::connect(a.addr)
+        .await
+        .expect("connect");
+    socket
+        .write_all(
+            b"POST /api/v1/auth/guest HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+              Content-Length: 100\r\n\r\n{\"name\":",
+        )
+        .await
+        .expect("write");
+    let mut answer = Vec::new();
+    let ended =
+        tokio::time::timeout(Duration::from_secs(10), socket.read_to_end(&mut answer)).await;
+    assert!(ended.is_ok(), "the connection was left open");
+    assert!(
+        answer.starts_with(b"HTTP/1.1 408"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+}

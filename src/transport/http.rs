@@ -3,6 +3,7 @@
 //! on `admin_listen` when it is set.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE};
@@ -14,6 +15,7 @@ use serde::Deserialize;
 use serde_json::json;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::timeout::TimeoutLayer;
 
 use super::AppState;
 use super::access;
@@ -50,6 +52,12 @@ pub fn router(app: Arc<AppState>) -> Router {
         .merge(super::auth::routes())
         .merge(super::openapi::routes())
         .layer(cors)
+        // A request whose body trickles in (or whose handler hangs) is answered 408 and its
+        // connection closed: the header timeout only covers the head.
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(app.config.http_request_timeout_secs),
+        ))
         .layer(instance_header(&app))
         .layer(middleware::from_fn_with_state(app.clone(), access::observe))
         .with_state(app)
