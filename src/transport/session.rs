@@ -486,9 +486,9 @@ where
     }
 
     /// Whether the user's sessions were revoked after this token was issued (a stolen
-    /// refresh token was detected). Asked at most every `revocation_check_secs`, and only when
-    /// the client sends something: a socket that only watches costs nothing, and one that
-    /// acts is stopped within that bound. An unreachable engine counts as not revoked: ops
+    /// refresh token was detected, or the password was reset). Asked at most every
+    /// `revocation_check_secs`, and only when the client sends a message: a socket that only
+    /// watches costs nothing, and one that acts is stopped within that bound. An unreachable engine counts as not revoked: ops
     /// fail on their own then, and a blip must not close every socket.
     async fn revoked(&mut self) -> bool {
         let Some(issued_at) = self.issued_at else {
@@ -521,9 +521,6 @@ where
     async fn on_message(&mut self, message: Message) -> Flow {
         self.app.metrics.frames_in.inc();
         self.frames_in += 1;
-        if self.revoked().await {
-            return Flow::Close(close::POLICY, "session revoked: sign in again");
-        }
         let text = match message {
             Message::Text(text) => text,
             Message::Binary(_) => {
@@ -538,6 +535,10 @@ where
             // Pings are answered by the library; pongs and closes only prove liveness here.
             _ => return Flow::Continue,
         };
+        // Only what the client sends checks: pongs would make every idle socket ask Redis.
+        if self.revoked().await {
+            return Flow::Close(close::POLICY, "session revoked: sign in again");
+        }
         if text.len() > self.app.config.max_frame_bytes {
             let message = format!("frame exceeds {} bytes", self.app.config.max_frame_bytes);
             return self.strike("TOO_LARGE", &message, close::TOO_BIG).await;
