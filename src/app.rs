@@ -156,6 +156,7 @@ async fn serve(
         header_timeout: Duration::from_secs(state.config.http_header_timeout_secs),
         per_ip: state.config.max_connections_per_ip,
         trusted: state.trusted_proxies.clone(),
+        refused: state.metrics.connections_refused_per_ip.clone(),
     };
     let server = tokio::spawn(crate::transport::server::serve(
         listener,

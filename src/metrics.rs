@@ -134,6 +134,8 @@ pub struct Metrics {
     pub frames_out: Counter,
     pub ops_applied: Counter,
     pub slow_consumers: Counter,
+    /// Connections closed on accept because their client IP had `max_connections_per_ip` open.
+    pub connections_refused_per_ip: Counter,
     /// HTTP requests answered, by method, route template and status.
     http_requests: Family<HttpLabels, Counter>,
     /// Time to produce each HTTP response (for an upgrade, up to the `101`), by route.
@@ -171,6 +173,10 @@ impl Metrics {
         let slow_consumers = counter(
             "slow_consumers",
             "Sessions closed with 1013 because their queue overflowed",
+        );
+        let connections_refused_per_ip = counter(
+            "connections_refused_per_ip",
+            "Connections closed on accept: their client IP had max_connections_per_ip open",
         );
         let connections = Gauge::default();
         registry.register(
@@ -312,6 +318,7 @@ impl Metrics {
             frames_out,
             ops_applied,
             slow_consumers,
+            connections_refused_per_ip,
             http_requests,
             http_duration,
             upgrades_refused,

@@ -1067,6 +1067,8 @@ async fn open_connections_per_ip_are_capped() {
         http(a.addr, "GET", "/healthz", None, None).await.0 == 200
     })
     .await;
+    let metric = metrics(a.addr).await;
+    assert!(metric("drawbridge_connections_refused_per_ip_total") >= 1.0);
 }
 
 /// Issue 15, finding 11: upgrades beyond this instance's admission rate are turned away with

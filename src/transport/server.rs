@@ -47,6 +47,8 @@ pub struct ServeLimits {
     pub per_ip: usize,
     /// Peers exempt from `per_ip` (reverse proxies).
     pub trusted: Vec<IpNet>,
+    /// Counts the connections refused by `per_ip` (a handle on the metrics' counter).
+    pub refused: prometheus_client::metrics::counter::Counter,
 }
 
 /// Serves `router` on `listener` until `stop` is cancelled, then waits for the open HTTP
@@ -79,6 +81,7 @@ pub async fn serve(
                 Some(slot) => Some(slot),
                 None => {
                     // Dropping the socket closes it: no answer is cheaper than any answer.
+                    limits.refused.inc();
                     tracing::debug!(ip = %peer.ip(), "connection refused: too many from this IP");
                     continue;
                 }
