@@ -91,6 +91,8 @@ def main():
             DRAWBRIDGE_JWT_SECRET=secret,
             DRAWBRIDGE_INSTANCE_ID="a",
             DRAWBRIDGE_WS_UPGRADES_PER_MINUTE="0",
+            DRAWBRIDGE_UPGRADES_PER_SEC="0",
+            DRAWBRIDGE_MAX_CONNECTIONS_PER_IP="0",
             DRAWBRIDGE_ROOM_RATE_LIMIT="0",
             DRAWBRIDGE_LOG="warn",
             DRAWBRIDGE_DRAIN_SECS="1",

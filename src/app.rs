@@ -8,12 +8,10 @@
 //! With `admin_listen` set, `/metrics` (and the probes) are served on a second listener, and
 //! `/metrics` no longer on the public one.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
 use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -28,6 +26,7 @@ use crate::engine::redis::{RedisEngine, RedisSettings};
 use crate::engine::{Access, Engine, EngineError, EngineSettings, History};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
+use crate::transport::server::ServeLimits;
 use crate::transport::{AppState, admin_router, router};
 
 /// Time allowed past the drain window for sessions and tasks to finish before exiting anyway.
@@ -157,6 +156,8 @@ async fn serve(
         draining: CancellationToken::new(),
         sessions: TaskTracker::new(),
         connection_slots: Arc::new(Semaphore::new(config.max_connections)),
+        admission: std::num::NonZeroU32::new(config.upgrades_per_sec)
+            .map(|n| governor::RateLimiter::direct(governor::Quota::per_second(n))),
         next_conn: AtomicU64::new(0),
         metrics,
         mailer,
@@ -168,28 +169,28 @@ async fn serve(
     let addr = listener.local_addr()?;
     tracing::info!(%addr, instance = %instance_id, "listening");
     let stop_http = CancellationToken::new();
-    // Frames are written in flushed batches, so Nagle would only add latency.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-        }
-    });
-    let server = axum::serve(
+    let limits = ServeLimits {
+        header_timeout: Duration::from_secs(state.config.http_header_timeout_secs),
+        per_ip: state.config.max_connections_per_ip,
+        trusted: state.trusted_proxies.clone(),
+        refused: state.metrics.connections_refused_per_ip.clone(),
+    };
+    let server = tokio::spawn(crate::transport::server::serve(
         listener,
-        router(state.clone()).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(stop_http.clone().cancelled_owned());
-    let server = tokio::spawn(server.into_future());
+        router(state.clone()),
+        limits.clone(),
+        stop_http.clone(),
+    ));
     let admin = match admin_listener {
         Some(listener) => {
             let addr = listener.local_addr()?;
             tracing::info!(%addr, "admin listening (/metrics, /healthz, /readyz)");
-            let admin = axum::serve(
+            Some(tokio::spawn(crate::transport::server::serve(
                 listener,
-                admin_router(state.clone()).into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(stop_http.clone().cancelled_owned());
-            Some(tokio::spawn(admin.into_future()))
+                admin_router(state.clone()),
+                limits,
+                stop_http.clone(),
+            )))
         }
         None => None,
     };

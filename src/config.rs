@@ -59,6 +59,8 @@ pub struct Config {
     pub max_user_bytes: u64,
     /// Largest body `POST /api/v1/rooms` imports (SVG or an `export.json` document).
     pub max_import_bytes: usize,
+    /// Most events one `REPLAY` carries; a client further behind gets `INITIAL_STATE`.
+    pub replay_max_events: usize,
     /// Undone ops a user can redo, per room.
     pub redo_max: usize,
     /// Ops of theirs a user can undo, per room.
@@ -88,8 +90,27 @@ pub struct Config {
     pub progress_per_sec: u32,
     /// Sequenced ops accepted per connection per second (extra ones get `RATE_LIMITED`).
     pub ops_per_sec: u32,
+    /// `JOIN_ROOM`s accepted per connection per minute, on average (extra ones get
+    /// `RATE_LIMITED`): each join is a presence broadcast to the room and a board to the joiner.
+    pub joins_per_minute: u32,
+    /// `JOIN_ROOM`s a connection may send at once before `joins_per_minute` applies.
+    pub join_burst: u32,
+    /// WebSocket upgrades this instance admits per second, from everyone together; more get
+    /// `503` with `Retry-After` (a reconnect storm spreads over the other instances and over
+    /// time). 0 = unlimited.
+    pub upgrades_per_sec: u32,
     /// Open WebSocket connections this instance accepts.
     pub max_connections: usize,
+    /// Time a connection has to send a request's head, from when it opens and from the end
+    /// of its previous response: closes silent, trickling (slowloris) and idle keep-alive
+    /// connections alike.
+    pub http_header_timeout_secs: u64,
+    /// Time an HTTP request may take from its head to its answer, body upload included
+    /// (a body that trickles in gets 408); a WebSocket is not a request once upgraded.
+    pub http_request_timeout_secs: u64,
+    /// Open connections (HTTP and WebSocket) per client IP, IPv6 counted per /64; trusted
+    /// proxies are exempt. 0 = unlimited.
+    pub max_connections_per_ip: usize,
     /// tungstenite read buffer per connection; small keeps idle connections cheap.
     pub ws_read_buffer: usize,
     /// tungstenite write buffer per connection.
@@ -105,9 +126,23 @@ pub struct Config {
     /// Code verifications (`verify-otp`) per IP per `verify_rate_window_secs`; 0 = unlimited.
     pub verify_rate_limit: u32,
     pub verify_rate_window_secs: u64,
-    /// Token refreshes per IP per `refresh_rate_window_secs`; 0 = unlimited.
+    /// Refreshes of one refresh token per `refresh_rate_window_secs` (a token is good for
+    /// one use, plus retries); 0 = unlimited.
     pub refresh_rate_limit: u32,
     pub refresh_rate_window_secs: u64,
+    /// Refreshes per IP per `refresh_rate_window_secs`, a ceiling against floods of made-up
+    /// tokens, high enough for an office behind one NAT; 0 = unlimited.
+    pub refresh_ip_rate_limit: u32,
+    /// A refresh token presented again this soon after its rotation (a second tab, a retried
+    /// request) gets the same successor instead of counting as theft; 0 = no grace.
+    pub refresh_grace_secs: u64,
+    /// An open socket re-checks, at most this often and only when its client sends something,
+    /// whether its user's sessions were revoked (stolen refresh token detected); if so it is
+    /// closed with 1008. 0 checks on every frame.
+    pub revocation_check_secs: u64,
+    /// Guest tokens (`/auth/guest`) per IP per `guest_rate_window_secs`; 0 = unlimited.
+    pub guest_rate_limit: u32,
+    pub guest_rate_window_secs: u64,
     /// Rooms created per IP per `room_rate_window_secs`; 0 = unlimited.
     pub room_rate_limit: u32,
     pub room_rate_window_secs: u64,
@@ -170,6 +205,7 @@ impl Default for Config {
             max_room_elements: 50_000,
             max_room_bytes: 32 * 1024 * 1024,
             max_user_bytes: 8 * 1024 * 1024,
+            replay_max_events: 1_000,
             redo_max: 100,
             undo_max: 100,
             min_protocol: crate::domain::PROTOCOL.into(),
@@ -183,7 +219,13 @@ impl Default for Config {
             cursor_per_sec: 20,
             progress_per_sec: 30,
             ops_per_sec: 100,
+            joins_per_minute: 30,
+            join_burst: 5,
+            upgrades_per_sec: 500,
             max_connections: 100_000,
+            http_header_timeout_secs: 10,
+            http_request_timeout_secs: 30,
+            max_connections_per_ip: 500,
             ws_read_buffer: 2 * 1024,
             ws_write_buffer: 4 * 1024,
             trusted_proxies: String::new(),
@@ -191,8 +233,13 @@ impl Default for Config {
             auth_rate_window_secs: 900,
             verify_rate_limit: 30,
             verify_rate_window_secs: 900,
-            refresh_rate_limit: 30,
+            refresh_rate_limit: 10,
             refresh_rate_window_secs: 900,
+            refresh_ip_rate_limit: 1_000,
+            refresh_grace_secs: 10,
+            revocation_check_secs: 30,
+            guest_rate_limit: 30,
+            guest_rate_window_secs: 900,
             room_rate_limit: 20,
             room_rate_window_secs: 3_600,
             max_rooms_per_ip: 10,
@@ -357,6 +404,10 @@ impl Config {
             self.max_import_bytes > 0,
             "max_import_bytes must be at least 1",
         );
+        check(
+            self.replay_max_events > 0,
+            "replay_max_events must be at least 1",
+        );
         check(self.redo_max > 0, "redo_max must be at least 1");
         check(self.undo_max > 0, "undo_max must be at least 1");
         check(
@@ -381,7 +432,15 @@ impl Config {
         );
         check(self.cursor_per_sec > 0, "cursor_per_sec must be positive");
         check(self.ops_per_sec > 0, "ops_per_sec must be positive");
+        check(
+            self.joins_per_minute > 0 && self.join_burst > 0,
+            "joins_per_minute and join_burst must be positive",
+        );
         check(self.max_connections > 0, "max_connections must be positive");
+        check(
+            self.http_header_timeout_secs > 0 && self.http_request_timeout_secs > 0,
+            "http_header_timeout_secs and http_request_timeout_secs must be positive",
+        );
         check(
             self.ws_read_buffer >= 512,
             "ws_read_buffer must be at least 512",
@@ -405,6 +464,7 @@ impl Config {
             self.auth_rate_window_secs > 0
                 && self.verify_rate_window_secs > 0
                 && self.refresh_rate_window_secs > 0
+                && self.guest_rate_window_secs > 0
                 && self.room_rate_window_secs > 0
                 && self.otp_send_window_secs > 0,
             "every *_window_secs must be positive",

@@ -56,6 +56,21 @@ pub fn verification_mail(to: &str, name: &str, code: &str) -> Mail {
     }
 }
 
+/// The password-reset code e-mail.
+pub fn reset_mail(to: &str, name: &str, code: &str) -> Mail {
+    let minutes = crate::domain::accounts::OTP_TTL.as_secs() / 60;
+    Mail {
+        to: to.to_owned(),
+        subject: format!("Your drawbridge password reset code: {code}"),
+        body: format!(
+            "Hello {name},\n\nyour code to set a new password is\n\n    {code}\n\nIt is valid for \
+             {minutes} minutes. If you did not ask for it, ignore this message: your password \
+             stays as it is.\n"
+        ),
+        code: Some(code.to_owned()),
+    }
+}
+
 /// The mailer the configuration asks for.
 pub fn from_config(config: &Config) -> Result<Arc<dyn Mailer>, MailError> {
     if config.smtp_host.is_empty() {

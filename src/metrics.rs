@@ -51,7 +51,7 @@ struct CodeLabel {
 
 /// Why a WebSocket upgrade is refused (`transport::ws`). Every label value is created at 0 at
 /// start, so a first refusal shows up in `rate()` and dashboards have series to draw.
-pub const UPGRADE_REFUSALS: [&str; 10] = [
+pub const UPGRADE_REFUSALS: [&str; 11] = [
     "not_websocket",
     "origin",
     "no_token",
@@ -62,11 +62,12 @@ pub const UPGRADE_REFUSALS: [&str; 10] = [
     "rate_limited",
     "limit_unavailable",
     "full",
+    "admission",
 ];
 
 /// The rate limits: per IP or address (`transport::limits`), and per connection (`ops`,
 /// `cursor`, counted by the session loop).
-pub const RATE_LIMITS: [&str; 11] = [
+pub const RATE_LIMITS: [&str; 14] = [
     "signup",
     "signin",
     "verify",
@@ -78,6 +79,9 @@ pub const RATE_LIMITS: [&str; 11] = [
     "cursor",
     "progress",
     "room_limit",
+    "join",
+    "guest",
+    "reset",
 ];
 
 /// The close codes the session loop uses (normal, going away, policy, too big, internal, slow).
@@ -142,6 +146,8 @@ pub struct Metrics {
     pub frames_out: Counter,
     pub ops_applied: Counter,
     pub slow_consumers: Counter,
+    /// Connections closed on accept because their client IP had `max_connections_per_ip` open.
+    pub connections_refused_per_ip: Counter,
     /// HTTP requests answered, by method, route template and status.
     http_requests: Family<HttpLabels, Counter>,
     /// Time to produce each HTTP response (for an upgrade, up to the `101`), by route.
@@ -179,6 +185,10 @@ impl Metrics {
         let slow_consumers = counter(
             "slow_consumers",
             "Sessions closed with 1013 because their queue overflowed",
+        );
+        let connections_refused_per_ip = counter(
+            "connections_refused_per_ip",
+            "Connections closed on accept: their client IP had max_connections_per_ip open",
         );
         let connections = Gauge::default();
         registry.register(
@@ -320,6 +330,7 @@ impl Metrics {
             frames_out,
             ops_applied,
             slow_consumers,
+            connections_refused_per_ip,
             http_requests,
             http_duration,
             upgrades_refused,

@@ -12,7 +12,7 @@ use drawbridge::domain::accounts::Account;
 use drawbridge::domain::quota::Quota;
 use drawbridge::engine::memory::MemoryEngine;
 use drawbridge::engine::redis::{RedisEngine, RedisSettings};
-use drawbridge::engine::{Engine, EngineSettings, OtpOutcome, RefreshOutcome};
+use drawbridge::engine::{Engine, EngineSettings, OtpOutcome, RefreshOutcome, Rotation};
 use drawbridge::hub::Hub;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -68,15 +68,37 @@ const TTL: Duration = Duration::from_secs(60);
 
 /// The account half of the engine contract; both engines must pass it unchanged.
 async fn account_suite(engine: &dyn Engine) {
+    // An unverified account is replaced by a later sign-up for its address, and its pending
+    // code goes with it (issue 15, finding 7).
+    let squat = account("u-squat", "ann@x.io");
+    assert!(engine.create_account(&squat).await.expect("create"));
+    engine
+        .store_otp("ann@x.io", "h-squat", TTL)
+        .await
+        .expect("store");
     // Accounts: one per address, found by address and by id.
     let ann = account("u-ann", "ann@x.io");
     assert!(engine.create_account(&ann).await.expect("create"));
+    assert_eq!(engine.account_by_id(&squat.id).await.expect("get"), None);
+    assert_eq!(
+        engine
+            .confirm_otp("ann@x.io", "h-squat", 3, None)
+            .await
+            .expect("otp"),
+        OtpOutcome::Missing,
+        "the replaced account's code is gone"
+    );
+    let vee = Account {
+        verified: true,
+        ..account("u-vee", "vee@x.io")
+    };
+    assert!(engine.create_account(&vee).await.expect("create"));
     assert!(
         !engine
-            .create_account(&account("u-other", "ann@x.io"))
+            .create_account(&account("u-other", "vee@x.io"))
             .await
             .expect("create"),
-        "the address is taken"
+        "a verified account's address is taken"
     );
     assert_eq!(
         engine.account("ann@x.io").await.expect("get"),
@@ -98,7 +120,10 @@ async fn account_suite(engine: &dyn Engine) {
 
     // Codes: wrong tries count down, the right one verifies once.
     assert_eq!(
-        engine.confirm_otp("ann@x.io", "h1", 3).await.expect("otp"),
+        engine
+            .confirm_otp("ann@x.io", "h1", 3, None)
+            .await
+            .expect("otp"),
         OtpOutcome::Missing
     );
     engine
@@ -106,11 +131,17 @@ async fn account_suite(engine: &dyn Engine) {
         .await
         .expect("store");
     assert_eq!(
-        engine.confirm_otp("ann@x.io", "bad", 3).await.expect("otp"),
+        engine
+            .confirm_otp("ann@x.io", "bad", 3, None)
+            .await
+            .expect("otp"),
         OtpOutcome::Wrong { tries_left: 2 }
     );
     assert_eq!(
-        engine.confirm_otp("ann@x.io", "h1", 3).await.expect("otp"),
+        engine
+            .confirm_otp("ann@x.io", "h1", 3, None)
+            .await
+            .expect("otp"),
         OtpOutcome::Verified
     );
     assert!(
@@ -122,7 +153,10 @@ async fn account_suite(engine: &dyn Engine) {
             .verified
     );
     assert_eq!(
-        engine.confirm_otp("ann@x.io", "h1", 3).await.expect("otp"),
+        engine
+            .confirm_otp("ann@x.io", "h1", 3, None)
+            .await
+            .expect("otp"),
         OtpOutcome::Missing,
         "a code works once"
     );
@@ -136,16 +170,25 @@ async fn account_suite(engine: &dyn Engine) {
         .expect("store");
     for left in [2, 1] {
         assert_eq!(
-            engine.confirm_otp("bob@x.io", "bad", 3).await.expect("otp"),
+            engine
+                .confirm_otp("bob@x.io", "bad", 3, None)
+                .await
+                .expect("otp"),
             OtpOutcome::Wrong { tries_left: left }
         );
     }
     assert_eq!(
-        engine.confirm_otp("bob@x.io", "bad", 3).await.expect("otp"),
+        engine
+            .confirm_otp("bob@x.io", "bad", 3, None)
+            .await
+            .expect("otp"),
         OtpOutcome::Locked
     );
     assert_eq!(
-        engine.confirm_otp("bob@x.io", "h2", 3).await.expect("otp"),
+        engine
+            .confirm_otp("bob@x.io", "h2", 3, None)
+            .await
+            .expect("otp"),
         OtpOutcome::Locked
     );
     assert!(
@@ -161,7 +204,10 @@ async fn account_suite(engine: &dyn Engine) {
         .await
         .expect("store");
     assert_eq!(
-        engine.confirm_otp("bob@x.io", "h3", 3).await.expect("otp"),
+        engine
+            .confirm_otp("bob@x.io", "h3", 3, None)
+            .await
+            .expect("otp"),
         OtpOutcome::Verified
     );
 
@@ -174,7 +220,10 @@ async fn account_suite(engine: &dyn Engine) {
         .expect("store");
     tokio::time::sleep(Duration::from_millis(120)).await;
     assert_eq!(
-        engine.confirm_otp("cat@x.io", "h4", 3).await.expect("otp"),
+        engine
+            .confirm_otp("cat@x.io", "h4", 3, None)
+            .await
+            .expect("otp"),
         OtpOutcome::Missing
     );
 
@@ -192,43 +241,31 @@ async fn account_suite(engine: &dyn Engine) {
         .await
         .expect("store");
     assert_eq!(
-        engine
-            .rotate_refresh("r1", "r2", TTL)
-            .await
-            .expect("rotate"),
+        rotate(engine, "r1", "r2", Duration::ZERO).await,
         RefreshOutcome::Rotated(ann.id.clone())
     );
     assert_eq!(
-        engine
-            .rotate_refresh("r2", "r3", TTL)
-            .await
-            .expect("rotate"),
+        rotate(engine, "r2", "r3", Duration::ZERO).await,
         RefreshOutcome::Rotated(ann.id.clone())
     );
     assert_eq!(
-        engine.rotate_refresh("r1", "x", TTL).await.expect("rotate"),
+        rotate(engine, "r1", "x", Duration::ZERO).await,
         RefreshOutcome::Reused(ann.id.clone())
     );
     for dead in ["r3", "s1", "x"] {
         assert_eq!(
-            engine.rotate_refresh(dead, "y", TTL).await.expect("rotate"),
+            rotate(engine, dead, "y", Duration::ZERO).await,
             RefreshOutcome::Unknown,
             "{dead} was revoked with its family"
         );
     }
     assert_eq!(
-        engine
-            .rotate_refresh("b1", "b2", TTL)
-            .await
-            .expect("rotate"),
+        rotate(engine, "b1", "b2", Duration::ZERO).await,
         RefreshOutcome::Rotated(bob.id.clone()),
         "other users keep their sessions"
     );
     assert_eq!(
-        engine
-            .rotate_refresh("never", "z", TTL)
-            .await
-            .expect("rotate"),
+        rotate(engine, "never", "z", Duration::ZERO).await,
         RefreshOutcome::Unknown
     );
 
@@ -236,10 +273,7 @@ async fn account_suite(engine: &dyn Engine) {
     engine.revoke_refresh("b2").await.expect("revoke");
     engine.revoke_refresh("b2").await.expect("revoke");
     assert_eq!(
-        engine
-            .rotate_refresh("b2", "b3", TTL)
-            .await
-            .expect("rotate"),
+        rotate(engine, "b2", "b3", Duration::ZERO).await,
         RefreshOutcome::Unknown
     );
 
@@ -250,11 +284,70 @@ async fn account_suite(engine: &dyn Engine) {
         .expect("store");
     tokio::time::sleep(Duration::from_millis(120)).await;
     assert_eq!(
-        engine
-            .rotate_refresh("c1", "c2", TTL)
-            .await
-            .expect("rotate"),
+        rotate(engine, "c1", "c2", Duration::ZERO).await,
         RefreshOutcome::Unknown
+    );
+}
+
+/// Rotates `old` into `new` with a grace window of `grace`, sealing `new` as-is.
+async fn rotate(engine: &dyn Engine, old: &str, new: &str, grace: Duration) -> RefreshOutcome {
+    engine
+        .rotate_refresh(Rotation {
+            old_hash: old,
+            new_hash: new,
+            sealed_next: &format!("sealed-{new}"),
+            ttl: TTL,
+            grace,
+            now: 1_000,
+        })
+        .await
+        .expect("rotate")
+}
+
+/// Issue 15, finding 9, in both engines: a token presented again within the grace window gets
+/// its rotation's sealed successor and revokes nothing; after the window it is theft, which
+/// revokes the family and records when.
+async fn refresh_grace_suite(engine: &dyn Engine) {
+    let dee = account("u-dee", "dee@example.com");
+    assert!(engine.create_account(&dee).await.expect("create"));
+    engine
+        .store_refresh(&dee.id, "d1", TTL)
+        .await
+        .expect("store");
+    let grace = Duration::from_millis(300);
+    assert_eq!(
+        rotate(engine, "d1", "d2", grace).await,
+        RefreshOutcome::Rotated(dee.id.clone())
+    );
+    for _ in 0..2 {
+        assert_eq!(
+            rotate(engine, "d1", "other", grace).await,
+            RefreshOutcome::Repeated {
+                user: dee.id.clone(),
+                sealed_next: "sealed-d2".into()
+            },
+            "a retry within the window"
+        );
+    }
+    assert_eq!(engine.revoked_at(&dee.id).await.expect("revoked"), None);
+    assert_eq!(
+        rotate(engine, "d2", "d3", grace).await,
+        RefreshOutcome::Rotated(dee.id.clone()),
+        "the successor is live"
+    );
+    tokio::time::sleep(grace + Duration::from_millis(200)).await;
+    assert_eq!(
+        rotate(engine, "d1", "x", grace).await,
+        RefreshOutcome::Reused(dee.id.clone())
+    );
+    assert_eq!(
+        rotate(engine, "d3", "y", grace).await,
+        RefreshOutcome::Unknown,
+        "the family is revoked"
+    );
+    assert_eq!(
+        engine.revoked_at(&dee.id).await.expect("revoked"),
+        Some(1_000)
     );
 }
 
@@ -262,6 +355,7 @@ async fn account_suite(engine: &dyn Engine) {
 async fn memory_engine_keeps_accounts() {
     let engine = MemoryEngine::new(settings(), Arc::new(Hub::new()));
     account_suite(&engine).await;
+    refresh_grace_suite(&engine).await;
 }
 
 #[tokio::test]
@@ -270,6 +364,7 @@ async fn redis_engine_keeps_accounts() {
     let stop = CancellationToken::new();
     let engine = redis_engine(&redis, &stop).await;
     account_suite(&engine).await;
+    refresh_grace_suite(&engine).await;
 
     // What sits in Redis is what docs/REDIS.md says.
     let mut conn = redis.client().await;
@@ -533,8 +628,13 @@ async fn redis_keys(redis: &RedisServer, pattern: &str) -> Vec<String> {
 async fn sign_up_verify_connect_refresh_reuse_and_logout() {
     let redis = RedisServer::start();
     let mut smtp = SmtpSink::start().await;
-    let a = Instance::start(mail_config(Some(&redis), &smtp, "inst-a")).await;
-    let b = Instance::start(mail_config(Some(&redis), &smtp, "inst-b")).await;
+    // No grace window: an immediate reuse is theft here (the window has its own test).
+    let no_grace = |instance| drawbridge::config::Config {
+        refresh_grace_secs: 0,
+        ..mail_config(Some(&redis), &smtp, instance)
+    };
+    let a = Instance::start(no_grace("inst-a")).await;
+    let b = Instance::start(no_grace("inst-b")).await;
 
     // Sign up on one instance; the code arrives by e-mail.
     let verification = sign_up(a.addr, "Ann", "Ann@Example.com", "correct horse").await;
@@ -851,21 +951,11 @@ async fn bad_inputs_are_refused_and_change_nothing() {
     assert!(redis_keys(&redis, "otp:*").await.is_empty());
     smtp.expect_none().await;
 
-    // A good sign-up, then the same address again: 409, the first account untouched.
+    // A good sign-up. (The same address again would replace it while it is unverified:
+    // an_unverified_sign_up_is_replaced_by_a_later_one; a verified one's is 409.)
     let verification = sign_up(a.addr, "Ann", "ann@example.com", "correct horse").await;
     let code = smtp.next_code("ann@example.com").await;
-    let before = redis_keys(&redis, "user*").await;
-    let (status, body) =
-        signup(json!({"name": "Eve", "email": "ANN@example.com", "password": "other password"}))
-            .await;
-    assert_eq!(status, 409, "{body}");
-    assert_eq!(body["code"], "EMAIL_TAKEN");
-    assert_eq!(redis_keys(&redis, "user*").await, before);
     let mut conn = redis.client().await;
-    let name: String = redis::AsyncCommands::hget(&mut conn, "user:ann@example.com", "name")
-        .await
-        .expect("hget");
-    assert_eq!(name, "Ann");
 
     let verify = |token: Option<String>, body: Value| async move {
         post(a.addr, "/api/v1/auth/verify-otp", token.as_deref(), body).await
@@ -1025,7 +1115,11 @@ fn verification_token() -> String {
 #[tokio::test]
 async fn the_embedded_engine_serves_the_same_flow() {
     let mut smtp = SmtpSink::start().await;
-    let a = Instance::start(mail_config(None, &smtp, "solo")).await;
+    let a = Instance::start(drawbridge::config::Config {
+        refresh_grace_secs: 0,
+        ..mail_config(None, &smtp, "solo")
+    })
+    .await;
     let verification = sign_up(a.addr, "Cy", "cy@example.com", "correct horse").await;
     let code = smtp.next_code("cy@example.com").await;
     let (status, body) = post(
@@ -1051,4 +1145,256 @@ async fn the_embedded_engine_serves_the_same_flow() {
         "the family was revoked"
     );
     a.stop().await;
+}
+
+/// Signs up and verifies `email` on `addr`: the refresh token.
+async fn verified(addr: SocketAddr, smtp: &mut SmtpSink, name: &str, email: &str) -> String {
+    let verification = sign_up(addr, name, email, "correct horse").await;
+    let code = smtp.next_code(email).await;
+    let (status, body) = post(
+        addr,
+        "/api/v1/auth/verify-otp",
+        Some(&verification),
+        json!({"otp": code}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    s(&body["refreshToken"]).to_owned()
+}
+
+/// Issue 15, finding 10: refreshes are limited per token, so colleagues behind one NAT do not
+/// use up each other's budget; one token hammered is limited.
+#[tokio::test]
+async fn refresh_is_limited_per_token_not_per_ip() {
+    let redis = RedisServer::start();
+    let mut smtp = SmtpSink::start().await;
+    let a = Instance::start(drawbridge::config::Config {
+        refresh_rate_limit: 2,
+        ..mail_config(Some(&redis), &smtp, "inst-a")
+    })
+    .await;
+    let mut tokens = Vec::new();
+    for (name, email) in [("Ann", "ann@example.com"), ("Bo", "bo@example.com")] {
+        tokens.push(verified(a.addr, &mut smtp, name, email).await);
+    }
+    // Six refreshes from one IP, three per user, each of a fresh token: all fine.
+    for _ in 0..3 {
+        for token in &mut tokens {
+            let (status, body) = refresh(a.addr, token).await;
+            assert_eq!(status, 200, "{body}");
+            *token = s(&body["refreshToken"]).to_owned();
+        }
+    }
+    // One made-up token presented over and over: refused, then limited.
+    let made_up = "f".repeat(64);
+    for _ in 0..2 {
+        assert_eq!(refresh(a.addr, &made_up).await.0, 401);
+    }
+    let limited = common::http_raw(
+        a.addr,
+        "POST",
+        "/api/v1/auth/refresh",
+        &[("Content-Type", "application/json")],
+        Some(&json!({"refreshToken": made_up}).to_string()),
+    )
+    .await;
+    assert_rate_limited(limited, 2, 900);
+}
+
+/// Issue 15, finding 9, over HTTP and a socket: two tabs refreshing one token both end up with
+/// the same live successor; the token presented after the grace window is theft, the family is
+/// revoked, and a socket opened with an access token issued before that is closed with 1008 at
+/// its next frame.
+#[tokio::test]
+async fn a_refresh_retried_within_the_grace_window_gets_the_same_token() {
+    let redis = RedisServer::start();
+    let mut smtp = SmtpSink::start().await;
+    let config = |instance| drawbridge::config::Config {
+        refresh_grace_secs: 1,
+        revocation_check_secs: 0,
+        ..mail_config(Some(&redis), &smtp, instance)
+    };
+    let a = Instance::start(config("inst-a")).await;
+    let b = Instance::start(config("inst-b")).await;
+    let verification = sign_up(a.addr, "Ann", "ann@example.com", "correct horse").await;
+    let code = smtp.next_code("ann@example.com").await;
+    let (status, body) = post(
+        a.addr,
+        "/api/v1/auth/verify-otp",
+        Some(&verification),
+        json!({"otp": code}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let access = s(&body["accessToken"]).to_owned();
+    let first = s(&body["refreshToken"]).to_owned();
+    let room = common::create_room_as(a.addr, &access).await;
+    let mut socket = common::Client::connect_with(b.addr, "ann", &access).await;
+    socket.join(&room).await;
+
+    // Two tabs (on two instances) refresh the same token at once.
+    let (one, two) = tokio::join!(refresh(a.addr, &first), refresh(b.addr, &first));
+    assert_eq!((one.0, two.0), (200, 200), "{one:?} {two:?}");
+    let next = s(&one.1["refreshToken"]).to_owned();
+    assert_eq!(
+        s(&two.1["refreshToken"]),
+        next,
+        "both get the same successor"
+    );
+    assert_ne!(next, first);
+    let (status, body) = refresh(a.addr, &next).await;
+    assert_eq!(status, 200, "the successor is live: {body}");
+    let third = s(&body["refreshToken"]).to_owned();
+
+    // After the window, the first token again is theft: the family goes.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let (status, body) = refresh(a.addr, &first).await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(body["code"], "TOKEN_REUSED");
+    assert_eq!(
+        refresh(a.addr, &third).await.0,
+        401,
+        "the family is revoked"
+    );
+
+    // The socket opened with an access token of the revoked family stops at its next frame.
+    socket.draw(&room, "after-theft").await;
+    let close = socket.until("CLOSE").await;
+    assert_eq!(close["code"], 1008);
+}
+
+/// Issue 15, finding 7: an unverified sign-up cannot hold an address. The real owner signs up
+/// again and gets it; what was sent for the first sign-up cannot verify the second (nor the
+/// other way round), so the squatter cannot have the owner verify an account the squatter
+/// knows the password of. A verified address stays taken.
+#[tokio::test]
+async fn an_unverified_sign_up_is_replaced_by_a_later_one() {
+    let redis = RedisServer::start();
+    let mut smtp = SmtpSink::start().await;
+    let a = Instance::start(mail_config(Some(&redis), &smtp, "inst-a")).await;
+    let squatter = sign_up(a.addr, "Squatter", "ann@example.com", "squatter pw 1").await;
+    let squatter_code = smtp.next_code("ann@example.com").await;
+    let owner = sign_up(a.addr, "Ann", "ann@example.com", "owner password").await;
+    let owner_code = smtp.next_code("ann@example.com").await;
+    let verify = |token: String, code: String| async move {
+        post(
+            a.addr,
+            "/api/v1/auth/verify-otp",
+            Some(&token),
+            json!({"otp": code}),
+        )
+        .await
+    };
+    // The squatter's token with the owner's code (which reached the owner's mailbox): refused.
+    let (status, body) = verify(squatter.clone(), owner_code.clone()).await;
+    assert_eq!(status, 401, "{body}");
+    // The squatter's own code died with the replaced account.
+    let (status, body) = verify(owner.clone(), squatter_code).await;
+    assert_ne!(status, 200, "{body}");
+    let (status, body) = verify(owner, owner_code).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["user"]["name"], "Ann");
+    assert_eq!(
+        sign_in(a.addr, "ann@example.com", "owner password").await.0,
+        200
+    );
+    assert_eq!(
+        sign_in(a.addr, "ann@example.com", "squatter pw 1").await.0,
+        401
+    );
+    // Verified, the address is taken for good.
+    let (status, body) = post(
+        a.addr,
+        "/api/v1/auth/signup",
+        None,
+        json!({"name": "Late", "email": "ann@example.com", "password": "another password"}),
+    )
+    .await;
+    assert_eq!(status, 409, "{body}");
+}
+
+/// Issue 15, finding 7: password reset by e-mailed code, on both engines. No answer tells
+/// whether an address has an account; the code has the verification code's tries; a reset
+/// signs every session out.
+#[tokio::test]
+async fn password_reset_by_emailed_code() {
+    let redis = RedisServer::start();
+    for engine in ["redis", "memory"] {
+        let mut smtp = SmtpSink::start().await;
+        let a = Instance::start(mail_config(
+            (engine == "redis").then_some(&redis),
+            &smtp,
+            "inst-a",
+        ))
+        .await;
+        let refresh_token = verified(a.addr, &mut smtp, "Ann", "ann@example.com").await;
+        let request = |email: &'static str| async move {
+            post(
+                a.addr,
+                "/api/v1/auth/reset/request",
+                None,
+                json!({"email": email}),
+            )
+            .await
+        };
+        let confirm = |email: &'static str, code: String, password: &'static str| async move {
+            post(
+                a.addr,
+                "/api/v1/auth/reset/confirm",
+                None,
+                json!({"email": email, "code": code, "password": password}),
+            )
+            .await
+        };
+        let known = request("ann@example.com").await;
+        let unknown = request("nobody@example.com").await;
+        assert_eq!(known, unknown, "{engine}: the same answer either way");
+        assert_eq!(known.0, 200);
+        let code = smtp.next_code("ann@example.com").await;
+        smtp.expect_none().await;
+
+        let wrong = confirm(
+            "ann@example.com",
+            wrong_code(&code).into(),
+            "new password 1",
+        )
+        .await;
+        let nobody = confirm("nobody@example.com", code.clone(), "new password 1").await;
+        assert_eq!(wrong.0, 400, "{engine}: {wrong:?}");
+        assert_eq!(wrong, nobody, "{engine}: the same refusal either way");
+
+        let (status, body) = confirm("ann@example.com", code, "new password 1").await;
+        assert_eq!(status, 200, "{engine}: {body}");
+        assert_eq!(
+            refresh(a.addr, &refresh_token).await.0,
+            401,
+            "{engine}: signed out"
+        );
+        assert_eq!(
+            sign_in(a.addr, "ann@example.com", "correct horse").await.0,
+            401
+        );
+        assert_eq!(
+            sign_in(a.addr, "ann@example.com", "new password 1").await.0,
+            200
+        );
+
+        // Five wrong tries kill a code, even for the right one after them.
+        request("ann@example.com").await;
+        let code = smtp.next_code("ann@example.com").await;
+        for _ in 0..5 {
+            let wrong = confirm(
+                "ann@example.com",
+                wrong_code(&code).into(),
+                "new password 2",
+            );
+            assert_eq!(wrong.await.0, 400);
+        }
+        let (status, _) = confirm("ann@example.com", code, "new password 2").await;
+        assert_eq!(status, 400, "{engine}: locked");
+        assert_eq!(
+            sign_in(a.addr, "ann@example.com", "new password 1").await.0,
+            200
+        );
+    }
 }

@@ -802,3 +802,373 @@ async fn rejoining_the_same_room_on_a_socket_causes_no_presence_churn() {
         alice.expect_none_of(kind, Duration::from_millis(200)).await;
     }
 }
+
+/// Issue 15, finding 5: a client that reads nothing at all, not even pings, while its room is
+/// busy. Its socket buffers fill, so the session's writes cannot complete; the overflow close
+/// and the write bound must still end it and remove its presence.
+#[tokio::test]
+async fn a_client_that_reads_nothing_at_all_is_dropped_and_leaves_the_room() {
+    use tokio::io::AsyncWriteExt;
+    let redis = RedisServer::start();
+    let mut cfg = config(Some(&redis), "inst-a");
+    cfg.send_queue = 8;
+    cfg.ping_interval_secs = 1;
+    cfg.ops_per_sec = 10_000;
+    cfg.ws_write_buffer = 1024;
+    let a = Instance::start(cfg).await;
+    let room = create_room(a.addr).await;
+    let mut alice = Client::joined(a.addr, "alice", &room).await;
+    let mut writer = Client::joined(a.addr, "writer", &room).await;
+    let mut mute = common::raw_ws(a.addr, &common::token("mute", "Mute"), 4096).await;
+    mute.write_all(&common::masked_text(&join_room(&room).to_string()))
+        .await
+        .expect("join");
+    while alice.until("USER_JOINED").await["payload"]["userId"] != "mute" {}
+    let points: Vec<Value> = (0..2500).map(|i| json!({"x": i, "y": i})).collect();
+    let flood = tokio::spawn({
+        let room = room.clone();
+        async move {
+            for n in 0..2_000 {
+                writer
+                    .send(json!({"type": "CANVAS_UPDATE", "payload": {"roomId": room,
+                        "canvasData": {"strokeId": format!("big{n}"), "points": points,
+                        "color": "#000", "width": 1}}}))
+                    .await;
+                writer.until("ACK").await;
+            }
+        }
+    });
+    // Alice reads everything; she must see the mute client leave while the flood goes on.
+    let left = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let v = alice.next().await.expect("alice keeps receiving");
+            if v["type"] == "USER_LEFT" && v["payload"]["userId"] == "mute" {
+                return v;
+            }
+        }
+    })
+    .await;
+    flood.abort();
+    let left = left.expect("the client that reads nothing was never dropped");
+    assert_eq!(left["payload"]["count"], 2);
+}
+
+/// Issue 15, finding 4: a connection that sends `JOIN_ROOM` in a loop is limited; the room
+/// sees a bounded number of presence frames and the joiner a clear `RATE_LIMITED`.
+#[tokio::test]
+async fn join_room_is_rate_limited_per_connection() {
+    let redis = RedisServer::start();
+    let mut cfg = config(Some(&redis), "inst-a");
+    cfg.joins_per_minute = 6;
+    cfg.join_burst = 3;
+    let a = Instance::start(cfg).await;
+    let room = create_room(a.addr).await;
+    let mut alice = Client::joined(a.addr, "alice", &room).await;
+    let mut looper = Client::connect(a.addr, "looper").await;
+    const JOINS: usize = 40;
+    for _ in 0..JOINS {
+        looper.send(join_room(&room)).await;
+    }
+    looper.send(json!({"type": "PING", "payload": {}})).await;
+    let frames = looper.frames_until("PONG").await;
+    let count = |kind: &str| frames.iter().filter(|f| f["type"] == kind).count();
+    let limited: Vec<&Value> = frames
+        .iter()
+        .filter(|f| f["type"] == "ERROR" && f["payload"]["code"] == "RATE_LIMITED")
+        .collect();
+    assert_eq!(count("INITIAL_STATE"), 3, "the burst is served");
+    assert_eq!(
+        limited.len(),
+        JOINS - 3,
+        "the rest are refused, each with an ERROR"
+    );
+    // The bystander got presence for the served joins only: everything the joins published
+    // reached her before a stroke published after them (one channel, in order).
+    looper.draw_acked(&room, "after-joins").await;
+    let seen = alice.frames_until("CANVAS_UPDATE").await;
+    let presence = seen
+        .iter()
+        .filter(|f| f["type"] == "USER_COUNT_UPDATED")
+        .count();
+    assert!(
+        presence <= 3,
+        "{presence} presence frames for 3 served joins"
+    );
+}
+
+/// Issue 15, finding 10: the addresses of one IPv6 /64 are one client to the limits.
+#[tokio::test]
+async fn ipv6_clients_are_counted_per_64() {
+    let redis = RedisServer::start();
+    let mut cfg = config(Some(&redis), "inst-a");
+    cfg.trusted_proxies = "127.0.0.1".into();
+    cfg.ws_upgrades_per_minute = 2;
+    let a = Instance::start(cfg).await;
+    let good = token("u1", "U");
+    let from = |client: &'static str| {
+        let mut request =
+            tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+                a.ws_url(&good),
+            )
+            .expect("request");
+        request
+            .headers_mut()
+            .insert("X-Forwarded-For", client.parse().expect("header"));
+        upgrade(request)
+    };
+    assert_eq!(from("2001:db8:1:2::1").await.0, 101);
+    assert_eq!(from("2001:db8:1:2::2").await.0, 101);
+    assert_eq!(from("2001:db8:1:2:ffff::3").await.0, 429, "same /64");
+    assert_eq!(from("2001:db8:1:3::1").await.0, 101, "another /64");
+    a.stop().await;
+}
+
+/// Issue 15, finding 10: with no allow-list any origin may call, but never with credentials;
+/// with one, a listed origin gets credentials and others get nothing.
+#[tokio::test]
+async fn an_empty_origin_list_never_grants_credentials() {
+    let open = Instance::start(config(None, "open")).await;
+    let preflight = [
+        ("Origin", "https://evil.example"),
+        ("Access-Control-Request-Method", "POST"),
+    ];
+    for (method, path, headers) in [
+        ("GET", "/healthz", &preflight[..1]),
+        ("OPTIONS", "/api/v1/rooms", &preflight[..]),
+    ] {
+        let (_, headers, _) = common::http_raw(open.addr, method, path, headers, None).await;
+        assert_eq!(
+            header(&headers, "access-control-allow-credentials"),
+            None,
+            "{method} {path}: {headers:?}"
+        );
+        assert_ne!(
+            header(&headers, "access-control-allow-origin"),
+            Some("https://evil.example"),
+            "{method} {path}: the origin is not echoed"
+        );
+    }
+    let mut cfg = config(None, "listed");
+    cfg.allowed_origins = "https://board.example".into();
+    let listed = Instance::start(cfg).await;
+    let (_, headers, _) = common::http_raw(
+        listed.addr,
+        "GET",
+        "/healthz",
+        &[("Origin", "https://board.example")],
+        None,
+    )
+    .await;
+    assert_eq!(
+        header(&headers, "access-control-allow-origin"),
+        Some("https://board.example")
+    );
+    assert_eq!(
+        header(&headers, "access-control-allow-credentials"),
+        Some("true")
+    );
+    let (_, headers, _) = common::http_raw(
+        listed.addr,
+        "GET",
+        "/healthz",
+        &[("Origin", "https://evil.example")],
+        None,
+    )
+    .await;
+    assert_eq!(header(&headers, "access-control-allow-origin"), None);
+}
+
+/// Issue 15, finding 10: a frame over the hard cap (four times `max_frame_bytes`) is answered
+/// with a 1009 close, not a dropped connection.
+#[tokio::test]
+async fn a_frame_over_the_hard_cap_closes_with_1009() {
+    let mut cfg = config(None, "solo");
+    cfg.max_frame_bytes = 1024;
+    let a = Instance::start(cfg).await;
+    let mut client = Client::connect(a.addr, "big").await;
+    let huge = format!(
+        r#"{{"type":"PING","payload":{{"pad":"{}"}}}}"#,
+        "x".repeat(10_000)
+    );
+    client
+        .send_raw(tokio_tungstenite::tungstenite::Message::text(huge))
+        .await;
+    let close = client
+        .next()
+        .await
+        .expect("a close frame, not a dropped connection");
+    assert_eq!(close, json!({"type": "CLOSE", "code": 1009}));
+}
+
+/// Issue 15, finding 10: guest tokens are limited per IP.
+#[tokio::test]
+async fn guest_tokens_are_limited_per_ip() {
+    let mut cfg = config(None, "solo");
+    cfg.guest_rate_limit = 2;
+    let a = Instance::start(cfg).await;
+    let body = json!({"name": "Guest"});
+    for _ in 0..2 {
+        let (status, _, text) = http(a.addr, "POST", "/api/v1/auth/guest", None, Some(&body)).await;
+        assert_eq!(status, 200, "{text}");
+    }
+    let (status, headers, _) = http(a.addr, "POST", "/api/v1/auth/guest", None, Some(&body)).await;
+    assert_eq!(status, 429);
+    assert!(header(&headers, "retry-after").is_some());
+}
+
+/// Issue 15, finding 6: connections that send nothing, trickle a request head, or sit idle
+/// after a response are closed once `http_header_timeout_secs` has passed.
+#[tokio::test]
+async fn silent_trickling_and_idle_connections_are_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut cfg = config(None, "solo");
+    cfg.http_header_timeout_secs = 1;
+    let a = Instance::start(cfg).await;
+    let mut sockets = Vec::new();
+    for i in 0..12 {
+        let mut socket = tokio::net::TcpStream::connect(a.addr)
+            .await
+            .expect("connect");
+        let sent: &[u8] = match i % 3 {
+            0 => b"",
+            1 => b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: a",
+            _ => b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+        };
+        socket.write_all(sent).await.expect("write");
+        sockets.push(socket);
+    }
+    for (i, mut socket) in sockets.into_iter().enumerate() {
+        let mut seen = Vec::new();
+        let ended =
+            tokio::time::timeout(Duration::from_secs(10), socket.read_to_end(&mut seen)).await;
+        assert!(ended.is_ok(), "connection {i} was left open");
+        if i % 3 == 2 {
+            assert!(
+                seen.starts_with(b"HTTP/1.1 200"),
+                "the idle one was answered first"
+            );
+        }
+    }
+}
+
+/// Issue 15, finding 6: open connections per client IP are capped, WebSockets included, and
+/// a closed one frees its slot.
+#[tokio::test]
+async fn open_connections_per_ip_are_capped() {
+    let mut cfg = config(None, "solo");
+    cfg.max_connections_per_ip = 3;
+    let a = Instance::start(cfg).await;
+    let first = Client::connect(a.addr, "one").await;
+    let _second = Client::connect(a.addr, "two").await;
+    let _idle = tokio::net::TcpStream::connect(a.addr)
+        .await
+        .expect("connect");
+    let (status, _, _) = http(a.addr, "GET", "/healthz", None, None).await;
+    assert_eq!(status, 0, "a fourth connection from the same IP is refused");
+    first.close().await;
+    common::wait_until("a slot is given back", common::WAIT, || async {
+        http(a.addr, "GET", "/healthz", None, None).await.0 == 200
+    })
+    .await;
+    let metric = metrics(a.addr).await;
+    assert!(metric("drawbridge_connections_refused_per_ip_total") >= 1.0);
+}
+
+/// Issue 15, finding 11: upgrades beyond this instance's admission rate are turned away with
+/// 503 and a `Retry-After`, before they cost anything else.
+#[tokio::test]
+async fn upgrades_beyond_the_admission_rate_get_503_with_retry_after() {
+    let mut cfg = config(None, "solo");
+    cfg.upgrades_per_sec = 2;
+    let a = Instance::start(cfg).await;
+    let good = token("u1", "U");
+    assert_eq!(upgrade(a.ws_url(&good)).await.0, 101);
+    assert_eq!(upgrade(a.ws_url(&good)).await.0, 101);
+    let (status, headers) = upgrade(a.ws_url(&good)).await;
+    assert_eq!(status, 503, "{headers:?}");
+    let retry = header(&headers, "retry-after").and_then(|v| v.parse::<u64>().ok());
+    assert!(retry.is_some_and(|s| (1..=10).contains(&s)), "{headers:?}");
+}
+
+/// Issue 15, finding 11: a client further behind than `replay_max_events` gets the board, not
+/// one huge `REPLAY`; a client a little behind still gets its `REPLAY`.
+#[tokio::test]
+async fn a_client_far_behind_gets_the_board_instead_of_a_long_replay() {
+    let redis = RedisServer::start();
+    let mut cfg = config(Some(&redis), "inst-a");
+    cfg.replay_max_events = 3;
+    let a = Instance::start(cfg).await;
+    let room = create_room(a.addr).await;
+    let mut alice = Client::connect(a.addr, "alice").await;
+    let state = alice.join(&room).await;
+    let epoch = state["payload"]["epoch"].clone();
+    for n in 0..5 {
+        alice.draw_acked(&room, &format!("s{n}")).await;
+    }
+    let mut far = Client::connect(a.addr, "far").await;
+    let board = far
+        .join_with(join_room_since(&room, 0, &epoch), "INITIAL_STATE")
+        .await;
+    assert_eq!(stroke_ids(&board).len(), 5);
+    let mut near = Client::connect(a.addr, "near").await;
+    let replay = near
+        .join_with(join_room_since(&room, 3, &epoch), "REPLAY")
+        .await;
+    assert_eq!(
+        replay["payload"]["events"].as_array().map(Vec::len),
+        Some(2)
+    );
+}
+
+/// Issue 15, finding 4: what the page does after each undo, re-join its room with `since` to
+/// learn the effect, is catching up, not joining: it counts against the op budget, so a burst
+/// of undos is never refused as too many joins.
+#[tokio::test]
+async fn catching_up_in_the_same_room_is_not_limited_as_a_join() {
+    let redis = RedisServer::start();
+    let mut cfg = config(Some(&redis), "inst-a");
+    cfg.joins_per_minute = 6;
+    cfg.join_burst = 3;
+    let a = Instance::start(cfg).await;
+    let room = create_room(a.addr).await;
+    let mut alice = Client::connect(a.addr, "alice").await;
+    let state = alice.join(&room).await;
+    let epoch = state["payload"]["epoch"].clone();
+    for n in 0..10u64 {
+        let ack = alice.draw_acked(&room, &format!("s{n}")).await;
+        let seq = ack["payload"]["seq"].as_u64().expect("seq");
+        let replay = alice
+            .join_with(join_room_since(&room, seq - 1, &epoch), "REPLAY")
+            .await;
+        assert_eq!(replay["payload"]["seq"], seq, "catch-up {n}");
+    }
+}
+
+/// Issue 15, finding 6: a request whose body trickles in is answered 408 once
+/// `http_request_timeout_secs` has passed, and its connection closed.
+#[tokio::test]
+async fn a_request_body_that_never_arrives_gets_408() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut cfg = config(None, "solo");
+    cfg.http_request_timeout_secs = 1;
+    let a = Instance::start(cfg).await;
+    let mut socket = tokio::net::TcpStream::connect(a.addr)
+        .await
+        .expect("connect");
+    socket
+        .write_all(
+            b"POST /api/v1/auth/guest HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+              Content-Length: 100\r\n\r\n{\"name\":",
+        )
+        .await
+        .expect("write");
+    let mut answer = Vec::new();
+    let ended =
+        tokio::time::timeout(Duration::from_secs(10), socket.read_to_end(&mut answer)).await;
+    assert!(ended.is_ok(), "the connection was left open");
+    assert!(
+        answer.starts_with(b"HTTP/1.1 408"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+}

@@ -213,6 +213,36 @@ pub fn refresh_hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
+/// The successor of a refresh token, sealed with that token (XOR with a SHA-512 keystream of
+/// it) so that what the store keeps for the grace window is useless without the presented
+/// token, which the store never had in clear.
+pub fn seal_successor(presented: &str, successor: &str) -> String {
+    hex::encode(xor_keystream(presented, successor.as_bytes()))
+}
+
+/// The successor sealed by [`seal_successor`], given the same presented token; `None` if the
+/// seal is not ours.
+pub fn open_successor(presented: &str, sealed: &str) -> Option<String> {
+    let bytes = hex::decode(sealed).ok()?;
+    let opened = String::from_utf8(xor_keystream(presented, &bytes)).ok()?;
+    // Our tokens are hex; anything else means a different presented token opened it.
+    (!opened.is_empty() && opened.bytes().all(|b| b.is_ascii_hexdigit())).then_some(opened)
+}
+
+fn xor_keystream(presented: &str, data: &[u8]) -> Vec<u8> {
+    use sha2::Sha512;
+    let mut out = Vec::with_capacity(data.len());
+    for (block, chunk) in data.chunks(64).enumerate() {
+        let key = Sha512::new()
+            .chain_update(b"drawbridge refresh grace\0")
+            .chain_update((block as u64).to_be_bytes())
+            .chain_update(presented.as_bytes())
+            .finalize();
+        out.extend(chunk.iter().zip(key.iter()).map(|(d, k)| d ^ k));
+    }
+    out
+}
+
 /// The trimmed token, unless it is empty or far too long to be one of ours.
 pub fn parse_refresh_token(raw: &str) -> Option<&str> {
     let token = raw.trim();
@@ -227,6 +257,16 @@ pub fn new_user_id() -> UserId {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sealed_successor_opens_only_with_the_presented_token() {
+        let (old, next) = (new_refresh_token(), new_refresh_token());
+        let sealed = seal_successor(&old, &next);
+        assert!(!sealed.contains(&next));
+        assert_eq!(open_successor(&old, &sealed), Some(next));
+        assert_eq!(open_successor(&new_refresh_token(), &sealed), None);
+        assert_eq!(open_successor(&old, "zz"), None);
+    }
 
     #[test]
     fn every_bad_field_is_reported_at_once() {

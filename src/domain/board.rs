@@ -732,8 +732,10 @@ fn reverse_restore<B: Board>(
             continue;
         };
         let patch = crate::domain::history::patch_between(restored, before);
+        // A patch sets only what a client may set: an element that was another kind, or
+        // someone else's (an id reused after a delete), comes back whole.
         let next = match current.patched(&patch, cx.limits) {
-            Ok((next, _)) if next.kind == before.kind => next,
+            Ok((next, _)) if next.kind == before.kind && next.user_id == before.user_id => next,
             _ => (*before).clone(),
         };
         r.stage(&next.id, Some(next.clone()));

@@ -34,6 +34,11 @@ struct VerifyClaims {
     typ: String,
     iat: u64,
     exp: u64,
+    /// The account the token was minted for: a later sign-up that replaced that (unverified)
+    /// account under the same address must not be verified with it. Absent in tokens minted
+    /// before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    uid: Option<String>,
 }
 
 #[derive(Debug, Error, PartialEq)]
@@ -111,8 +116,38 @@ impl TokenKeys {
             typ: "verify".to_owned(),
             iat: now,
             exp: now + ttl_secs,
+            uid: None,
         };
         self.sign(&claims)
+    }
+
+    /// A verification token for `email` bound to the account `user`.
+    pub fn issue_verification_for(
+        &self,
+        email: &str,
+        user: &UserId,
+        ttl_secs: u64,
+        now: u64,
+    ) -> Result<String, TokenError> {
+        let claims = VerifyClaims {
+            sub: email.to_owned(),
+            typ: "verify".to_owned(),
+            iat: now,
+            exp: now + ttl_secs,
+            uid: Some(user.to_string()),
+        };
+        self.sign(&claims)
+    }
+
+    /// Like [`verify_verification`](Self::verify_verification), with the account the token is
+    /// bound to, if it names one.
+    pub fn verify_verification_for(
+        &self,
+        token: &str,
+        now: u64,
+    ) -> Result<(String, Option<UserId>), TokenError> {
+        let claims = self.decode(token, "verify", now, |c: &VerifyClaims| (&c.typ, c.exp))?;
+        Ok((claims.sub, claims.uid.map(UserId::new)))
     }
 
     /// The e-mail address a verification token was minted for. Same checks as

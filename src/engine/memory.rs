@@ -14,8 +14,8 @@ use parking_lot::Mutex;
 
 use super::{
     Engine, EngineError, EngineResult, EngineSettings, History, JoinOutcome, JoinRequest, LogSlice,
-    Op, OpOutcome, OpsPage, OtpOutcome, Past, RateDecision, RefreshOutcome, RoomInfo, RoomView,
-    ViewBody, delivery as engine_delivery, now_ms, op_field,
+    Op, OpOutcome, OpsPage, OtpOutcome, PasswordReset, Past, RateDecision, RefreshOutcome,
+    RoomInfo, RoomView, Rotation, ViewBody, delivery as engine_delivery, now_ms, op_field,
 };
 use crate::domain::accounts::Account;
 use crate::domain::board::{
@@ -655,8 +655,15 @@ impl Engine for MemoryEngine {
         email: &str,
         code_hash: &str,
         max_tries: u32,
+        account: Option<&UserId>,
     ) -> EngineResult<OtpOutcome> {
-        Ok(self.accounts.confirm_otp(email, code_hash, max_tries))
+        Ok(self
+            .accounts
+            .confirm_otp(email, code_hash, max_tries, account))
+    }
+
+    async fn reset_password(&self, reset: PasswordReset<'_>) -> EngineResult<OtpOutcome> {
+        Ok(self.accounts.reset_password(reset))
     }
 
     async fn store_refresh(
@@ -669,13 +676,12 @@ impl Engine for MemoryEngine {
         Ok(())
     }
 
-    async fn rotate_refresh(
-        &self,
-        old_hash: &str,
-        new_hash: &str,
-        ttl: Duration,
-    ) -> EngineResult<RefreshOutcome> {
-        Ok(self.accounts.rotate_refresh(old_hash, new_hash, ttl))
+    async fn rotate_refresh(&self, rotation: Rotation<'_>) -> EngineResult<RefreshOutcome> {
+        Ok(self.accounts.rotate_refresh(rotation))
+    }
+
+    async fn revoked_at(&self, user: &UserId) -> EngineResult<Option<u64>> {
+        Ok(self.accounts.revoked_at(user))
     }
 
     async fn revoke_refresh(&self, token_hash: &str) -> EngineResult<()> {

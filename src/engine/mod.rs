@@ -221,11 +221,45 @@ pub enum OtpOutcome {
     Missing,
 }
 
+/// A password reset by e-mailed code.
+#[derive(Clone, Copy, Debug)]
+pub struct PasswordReset<'a> {
+    pub email: &'a str,
+    pub code_hash: &'a str,
+    pub max_tries: u32,
+    pub password_hash: &'a str,
+    /// Now, in Unix seconds: recorded as the revocation time of the user's sessions.
+    pub now: u64,
+    /// How long that revocation time is kept (as long as any refresh token could live).
+    pub keep: Duration,
+}
+
+/// One refresh: the presented token's hash and its successor's.
+#[derive(Clone, Copy, Debug)]
+pub struct Rotation<'a> {
+    pub old_hash: &'a str,
+    pub new_hash: &'a str,
+    /// The successor token sealed with the presented one
+    /// ([`seal_successor`](crate::domain::accounts::seal_successor)): kept for `grace`, so a
+    /// retry of the same refresh gets the same successor, and useless to anyone without the
+    /// presented token.
+    pub sealed_next: &'a str,
+    /// Lifetime of the new token (and of the memory of the old one, for reuse detection).
+    pub ttl: Duration,
+    /// How long after this rotation presenting the old token again is a retry, not theft.
+    pub grace: Duration,
+    /// Now, in Unix seconds: recorded as the revocation time if the family is revoked.
+    pub now: u64,
+}
+
 /// What presenting a refresh token did.
 #[derive(Debug, PartialEq, Eq)]
 pub enum RefreshOutcome {
     /// The token was live: it is dead now and the new one is stored in its place.
     Rotated(UserId),
+    /// The token was rotated less than the grace window ago (two tabs, a retried request): the
+    /// successor it was rotated into, still sealed with the presented token.
+    Repeated { user: UserId, sealed_next: String },
     /// The token had already been rotated: presumed stolen, so every refresh token of the user
     /// has been revoked.
     Reused(UserId),
@@ -273,7 +307,9 @@ pub trait Engine: Send + Sync + 'static {
         window: Duration,
     ) -> EngineResult<RateDecision>;
 
-    /// Stores a new account unless its e-mail is taken; `false` when it is.
+    /// Stores a new account unless a verified account has its e-mail; `false` then. An
+    /// unverified account under the address is replaced, with its pending code (an address
+    /// is held only by whoever proves it is theirs).
     async fn create_account(&self, account: &Account) -> EngineResult<bool>;
 
     /// The account registered under a (normalised) e-mail address.
@@ -287,12 +323,22 @@ pub trait Engine: Send + Sync + 'static {
 
     /// Checks a code's hash and, atomically with a match, consumes it and marks the account
     /// verified. Every wrong try counts, even concurrent ones.
+    /// With `account`, the code verifies only that account: one that replaced it under the
+    /// same address finds the code [`OtpOutcome::Missing`].
     async fn confirm_otp(
         &self,
         email: &str,
         code_hash: &str,
         max_tries: u32,
+        account: Option<&UserId>,
     ) -> EngineResult<OtpOutcome>;
+
+    /// Checks a password-reset code (stored with [`store_otp`](Engine::store_otp)) of a
+    /// verified account, with the same tries and lockout as a verification code; on a match,
+    /// atomically: the code is consumed, the password hash replaced, every refresh token of
+    /// the user revoked and the time recorded (see [`revoked_at`](Engine::revoked_at)).
+    /// [`OtpOutcome::Verified`] means done.
+    async fn reset_password(&self, reset: PasswordReset<'_>) -> EngineResult<OtpOutcome>;
 
     /// Stores a new refresh token (by hash) for `user`, in that user's family.
     async fn store_refresh(
@@ -302,14 +348,15 @@ pub trait Engine: Send + Sync + 'static {
         ttl: Duration,
     ) -> EngineResult<()>;
 
-    /// Atomically kills the presented token and stores its successor, or detects reuse of an
-    /// already rotated token and then revokes the user's whole family.
-    async fn rotate_refresh(
-        &self,
-        old_hash: &str,
-        new_hash: &str,
-        ttl: Duration,
-    ) -> EngineResult<RefreshOutcome>;
+    /// Atomically kills the presented token and stores its successor; or, for a token rotated
+    /// within the grace window, returns that rotation's sealed successor; or detects reuse of
+    /// an older rotated token and then revokes the user's whole family, recording when (see
+    /// [`revoked_at`](Engine::revoked_at)).
+    async fn rotate_refresh(&self, rotation: Rotation<'_>) -> EngineResult<RefreshOutcome>;
+
+    /// When the user's refresh-token family was last revoked (Unix seconds): access tokens
+    /// issued up to then are no longer honoured on open sockets.
+    async fn revoked_at(&self, user: &UserId) -> EngineResult<Option<u64>>;
 
     /// Kills one refresh token (logout). Unknown tokens are ignored.
     async fn revoke_refresh(&self, token_hash: &str) -> EngineResult<()>;

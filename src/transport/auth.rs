@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{ConnectInfo, State};
@@ -28,8 +29,8 @@ use crate::domain::accounts::{
     self, Account, OTP_MAX_TRIES, OTP_TTL, REFRESH_TTL, VERIFICATION_TTL_SECS,
 };
 use crate::domain::token::TokenError;
-use crate::engine::{EngineError, OtpOutcome, RefreshOutcome};
-use crate::mail::verification_mail;
+use crate::engine::{EngineError, OtpOutcome, PasswordReset, RefreshOutcome, Rotation};
+use crate::mail::{reset_mail, verification_mail};
 
 /// Argon2 takes ~20 MiB and tens of milliseconds per hash; this many at once per instance
 /// keeps a burst of sign-ins from starving the blocking pool or the memory.
@@ -48,6 +49,8 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/api/v1/auth/logout", post(logout))
         .route("/api/home/logout", post(logout))
         .route("/api/user/logout", post(logout))
+        .route("/api/v1/auth/reset/request", post(reset_request))
+        .route("/api/v1/auth/reset/confirm", post(reset_confirm))
         .route("/api/v1/me", get(me))
         .route("/api/user/me", get(me))
 }
@@ -76,6 +79,24 @@ pub struct VerifyRequest {
 pub struct SigninRequest {
     #[schema(required = true, value_type = String, example = "ann@example.com")]
     email: Option<String>,
+    #[schema(required = true, value_type = String)]
+    password: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct ResetRequest {
+    #[schema(required = true, value_type = String, example = "ann@example.com")]
+    email: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct ResetConfirm {
+    #[schema(required = true, value_type = String, example = "ann@example.com")]
+    email: Option<String>,
+    /// The 6-digit code from the e-mail (a string or a number).
+    #[schema(required = true, value_type = String, example = "123456")]
+    code: Option<Value>,
+    /// The new password, 8 to 128 characters.
     #[schema(required = true, value_type = String)]
     password: Option<String>,
 }
@@ -156,9 +177,14 @@ async fn send_code(app: &AppState, account: &Account) -> Result<bool, Rejection>
     }
 }
 
-fn verification_token(app: &AppState, email: &str) -> Result<String, EngineError> {
+fn verification_token(app: &AppState, account: &Account) -> Result<String, EngineError> {
     app.tokens
-        .issue_verification(email, VERIFICATION_TTL_SECS, crate::unix_now())
+        .issue_verification_for(
+            &account.email,
+            &account.id,
+            VERIFICATION_TTL_SECS,
+            crate::unix_now(),
+        )
         .map_err(|_| internal("token signing"))
 }
 
@@ -209,7 +235,7 @@ async fn session(
     responses(
         (status = 201, description = "account created, code e-mailed", body = SignupResponse),
         (status = 400, description = "a field is missing or invalid; the message names each", body = ErrorBody),
-        (status = 409, description = "an account with this e-mail exists", body = ErrorBody),
+        (status = 409, description = "a verified account has this e-mail (an unverified one is replaced)", body = ErrorBody),
         (status = 429, description = "too many sign-ups from this IP", body = ErrorBody,
             headers(("Retry-After" = u64, description = "seconds to wait"))),
         (status = 503, description = "shared state unreachable", body = ErrorBody),
@@ -244,7 +270,14 @@ async fn sign_up(
         )
     };
     // Checked first so that a taken address costs no hashing; create_account decides races.
-    if app.engine.account(&signup.email).await?.is_some() {
+    // Only a verified account holds its address: an unverified one is replaced, so nobody
+    // can squat an address they cannot read mail for.
+    if app
+        .engine
+        .account(&signup.email)
+        .await?
+        .is_some_and(|a| a.verified)
+    {
         return Err(taken().into());
     }
     let account = Account {
@@ -271,7 +304,7 @@ async fn sign_up(
         Json(json!({
             "success": true,
             "message": message,
-            "verificationToken": verification_token(app, &account.email)?,
+            "verificationToken": verification_token(app, &account)?,
             "user": user_json(&account),
         })),
     )
@@ -312,9 +345,9 @@ async fn verify(
     let token = bearer(headers).ok_or_else(|| {
         ApiError::unauthorized("send the verificationToken from sign-up as Authorization: Bearer")
     })?;
-    let email = app
+    let (email, bound_to) = app
         .tokens
-        .verify_verification(token, crate::unix_now())
+        .verify_verification_for(token, crate::unix_now())
         .map_err(|e| match e {
             TokenError::Expired => {
                 ApiError::unauthorized("the verification token has expired: sign in for a new one")
@@ -331,7 +364,10 @@ async fn verify(
         })
         .ok_or_else(|| ApiError::bad_request("otp must be the 6-digit code from the e-mail"))?;
     let hash = accounts::otp_hash(&app.otp_pepper, &email, &code);
-    let outcome = app.engine.confirm_otp(&email, &hash, OTP_MAX_TRIES).await?;
+    let outcome = app
+        .engine
+        .confirm_otp(&email, &hash, OTP_MAX_TRIES, bound_to.as_ref())
+        .await?;
     let bad = |code, message: String| ApiError::new(StatusCode::BAD_REQUEST, code, message);
     match outcome {
         OtpOutcome::Verified => {}
@@ -352,6 +388,10 @@ async fn verify(
         OtpOutcome::Missing => {
             let account = app.engine.account(&email).await?;
             return Err(match account {
+                Some(a) if bound_to.as_ref().is_some_and(|b| b != &a.id) => ApiError::unauthorized(
+                    "a newer sign-up replaced this one: use the code and token of that one, \
+                         or sign up again",
+                ),
                 Some(a) if a.verified => ApiError::new(
                     StatusCode::CONFLICT,
                     "ALREADY_VERIFIED",
@@ -434,7 +474,7 @@ async fn sign_in(
                 "success": false,
                 "code": "UNVERIFIED",
                 "message": message,
-                "verificationToken": verification_token(app, &account.email)?,
+                "verificationToken": verification_token(app, &account)?,
                 "user": user_json(&account),
             })),
         )
@@ -463,7 +503,7 @@ pub async fn refresh(
     headers: HeaderMap,
     request: Result<Json<RefreshRequest>, JsonRejection>,
 ) -> Response {
-    let rule = Rule::refresh(&app.config);
+    let rule = Rule::refresh_ip(&app.config);
     limits::guarded(&app, rule, peer, &headers, rotate(&app, request)).await
 }
 
@@ -475,14 +515,31 @@ async fn rotate(
     let presented = required(request.refresh_token, "refreshToken")?;
     let invalid = || ApiError::unauthorized("the refresh token is invalid, expired or revoked");
     let presented = accounts::parse_refresh_token(&presented).ok_or_else(invalid)?;
+    let presented_hash = accounts::refresh_hash(presented);
+    limits::check(app, Rule::refresh(&app.config), &presented_hash).await?;
     let next = accounts::new_refresh_token();
     let next_hash = accounts::refresh_hash(&next);
+    let sealed_next = accounts::seal_successor(presented, &next);
     let outcome = app
         .engine
-        .rotate_refresh(&accounts::refresh_hash(presented), &next_hash, REFRESH_TTL)
+        .rotate_refresh(Rotation {
+            old_hash: &presented_hash,
+            new_hash: &next_hash,
+            sealed_next: &sealed_next,
+            ttl: REFRESH_TTL,
+            grace: Duration::from_secs(app.config.refresh_grace_secs),
+            now: crate::unix_now(),
+        })
         .await?;
-    let user = match outcome {
-        RefreshOutcome::Rotated(user) => user,
+    let (user, next) = match outcome {
+        RefreshOutcome::Rotated(user) => (user, next),
+        // The same refresh moments ago (a second tab, a retry after a lost answer): the same
+        // successor, so both callers end up holding one live token instead of a revoked family.
+        RefreshOutcome::Repeated { user, sealed_next } => {
+            let successor = accounts::open_successor(presented, &sealed_next)
+                .ok_or_else(|| internal("sealed refresh successor"))?;
+            (user, successor)
+        }
         RefreshOutcome::Reused(user) => {
             tracing::warn!(%user, "a rotated refresh token was reused: every session revoked");
             return Err(ApiError::new(
@@ -496,7 +553,9 @@ async fn rotate(
         RefreshOutcome::Unknown => return Err(invalid().into()),
     };
     let Some(account) = app.engine.account_by_id(&user).await? else {
-        app.engine.revoke_refresh(&next_hash).await?;
+        app.engine
+            .revoke_refresh(&accounts::refresh_hash(&next))
+            .await?;
         return Err(invalid().into());
     };
     session(app, &account, Some(next), "token refreshed").await
@@ -555,4 +614,158 @@ pub async fn me(
         }),
     };
     Ok(Json(json!({"success": true, "user": user})).into_response())
+}
+
+/// What a reset code is hashed under: never the same as a verification code of the address,
+/// so one can never be used as the other.
+fn reset_subject(email: &str) -> String {
+    format!("reset\0{email}")
+}
+
+/// Ask for a password-reset code by e-mail. The answer is the same whether or not an account
+/// has the address, and is given before anything is looked up, so neither it nor its timing
+/// tells who has an account.
+#[utoipa::path(
+    post, path = "/api/v1/auth/reset/request", tag = "accounts",
+    request_body = ResetRequest,
+    responses(
+        (status = 200, description = "if a verified account has this address, a code is on its way", body = MessageResponse),
+        (status = 400, description = "not an e-mail address", body = ErrorBody),
+        (status = 429, description = "too many requests from this IP", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "seconds to wait"))),
+    )
+)]
+pub async fn reset_request(
+    State(app): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    request: Result<Json<ResetRequest>, JsonRejection>,
+) -> Response {
+    let rule = Rule::reset(&app.config);
+    limits::guarded(&app, rule, peer, &headers, request_reset(&app, request)).await
+}
+
+async fn request_reset(
+    app: &Arc<AppState>,
+    request: Result<Json<ResetRequest>, JsonRejection>,
+) -> Result<Response, Rejection> {
+    let request = body(request, "{email}")?;
+    let email = request
+        .email
+        .as_deref()
+        .ok_or_else(|| "email is required".to_owned())
+        .and_then(accounts::normalize_email)
+        .map_err(ApiError::bad_request)?;
+    // Tracked with the sessions, so a drain waits for a mail being sent.
+    let background = app.clone();
+    app.sessions.spawn(async move {
+        if let Err(e) = send_reset_code(&background, &email).await {
+            tracing::warn!(error = ?e, "a password-reset code could not be sent");
+        }
+    });
+    Ok(Json(json!({
+        "success": true,
+        "message": "if an account has this address, a code to reset its password is on its way",
+    }))
+    .into_response())
+}
+
+async fn send_reset_code(app: &AppState, email: &str) -> Result<(), Rejection> {
+    let Some(account) = app.engine.account(email).await?.filter(|a| a.verified) else {
+        // An unverified account is claimed by signing up again, not by a reset.
+        return Ok(());
+    };
+    if limits::check(app, Rule::otp_send(&app.config), email)
+        .await
+        .is_err()
+    {
+        return Ok(());
+    }
+    let code = accounts::new_otp();
+    let hash = accounts::otp_hash(&app.otp_pepper, &reset_subject(email), &code);
+    app.engine.store_otp(email, &hash, OTP_TTL).await?;
+    if let Err(e) = app
+        .mailer
+        .send(&reset_mail(email, &account.name, &code))
+        .await
+    {
+        tracing::error!(error = %e, "the password-reset code could not be e-mailed");
+    }
+    Ok(())
+}
+
+/// Set a new password with the e-mailed code: every refresh token of the account is revoked
+/// (and its open sockets close at their next check). A code has 5 tries, like a verification
+/// code, and checks are limited per IP like `verify-otp`. Every failure gets the same answer,
+/// so it does not tell whether the address has an account.
+#[utoipa::path(
+    post, path = "/api/v1/auth/reset/confirm", tag = "accounts",
+    request_body = ResetConfirm,
+    responses(
+        (status = 200, description = "password changed; every session signed out", body = MessageResponse),
+        (status = 400, description = "a field is invalid (BAD_REQUEST), or the code is wrong, expired or used up (INVALID_CODE)", body = ErrorBody),
+        (status = 429, description = "too many code checks from this IP", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "seconds to wait"))),
+    )
+)]
+pub async fn reset_confirm(
+    State(app): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    request: Result<Json<ResetConfirm>, JsonRejection>,
+) -> Response {
+    let rule = Rule::verify_otp(&app.config);
+    limits::guarded(&app, rule, peer, &headers, confirm_reset(&app, request)).await
+}
+
+async fn confirm_reset(
+    app: &AppState,
+    request: Result<Json<ResetConfirm>, JsonRejection>,
+) -> Result<Response, Rejection> {
+    let request = body(request, "{email, code, password}")?;
+    let email = request
+        .email
+        .as_deref()
+        .ok_or_else(|| "email is required".to_owned())
+        .and_then(accounts::normalize_email)
+        .map_err(ApiError::bad_request)?;
+    let code = request
+        .code
+        .and_then(|v| match v {
+            Value::String(s) => accounts::parse_otp(&s),
+            Value::Number(n) => accounts::parse_otp(&n.to_string()),
+            _ => None,
+        })
+        .ok_or_else(|| ApiError::bad_request("code must be the 6-digit code from the e-mail"))?;
+    let password = request
+        .password
+        .ok_or_else(|| "password is required".to_owned())
+        .and_then(|p| accounts::validate_password(&p).map(|()| p))
+        .map_err(ApiError::bad_request)?;
+    let code_hash = accounts::otp_hash(&app.otp_pepper, &reset_subject(&email), &code);
+    let password_hash = hash_password(password).await?;
+    let outcome = app
+        .engine
+        .reset_password(PasswordReset {
+            email: &email,
+            code_hash: &code_hash,
+            max_tries: OTP_MAX_TRIES,
+            password_hash: &password_hash,
+            now: crate::unix_now(),
+            keep: REFRESH_TTL,
+        })
+        .await?;
+    if outcome != OtpOutcome::Verified {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "INVALID_CODE",
+            "the code is wrong, has expired or has been tried too often: request a new one",
+        )
+        .into());
+    }
+    Ok(Json(json!({
+        "success": true,
+        "message": "password changed; every session was signed out: sign in with the new password",
+    }))
+    .into_response())
 }

@@ -60,6 +60,19 @@ pub fn parse_list(list: &str) -> Result<Vec<IpNet>, Vec<String>> {
     if bad.is_empty() { Ok(nets) } else { Err(bad) }
 }
 
+/// What per-client limits count an address as: an IPv4 address alone, an IPv6 address by its
+/// /64. One IPv6 subscriber usually holds a whole /64 (often much more) and can pick any
+/// address in it, so counting per /128 would give one client 2^64 budgets.
+pub fn subject(ip: IpAddr) -> String {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => {
+            let prefix = u128::from(v6) & (u128::MAX << 64);
+            format!("{}/64", std::net::Ipv6Addr::from(prefix))
+        }
+    }
+}
+
 /// The client's address as far as it can be trusted.
 pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
     let peer = peer.to_canonical();
@@ -124,6 +137,21 @@ mod tests {
             Err(vec!["bad".into(), "1.2.3.4/40".into()])
         );
         assert_eq!(parse_list(""), Ok(Vec::new()));
+    }
+
+    #[test]
+    fn ipv6_clients_count_per_64() {
+        assert_eq!(subject(ip("203.0.113.9")), "203.0.113.9");
+        assert_eq!(subject(ip("::ffff:203.0.113.9")), "203.0.113.9");
+        assert_eq!(subject(ip("2001:db8:1:2:aaaa::1")), "2001:db8:1:2::/64");
+        assert_eq!(
+            subject(ip("2001:db8:1:2:ffff:ffff:ffff:ffff")),
+            subject(ip("2001:db8:1:2::7"))
+        );
+        assert_ne!(
+            subject(ip("2001:db8:1:3::1")),
+            subject(ip("2001:db8:1:2::1"))
+        );
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! on `admin_listen` when it is set.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE};
@@ -14,11 +15,13 @@ use serde::Deserialize;
 use serde_json::json;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::timeout::TimeoutLayer;
 
 use super::AppState;
 use super::access;
 use super::error::ApiError;
 use super::history;
+use super::limits::{self, Rejection, Rule};
 use super::openapi::schemas;
 use super::ws;
 use crate::domain::UserId;
@@ -51,6 +54,12 @@ pub fn router(app: Arc<AppState>) -> Router {
         .merge(history::routes())
         .merge(super::openapi::routes())
         .layer(cors)
+        // A request whose body trickles in (or whose handler hangs) is answered 408 and its
+        // connection closed: the header timeout only covers the head.
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(app.config.http_request_timeout_secs),
+        ))
         .layer(instance_header(&app))
         .layer(middleware::from_fn_with_state(app.clone(), access::observe))
         .with_state(app)
@@ -73,17 +82,13 @@ fn instance_header(app: &AppState) -> SetResponseHeaderLayer<HeaderValue> {
     SetResponseHeaderLayer::overriding(HeaderName::from_static(INSTANCE_HEADER), instance)
 }
 
-/// Credentials are allowed, so the origin is echoed, never `*`.
+/// With an allow-list, a listed origin is echoed and credentials are allowed. With none, any
+/// origin may call, but never with credentials: echoing every origin together with
+/// `Allow-Credentials: true` would let any site make credentialed calls as its visitors.
+/// The API authenticates with bearer tokens, which CORS credentials do not cover, so pages
+/// keep working either way.
 fn cors(origins: &[String]) -> CorsLayer {
-    let allow = if origins.is_empty() {
-        AllowOrigin::mirror_request()
-    } else {
-        let list: Vec<HeaderValue> = origins.iter().filter_map(|o| o.parse().ok()).collect();
-        AllowOrigin::list(list)
-    };
-    CorsLayer::new()
-        .allow_origin(allow)
-        .allow_credentials(true)
+    let layer = CorsLayer::new()
         .allow_methods([
             Method::GET,
             Method::POST,
@@ -92,7 +97,15 @@ fn cors(origins: &[String]) -> CorsLayer {
             Method::DELETE,
             Method::OPTIONS,
         ])
-        .allow_headers([CONTENT_TYPE, AUTHORIZATION])
+        .allow_headers([CONTENT_TYPE, AUTHORIZATION]);
+    if origins.is_empty() {
+        layer.allow_origin(AllowOrigin::any())
+    } else {
+        let list: Vec<HeaderValue> = origins.iter().filter_map(|o| o.parse().ok()).collect();
+        layer
+            .allow_origin(AllowOrigin::list(list))
+            .allow_credentials(true)
+    }
 }
 
 #[derive(rust_embed::Embed)]
@@ -216,12 +229,24 @@ const MAX_NAME_CHARS: usize = 40;
     responses(
         (status = 200, description = "a guest access token", body = schemas::GuestResponse),
         (status = 400, description = "bad name", body = schemas::ErrorBody),
+        (status = 429, description = "too many guest tokens from this IP", body = schemas::ErrorBody,
+            headers(("Retry-After" = u64, description = "seconds to wait"))),
     )
 )]
 async fn guest(
     State(app): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: axum::http::HeaderMap,
     body: Option<Json<GuestRequest>>,
-) -> Result<Response, ApiError> {
+) -> Response {
+    let rule = Rule::guest(&app.config);
+    limits::guarded(&app, rule, peer, &headers, async {
+        Ok::<_, Rejection>(issue_guest(&app, body)?)
+    })
+    .await
+}
+
+fn issue_guest(app: &AppState, body: Option<Json<GuestRequest>>) -> Result<Response, ApiError> {
     let name = body
         .and_then(|Json(b)| b.name)
         .map(|n| n.trim().to_owned())

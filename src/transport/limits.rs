@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
-use super::client_ip::client_ip;
+use super::client_ip::{IpNet, client_ip, subject};
 use super::error::ApiError;
 use crate::config::Config;
 use crate::engine::{EngineError, RateDecision};
@@ -55,11 +55,44 @@ impl Rule {
         )
     }
 
+    /// Refreshes of one refresh token (counted by its hash): a token is used once, plus the
+    /// retries of a flaky network or a second tab. Per token rather than per IP, so an office
+    /// behind one NAT is not locked out by its own colleagues.
     pub fn refresh(config: &Config) -> Self {
         Self::new(
             "refresh",
             config.refresh_rate_limit,
             config.refresh_rate_window_secs,
+        )
+    }
+
+    /// Refreshes per IP: a ceiling high enough for a large office, against floods of made-up
+    /// tokens (each still costs a lookup).
+    pub fn refresh_ip(config: &Config) -> Self {
+        Self::new(
+            "refresh",
+            config.refresh_ip_rate_limit,
+            config.refresh_rate_window_secs,
+        )
+    }
+
+    /// Password-reset requests per IP (the sign-up budget's size and window): each may send
+    /// a mail, on top of the codes-per-address limit.
+    pub fn reset(config: &Config) -> Self {
+        Self::new(
+            "reset",
+            config.auth_rate_limit,
+            config.auth_rate_window_secs,
+        )
+    }
+
+    /// Guest tokens per IP: each is a fresh identity, so an unlimited supply would let one
+    /// client step around every per-user limit.
+    pub fn guest(config: &Config) -> Self {
+        Self::new(
+            "guest",
+            config.guest_rate_limit,
+            config.guest_rate_window_secs,
         )
     }
 
@@ -171,6 +204,9 @@ pub async fn guarded(
         Ok(quota) => {
             let response = work.await.unwrap_or_else(IntoResponse::into_response);
             match quota {
+                // A 429 from a narrower limit inside `work` (per token, per address) carries
+                // that limit's headers, which are the ones the client must obey.
+                Some(_) if response.status() == StatusCode::TOO_MANY_REQUESTS => response,
                 Some(quota) => quota.stamp(response),
                 None => response,
             }
@@ -186,7 +222,7 @@ pub async fn check_ip(
     headers: &HeaderMap,
 ) -> Result<Option<Quota>, Rejection> {
     let ip = client_ip(peer.ip(), headers, &app.trusted_proxies);
-    check(app, rule, &ip.to_string()).await
+    check(app, rule, &subject(ip)).await
 }
 
 /// Counts one hit of `rule` for `subject`; `None` when the rule is off.
@@ -205,8 +241,9 @@ pub async fn check(app: &AppState, rule: Rule, subject: &str) -> Result<Option<Q
             reset,
         })),
         RateDecision::Limited { retry_after } => {
-            // IPs are logged; other subjects (e-mail addresses) are personal data and are not.
-            let ip = subject.parse::<std::net::IpAddr>().ok();
+            // IPs (and /64 blocks) are logged; other subjects (e-mail addresses, token hashes)
+            // are personal data or secrets and are not.
+            let ip = IpNet::parse(subject).map(|_| subject);
             tracing::info!(
                 kind = rule.kind,
                 limit = rule.limit,

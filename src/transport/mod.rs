@@ -13,6 +13,7 @@ mod limits;
 mod openapi;
 mod protocol;
 mod rooms;
+pub mod server;
 mod session;
 pub mod session_end;
 mod workspaces;
@@ -59,6 +60,8 @@ pub struct AppState {
     pub sessions: TaskTracker,
     /// Caps open sockets; a permit lives as long as its session.
     pub connection_slots: Arc<Semaphore>,
+    /// Upgrades admitted per second by this instance (`upgrades_per_sec`); `None` = no limit.
+    pub admission: Option<governor::DefaultDirectRateLimiter>,
     /// Numbers this instance's connections for their [`ConnKey`](crate::domain::ConnKey).
     pub next_conn: AtomicU64,
     pub metrics: Metrics,

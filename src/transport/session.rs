@@ -39,6 +39,11 @@ use crate::hub::{Item, Legacy, Member, Outbound};
 const MAX_STRIKES: u32 = 10;
 /// How long a closing session waits for the client's close frame.
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
+/// How far behind what it was last sent a re-join of the same room may start and still count
+/// as catching up (see [`Session::is_catch_up`]). Small: catch-ups run at the op rate and each
+/// reads its events from the log, so a wide window would let one client pull many records a
+/// second. The page's own catch-ups start a few events back; a far one takes the join budget.
+const CATCH_UP_EVENTS: u64 = 16;
 /// Most queued frames written before one flush.
 const WRITE_BATCH: usize = 64;
 
@@ -73,6 +78,10 @@ struct Session<S> {
     who: Arc<Identity>,
     /// Guests join link rooms only.
     kind: CallerKind,
+    /// When the access token was issued (`None`: a guest's, never revoked).
+    issued_at: Option<u64>,
+    /// When this session last asked whether its user's sessions were revoked.
+    revocation_checked: Option<Instant>,
     key: ConnKey,
     tx: mpsc::Sender<Outbound>,
     overflow: CancellationToken,
@@ -84,10 +93,39 @@ struct Session<S> {
     cursor_limit: DefaultDirectRateLimiter,
     progress_limit: DefaultDirectRateLimiter,
     op_limit: DefaultDirectRateLimiter,
+    /// Joins cost the room a presence broadcast and the joiner a whole board: a connection
+    /// re-joining in a loop would flood both (issue 15, finding 4).
+    join_limit: DefaultDirectRateLimiter,
     strikes: u32,
+    /// Longest one socket write may take: two ping intervals, the same patience the liveness
+    /// check has with a client that sends nothing.
+    write_limit: Duration,
+    /// Set once a write failed or stalled, so later writes (pending ACKs on the way out)
+    /// give up at once instead of each waiting out `write_limit` again.
+    write_dead: bool,
+    /// The room left on the way to a close, for the session-end line.
+    closed_room: Option<RoomId>,
     /// Frames read from and written to this client, for the session-end line.
     frames_in: u64,
     frames_out: u64,
+}
+
+/// One socket write, run under [`Session::write`]'s bounds.
+enum Write {
+    Send(Message),
+    Feed(Message),
+    Flush,
+}
+
+/// Why a socket write did not complete.
+#[derive(Debug)]
+enum WriteError {
+    /// The transport failed: the peer is gone.
+    Failed,
+    /// Nothing moved for `write_limit`: the peer stopped reading.
+    Stalled,
+    /// The send queue overflowed while (or before) writing: a slow consumer.
+    Overflow,
 }
 
 /// What handling one client frame asks of the loop.
@@ -96,32 +134,42 @@ enum Flow {
     Close(u16, &'static str),
 }
 
-pub async fn run<S>(
-    app: Arc<AppState>,
-    socket: S,
-    who: Identity,
-    guest: bool,
-    expires_at: u64,
-    _slot: OwnedSemaphorePermit,
-) where
+/// What the session needs of the access token it was opened with.
+pub struct Token {
+    pub who: Identity,
+    /// A name-only guest: joins link rooms only.
+    pub guest: bool,
+    /// When it was issued, for the revocation check; `None` for guests, who have nothing to
+    /// revoke.
+    pub issued_at: Option<u64>,
+    /// The session closes with 1008 then.
+    pub expires_at: u64,
+}
+
+pub async fn run<S>(app: Arc<AppState>, socket: S, token: Token, _slot: OwnedSemaphorePermit)
+where
     S: Stream<Item = Result<Message, axum::Error>> + Sink<Message, Error = axum::Error> + Unpin,
 {
     let n = app.next_conn.fetch_add(1, Ordering::Relaxed);
     let key = ConnKey::new(&app.instance_id, n);
     let (tx, rx) = mpsc::channel(app.config.send_queue);
+    let app_ping_secs = app.config.ping_interval_secs;
     let per_sec = |n: u32| Quota::per_second(NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN));
     let mut session = Session {
         cursor_limit: RateLimiter::direct(per_sec(app.config.cursor_per_sec)),
         progress_limit: RateLimiter::direct(per_sec(app.config.progress_per_sec)),
         op_limit: RateLimiter::direct(per_sec(app.config.ops_per_sec)),
+        join_limit: RateLimiter::direct(join_quota(&app.config)),
         app,
         socket,
-        who: Arc::new(who),
-        kind: if guest {
+        who: Arc::new(token.who),
+        kind: if token.guest {
             CallerKind::Guest
         } else {
             CallerKind::Account
         },
+        issued_at: token.issued_at,
+        revocation_checked: None,
         key,
         tx,
         overflow: CancellationToken::new(),
@@ -129,14 +177,20 @@ pub async fn run<S>(
         generation: 0,
         pending_acks: VecDeque::new(),
         strikes: 0,
+        write_limit: Duration::from_secs(app_ping_secs * 2),
+        write_dead: false,
+        closed_room: None,
         frames_in: 0,
         frames_out: 0,
     };
     let started = std::time::Instant::now();
     session.app.metrics.connections.inc();
     tracing::debug!(conn = %session.key, user = %session.who.user_id, "session open");
-    let (close_code, reason) = session.serve(rx, expires_at).await;
-    let room = session.joined.as_ref().map(|j| j.room.clone());
+    let (close_code, reason) = session.serve(rx, token.expires_at).await;
+    let room = match session.joined.as_ref() {
+        Some(joined) => Some(joined.room.clone()),
+        None => session.closed_room.clone(),
+    };
     session.leave_room().await;
     session.app.metrics.connections.dec();
     SessionEnd {
@@ -187,13 +241,15 @@ where
         tokio::pin!(drain);
         let overflow = self.overflow.clone();
         loop {
+            // A reply to the client's own frame (an ERROR, a PONG) can be the write that
+            // stalls; it gives up without ending the loop, so the loop checks here.
+            if self.write_dead {
+                return (ABNORMAL, "write stalled");
+            }
             // Unbiased on purpose: a busy client must not starve its own outbound queue (nor
             // a busy room its inbound ops); tokio picks a ready branch at random.
             let flow = tokio::select! {
-                () = overflow.cancelled() => {
-                    self.app.metrics.slow_consumers.inc();
-                    Flow::Close(close::SLOW_CONSUMER, "slow consumer: reconnect with since")
-                }
+                () = overflow.cancelled() => self.slow_consumer(),
                 () = &mut drain => Flow::Close(close::GOING_AWAY, "instance draining: reconnect"),
                 () = &mut expiry => Flow::Close(close::POLICY, "token expired"),
                 incoming = self.socket.next() => match incoming {
@@ -205,55 +261,122 @@ where
                         last_heard = Instant::now();
                         self.on_message(message).await
                     }
+                    // A frame over the hard cap: tungstenite refuses it before reading it
+                    // in. The connection is still writable, so say why (1009) instead of
+                    // dropping it.
+                    Some(Err(e)) if too_long(&e) => {
+                        Flow::Close(close::TOO_BIG, "frame too large")
+                    }
                     _ => return (ABNORMAL, "client went away"),
                 },
                 Some(out) = rx.recv() => match self.write_batch(out, &mut rx).await {
                     Ok(flow) => flow,
-                    Err(_) => return (ABNORMAL, "write failed"),
+                    Err(e) => match self.after_write_error(e) {
+                        Ok(flow) => flow,
+                        Err(end) => return end,
+                    },
                 },
                 _ = ping.tick() => {
                     if last_heard.elapsed() > ping_every * 2 {
                         return (ABNORMAL, "missed two pings");
                     }
-                    match self.socket.send(Message::Ping(Default::default())).await {
+                    match self.write(Write::Send(Message::Ping(Default::default()))).await {
                         Ok(()) => Flow::Continue,
-                        Err(_) => return (ABNORMAL, "write failed"),
+                        Err(e) => match self.after_write_error(e) {
+                            Ok(flow) => flow,
+                            Err(end) => return end,
+                        },
                     }
                 }
             };
             if let Flow::Close(code, reason) = flow {
+                // Leave first: the room learns at once, whatever the close handshake costs
+                // with a client whose socket buffer is full.
+                self.closed_room = self.joined.as_ref().map(|j| j.room.clone());
+                self.leave_room().await;
                 let frame = CloseFrame {
                     code,
                     reason: Utf8Bytes::from_static(reason),
                 };
-                // Send our close, then wait briefly for the client's: dropping the socket with
-                // unread data would reset the connection, and the client could lose the code.
-                let _ = tokio::time::timeout(CLOSE_WAIT, async {
-                    if self.socket.send(Message::Close(Some(frame))).await.is_ok() {
+                // Our close may wait behind a full buffer (a slow consumer that still reads
+                // gets its 1013 this way), but no longer than any other write. Then wait
+                // briefly for the client's close: dropping the socket with unread data would
+                // reset the connection, and the client could lose the code.
+                let close = Message::Close(Some(frame));
+                let sent = tokio::time::timeout(self.write_limit, self.socket.send(close)).await;
+                if matches!(sent, Ok(Ok(()))) {
+                    let _ = tokio::time::timeout(CLOSE_WAIT, async {
                         while let Some(Ok(message)) = self.socket.next().await {
                             if matches!(message, Message::Close(_)) {
                                 break;
                             }
                         }
-                    }
-                })
-                .await;
+                    })
+                    .await;
+                }
                 return (code, reason);
             }
         }
     }
 
-    async fn send_text(&mut self, text: impl Into<Utf8Bytes>) -> Result<(), axum::Error> {
+    /// How the loop goes on after a failed write: a 1013 close for an overflow (attempted,
+    /// bounded by [`CLOSE_WAIT`]), or the session's end for a dead socket.
+    fn after_write_error(&self, e: WriteError) -> Result<Flow, (u16, &'static str)> {
+        match e {
+            WriteError::Overflow => Ok(self.slow_consumer()),
+            WriteError::Stalled => Err((ABNORMAL, "write stalled")),
+            WriteError::Failed => Err((ABNORMAL, "write failed")),
+        }
+    }
+
+    fn slow_consumer(&self) -> Flow {
+        self.app.metrics.slow_consumers.inc();
+        Flow::Close(close::SLOW_CONSUMER, "slow consumer: reconnect with since")
+    }
+
+    /// Every socket write goes through here, so none can hold the session longer than
+    /// `write_limit`, and a queue overflow (the hub cancelling `overflow`) interrupts a write
+    /// that is stuck on a client that reads nothing. Without this a full socket buffer parks
+    /// the loop inside a write, where neither the 1013 close nor the ping timeout can fire.
+    async fn write(&mut self, write: Write) -> Result<(), WriteError> {
+        if self.write_dead {
+            return Err(WriteError::Stalled);
+        }
+        if self.overflow.is_cancelled() {
+            return Err(WriteError::Overflow);
+        }
+        let overflow = self.overflow.clone();
+        let limit = self.write_limit;
+        let socket = &mut self.socket;
+        let io = async move {
+            match write {
+                Write::Send(message) => socket.send(message).await,
+                Write::Feed(message) => socket.feed(message).await,
+                Write::Flush => socket.flush().await,
+            }
+        };
+        let result = tokio::select! {
+            done = io => done.map_err(|_| WriteError::Failed),
+            () = overflow.cancelled() => Err(WriteError::Overflow),
+            () = tokio::time::sleep(limit) => Err(WriteError::Stalled),
+        };
+        if matches!(result, Err(WriteError::Failed | WriteError::Stalled)) {
+            self.write_dead = true;
+        }
+        result
+    }
+
+    async fn send_text(&mut self, text: impl Into<Utf8Bytes>) -> Result<(), WriteError> {
         self.app.metrics.frames_out.inc();
         self.frames_out += 1;
-        self.socket.send(Message::Text(text.into())).await
+        self.write(Write::Send(Message::Text(text.into()))).await
     }
 
     /// Buffers a frame without flushing; [`write_batch`](Self::write_batch) flushes.
-    async fn feed_text(&mut self, text: impl Into<Utf8Bytes>) -> Result<(), axum::Error> {
+    async fn feed_text(&mut self, text: impl Into<Utf8Bytes>) -> Result<(), WriteError> {
         self.app.metrics.frames_out.inc();
         self.frames_out += 1;
-        self.socket.feed(Message::Text(text.into())).await
+        self.write(Write::Feed(Message::Text(text.into()))).await
     }
 
     /// Writes `first` and whatever else is already queued (up to a bound, so inbound gets its
@@ -262,7 +385,7 @@ where
         &mut self,
         first: Outbound,
         rx: &mut mpsc::Receiver<Outbound>,
-    ) -> Result<Flow, axum::Error> {
+    ) -> Result<Flow, WriteError> {
         self.app
             .metrics
             .send_queue_depth
@@ -277,7 +400,7 @@ where
                 Err(_) => break,
             }
         }
-        self.socket.flush().await?;
+        self.write(Write::Flush).await?;
         Ok(flow)
     }
 
@@ -290,7 +413,7 @@ where
         self.reply(frames::error(code, message, reference)).await;
     }
 
-    async fn on_outbound(&mut self, out: Outbound) -> Result<Flow, axum::Error> {
+    async fn on_outbound(&mut self, out: Outbound) -> Result<Flow, WriteError> {
         if out.generation != self.generation || self.joined.is_none() {
             return Ok(Flow::Continue);
         }
@@ -392,18 +515,54 @@ where
         Ok(meta.and_then(|m| role_of(&m.settings, &self.who.user_id, self.kind, grants)))
     }
 
-    async fn feed_legacy(&mut self, frames: &Legacy) -> Result<(), axum::Error> {
+    async fn feed_legacy(&mut self, frames: &Legacy) -> Result<(), WriteError> {
         for bytes in frames.iter() {
             self.feed_shared(bytes.clone()).await?;
         }
         Ok(())
     }
 
-    async fn feed_shared(&mut self, bytes: bytes::Bytes) -> Result<(), axum::Error> {
+    async fn feed_shared(&mut self, bytes: bytes::Bytes) -> Result<(), WriteError> {
         match Utf8Bytes::try_from(bytes) {
             Ok(text) => self.feed_text(text).await,
             // Frames come from our own serializer; a non-UTF-8 one is a bug, not worth a close.
             Err(_) => Ok(()),
+        }
+    }
+
+    /// Whether a join only catches this session up in the room it is in: same room and epoch,
+    /// from at most [`CATCH_UP_EVENTS`] before what it was last sent.
+    fn is_catch_up(&self, room: &RoomId, since: Option<&(u64, String)>) -> bool {
+        match (&self.joined, since) {
+            (Some(joined), Some((seq, epoch))) => {
+                &joined.room == room
+                    && &joined.epoch == epoch
+                    && seq.saturating_add(CATCH_UP_EVENTS) >= joined.last_seq
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether the user's sessions were revoked after this token was issued (a stolen
+    /// refresh token was detected, or the password was reset). Asked at most every
+    /// `revocation_check_secs`, and only when the client sends a message: a socket that only
+    /// watches costs nothing, and one that acts is stopped within that bound. An unreachable engine counts as not revoked: ops
+    /// fail on their own then, and a blip must not close every socket.
+    async fn revoked(&mut self) -> bool {
+        let Some(issued_at) = self.issued_at else {
+            return false;
+        };
+        let every = Duration::from_secs(self.app.config.revocation_check_secs);
+        if self
+            .revocation_checked
+            .is_some_and(|at| at.elapsed() < every)
+        {
+            return false;
+        }
+        self.revocation_checked = Some(Instant::now());
+        match self.app.engine.revoked_at(&self.who.user_id).await {
+            Ok(Some(at)) => issued_at <= at,
+            Ok(None) | Err(_) => false,
         }
     }
 
@@ -434,6 +593,10 @@ where
             // Pings are answered by the library; pongs and closes only prove liveness here.
             _ => return Flow::Continue,
         };
+        // Only what the client sends checks: pongs would make every idle socket ask Redis.
+        if self.revoked().await {
+            return Flow::Close(close::POLICY, "session revoked: sign in again");
+        }
         if text.len() > self.app.config.max_frame_bytes {
             let message = format!("frame exceeds {} bytes", self.app.config.max_frame_bytes);
             return self.strike("TOO_LARGE", &message, close::TOO_BIG).await;
@@ -476,6 +639,25 @@ where
                     return Flow::Continue;
                 };
                 let since = join.since.zip(join.epoch);
+                // The page re-joins its own room with `since` after each of its undos and redos
+                // (a REPLAY tells it their effect) and to repair a gap: that is as frequent as
+                // ops and as cheap, so it counts against the op budget. Any other join (another
+                // room, a whole board, a far-back replay) counts against the join budget.
+                let limit = if self.is_catch_up(&room, since.as_ref()) {
+                    &self.op_limit
+                } else {
+                    &self.join_limit
+                };
+                if limit.check().is_err() {
+                    self.app.metrics.rate_limited("join");
+                    self.error(
+                        "RATE_LIMITED",
+                        "too many joins on this connection; wait and join again",
+                        None,
+                    )
+                    .await;
+                    return Flow::Continue;
+                }
                 self.join(room, since, v11).await;
             }
             ClientMessage::LeaveRoom(leave) => {
@@ -765,7 +947,7 @@ where
                 overflow: self.overflow.clone(),
             },
         );
-        let outcome = app
+        let mut outcome = app
             .engine
             .join(JoinRequest {
                 room: &room,
@@ -774,6 +956,23 @@ where
                 since: since.as_ref().map(|(seq, epoch)| (*seq, epoch.as_str())),
             })
             .await;
+        // A client far behind (a reconnect storm after an instance died, a laptop waking up)
+        // gets the board instead of thousands of events in one multi-megabyte frame. Joining
+        // again is idempotent for the presence entry; it costs one more count update.
+        if let Ok(JoinOutcome::Joined(view)) = &outcome
+            && let ViewBody::Replay { records, .. } = &view.body
+            && records.len() > app.config.replay_max_events
+        {
+            outcome = app
+                .engine
+                .join(JoinRequest {
+                    room: &room,
+                    conn: &self.key,
+                    who: &self.who,
+                    since: None,
+                })
+                .await;
+        }
         let view = match outcome {
             Ok(JoinOutcome::Joined(view)) => view,
             Ok(JoinOutcome::Missing) => {
@@ -821,20 +1020,21 @@ where
         true
     }
 
-    /// Leaves the current room: presence removed and the room told. Pending ACKs go out first
-    /// (their ops are durable), and queued frames of the room are dropped.
+    /// Leaves the current room: presence removed and the room told, then the pending ACKs go
+    /// out (their ops are durable); queued frames of the room are dropped. The room is told
+    /// first because writing the ACKs can take up to the write bound on a stuck socket.
     async fn leave_room(&mut self) {
         let Some(joined) = self.joined.take() else {
             return;
         };
         self.app.hub.remove(&joined.room, &self.key);
-        while let Some((_, ack)) = self.pending_acks.pop_front() {
-            self.reply(ack).await;
-        }
         if let Err(e) = self.app.engine.leave(&joined.room, &self.key).await {
             // Presence of a live instance can only be cleared by that instance: if this fails,
             // the entry lingers until the room expires; log it.
             tracing::warn!(room = %joined.room, conn = %self.key, error = %e, "leave failed");
+        }
+        while let Some((_, ack)) = self.pending_acks.pop_front() {
+            self.reply(ack).await;
         }
     }
 
@@ -920,6 +1120,21 @@ where
         };
         self.error("UNAVAILABLE", &message, reference).await;
     }
+}
+
+/// `joins_per_minute` on average, `join_burst` at once (a page joins once, and again only
+/// to repair a gap).
+fn join_quota(config: &crate::config::Config) -> Quota {
+    let per_minute = NonZeroU32::new(config.joins_per_minute).unwrap_or(NonZeroU32::MIN);
+    let burst = NonZeroU32::new(config.join_burst).unwrap_or(NonZeroU32::MIN);
+    Quota::per_minute(per_minute).allow_burst(burst)
+}
+
+/// Whether a read failed because the client sent more than the hard frame cap.
+fn too_long(e: &axum::Error) -> bool {
+    std::error::Error::source(e)
+        .and_then(|inner| inner.downcast_ref::<tungstenite::Error>())
+        .is_some_and(|e| matches!(e, tungstenite::Error::Capacity(_)))
 }
 
 /// A batch holds 1 to [`MAX_BATCH`] items.

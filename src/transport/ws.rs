@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
-use axum::http::header::{ORIGIN, SEC_WEBSOCKET_PROTOCOL};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::header::{ORIGIN, RETRY_AFTER, SEC_WEBSOCKET_PROTOCOL};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
@@ -61,16 +61,14 @@ pub async fn upgrade(
 /// Why an upgrade was refused, and the answer.
 struct Refusal {
     /// A fixed name, a metric label: `not_websocket`, `origin`, `no_token`, `bad_token`,
-    /// `unverified`, `draining`, `not_ready`, `rate_limited`, `limit_unavailable`, `full`.
+    /// `unverified`, `draining`, `not_ready`, `rate_limited`, `limit_unavailable`, `full`,
+    /// `admission`.
     reason: &'static str,
     response: Response,
 }
 
 struct Admitted {
-    who: crate::domain::Identity,
-    /// A name-only guest: joins link rooms only.
-    guest: bool,
-    expires_at: u64,
+    token: session::Token,
     protocol: Option<String>,
     slot: tokio::sync::OwnedSemaphorePermit,
 }
@@ -114,23 +112,28 @@ async fn check(
             "missing token",
         )
     })?;
-    let (who, expires_at, guest) = app
+    let now = crate::unix_now();
+    let (who, expires_at, guest) = app.tokens.identity(&token, now).map_err(|e| match e {
+        TokenError::Unverified => refuse(
+            "unverified",
+            StatusCode::FORBIDDEN,
+            "UNVERIFIED",
+            &e.to_string(),
+        ),
+        other => refuse(
+            "bad_token",
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHORIZED",
+            &other.to_string(),
+        ),
+    })?;
+    // Guests have no refresh tokens, so nothing of theirs is ever revoked.
+    let issued_at = app
         .tokens
-        .identity(&token, crate::unix_now())
-        .map_err(|e| match e {
-            TokenError::Unverified => refuse(
-                "unverified",
-                StatusCode::FORBIDDEN,
-                "UNVERIFIED",
-                &e.to_string(),
-            ),
-            other => refuse(
-                "bad_token",
-                StatusCode::UNAUTHORIZED,
-                "UNAUTHORIZED",
-                &other.to_string(),
-            ),
-        })?;
+        .verify(&token, now)
+        .ok()
+        .filter(|claims| !claims.guest)
+        .map(|claims| claims.iat);
     if app.draining.is_cancelled() {
         return Err(refuse(
             "draining",
@@ -146,9 +149,13 @@ async fn check(
             response: ApiError::from(unreachable).into_response(),
         });
     }
+    if let Some(refusal) = admit(app) {
+        return Err(refusal);
+    }
     // Counted like the HTTP limits (shared by every instance), answered the same way: 429
     // with Retry-After and RateLimit-* headers, or 503 when Redis cannot count.
-    limits::check(app, Rule::ws_upgrade(&app.config), &ip.to_string())
+    let subject = super::client_ip::subject(ip);
+    limits::check(app, Rule::ws_upgrade(&app.config), &subject)
         .await
         .map_err(|rejection| Refusal {
             reason: match rejection {
@@ -170,13 +177,45 @@ async fn check(
             )
         })?;
     Ok(Admitted {
-        who,
-        guest,
-        expires_at,
+        token: session::Token {
+            who,
+            guest,
+            issued_at,
+            expires_at,
+        },
         protocol,
         slot,
     })
 }
+
+/// This instance's admission rate: in a reconnect storm (an instance died and all its
+/// clients come at once) the upgrades beyond it are turned away before they cost a Redis
+/// call, told when to come back, with jitter so they do not all come back together.
+fn admit(app: &AppState) -> Option<Refusal> {
+    let admission = app.admission.as_ref()?;
+    admission.check().err().map(|not_until| {
+        let wait = not_until.wait_time_from(governor::clock::Clock::now(
+            &governor::clock::DefaultClock::default(),
+        ));
+        let retry_after = wait.as_secs() + 1 + rand::random_range(0..=ADMISSION_JITTER_SECS);
+        let mut response = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "BUSY",
+            "too many connections arriving at once; retry later",
+        )
+        .into_response();
+        response
+            .headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from(retry_after));
+        Refusal {
+            reason: "admission",
+            response,
+        }
+    })
+}
+
+/// Extra seconds, drawn at random, added to an admission refusal's `Retry-After`.
+const ADMISSION_JITTER_SECS: u64 = 4;
 
 /// The token from `?token=`, `Authorization: Bearer`, or the subprotocol `bearer.<jwt>` (the
 /// one way a browser can send it without the URL); the subprotocol must then be echoed.
@@ -217,14 +256,7 @@ fn accept(app: Arc<AppState>, ws: WebSocketUpgrade, admitted: Admitted) -> Respo
     }
     let sessions = app.sessions.clone();
     ws.on_upgrade(move |socket| {
-        sessions.track_future(session::run(
-            app,
-            socket,
-            admitted.who,
-            admitted.guest,
-            admitted.expires_at,
-            admitted.slot,
-        ))
+        sessions.track_future(session::run(app, socket, admitted.token, admitted.slot))
     })
 }
 

@@ -141,6 +141,9 @@ pub fn config(redis: Option<&RedisServer>, instance: &str) -> Config {
         instance_id: instance.into(),
         drain_secs: 1,
         ws_upgrades_per_minute: 0,
+        // Tests join and re-join far faster than people; the join-limit tests set their own.
+        joins_per_minute: 1_000_000,
+        join_burst: 10_000,
         // Tests make many rooms from one address; `tests/access.rs` sets its own limit.
         max_rooms_per_ip: 0,
         log: "warn".into(),
@@ -697,4 +700,62 @@ impl Pair {
         };
         Self::start_speaking(config, true).await
     }
+}
+
+// ---- raw sockets, for clients that misbehave below the WebSocket library ----
+
+/// A TCP connection with a small receive buffer (so the server's writes back up quickly)
+/// that has completed a WebSocket handshake with `token` and then reads nothing more unless
+/// the test does.
+pub async fn raw_ws(addr: SocketAddr, token: &str, recv_buffer: u32) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(recv_buffer).expect("SO_RCVBUF");
+    let mut stream = socket.connect(addr).await.expect("connect");
+    let request = format!(
+        "GET /ws?token={token} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Sec-WebSocket-Version: 13\r\n\r\n"
+    );
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .expect("handshake");
+    // Byte by byte, so nothing after the response head is consumed.
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(WAIT, stream.read(&mut byte))
+            .await
+            .expect("handshake answer in time")
+            .expect("read");
+        assert_eq!(n, 1, "closed during the handshake: {head:?}");
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    stream
+}
+
+/// A client-to-server text frame (masked, as the protocol requires of clients).
+pub fn masked_text(text: &str) -> Vec<u8> {
+    let payload = text.as_bytes();
+    let mut frame = vec![0x81u8];
+    match payload.len() {
+        n if n < 126 => frame.push(0x80 | n as u8),
+        n if n <= 0xffff => {
+            frame.push(0x80 | 126);
+            frame.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            frame.push(0x80 | 127);
+            frame.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    let mask = [0x12u8, 0x34, 0x56, 0x78];
+    frame.extend_from_slice(&mask);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    frame
 }

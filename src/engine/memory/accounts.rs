@@ -8,7 +8,7 @@ use parking_lot::Mutex;
 
 use crate::domain::UserId;
 use crate::domain::accounts::Account;
-use crate::engine::{OtpOutcome, RefreshOutcome};
+use crate::engine::{OtpOutcome, PasswordReset, RefreshOutcome, Rotation};
 
 #[derive(Default)]
 pub struct AccountStore {
@@ -29,6 +29,10 @@ struct State {
     used: HashMap<String, Expiring<UserId>>,
     /// Each user's live refresh token hashes, so all of them can be revoked at once.
     families: HashMap<UserId, HashSet<String>>,
+    /// Tokens rotated moments ago, with their successor sealed, for the grace window.
+    grace: HashMap<String, Expiring<String>>,
+    /// When each user's family was last revoked (Unix seconds).
+    revoked: HashMap<UserId, u64>,
 }
 
 struct Otp {
@@ -51,8 +55,15 @@ impl<T: Clone> Expiring<T> {
 impl AccountStore {
     pub fn create(&self, account: &Account) -> bool {
         let mut state = self.state.lock();
-        if state.accounts.contains_key(&account.email) {
-            return false;
+        match state.accounts.get(&account.email) {
+            Some(existing) if existing.verified => return false,
+            // An unverified account is replaced, with its pending code (see the trait).
+            Some(existing) => {
+                let old = existing.id.clone();
+                state.emails.remove(&old);
+                state.otps.remove(&account.email);
+            }
+            None => {}
         }
         state
             .emails
@@ -88,9 +99,19 @@ impl AccountStore {
         );
     }
 
-    pub fn confirm_otp(&self, email: &str, code_hash: &str, max_tries: u32) -> OtpOutcome {
+    pub fn confirm_otp(
+        &self,
+        email: &str,
+        code_hash: &str,
+        max_tries: u32,
+        account: Option<&UserId>,
+    ) -> OtpOutcome {
         let now = Instant::now();
         let mut state = self.state.lock();
+        let current = state.accounts.get(email).map(|a| a.id.clone());
+        if account.is_some_and(|want| current.as_ref() != Some(want)) {
+            return OtpOutcome::Missing;
+        }
         let Some(otp) = state.otps.get_mut(email).filter(|o| o.expires > now) else {
             return OtpOutcome::Missing;
         };
@@ -115,6 +136,44 @@ impl AccountStore {
                 tries_left: max_tries - otp.tries,
             }
         }
+    }
+
+    pub fn reset_password(&self, reset: PasswordReset<'_>) -> OtpOutcome {
+        let now = Instant::now();
+        let mut state = self.state.lock();
+        let Some(user) = state
+            .accounts
+            .get(reset.email)
+            .filter(|a| a.verified)
+            .map(|a| a.id.clone())
+        else {
+            return OtpOutcome::Missing;
+        };
+        let Some(otp) = state.otps.get_mut(reset.email).filter(|o| o.expires > now) else {
+            return OtpOutcome::Missing;
+        };
+        if otp.tries >= reset.max_tries {
+            return OtpOutcome::Locked;
+        }
+        if otp.code_hash != reset.code_hash {
+            otp.tries += 1;
+            return if otp.tries >= reset.max_tries {
+                OtpOutcome::Locked
+            } else {
+                OtpOutcome::Wrong {
+                    tries_left: reset.max_tries - otp.tries,
+                }
+            };
+        }
+        state.otps.remove(reset.email);
+        if let Some(account) = state.accounts.get_mut(reset.email) {
+            account.password_hash = reset.password_hash.to_owned();
+        }
+        for hash in state.families.remove(&user).unwrap_or_default() {
+            state.refresh.remove(&hash);
+        }
+        state.revoked.insert(user, reset.now);
+        OtpOutcome::Verified
     }
 
     pub fn store_refresh(&self, user: &UserId, hash: &str, ttl: Duration) {
@@ -142,9 +201,16 @@ impl AccountStore {
             .insert(hash.to_owned());
     }
 
-    pub fn rotate_refresh(&self, old: &str, new: &str, ttl: Duration) -> RefreshOutcome {
+    pub fn rotate_refresh(&self, rotation: Rotation<'_>) -> RefreshOutcome {
+        let Rotation {
+            old_hash: old,
+            new_hash: new,
+            ttl,
+            ..
+        } = rotation;
         let now = Instant::now();
         let mut state = self.state.lock();
+        state.grace.retain(|_, g| g.expires > now);
         let live = state.refresh.remove(old).and_then(|t| t.live(now));
         if let Some(user) = live {
             let expires = now + ttl;
@@ -162,6 +228,15 @@ impl AccountStore {
                     expires,
                 },
             );
+            if !rotation.grace.is_zero() {
+                state.grace.insert(
+                    old.to_owned(),
+                    Expiring {
+                        value: rotation.sealed_next.to_owned(),
+                        expires: now + rotation.grace,
+                    },
+                );
+            }
             let family = state.families.entry(user.clone()).or_default();
             family.remove(old);
             family.insert(new.to_owned());
@@ -170,10 +245,18 @@ impl AccountStore {
         let Some(user) = state.used.get(old).and_then(|t| t.live(now)) else {
             return RefreshOutcome::Unknown;
         };
+        if let Some(sealed_next) = state.grace.get(old).and_then(|g| g.live(now)) {
+            return RefreshOutcome::Repeated { user, sealed_next };
+        }
         for hash in state.families.remove(&user).unwrap_or_default() {
             state.refresh.remove(&hash);
         }
+        state.revoked.insert(user.clone(), rotation.now);
         RefreshOutcome::Reused(user)
+    }
+
+    pub fn revoked_at(&self, user: &UserId) -> Option<u64> {
+        self.state.lock().revoked.get(user).copied()
     }
 
     pub fn revoke_refresh(&self, hash: &str) {

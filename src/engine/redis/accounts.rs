@@ -1,5 +1,6 @@
 //! Accounts, one-time codes and refresh tokens in Redis (`user:<email>`, `user-id:<id>`,
-//! `otp:<email>`, `refresh:<sha256>`, `refresh-used:<sha256>`, `refresh-family:<id>`).
+//! `otp:<email>`, `refresh:<sha256>`, `refresh-used:<sha256>`, `refresh-grace:<sha256>`,
+//! `refresh-family:<id>`, `revoked:<id>`).
 //! Every change that reads before it writes is one Lua script, so two instances racing on the
 //! same code or token cannot both win.
 
@@ -11,7 +12,7 @@ use redis::{AsyncCommands, Value};
 use super::{Inner, bad_reply, next, number, tagged, text};
 use crate::domain::UserId;
 use crate::domain::accounts::Account;
-use crate::engine::{EngineResult, OtpOutcome, RefreshOutcome};
+use crate::engine::{EngineResult, OtpOutcome, PasswordReset, RefreshOutcome, Rotation};
 
 fn millis(d: Duration) -> u64 {
     d.as_millis() as u64
@@ -23,12 +24,14 @@ impl Inner {
         invocation
             .key(self.keys.user(&account.email))
             .key(self.keys.user_id(&account.id))
+            .key(self.keys.otp(&account.email))
             .arg(account.id.as_str())
             .arg(&account.name)
             .arg(&account.password_hash)
             .arg(if account.verified { "1" } else { "0" })
             .arg(account.created_at)
-            .arg(&account.email);
+            .arg(&account.email)
+            .arg(self.keys.user_id_prefix());
         let created: i64 = self.invoke(&invocation).await?;
         Ok(created == 1)
     }
@@ -91,27 +94,39 @@ impl Inner {
         email: &str,
         code_hash: &str,
         max_tries: u32,
+        account: Option<&UserId>,
     ) -> EngineResult<OtpOutcome> {
         let mut invocation = self.scripts.otp_confirm.prepare_invoke();
         invocation
             .key(self.keys.otp(email))
             .key(self.keys.user(email))
             .arg(code_hash)
-            .arg(max_tries);
-        let reply: Value = self.invoke(&invocation).await?;
-        let (tag, mut items) = tagged(reply)?;
-        Ok(match tag.as_str() {
-            "verified" => OtpOutcome::Verified,
-            "wrong" => OtpOutcome::Wrong {
-                tries_left: u32::try_from(number(next(&mut items)?)?)
-                    .map_err(|_| bad_reply("tries left"))?,
-            },
-            "locked" => OtpOutcome::Locked,
-            "missing" => OtpOutcome::Missing,
-            other => return Err(bad_reply(other)),
-        })
+            .arg(max_tries)
+            .arg(account.map_or("", UserId::as_str));
+        otp_outcome(self.invoke(&invocation).await?)
     }
 
+    pub(super) async fn reset_password(
+        &self,
+        reset: PasswordReset<'_>,
+    ) -> EngineResult<OtpOutcome> {
+        let mut invocation = self.scripts.password_reset.prepare_invoke();
+        invocation
+            .key(self.keys.otp(reset.email))
+            .key(self.keys.user(reset.email))
+            .arg(reset.code_hash)
+            .arg(reset.max_tries)
+            .arg(reset.password_hash)
+            .arg(self.keys.refresh_prefix())
+            .arg(self.keys.refresh_family_prefix())
+            .arg(self.keys.revoked_prefix())
+            .arg(reset.now)
+            .arg(millis(reset.keep));
+        otp_outcome(self.invoke(&invocation).await?)
+    }
+}
+
+impl Inner {
     pub(super) async fn store_refresh(
         &self,
         user: &UserId,
@@ -131,28 +146,41 @@ impl Inner {
 
     pub(super) async fn rotate_refresh(
         &self,
-        old: &str,
-        new: &str,
-        ttl: Duration,
+        rotation: Rotation<'_>,
     ) -> EngineResult<RefreshOutcome> {
         let mut invocation = self.scripts.refresh_rotate.prepare_invoke();
         invocation
-            .key(self.keys.refresh(old))
-            .key(self.keys.refresh(new))
-            .key(self.keys.refresh_used(old))
-            .arg(old)
-            .arg(new)
-            .arg(millis(ttl))
+            .key(self.keys.refresh(rotation.old_hash))
+            .key(self.keys.refresh(rotation.new_hash))
+            .key(self.keys.refresh_used(rotation.old_hash))
+            .key(self.keys.refresh_grace(rotation.old_hash))
+            .arg(rotation.old_hash)
+            .arg(rotation.new_hash)
+            .arg(millis(rotation.ttl))
             .arg(self.keys.refresh_prefix())
-            .arg(self.keys.refresh_family_prefix());
+            .arg(self.keys.refresh_family_prefix())
+            .arg(rotation.sealed_next)
+            .arg(millis(rotation.grace))
+            .arg(self.keys.revoked_prefix())
+            .arg(rotation.now);
         let reply: Value = self.invoke(&invocation).await?;
         let (tag, mut items) = tagged(reply)?;
         Ok(match tag.as_str() {
             "rotated" => RefreshOutcome::Rotated(UserId::new(text(next(&mut items)?)?)),
+            "repeated" => RefreshOutcome::Repeated {
+                user: UserId::new(text(next(&mut items)?)?),
+                sealed_next: text(next(&mut items)?)?,
+            },
             "reused" => RefreshOutcome::Reused(UserId::new(text(next(&mut items)?)?)),
             "unknown" => RefreshOutcome::Unknown,
             other => return Err(bad_reply(other)),
         })
+    }
+
+    pub(super) async fn revoked_at(&self, user: &UserId) -> EngineResult<Option<u64>> {
+        let mut conn = self.conn().await?;
+        let at: Option<u64> = self.with_timeout(conn.get(self.keys.revoked(user))).await?;
+        Ok(at)
     }
 
     pub(super) async fn revoke_refresh(&self, hash: &str) -> EngineResult<()> {
@@ -163,4 +191,19 @@ impl Inner {
             .arg(self.keys.refresh_family_prefix());
         self.invoke(&invocation).await
     }
+}
+
+/// The reply of the code-checking scripts.
+fn otp_outcome(reply: Value) -> EngineResult<OtpOutcome> {
+    let (tag, mut items) = tagged(reply)?;
+    Ok(match tag.as_str() {
+        "verified" => OtpOutcome::Verified,
+        "wrong" => OtpOutcome::Wrong {
+            tries_left: u32::try_from(number(next(&mut items)?)?)
+                .map_err(|_| bad_reply("tries left"))?,
+        },
+        "locked" => OtpOutcome::Locked,
+        "missing" => OtpOutcome::Missing,
+        other => return Err(bad_reply(other)),
+    })
 }

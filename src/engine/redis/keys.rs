@@ -161,7 +161,12 @@ impl Keys {
 
     /// User id → e-mail, to find the account behind a refresh token.
     pub fn user_id(&self, user: &UserId) -> String {
-        format!("{}user-id:{user}", self.prefix)
+        format!("{}{user}", self.user_id_prefix())
+    }
+
+    /// Scripts append a user id (read from an account) to this.
+    pub fn user_id_prefix(&self) -> String {
+        format!("{}user-id:", self.prefix)
     }
 
     /// The pending one-time code of an address: codeHash, tries.
@@ -182,6 +187,21 @@ impl Keys {
     /// A rotated refresh token, remembered (user id) so that its reuse is recognised.
     pub fn refresh_used(&self, hash: &str) -> String {
         format!("{}refresh-used:{hash}", self.prefix)
+    }
+
+    /// A token rotated moments ago: its successor sealed with it, for the grace window.
+    pub fn refresh_grace(&self, hash: &str) -> String {
+        format!("{}refresh-grace:{hash}", self.prefix)
+    }
+
+    /// When a user's refresh-token family was last revoked (Unix seconds).
+    pub fn revoked(&self, user: &UserId) -> String {
+        format!("{}{user}", self.revoked_prefix())
+    }
+
+    /// Scripts append a user id (read from a token's key) to this.
+    pub fn revoked_prefix(&self) -> String {
+        format!("{}revoked:", self.prefix)
     }
 
     /// The set of a user's live refresh token hashes.
@@ -239,6 +259,8 @@ mod tests {
         assert_eq!(keys.refresh("ab12"), "p:refresh:ab12");
         assert_eq!(keys.refresh_used("ab12"), "p:refresh-used:ab12");
         assert_eq!(keys.refresh_family(&user), "p:refresh-family:u1");
+        assert_eq!(keys.refresh_grace("ab12"), "p:refresh-grace:ab12");
+        assert_eq!(keys.revoked(&user), "p:revoked:u1");
     }
 
     #[test]

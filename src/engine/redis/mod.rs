@@ -32,7 +32,8 @@ pub use keys::Keys;
 
 use super::{
     Engine, EngineError, EngineResult, EngineSettings, JoinOutcome, JoinRequest, LogSlice, Op,
-    OpOutcome, OtpOutcome, RateDecision, RefreshOutcome, RoomInfo, RoomView, ViewBody, now_ms,
+    OpOutcome, OtpOutcome, PasswordReset, RateDecision, RefreshOutcome, RoomInfo, RoomView,
+    Rotation, ViewBody, now_ms,
 };
 use crate::domain::accounts::Account;
 use crate::domain::element::paint_order;
@@ -90,10 +91,11 @@ struct Scripts {
     refresh_store: Script,
     refresh_rotate: Script,
     refresh_revoke: Script,
+    password_reset: Script,
 }
 
 impl Scripts {
-    fn all(&self) -> [&Script; 20] {
+    fn all(&self) -> [&Script; 21] {
         [
             &self.join.script,
             &self.leave.script,
@@ -115,6 +117,7 @@ impl Scripts {
             &self.refresh_store,
             &self.refresh_rotate,
             &self.refresh_revoke,
+            &self.password_reset,
         ]
     }
 
@@ -140,6 +143,7 @@ impl Scripts {
             refresh_store: Script::new(include_str!("lua/refresh_store.lua")),
             refresh_rotate: Script::new(include_str!("lua/refresh_rotate.lua")),
             refresh_revoke: Script::new(include_str!("lua/refresh_revoke.lua")),
+            password_reset: Script::new(include_str!("lua/password_reset.lua")),
         }
     }
 }
@@ -771,8 +775,15 @@ impl Engine for RedisEngine {
         email: &str,
         code_hash: &str,
         max_tries: u32,
+        account: Option<&UserId>,
     ) -> EngineResult<OtpOutcome> {
-        self.inner.confirm_otp(email, code_hash, max_tries).await
+        self.inner
+            .confirm_otp(email, code_hash, max_tries, account)
+            .await
+    }
+
+    async fn reset_password(&self, reset: PasswordReset<'_>) -> EngineResult<OtpOutcome> {
+        self.inner.reset_password(reset).await
     }
 
     async fn store_refresh(
@@ -784,13 +795,12 @@ impl Engine for RedisEngine {
         self.inner.store_refresh(user, token_hash, ttl).await
     }
 
-    async fn rotate_refresh(
-        &self,
-        old_hash: &str,
-        new_hash: &str,
-        ttl: Duration,
-    ) -> EngineResult<RefreshOutcome> {
-        self.inner.rotate_refresh(old_hash, new_hash, ttl).await
+    async fn rotate_refresh(&self, rotation: Rotation<'_>) -> EngineResult<RefreshOutcome> {
+        self.inner.rotate_refresh(rotation).await
+    }
+
+    async fn revoked_at(&self, user: &UserId) -> EngineResult<Option<u64>> {
+        self.inner.revoked_at(user).await
     }
 
     async fn revoke_refresh(&self, token_hash: &str) -> EngineResult<()> {
