@@ -39,7 +39,10 @@ async fn used_memory(client: &redis::Client) -> u64 {
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let url = args.get(1).cloned().unwrap_or("redis://127.0.0.1:6399".into());
+    let url = args
+        .get(1)
+        .cloned()
+        .unwrap_or("redis://127.0.0.1:6399".into());
     let rooms: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(10_000);
     let elements: usize = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(200);
     let client = redis::Client::open(url.as_str()).expect("redis url");
@@ -70,6 +73,8 @@ async fn main() {
                 key_prefix: String::new(),
                 pool_size: 8,
                 heartbeat: Duration::from_secs(5),
+                pubsub_mode: drawbridge::config::PubsubMode::Pattern,
+                pubsub_linger: Duration::from_secs(2),
             },
             settings,
             Arc::new(Hub::new()),

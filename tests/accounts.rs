@@ -37,6 +37,8 @@ async fn redis_engine(redis: &RedisServer, stop: &CancellationToken) -> RedisEng
             key_prefix: String::new(),
             pool_size: 4,
             heartbeat: Duration::from_secs(5),
+            pubsub_mode: drawbridge::config::PubsubMode::Pattern,
+            pubsub_linger: Duration::from_secs(2),
         },
         settings(),
         Arc::new(Hub::new()),

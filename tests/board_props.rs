@@ -421,6 +421,8 @@ async fn check(server: &RedisServer, steps: Vec<(usize, Step)>) {
             key_prefix: "props:".into(),
             pool_size: 2,
             heartbeat: Duration::from_secs(5),
+            pubsub_mode: drawbridge::config::PubsubMode::Pattern,
+            pubsub_linger: Duration::from_secs(2),
         },
         settings(),
         Arc::new(Hub::new()),

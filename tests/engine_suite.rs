@@ -117,6 +117,8 @@ impl Fixture {
                 key_prefix: prefix.clone(),
                 pool_size: 4,
                 heartbeat: Duration::from_secs(5),
+                pubsub_mode: drawbridge::config::PubsubMode::Pattern,
+                pubsub_linger: Duration::from_secs(2),
             },
             settings.clone(),
             hub.clone(),

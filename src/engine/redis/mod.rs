@@ -4,7 +4,8 @@
 //! needs a read) and committed by one generic Lua script (`lua/apply.lua`) that checks versions,
 //! assigns the room's next seq, writes the elements, appends the log record and publishes it,
 //! atomically. Each instance
-//! runs one `PSUBSCRIBE room:*` ([`pubsub`]) and hands every event to its hub; a heartbeat
+//! subscribes to room events as `pubsub_mode` says ([`pubsub`]: one `PSUBSCRIBE room:*`, or
+//! one channel per room it has sockets in) and hands every event to its hub; a heartbeat
 //! ([`liveness`]) keeps `instance:<id>` alive so other instances can sweep presence of dead ones.
 
 mod accounts;
@@ -33,6 +34,7 @@ use super::{
     Engine, EngineError, EngineResult, EngineSettings, JoinOutcome, JoinRequest, LogSlice, Op,
     OpOutcome, OtpOutcome, RateDecision, RefreshOutcome, RoomInfo, RoomView, ViewBody, now_ms,
 };
+use crate::config::PubsubMode;
 use crate::domain::accounts::Account;
 use crate::domain::element::paint_order;
 use crate::domain::ids::instance_of;
@@ -153,6 +155,10 @@ pub struct RedisSettings {
     /// How often this instance renews its liveness key; after [`liveness::MISSED_BEATS`]
     /// missed renewals it counts as dead and others may sweep its presence.
     pub heartbeat: Duration,
+    /// How room events reach instances (`docs/REDIS.md`, "Channels").
+    pub pubsub_mode: PubsubMode,
+    /// See [`crate::config::Config::pubsub_linger_ms`].
+    pub pubsub_linger: Duration,
 }
 
 pub struct RedisEngine {
@@ -168,8 +174,11 @@ struct Inner {
     /// shared by every session. Pipelining many sessions over it beats a pool, whose every
     /// checkout costs a PING round trip.
     hot: ConnectionManager,
-    /// For the pub/sub connection, which the pool cannot provide.
-    client: redis::Client,
+    /// For the feed's connection, which the pool cannot provide: RESP3, whose push messages
+    /// let one connection hold subscriptions and still answer commands (`SSUBSCRIBE` included).
+    pubsub_client: redis::Client,
+    /// What the feed is subscribed to; joins go through it (`pubsub::ensure`).
+    feed: pubsub::Feed,
     keys: Keys,
     settings: EngineSettings,
     /// See [`RedisSettings::heartbeat`].
@@ -206,6 +215,12 @@ impl RedisEngine {
             .set_tcp_settings(TcpSettings::default().set_nodelay(true));
         let client = redis::Client::open(info.clone())
             .map_err(|e| EngineError::Internal(format!("bad redis url: {e}")))?;
+        let resp3 = info
+            .redis_settings()
+            .clone()
+            .set_protocol(redis::ProtocolVersion::RESP3);
+        let pubsub_client = redis::Client::open(info.clone().set_redis_settings(resp3))
+            .map_err(|e| EngineError::Internal(format!("bad redis url: {e}")))?;
         let pool = Pool::builder(deadpool_redis::Manager::new(info).map_err(unavailable)?)
             .max_size(redis.pool_size)
             .wait_timeout(Some(OP_TIMEOUT))
@@ -225,7 +240,8 @@ impl RedisEngine {
         let inner = Arc::new(Inner {
             pool,
             hot,
-            client,
+            pubsub_client,
+            feed: pubsub::Feed::new(redis.pubsub_mode, redis.pubsub_linger),
             keys: Keys::new(&redis.key_prefix),
             settings,
             heartbeat_every: redis.heartbeat,
@@ -388,7 +404,7 @@ impl Inner {
             .arg(self.keys.channel(room))
             .arg(ttl_ms)
             .arg(expires_at)
-            .arg(json(room));
+            .arg(self.feed.publish_command());
         for arg in args {
             invocation.arg(*arg);
         }
@@ -476,7 +492,7 @@ impl Inner {
                 .arg(self.keys.channel(room))
                 .arg(0)
                 .arg(0)
-                .arg(json(room));
+                .arg(self.feed.publish_command());
             let strokes: u64 = self.invoke(&invocation).await?;
             tracing::info!(%room, strokes, "moved a v1 room to the board layout");
             moved += 1;
@@ -639,6 +655,9 @@ impl Engine for RedisEngine {
 
     async fn join(&self, req: JoinRequest<'_>) -> EngineResult<JoinOutcome> {
         let inner = &self.inner;
+        // Subscribed before the join reads the room: every event after what it reads then
+        // reaches this instance (PROTOCOL.md §1.4; the subscription race of pubsub_mode room).
+        pubsub::ensure(inner, req.room).await;
         // Sweeping here means a joiner never sees ghosts left by a crashed instance.
         if let Err(e) = inner.sweep_presence(req.room).await {
             tracing::debug!(room = %req.room, error = %e, "presence sweep failed");
@@ -709,8 +728,10 @@ impl Engine for RedisEngine {
             json(except.as_str())
         );
         let mut conn = inner.hot.clone();
+        let mut publish = redis::cmd(inner.feed.publish_command());
+        publish.arg(inner.keys.channel(room)).arg(envelope);
         inner
-            .with_timeout(conn.publish::<_, _, ()>(inner.keys.channel(room), envelope))
+            .with_timeout(publish.query_async::<()>(&mut conn))
             .await
     }
 

@@ -141,6 +141,6 @@ elseif stacks == 'undo' then
 else
   push(KEYS[8], tonumber(ARGV[8]))
 end
-redis.call('PUBLISH', channel, record)
+redis.call(publish, channel, record)
 touch_if_due(pttl)
 return {'ok', seq}
