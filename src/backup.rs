@@ -120,6 +120,7 @@ pub async fn engine(
         // What it writes is published as the gateways of this deployment subscribe to it.
         pubsub_mode: config.pubsub_mode,
         pubsub_linger: Duration::from_millis(config.pubsub_linger_ms),
+        tls_ca: config.redis_tls_ca.clone(),
     };
     RedisEngine::start(
         &redis,

@@ -46,6 +46,10 @@ pub struct Config {
     /// Redis URL; empty runs the embedded in-memory engine (single instance only).
     #[serde(deserialize_with = "text")]
     pub redis_url: String,
+    /// With a `rediss://` URL: a PEM file of the certificates that may sign the server's (a
+    /// private CA); empty trusts the system's roots, as a managed Redis needs.
+    #[serde(deserialize_with = "text")]
+    pub redis_tls_ca: String,
     /// Prepended to every Redis key and channel.
     #[serde(deserialize_with = "text")]
     pub key_prefix: String,
@@ -175,6 +179,7 @@ impl Default for Config {
         Self {
             listen: "0.0.0.0:8080".into(),
             redis_url: String::new(),
+            redis_tls_ca: String::new(),
             key_prefix: String::new(),
             redis_pool_size: 16,
             pubsub_mode: PubsubMode::Pattern,

@@ -39,6 +39,7 @@ async fn redis_engine(redis: &RedisServer, stop: &CancellationToken) -> RedisEng
             heartbeat: Duration::from_secs(5),
             pubsub_mode: drawbridge::config::PubsubMode::Pattern,
             pubsub_linger: Duration::from_secs(2),
+            tls_ca: String::new(),
         },
         settings(),
         Arc::new(Hub::new()),

@@ -423,6 +423,7 @@ async fn check(server: &RedisServer, steps: Vec<(usize, Step)>) {
             heartbeat: Duration::from_secs(5),
             pubsub_mode: drawbridge::config::PubsubMode::Pattern,
             pubsub_linger: Duration::from_secs(2),
+            tls_ca: String::new(),
         },
         settings(),
         Arc::new(Hub::new()),

@@ -119,6 +119,7 @@ impl Fixture {
                 heartbeat: Duration::from_secs(5),
                 pubsub_mode: drawbridge::config::PubsubMode::Pattern,
                 pubsub_linger: Duration::from_secs(2),
+                tls_ca: String::new(),
             },
             settings.clone(),
             hub.clone(),

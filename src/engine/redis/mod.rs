@@ -159,6 +159,8 @@ pub struct RedisSettings {
     pub pubsub_mode: PubsubMode,
     /// See [`crate::config::Config::pubsub_linger_ms`].
     pub pubsub_linger: Duration,
+    /// A PEM file of CA certificates for a `rediss://` URL; empty trusts the system's roots.
+    pub tls_ca: String,
 }
 
 pub struct RedisEngine {
@@ -213,14 +215,27 @@ impl RedisEngine {
             .into_connection_info()
             .map_err(|e| EngineError::Internal(format!("bad redis url: {e}")))?
             .set_tcp_settings(TcpSettings::default().set_nodelay(true));
-        let client = redis::Client::open(info.clone())
-            .map_err(|e| EngineError::Internal(format!("bad redis url: {e}")))?;
+        let bad_url = |e: redis::RedisError| EngineError::Internal(format!("bad redis url: {e}"));
+        let client = if redis.tls_ca.is_empty() {
+            redis::Client::open(info).map_err(bad_url)?
+        } else {
+            let pem = tokio::fs::read(&redis.tls_ca).await.map_err(|e| {
+                EngineError::Internal(format!("redis_tls_ca {}: {e}", redis.tls_ca))
+            })?;
+            let certs = redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem),
+            };
+            redis::Client::build_with_tls(info, certs).map_err(bad_url)?
+        };
+        // The client's info carries the TLS roots, so the pool and the feed trust the same.
+        let info = client.get_connection_info().clone();
         let resp3 = info
             .redis_settings()
             .clone()
             .set_protocol(redis::ProtocolVersion::RESP3);
-        let pubsub_client = redis::Client::open(info.clone().set_redis_settings(resp3))
-            .map_err(|e| EngineError::Internal(format!("bad redis url: {e}")))?;
+        let pubsub_client =
+            redis::Client::open(info.clone().set_redis_settings(resp3)).map_err(bad_url)?;
         let pool = Pool::builder(deadpool_redis::Manager::new(info).map_err(unavailable)?)
             .max_size(redis.pool_size)
             .wait_timeout(Some(OP_TIMEOUT))
