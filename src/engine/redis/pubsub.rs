@@ -281,8 +281,7 @@ type Connected = (
 );
 
 /// Opens the feed connection and subscribes what this instance needs: the pattern, or every
-/// room with local sockets. The feed's lock is held throughout, so a join meanwhile waits and
-/// then finds its room subscribed (or subscribes it itself, if it came after the listing).
+/// room with local sockets.
 async fn connect(inner: &Inner) -> redis::RedisResult<Connected> {
     let (tx, pushes) = mpsc::channel(FEED_QUEUE);
     let overflow = Arc::new(AtomicBool::new(false));
@@ -301,34 +300,31 @@ async fn connect(inner: &Inner) -> redis::RedisResult<Connected> {
         .set_connection_timeout(Some(super::OP_TIMEOUT))
         .set_response_timeout(Some(super::OP_TIMEOUT))
         .set_push_sender(sender);
-    let mut state = inner.feed.state.lock().await;
     let mode = inner.feed.mode;
-    let rooms = inner.hub.rooms();
-    let connect = async {
-        let conn = inner
+    let timed_out = || redis::RedisError::from((redis::ErrorKind::Io, "timed out subscribing"));
+    let conn = tokio::time::timeout(
+        super::OP_TIMEOUT,
+        inner
             .pubsub_client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await?;
-        let channels: Vec<String> = match mode {
-            PubsubMode::Pattern => vec![inner.keys.channel_pattern()],
-            PubsubMode::Room | PubsubMode::Sharded => {
-                rooms.iter().map(|room| inner.keys.channel(room)).collect()
-            }
-        };
-        for batch in channels.chunks(SUBSCRIBE_BATCH) {
-            subscribe(mode, conn.clone(), batch).await?;
-        }
-        Ok::<_, redis::RedisError>(conn)
-    };
-    let conn = match tokio::time::timeout(super::OP_TIMEOUT * 2, connect).await {
-        Ok(result) => result?,
-        Err(_) => {
-            return Err(redis::RedisError::from((
-                redis::ErrorKind::Io,
-                "timed out subscribing",
-            )));
+            .get_multiplexed_async_connection_with_config(&config),
+    )
+    .await
+    .map_err(|_| timed_out())??;
+    // Joins wait from here until every room is subscribed: each then finds its room
+    // subscribed, or (had it come after the listing) subscribes it itself.
+    let mut state = inner.feed.state.lock().await;
+    let rooms = inner.hub.rooms();
+    let channels: Vec<String> = match mode {
+        PubsubMode::Pattern => vec![inner.keys.channel_pattern()],
+        PubsubMode::Room | PubsubMode::Sharded => {
+            rooms.iter().map(|room| inner.keys.channel(room)).collect()
         }
     };
+    for batch in channels.chunks(SUBSCRIBE_BATCH) {
+        tokio::time::timeout(super::OP_TIMEOUT, subscribe(mode, conn.clone(), batch))
+            .await
+            .map_err(|_| timed_out())??;
+    }
     state.conn = Some(conn.clone());
     state.rooms.clear();
     if mode != PubsubMode::Pattern {
