@@ -332,6 +332,10 @@ impl Config {
             "redis_url must be empty (embedded engine) or a redis:// URL",
         );
         check(
+            self.redis_tls_ca.is_empty() || self.redis_url.starts_with("rediss://"),
+            "redis_tls_ca is only used with a rediss:// redis_url",
+        );
+        check(
             self.redis_url.is_empty() || !self.jwt_secret.is_empty(),
             "jwt_secret is required with redis_url: every instance must verify the same tokens",
         );
@@ -559,6 +563,14 @@ mod tests {
         }
         assert_eq!(Config::default().pubsub_mode, PubsubMode::Pattern);
         assert!(read("pubsub_mode = \"rooms\"").is_err());
+        let plain_with_ca = Config {
+            redis_url: "redis://h:1".into(),
+            redis_tls_ca: "/ca.pem".into(),
+            jwt_secret: "0123456789abcdef".into(),
+            ..Config::default()
+        };
+        let errors = plain_with_ca.validate().expect_err("a CA without TLS");
+        assert!(errors.iter().any(|e| e.contains("redis_tls_ca")));
     }
 
     #[test]
