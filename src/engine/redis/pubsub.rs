@@ -120,12 +120,15 @@ pub(super) async fn ensure(inner: &Inner, room: &RoomId) {
         return;
     };
     let channel = inner.keys.channel(room);
-    match tokio::time::timeout(
+    let subscribed = tokio::time::timeout(
         super::OP_TIMEOUT,
         subscribe(inner.feed.mode, conn, &[channel]),
     )
-    .await
-    {
+    .await;
+    // Only what was delivered before the subscription took effect can have a hole after it;
+    // a position set later (a join that read the room since) is already covered.
+    let position = inner.hub.position(room);
+    match subscribed {
         Ok(Ok(())) => {
             state.rooms.insert(room.clone(), None);
             inner
@@ -140,7 +143,7 @@ pub(super) async fn ensure(inner: &Inner, room: &RoomId) {
         Err(_) => tracing::warn!(%room, "subscribing to a room timed out"),
     }
     drop(state);
-    if let Some(after) = inner.hub.position(room) {
+    if let Some(after) = position {
         fill(inner, room, after).await;
     }
 }
@@ -474,7 +477,10 @@ async fn reconcile_rooms(inner: &Inner) {
         .await;
         if matches!(done, Ok(Ok(()))) {
             state.rooms.insert(room.clone(), None);
-            added.push(room);
+            // As in `ensure`: the position when the subscription took effect.
+            if let Some(after) = inner.hub.position(&room) {
+                added.push((room, after));
+            }
         }
     }
     inner
@@ -483,10 +489,8 @@ async fn reconcile_rooms(inner: &Inner) {
         .subscribed_rooms
         .set(state.rooms.len() as i64);
     drop(state);
-    for room in added {
-        if let Some(after) = inner.hub.position(&room) {
-            fill(inner, &room, after).await;
-        }
+    for (room, after) in added {
+        fill(inner, &room, after).await;
     }
 }
 
