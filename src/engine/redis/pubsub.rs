@@ -388,6 +388,9 @@ async fn handle_push(inner: &Inner, push: PushInfo) -> bool {
     let mut data = push.data.into_iter();
     let (channel, payload) = match push.kind {
         PushKind::Disconnection => return false,
+        // Only our own unsubscribes on one Redis. In a cluster, a node also sends
+        // `sunsubscribe` by itself when the room's slot moves: that room must then be
+        // subscribed again on its new owner and refilled (left for `redis_mode = cluster`).
         PushKind::Unsubscribe | PushKind::SUnsubscribe => {
             if let Some(Value::BulkString(channel)) = data.next() {
                 let channel = String::from_utf8_lossy(&channel);
