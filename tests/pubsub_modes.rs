@@ -182,7 +182,7 @@ async fn a_killed_feed_resumes_with_no_gap(mode: PubsubMode) {
 /// With no linger every join on B is the room's first there, so B subscribes while ops are in
 /// flight: each B socket must see every seq after its snapshot, once, in order.
 async fn joins_racing_ops_see_no_gap_and_no_duplicate(mode: PubsubMode) {
-    const OPS: usize = 300;
+    const OPS: usize = 600;
     const AFTER_JOIN: u64 = 3;
     let redis = RedisServer::start();
     let a = Instance::start(mode_config(&redis, "inst-a", mode, 0)).await;

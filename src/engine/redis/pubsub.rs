@@ -557,6 +557,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn sharded_mode_publishes_with_spublish_and_reconciles_within_bounds() {
+        let feed = |mode, linger_ms| Feed::new(mode, Duration::from_millis(linger_ms));
+        assert_eq!(feed(PubsubMode::Sharded, 0).publish_command(), "SPUBLISH");
+        assert_eq!(feed(PubsubMode::Room, 0).publish_command(), "PUBLISH");
+        assert_eq!(feed(PubsubMode::Pattern, 0).publish_command(), "PUBLISH");
+        // No linger still leaves a pause between passes; a long one still unsubscribes soon.
+        assert_eq!(
+            feed(PubsubMode::Room, 0).reconcile_every(),
+            RECONCILE_EVERY_MIN
+        );
+        assert_eq!(
+            feed(PubsubMode::Room, 600).reconcile_every(),
+            Duration::from_millis(300)
+        );
+        assert_eq!(
+            feed(PubsubMode::Room, 60_000).reconcile_every(),
+            RECONCILE_EVERY_MAX
+        );
+    }
+
+    #[test]
     fn messages_parse_every_kind() {
         let room = RoomId::new("r");
         let record = br#"{"seq":3,"origin":"a/1","user":"u","op":"delete","via":"elements","ids":["x"],"removed":[]}"#;
