@@ -26,6 +26,7 @@ fn mode_config(redis: &RedisServer, instance: &str, mode: PubsubMode, linger_ms:
         pubsub_mode: mode,
         pubsub_linger_ms: linger_ms,
         ops_per_sec: 10_000,
+        // TEST_LOG=drawbridge::engine=info shows the feed's fills when chasing a failure.
         log: std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".into()),
         ..config(Some(redis), instance)
     }
