@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine: installs what the tests talk to when it is missing
 # (redis-server; for the browser tests chromium and nginx; needs root and apt), then runs the
-# Rust suites (unit, engine, gateway, Redis faults, process, loadtest smoke), the deployment
-# checks (Dockerfile, Kubernetes, compose, the image) and the browser end-to-end tests. Every
-# server is private, on free loopback ports, and stopped afterwards.
+# Rust suites (unit, engine in each pubsub_mode, gateway, Redis faults and TLS, process,
+# loadtest smoke), the deployment checks (Dockerfile, Kubernetes, compose, the image) and the
+# browser end-to-end tests. Every server is private, on free loopback ports, and stopped
+# afterwards.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -11,6 +12,11 @@ scripts/ensure-packages redis-server=redis-server
 
 cargo build --workspace --all-targets
 cargo test --workspace --no-fail-fast
+# The Redis engine suite again in the per-room pub/sub modes (tests/pubsub_modes.rs runs the
+# gateway cases in all three).
+for mode in room sharded; do
+    DRAWBRIDGE_PUBSUB_MODE=$mode cargo test --test engine_suite redis
+done
 
 bin="${CARGO_TARGET_DIR:-$PWD/target}/debug/drawbridge"
 

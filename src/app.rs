@@ -116,6 +116,9 @@ async fn serve(
             key_prefix: config.key_prefix.clone(),
             pool_size: config.redis_pool_size,
             heartbeat: Duration::from_secs(config.heartbeat_secs),
+            pubsub_mode: config.pubsub_mode,
+            pubsub_linger: Duration::from_millis(config.pubsub_linger_ms),
+            tls_ca: config.redis_tls_ca.clone(),
         };
         let redis = Arc::new(
             RedisEngine::start(&redis, settings, hub.clone(), &tasks, stop_tasks.clone()).await?,

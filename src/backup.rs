@@ -207,6 +207,10 @@ pub async fn engine(
         key_prefix: config.key_prefix.clone(),
         pool_size: 2,
         heartbeat: Duration::from_secs(config.heartbeat_secs),
+        // What it writes is published as the gateways of this deployment subscribe to it.
+        pubsub_mode: config.pubsub_mode,
+        pubsub_linger: Duration::from_millis(config.pubsub_linger_ms),
+        tls_ca: config.redis_tls_ca.clone(),
     };
     RedisEngine::start(
         &redis,

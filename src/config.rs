@@ -10,6 +10,33 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
+/// How an instance subscribes to room events. Every mode keeps the ordering guarantees of
+/// `docs/PROTOCOL.md` §1.4; they differ in what each instance receives, and so in what adding
+/// instances costs each of them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PubsubMode {
+    /// One `PSUBSCRIBE room:*`: every instance receives every room's events (any Redis).
+    #[default]
+    Pattern,
+    /// `SUBSCRIBE room:{id}` while this instance has sockets in the room: each instance
+    /// receives only its own rooms' events, but every publish is still matched on one node.
+    Room,
+    /// `SSUBSCRIBE`/`SPUBLISH` (Redis 7): per room as `Room`, and in a cluster each room's
+    /// events stay on the node owning its slot instead of being broadcast to every node.
+    Sharded,
+}
+
+impl PubsubMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pattern => "pattern",
+            Self::Room => "room",
+            Self::Sharded => "sharded",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
@@ -19,11 +46,20 @@ pub struct Config {
     /// Redis URL; empty runs the embedded in-memory engine (single instance only).
     #[serde(deserialize_with = "text")]
     pub redis_url: String,
+    /// With a `rediss://` URL: a PEM file of the certificates that may sign the server's (a
+    /// private CA); empty trusts the system's roots, as a managed Redis needs.
+    #[serde(deserialize_with = "text")]
+    pub redis_tls_ca: String,
     /// Prepended to every Redis key and channel.
     #[serde(deserialize_with = "text")]
     pub key_prefix: String,
     /// Connections in the Redis pool.
     pub redis_pool_size: usize,
+    /// How this instance hears room events (`docs/PROTOCOL.md` §7, `docs/REDIS.md`).
+    pub pubsub_mode: PubsubMode,
+    /// With `pubsub_mode` room or sharded: how long a room stays subscribed after its last
+    /// local socket left, so sockets that come and go do not make the subscription flap.
+    pub pubsub_linger_ms: u64,
     /// HS256 secret shared by every instance; required with Redis.
     #[serde(deserialize_with = "text")]
     pub jwt_secret: String,
@@ -190,8 +226,11 @@ impl Default for Config {
         Self {
             listen: "0.0.0.0:8080".into(),
             redis_url: String::new(),
+            redis_tls_ca: String::new(),
             key_prefix: String::new(),
             redis_pool_size: 16,
+            pubsub_mode: PubsubMode::Pattern,
+            pubsub_linger_ms: 2000,
             jwt_secret: String::new(),
             access_token_ttl_secs: 900,
             instance_id: String::new(),
@@ -355,6 +394,10 @@ impl Config {
                 || self.redis_url.starts_with("redis+unix://")
                 || self.redis_url.starts_with("unix://"),
             "redis_url must be empty (embedded engine) or a redis:// URL",
+        );
+        check(
+            self.redis_tls_ca.is_empty() || self.redis_url.starts_with("rediss://"),
+            "redis_tls_ca is only used with a rediss:// redis_url",
         );
         check(
             self.redis_url.is_empty() || !self.jwt_secret.is_empty(),
@@ -589,6 +632,30 @@ mod tests {
         assert_eq!(errors.len(), 4, "{errors:#?}");
         assert!(errors.iter().any(|e| e.contains("jwt_secret is required")));
         assert!(Config::default().validate().is_ok());
+    }
+
+    #[test]
+    fn pubsub_mode_is_one_of_three_names() {
+        let read = |toml: &str| {
+            Figment::from(Serialized::defaults(Config::default()))
+                .merge(Toml::string(toml))
+                .extract::<Config>()
+                .map_err(|e| e.to_string())
+        };
+        for mode in [PubsubMode::Pattern, PubsubMode::Room, PubsubMode::Sharded] {
+            let config = read(&format!("pubsub_mode = \"{}\"", mode.as_str())).expect("mode");
+            assert_eq!(config.pubsub_mode, mode);
+        }
+        assert_eq!(Config::default().pubsub_mode, PubsubMode::Pattern);
+        assert!(read("pubsub_mode = \"rooms\"").is_err());
+        let plain_with_ca = Config {
+            redis_url: "redis://h:1".into(),
+            redis_tls_ca: "/ca.pem".into(),
+            jwt_secret: "0123456789abcdef".into(),
+            ..Config::default()
+        };
+        let errors = plain_with_ca.validate().expect_err("a CA without TLS");
+        assert!(errors.iter().any(|e| e.contains("redis_tls_ca")));
     }
 
     #[test]

@@ -15,6 +15,7 @@ use parking_lot::Mutex;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
@@ -127,6 +128,14 @@ pub struct HubStats {
     pub filled_from_log: Counter,
     /// Rooms whose sessions were told to re-join because the log could not fill a hole.
     pub resyncs: Counter,
+    /// Room channels the feed holds (`pubsub_mode` room or sharded; 0 with one pattern).
+    pub subscribed_rooms: Gauge,
+    /// Messages and bytes (channel and payload) the feed received, every room's included:
+    /// what subscribing per room saves an instance.
+    pub feed_messages: Counter,
+    pub feed_bytes: Counter,
+    /// Times the feed's queue was full and messages were dropped (then refilled from logs).
+    pub feed_overflows: Counter,
 }
 
 impl Default for HubStats {
@@ -139,6 +148,10 @@ impl Default for HubStats {
             feed_resubscribed: Counter::default(),
             filled_from_log: Counter::default(),
             resyncs: Counter::default(),
+            subscribed_rooms: Gauge::default(),
+            feed_messages: Counter::default(),
+            feed_bytes: Counter::default(),
+            feed_overflows: Counter::default(),
         }
     }
 }
@@ -188,6 +201,11 @@ impl Hub {
             .iter()
             .map(|(id, r)| (id.clone(), r.last_seq))
             .collect()
+    }
+
+    /// The delivered position of one local room, if it has one.
+    pub fn position(&self, room: &RoomId) -> Option<u64> {
+        self.rooms.lock().get(room).and_then(|r| r.last_seq)
     }
 
     /// Every local room with the connection and identity of each member, for re-announcing

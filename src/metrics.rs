@@ -228,6 +228,21 @@ impl Metrics {
                 &hub.stats.filled_from_log,
             ),
             (
+                "feed_messages_received",
+                "Messages the room event feed received, other rooms' included",
+                &hub.stats.feed_messages,
+            ),
+            (
+                "feed_bytes_received",
+                "Bytes (channel and payload) the room event feed received, other rooms' included",
+                &hub.stats.feed_bytes,
+            ),
+            (
+                "feed_overflows",
+                "Times the room event feed's queue was full and the rooms were refilled from their logs",
+                &hub.stats.feed_overflows,
+            ),
+            (
                 "feed_resyncs",
                 "Rooms whose local sessions re-joined because the log could not fill a hole",
                 &hub.stats.resyncs,
@@ -236,6 +251,11 @@ impl Metrics {
         for (name, help, counter) in hub_counters {
             registry.register(name, help, counter.clone());
         }
+        registry.register(
+            "feed_subscribed_rooms",
+            "Room channels this instance subscribes to (0 in pubsub_mode pattern)",
+            hub.stats.subscribed_rooms.clone(),
+        );
         registry.register(
             "fanout_seconds",
             "Time to queue one room event to every local member of its room",

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use drawbridge::config::PubsubMode;
 use drawbridge::domain::board::{Intent, Refusal};
 use drawbridge::domain::element::{Element, ElementLimits, Patch};
 use drawbridge::domain::quota::Quota;
@@ -35,6 +36,17 @@ use common::{RedisServer, WAIT, wait_until};
 const INSTANCE: &str = "inst-a";
 
 /// What most cases run with; a case that needs other limits says so in the suite list.
+/// The suite runs in the default `pubsub_mode` unless `DRAWBRIDGE_PUBSUB_MODE` names another
+/// (`scripts/test.sh` runs it in each).
+fn pubsub_mode() -> PubsubMode {
+    match std::env::var("DRAWBRIDGE_PUBSUB_MODE").as_deref() {
+        Ok("room") => PubsubMode::Room,
+        Ok("sharded") => PubsubMode::Sharded,
+        Ok("pattern") | Err(_) => PubsubMode::Pattern,
+        Ok(other) => panic!("DRAWBRIDGE_PUBSUB_MODE={other}: not a pubsub_mode"),
+    }
+}
+
 fn settings() -> EngineSettings {
     EngineSettings {
         instance_id: INSTANCE.into(),
@@ -126,6 +138,9 @@ impl Fixture {
                 key_prefix: prefix.clone(),
                 pool_size: 4,
                 heartbeat: Duration::from_secs(5),
+                pubsub_mode: pubsub_mode(),
+                pubsub_linger: Duration::from_secs(2),
+                tls_ca: String::new(),
             },
             settings.clone(),
             hub.clone(),

@@ -160,6 +160,13 @@ pub struct Instance {
 
 impl Instance {
     pub async fn start(config: Config) -> Self {
+        let instance = Self::start_unready(config).await;
+        wait_for_status(instance.addr, "/readyz", 200, WAIT).await;
+        instance
+    }
+
+    /// Starts an instance without waiting for it to be ready (one whose Redis refuses it).
+    pub async fn start_unready(config: Config) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (tx, rx) = oneshot::channel::<()>();
@@ -171,13 +178,11 @@ impl Instance {
                 panic!("instance failed: {e}");
             }
         });
-        let instance = Self {
+        Self {
             addr,
             shutdown: Some(tx),
             task: Some(task),
-        };
-        wait_for_status(addr, "/readyz", 200, WAIT).await;
-        instance
+        }
     }
 
     /// Signals shutdown (as SIGTERM does) and waits for the drain to finish.

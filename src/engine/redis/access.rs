@@ -347,8 +347,11 @@ impl Access for RedisEngine {
     async fn publish_control(&self, room: &RoomId, control: &Control) -> EngineResult<()> {
         let inner = &self.inner;
         let mut conn = inner.hot.clone();
+        // SPUBLISH in sharded mode, like every other room event.
+        let mut publish = redis::cmd(inner.feed.publish_command());
+        publish.arg(inner.keys.channel(room)).arg(control.record());
         inner
-            .with_timeout(conn.publish::<_, _, ()>(inner.keys.channel(room), control.record()))
+            .with_timeout(publish.query_async::<()>(&mut conn))
             .await
     }
 

@@ -4,7 +4,8 @@
 //! needs a read) and committed by one generic Lua script (`lua/apply.lua`) that checks versions,
 //! assigns the room's next seq, writes the elements, appends the log record and publishes it,
 //! atomically. Each instance
-//! runs one `PSUBSCRIBE room:*` ([`pubsub`]) and hands every event to its hub; a heartbeat
+//! subscribes to room events as `pubsub_mode` says ([`pubsub`]: one `PSUBSCRIBE room:*`, or
+//! one channel per room it has sockets in) and hands every event to its hub; a heartbeat
 //! ([`liveness`]) keeps `instance:<id>` alive so other instances can sweep presence of dead ones.
 
 mod access;
@@ -35,6 +36,7 @@ use super::{
     OpOutcome, OtpOutcome, PasswordReset, RateDecision, RefreshOutcome, RoomInfo, RoomView,
     Rotation, ViewBody, now_ms,
 };
+use crate::config::PubsubMode;
 use crate::domain::accounts::Account;
 use crate::domain::element::paint_order;
 use crate::domain::ids::instance_of;
@@ -158,6 +160,12 @@ pub struct RedisSettings {
     /// How often this instance renews its liveness key; after [`liveness::MISSED_BEATS`]
     /// missed renewals it counts as dead and others may sweep its presence.
     pub heartbeat: Duration,
+    /// How room events reach instances (`docs/REDIS.md`, "Channels").
+    pub pubsub_mode: PubsubMode,
+    /// See [`crate::config::Config::pubsub_linger_ms`].
+    pub pubsub_linger: Duration,
+    /// A PEM file of CA certificates for a `rediss://` URL; empty trusts the system's roots.
+    pub tls_ca: String,
 }
 
 pub struct RedisEngine {
@@ -173,8 +181,11 @@ struct Inner {
     /// shared by every session. Pipelining many sessions over it beats a pool, whose every
     /// checkout costs a PING round trip.
     hot: ConnectionManager,
-    /// For the pub/sub connection, which the pool cannot provide.
-    client: redis::Client,
+    /// For the feed's connection, which the pool cannot provide: RESP3, whose push messages
+    /// let one connection hold subscriptions and still answer commands (`SSUBSCRIBE` included).
+    pubsub_client: redis::Client,
+    /// What the feed is subscribed to; joins go through it (`pubsub::ensure`).
+    feed: pubsub::Feed,
     keys: Keys,
     settings: EngineSettings,
     /// See [`RedisSettings::heartbeat`].
@@ -209,8 +220,27 @@ impl RedisEngine {
             .into_connection_info()
             .map_err(|e| EngineError::Internal(format!("bad redis url: {e}")))?
             .set_tcp_settings(TcpSettings::default().set_nodelay(true));
-        let client = redis::Client::open(info.clone())
-            .map_err(|e| EngineError::Internal(format!("bad redis url: {e}")))?;
+        let bad_url = |e: redis::RedisError| EngineError::Internal(format!("bad redis url: {e}"));
+        let client = if redis.tls_ca.is_empty() {
+            redis::Client::open(info).map_err(bad_url)?
+        } else {
+            let pem = tokio::fs::read(&redis.tls_ca).await.map_err(|e| {
+                EngineError::Internal(format!("redis_tls_ca {}: {e}", redis.tls_ca))
+            })?;
+            let certs = redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem),
+            };
+            redis::Client::build_with_tls(info, certs).map_err(bad_url)?
+        };
+        // The client's info carries the TLS roots, so the pool and the feed trust the same.
+        let info = client.get_connection_info().clone();
+        let resp3 = info
+            .redis_settings()
+            .clone()
+            .set_protocol(redis::ProtocolVersion::RESP3);
+        let pubsub_client =
+            redis::Client::open(info.clone().set_redis_settings(resp3)).map_err(bad_url)?;
         let pool = Pool::builder(deadpool_redis::Manager::new(info).map_err(unavailable)?)
             .max_size(redis.pool_size)
             .wait_timeout(Some(OP_TIMEOUT))
@@ -230,7 +260,8 @@ impl RedisEngine {
         let inner = Arc::new(Inner {
             pool,
             hot,
-            client,
+            pubsub_client,
+            feed: pubsub::Feed::new(redis.pubsub_mode, redis.pubsub_linger),
             keys: Keys::new(&redis.key_prefix),
             settings,
             heartbeat_every: redis.heartbeat,
@@ -396,7 +427,7 @@ impl Inner {
             .arg(self.keys.channel(room))
             .arg(ttl_ms)
             .arg(expires_at)
-            .arg(json(room));
+            .arg(self.feed.publish_command());
         for arg in args {
             invocation.arg(*arg);
         }
@@ -484,7 +515,7 @@ impl Inner {
                 .arg(self.keys.channel(room))
                 .arg(0)
                 .arg(0)
-                .arg(json(room));
+                .arg(self.feed.publish_command());
             let strokes: u64 = self.invoke(&invocation).await?;
             tracing::info!(%room, strokes, "moved a v1 room to the board layout");
             moved += 1;
@@ -654,6 +685,9 @@ impl Engine for RedisEngine {
 
     async fn join(&self, req: JoinRequest<'_>) -> EngineResult<JoinOutcome> {
         let inner = &self.inner;
+        // Subscribed before the join reads the room: every event after what it reads then
+        // reaches this instance (PROTOCOL.md §1.4; the subscription race of pubsub_mode room).
+        pubsub::ensure(inner, req.room).await;
         // Sweeping here means a joiner never sees ghosts left by a crashed instance.
         if let Err(e) = inner.sweep_presence(req.room).await {
             tracing::debug!(room = %req.room, error = %e, "presence sweep failed");
@@ -724,8 +758,10 @@ impl Engine for RedisEngine {
             json(except.as_str())
         );
         let mut conn = inner.hot.clone();
+        let mut publish = redis::cmd(inner.feed.publish_command());
+        publish.arg(inner.keys.channel(room)).arg(envelope);
         inner
-            .with_timeout(conn.publish::<_, _, ()>(inner.keys.channel(room), envelope))
+            .with_timeout(publish.query_async::<()>(&mut conn))
             .await
     }
 

@@ -1,23 +1,36 @@
-//! The one pub/sub connection of an instance: `PSUBSCRIBE room:*`, and every message handed to
-//! the hub in seq order.
+//! The room event feed of an instance: one RESP3 connection on which it subscribes to room
+//! channels, and every message handed to the hub in seq order.
+//!
+//! What it subscribes to is `pubsub_mode` (`docs/REDIS.md`, "Channels"): `pattern` holds one
+//! `PSUBSCRIBE room:*`; `room` and `sharded` hold one `SUBSCRIBE` / `SSUBSCRIBE room:{id}` per
+//! room that has local sockets, taken before a socket's first join reads the room (so nothing
+//! published after that read can be missed) and dropped [`Feed`]'s linger after the last local
+//! socket left.
 //!
 //! Ordering repair lives here. When the hub reports a hole (this instance missed messages,
-//! e.g. Redis cut the subscriber off), the missing events are read from the room's log and
-//! delivered first. After a reconnect every local room is refilled from its last delivered
-//! seq the same way. Where the log no longer reaches back, the room's sessions re-join.
+//! e.g. Redis cut the subscriber off, or the feed's queue overflowed), the missing events are
+//! read from the room's log and delivered first. After a reconnect every local room is
+//! subscribed again and refilled from its last delivered seq the same way, and so is a room
+//! subscribed late (a subscribe that failed and was retried). Where the log no longer reaches
+//! back, the room's sessions re-join.
 
 use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures::StreamExt;
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, PushInfo, PushKind, Value};
 use serde::Deserialize;
 use serde_json::value::RawValue;
+use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
 use tokio_util::sync::CancellationToken;
 
 use super::Inner;
+use crate::config::PubsubMode;
 use crate::domain::access::Control;
 use crate::domain::{ConnKey, RoomId, frames};
 use crate::hub::{Delivered, Delivery};
@@ -31,6 +44,154 @@ const PING_EVERY: Duration = Duration::from_secs(5);
 const PING_TIMEOUT: Duration = Duration::from_secs(3);
 /// Reads of the log tried before a room's sessions are told to re-join instead.
 const FILL_ATTEMPTS: u32 = 3;
+/// Messages received and not yet handed to the hub. The connection's reader cannot wait, so
+/// past this a message is dropped and every local room refilled from its log (a burst this
+/// large means the relay is far behind anyway).
+const FEED_QUEUE: usize = 8192;
+/// Room subscriptions sent in one command (or at once, for `SSUBSCRIBE`) on a resubscribe.
+const SUBSCRIBE_BATCH: usize = 128;
+/// How often subscriptions are compared with the rooms that have local sockets, at most.
+const RECONCILE_EVERY_MAX: Duration = Duration::from_secs(1);
+const RECONCILE_EVERY_MIN: Duration = Duration::from_millis(100);
+
+/// What this instance is subscribed to, shared by the relay task and joining sessions.
+pub(super) struct Feed {
+    mode: PubsubMode,
+    /// A room whose last local socket left stays subscribed this long, so a socket that
+    /// reconnects or a room that people keep entering and leaving does not flap.
+    linger: Duration,
+    /// Held across a (un)subscribe's round trip, so the commands for one room reach Redis in
+    /// the order they were decided in (an UNSUBSCRIBE can never overtake a later SUBSCRIBE).
+    state: tokio::sync::Mutex<FeedState>,
+    /// Rooms unsubscribed whose confirmation the relay has not yet read, with how many. Their
+    /// messages still queued were published before the room's next subscription and before
+    /// any join that needs them could read the room (such a join waits for the unsubscribe):
+    /// delivering them would only start the room's position behind its joiner's snapshot and
+    /// cost a useless read of the log. A plain mutex: never held across an await.
+    closing: parking_lot::Mutex<HashMap<String, u32>>,
+}
+
+#[derive(Default)]
+struct FeedState {
+    /// The live feed connection; `None` while it is down (a reconnect then subscribes every
+    /// local room and refills it).
+    conn: Option<MultiplexedConnection>,
+    /// Rooms subscribed on `conn` (`room`/`sharded` only), each with the moment it was first
+    /// seen without local sockets.
+    rooms: HashMap<RoomId, Option<Instant>>,
+}
+
+impl Feed {
+    pub(super) fn new(mode: PubsubMode, linger: Duration) -> Self {
+        Self {
+            mode,
+            linger,
+            state: tokio::sync::Mutex::default(),
+            closing: parking_lot::Mutex::default(),
+        }
+    }
+
+    /// The command room scripts and transient messages publish with.
+    pub(super) fn publish_command(&self) -> &'static str {
+        match self.mode {
+            PubsubMode::Sharded => "SPUBLISH",
+            PubsubMode::Pattern | PubsubMode::Room => "PUBLISH",
+        }
+    }
+
+    fn reconcile_every(&self) -> Duration {
+        (self.linger / 2).clamp(RECONCILE_EVERY_MIN, RECONCILE_EVERY_MAX)
+    }
+}
+
+/// Makes sure `room` is subscribed before a local socket reads it (its join), so that every
+/// event published after that read reaches this instance. A room that already had sockets
+/// here but was not subscribed (its subscribe failed) is refilled from its log first.
+/// Without a feed connection it returns at once: the reconnect will subscribe and refill.
+pub(super) async fn ensure(inner: &Inner, room: &RoomId) {
+    if inner.feed.mode == PubsubMode::Pattern {
+        return;
+    }
+    let mut state = inner.feed.state.lock().await;
+    if let Some(idle) = state.rooms.get_mut(room) {
+        *idle = None;
+        return;
+    }
+    let Some(conn) = state.conn.clone() else {
+        return;
+    };
+    let channel = inner.keys.channel(room);
+    let subscribed = tokio::time::timeout(
+        super::OP_TIMEOUT,
+        subscribe(inner.feed.mode, conn, &[channel]),
+    )
+    .await;
+    // Only what was delivered before the subscription took effect can have a hole after it;
+    // a position set later (a join that read the room since) is already covered.
+    let position = inner.hub.position(room);
+    match subscribed {
+        Ok(Ok(())) => {
+            state.rooms.insert(room.clone(), None);
+            inner
+                .hub
+                .stats
+                .subscribed_rooms
+                .set(state.rooms.len() as i64);
+        }
+        // The reconciler retries while the room has sockets here; until then the room's
+        // events come late (filled from the log), not never.
+        Ok(Err(e)) => tracing::warn!(%room, error = %e, "cannot subscribe to a room"),
+        Err(_) => tracing::warn!(%room, "subscribing to a room timed out"),
+    }
+    drop(state);
+    if let Some(after) = position {
+        fill(inner, room, after).await;
+    }
+}
+
+/// Subscribes `channels` on the feed connection, in the mode's command.
+async fn subscribe(
+    mode: PubsubMode,
+    mut conn: MultiplexedConnection,
+    channels: &[String],
+) -> redis::RedisResult<()> {
+    match mode {
+        PubsubMode::Pattern => conn.psubscribe(channels).await,
+        PubsubMode::Room => conn.subscribe(channels).await,
+        // The client has no SSUBSCRIBE outside its cluster connection. Sent raw, one channel a
+        // command, its single confirmation is the command's reply (as in a cluster, where one
+        // SSUBSCRIBE may only name channels of one slot anyway); many go out pipelined.
+        PubsubMode::Sharded => {
+            let sends = channels.iter().map(|channel| {
+                let mut conn = conn.clone();
+                async move {
+                    redis::cmd("SSUBSCRIBE")
+                        .arg(channel)
+                        .query_async::<()>(&mut conn)
+                        .await
+                }
+            });
+            futures::future::try_join_all(sends).await.map(|_| ())
+        }
+    }
+}
+
+async fn unsubscribe(
+    mode: PubsubMode,
+    mut conn: MultiplexedConnection,
+    channel: &str,
+) -> redis::RedisResult<()> {
+    match mode {
+        PubsubMode::Pattern => Ok(()),
+        PubsubMode::Room => conn.unsubscribe(channel).await,
+        PubsubMode::Sharded => {
+            redis::cmd("SUNSUBSCRIBE")
+                .arg(channel)
+                .query_async::<()>(&mut conn)
+                .await
+        }
+    }
+}
 
 /// A transient message: `{"except":"<conn>","lossy":true,"frame":{...}}` (sequenced events
 /// are published as their log records, `{"seq":N,...}`: see `domain::record`).
@@ -82,17 +243,23 @@ pub(super) async fn run(inner: Arc<Inner>, shutdown: CancellationToken) {
     let mut backoff = BACKOFF_MIN;
     let mut first = true;
     while !shutdown.is_cancelled() {
-        match subscribe(&inner).await {
-            Ok((sink, stream)) => {
+        match connect(&inner).await {
+            Ok((conn, pushes, overflow)) => {
                 backoff = BACKOFF_MIN;
                 inner.pubsub_up.store(true, Ordering::Relaxed);
-                tracing::info!("subscribed to room events");
+                tracing::info!(mode = inner.feed.mode.as_str(), "subscribed to room events");
                 if !std::mem::take(&mut first) {
                     inner.hub.stats.feed_resubscribed.inc();
                 }
                 refill(&inner).await;
-                relay(&inner, sink, stream, &shutdown).await;
+                relay(&inner, conn, pushes, &overflow, &shutdown).await;
                 inner.pubsub_up.store(false, Ordering::Relaxed);
+                let mut state = inner.feed.state.lock().await;
+                state.conn = None;
+                state.rooms.clear();
+                inner.feed.closing.lock().clear();
+                inner.hub.stats.subscribed_rooms.set(0);
+                drop(state);
                 if shutdown.is_cancelled() {
                     return;
                 }
@@ -110,46 +277,224 @@ pub(super) async fn run(inner: Arc<Inner>, shutdown: CancellationToken) {
     }
 }
 
-async fn subscribe(
-    inner: &Inner,
-) -> redis::RedisResult<(redis::aio::PubSubSink, redis::aio::PubSubStream)> {
-    let connect = async {
-        let pubsub = inner.client.get_async_pubsub().await?;
-        let (mut sink, stream) = pubsub.split();
-        sink.psubscribe(inner.keys.channel_pattern()).await?;
-        Ok((sink, stream))
+/// A subscribed feed: its connection, the messages it receives, and whether any were dropped.
+type Connected = (
+    MultiplexedConnection,
+    mpsc::Receiver<PushInfo>,
+    Arc<AtomicBool>,
+);
+
+/// Opens the feed connection and subscribes what this instance needs: the pattern, or every
+/// room with local sockets.
+async fn connect(inner: &Inner) -> redis::RedisResult<Connected> {
+    let (tx, pushes) = mpsc::channel(FEED_QUEUE);
+    let overflow = Arc::new(AtomicBool::new(false));
+    let overflowed = overflow.clone();
+    // Called by the connection's reader, which must not wait: a full queue drops the message
+    // and flags it; the relay then refills every room from its log.
+    let sender = move |info: PushInfo| match tx.try_send(info) {
+        Ok(()) => Ok(()),
+        Err(TrySendError::Full(_)) => {
+            overflowed.store(true, Ordering::Relaxed);
+            Ok(())
+        }
+        Err(TrySendError::Closed(_)) => Err(()),
     };
-    match tokio::time::timeout(super::OP_TIMEOUT, connect).await {
-        Ok(result) => result,
-        Err(_) => Err(redis::RedisError::from((
-            redis::ErrorKind::Io,
-            "timed out subscribing",
-        ))),
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(super::OP_TIMEOUT))
+        .set_response_timeout(Some(super::OP_TIMEOUT))
+        .set_push_sender(sender);
+    let mode = inner.feed.mode;
+    let timed_out = || redis::RedisError::from((redis::ErrorKind::Io, "timed out subscribing"));
+    let conn = tokio::time::timeout(
+        super::OP_TIMEOUT,
+        inner
+            .pubsub_client
+            .get_multiplexed_async_connection_with_config(&config),
+    )
+    .await
+    .map_err(|_| timed_out())??;
+    // Joins wait from here until every room is subscribed: each then finds its room
+    // subscribed, or (had it come after the listing) subscribes it itself.
+    let mut state = inner.feed.state.lock().await;
+    let rooms = inner.hub.rooms();
+    let channels: Vec<String> = match mode {
+        PubsubMode::Pattern => vec![inner.keys.channel_pattern()],
+        PubsubMode::Room | PubsubMode::Sharded => {
+            rooms.iter().map(|room| inner.keys.channel(room)).collect()
+        }
+    };
+    for batch in channels.chunks(SUBSCRIBE_BATCH) {
+        tokio::time::timeout(super::OP_TIMEOUT, subscribe(mode, conn.clone(), batch))
+            .await
+            .map_err(|_| timed_out())??;
     }
+    state.conn = Some(conn.clone());
+    state.rooms.clear();
+    if mode != PubsubMode::Pattern {
+        state
+            .rooms
+            .extend(rooms.into_iter().map(|room| (room, None)));
+    }
+    inner
+        .hub
+        .stats
+        .subscribed_rooms
+        .set(state.rooms.len() as i64);
+    Ok((conn, pushes, overflow))
 }
 
 async fn relay(
     inner: &Inner,
-    mut sink: redis::aio::PubSubSink,
-    mut stream: redis::aio::PubSubStream,
+    mut conn: MultiplexedConnection,
+    mut pushes: mpsc::Receiver<PushInfo>,
+    overflow: &AtomicBool,
     shutdown: &CancellationToken,
 ) {
     let mut ping = tokio::time::interval(PING_EVERY);
     ping.tick().await;
+    let mut reconcile = tokio::time::interval(inner.feed.reconcile_every());
+    reconcile.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let per_room = inner.feed.mode != PubsubMode::Pattern;
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
-            msg = stream.next() => match msg {
-                Some(msg) => handle(inner, msg.get_channel_name(), msg.get_payload_bytes()).await,
+            push = pushes.recv() => match push {
+                Some(push) => {
+                    if !handle_push(inner, push).await {
+                        return;
+                    }
+                    if overflow.swap(false, Ordering::Relaxed) {
+                        tracing::warn!("the room event feed overflowed; refilling from the logs");
+                        inner.hub.stats.feed_overflows.inc();
+                        refill(inner).await;
+                    }
+                }
                 None => return,
             },
             _ = ping.tick() => {
-                let answered = tokio::time::timeout(PING_TIMEOUT, sink.ping::<()>()).await;
-                if !matches!(answered, Ok(Ok(()))) {
+                let ping = redis::cmd("PING");
+                let answered = tokio::time::timeout(PING_TIMEOUT, ping.query_async::<()>(&mut conn));
+                if !matches!(answered.await, Ok(Ok(()))) {
                     return;
                 }
             }
+            _ = reconcile.tick(), if per_room => reconcile_rooms(inner).await,
         }
+    }
+}
+
+/// One message from the connection; false when it reports the connection lost.
+async fn handle_push(inner: &Inner, push: PushInfo) -> bool {
+    let mut data = push.data.into_iter();
+    let (channel, payload) = match push.kind {
+        PushKind::Disconnection => return false,
+        // Only our own unsubscribes on one Redis. In a cluster, a node also sends
+        // `sunsubscribe` by itself when the room's slot moves: that room must then be
+        // subscribed again on its new owner and refilled (left for `redis_mode = cluster`).
+        PushKind::Unsubscribe | PushKind::SUnsubscribe => {
+            if let Some(Value::BulkString(channel)) = data.next() {
+                let channel = String::from_utf8_lossy(&channel);
+                let mut closing = inner.feed.closing.lock();
+                if let Some(n) = closing.get_mut(channel.as_ref()) {
+                    *n -= 1;
+                    if *n == 0 {
+                        closing.remove(channel.as_ref());
+                    }
+                }
+            }
+            return true;
+        }
+        PushKind::Message | PushKind::SMessage => (data.next(), data.next()),
+        PushKind::PMessage => (data.nth(1), data.next()),
+        // Subscription confirmations and anything else carry no room event.
+        _ => return true,
+    };
+    let (Some(Value::BulkString(channel)), Some(Value::BulkString(payload))) = (channel, payload)
+    else {
+        return true;
+    };
+    let stats = &inner.hub.stats;
+    stats.feed_messages.inc();
+    stats
+        .feed_bytes
+        .inc_by((channel.len() + payload.len()) as u64);
+    let Ok(channel) = std::str::from_utf8(&channel) else {
+        return true;
+    };
+    if inner.feed.closing.lock().contains_key(channel) {
+        return true;
+    }
+    handle(inner, channel, &payload).await;
+    true
+}
+
+/// Brings the room subscriptions in line with the rooms that have local sockets: rooms left
+/// for longer than the linger are unsubscribed, and a room with sockets but no subscription
+/// (its subscribe failed) is subscribed and refilled.
+async fn reconcile_rooms(inner: &Inner) {
+    let mut state = inner.feed.state.lock().await;
+    let Some(conn) = state.conn.clone() else {
+        return;
+    };
+    let local: HashSet<RoomId> = inner.hub.rooms().into_iter().collect();
+    let now = Instant::now();
+    let mut gone = Vec::new();
+    for (room, idle) in state.rooms.iter_mut() {
+        if local.contains(room) {
+            *idle = None;
+        } else if now.duration_since(*idle.get_or_insert(now)) >= inner.feed.linger {
+            gone.push(room.clone());
+        }
+    }
+    for room in gone {
+        let channel = inner.keys.channel(&room);
+        *inner
+            .feed
+            .closing
+            .lock()
+            .entry(channel.clone())
+            .or_default() += 1;
+        let done = tokio::time::timeout(
+            super::OP_TIMEOUT,
+            unsubscribe(inner.feed.mode, conn.clone(), &channel),
+        )
+        .await;
+        if matches!(done, Ok(Ok(()))) {
+            state.rooms.remove(&room);
+        } else {
+            // Still subscribed as far as we know; the next pass tries again.
+            tracing::debug!(%room, "cannot unsubscribe from a room");
+        }
+    }
+    let missing: Vec<RoomId> = local
+        .into_iter()
+        .filter(|room| !state.rooms.contains_key(room))
+        .collect();
+    let mut added = Vec::new();
+    for room in missing {
+        let channel = inner.keys.channel(&room);
+        let done = tokio::time::timeout(
+            super::OP_TIMEOUT,
+            subscribe(inner.feed.mode, conn.clone(), &[channel]),
+        )
+        .await;
+        if matches!(done, Ok(Ok(()))) {
+            state.rooms.insert(room.clone(), None);
+            // As in `ensure`: the position when the subscription took effect.
+            if let Some(after) = inner.hub.position(&room) {
+                added.push((room, after));
+            }
+        }
+    }
+    inner
+        .hub
+        .stats
+        .subscribed_rooms
+        .set(state.rooms.len() as i64);
+    drop(state);
+    for (room, after) in added {
+        fill(inner, &room, after).await;
     }
 }
 
@@ -218,6 +563,27 @@ async fn refill(inner: &Inner) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sharded_mode_publishes_with_spublish_and_reconciles_within_bounds() {
+        let feed = |mode, linger_ms| Feed::new(mode, Duration::from_millis(linger_ms));
+        assert_eq!(feed(PubsubMode::Sharded, 0).publish_command(), "SPUBLISH");
+        assert_eq!(feed(PubsubMode::Room, 0).publish_command(), "PUBLISH");
+        assert_eq!(feed(PubsubMode::Pattern, 0).publish_command(), "PUBLISH");
+        // No linger still leaves a pause between passes; a long one still unsubscribes soon.
+        assert_eq!(
+            feed(PubsubMode::Room, 0).reconcile_every(),
+            RECONCILE_EVERY_MIN
+        );
+        assert_eq!(
+            feed(PubsubMode::Room, 600).reconcile_every(),
+            Duration::from_millis(300)
+        );
+        assert_eq!(
+            feed(PubsubMode::Room, 60_000).reconcile_every(),
+            RECONCILE_EVERY_MAX
+        );
+    }
 
     #[test]
     fn messages_parse_every_kind() {

@@ -194,6 +194,6 @@ if seq % window == 0 then
   redis.call('HSET', KEYS[5], '', '')
   expire_new(KEYS[5])
 end
-redis.call('PUBLISH', channel, record)
+redis.call(publish, channel, record)
 touch_if_due(pttl)
 return {'ok', seq}

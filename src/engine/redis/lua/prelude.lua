@@ -6,11 +6,12 @@
 --   and for scripts acting for one user: 9 :undo:<userId> (list)  10 :redo:<userId> (list);
 --   last, always: :members (hash), which only touch() uses (it walks #KEYS), so members expire
 --   with the room.
--- ARGV 1..4, always: channel, room TTL in ms (0 = forever), expiresAt (unix ms), room id as JSON
--- (for reading a script call in MONITOR; no script needs it since frames are built in Rust).
+-- ARGV 1..4, always: channel, room TTL in ms (0 = forever), expiresAt (unix ms), and the command
+-- that publishes on the channel: PUBLISH, or SPUBLISH when instances subscribe with SSUBSCRIBE
+-- (`pubsub_mode = sharded`: a PUBLISH would never reach a shard-channel subscriber).
 -- Stored JSON is produced by the gateway with a fixed field order (elements start {"v":..,"z":..,
 -- presence entries {"userId":..), so scripts read what they need by prefix without decoding.
-local channel, ttl_ms, expires_at = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local channel, ttl_ms, expires_at, publish = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
 
 -- The JSON string token that starts at `pos` (a '"'), escapes included.
 local function string_token(s, pos)
@@ -61,7 +62,7 @@ end
 -- (CURSOR_LEAVE, USER_LEFT, USER_JOINED, USER_COUNT_UPDATED) from it in Rust. `parts` are JSON
 -- members: "joined":<member>, "except":<conn>, "left":<userId>, "gone":true, "count":N.
 local function publish_presence(parts)
-  redis.call('PUBLISH', channel, '{"presence":{' .. table.concat(parts, ',') .. '}}')
+  redis.call(publish, channel, '{"presence":{' .. table.concat(parts, ',') .. '}}')
 end
 
 -- A live room's board hash always exists (its placeholder keeps it); without it the room is
