@@ -731,7 +731,7 @@ fn reverse_restore<B: Board>(
         let (Some(current), Some(before)) = (r.get(&restored.id), was.get(&restored.id)) else {
             continue;
         };
-        let patch = crate::domain::history::patch_between(restored, before);
+        let patch = super::element::patch_between(restored, before);
         // A patch sets only what a client may set: an element that was another kind, or
         // someone else's (an id reused after a delete), comes back whole.
         let next = match current.patched(&patch, cx.limits) {

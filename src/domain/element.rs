@@ -642,6 +642,36 @@ impl Element {
     }
 }
 
+/// The fields that differ from `before` to `after`, with `after`'s values (`null`: absent
+/// there), `z` and the text state included: what a client applies to get from one to the other.
+pub fn patch_between(before: &Element, after: &Element) -> Patch {
+    let map = |e: &Element| -> Map<String, Value> {
+        let mut m = match serde_json::to_value(e) {
+            Ok(Value::Object(m)) => m,
+            _ => Map::new(),
+        };
+        m.insert(
+            "z".into(),
+            e.z.and_then(serde_json::Number::from_f64)
+                .map_or(Value::Null, Value::Number),
+        );
+        m
+    };
+    let (b, a) = (map(before), map(after));
+    let mut patch = Map::new();
+    for (k, v) in &a {
+        if b.get(k) != Some(v) {
+            patch.insert(k.clone(), v.clone());
+        }
+    }
+    for k in b.keys() {
+        if !a.contains_key(k) {
+            patch.insert(k.clone(), Value::Null);
+        }
+    }
+    Patch(patch)
+}
+
 /// Stamps a body (`{"id":...}`) with its version and paint order, as the Redis script does.
 pub fn stamp(body: &str, v: u64, z: &str) -> String {
     let rest = body.strip_prefix('{').unwrap_or(body);

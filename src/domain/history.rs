@@ -12,11 +12,12 @@
 use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use serde_json::value::RawValue;
-use serde_json::{Map, Value};
 use thiserror::Error;
 
 use super::board::text_after;
+pub use super::element::patch_between;
 use super::element::{Element, ElementLimits, Kind, Patch, ZOrder, format_z};
 use super::ids::{RoomId, StrokeId, UserId};
 use super::rga::TextOp;
@@ -285,36 +286,6 @@ pub fn diff(from: &Board, to: &Board) -> Diff {
         .cloned()
         .collect();
     d
-}
-
-/// The fields that differ from `before` to `after`, with `after`'s values (`null`: absent
-/// there), `z` and the text state included: what a client applies to get from one to the other.
-pub fn patch_between(before: &Element, after: &Element) -> Patch {
-    let map = |e: &Element| -> Map<String, Value> {
-        let mut m = match serde_json::to_value(e) {
-            Ok(Value::Object(m)) => m,
-            _ => Map::new(),
-        };
-        m.insert(
-            "z".into(),
-            e.z.and_then(serde_json::Number::from_f64)
-                .map_or(Value::Null, Value::Number),
-        );
-        m
-    };
-    let (b, a) = (map(before), map(after));
-    let mut patch = Map::new();
-    for (k, v) in &a {
-        if b.get(k) != Some(v) {
-            patch.insert(k.clone(), v.clone());
-        }
-    }
-    for k in b.keys() {
-        if !a.contains_key(k) {
-            patch.insert(k.clone(), Value::Null);
-        }
-    }
-    Patch(patch)
 }
 
 /// Where the oldest ops fold into the base after op `seq`: the newest snapshot seq (a multiple

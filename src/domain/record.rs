@@ -22,7 +22,6 @@ use serde_json::value::RawValue;
 use super::board::{Decision, Effect, Logged, Via};
 use super::element::{Element, Kind, Patch, format_z, stored_kind};
 use super::frames;
-use super::history;
 use super::ids::{ConnKey, RoomId, StrokeId, UserId};
 use super::rga::Applied;
 
@@ -87,7 +86,7 @@ impl Parts {
                     .iter()
                     .filter_map(|was| {
                         let now = written.iter().find(|w| w.id == was.id)?;
-                        Some((was.id.clone(), history::patch_between(was, now)))
+                        Some((was.id.clone(), super::element::patch_between(was, now)))
                     })
                     .collect();
                 let was: Vec<String> = changed.iter().map(stored_as_was).collect();
