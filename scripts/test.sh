@@ -15,7 +15,8 @@ cargo test --workspace --no-fail-fast
 # The Redis engine suite again in the per-room pub/sub modes (tests/pubsub_modes.rs runs the
 # gateway cases in all three).
 for mode in room sharded; do
-    DRAWBRIDGE_PUBSUB_MODE=$mode cargo test --test engine_suite redis
+    # --workspace: the same features as above, so nothing is compiled twice.
+    DRAWBRIDGE_PUBSUB_MODE=$mode cargo test --workspace --test engine_suite redis
 done
 
 bin="${CARGO_TARGET_DIR:-$PWD/target}/debug/drawbridge"
