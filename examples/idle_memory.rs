@@ -61,6 +61,7 @@ async fn main() {
         instance_id: "idle-memory".into(),
         room_ttl: Some(Duration::from_secs(86_400)),
         log_max: 10_000,
+        replay_max: 10_000,
         redo_max: 100,
         undo_max: 100,
         max_points: 5_000,

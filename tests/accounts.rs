@@ -22,6 +22,7 @@ fn settings() -> EngineSettings {
         instance_id: "suite".into(),
         room_ttl: None,
         log_max: 100,
+        replay_max: 100,
         redo_max: 10,
         undo_max: 100,
         max_points: 5000,

@@ -46,6 +46,7 @@ fn settings() -> EngineSettings {
         room_ttl: Some(Duration::from_secs(600)),
         // Long enough that the whole history stays in the log for the replay check.
         log_max: 10_000,
+        replay_max: 10_000,
         redo_max: 5,
         undo_max: 8,
         max_points: 100,

@@ -52,6 +52,7 @@ fn settings() -> EngineSettings {
         instance_id: INSTANCE.into(),
         room_ttl: Some(Duration::from_secs(3600)),
         log_max: 100,
+        replay_max: 100,
         redo_max: 10,
         undo_max: 100,
         max_points: 5000,
@@ -3204,7 +3205,7 @@ engine_suite! {
         redo_restores_undone_strokes;
         redo_stack_is_capped with EngineSettings { redo_max: 2, ..settings() };
         replay_covers_the_missed_events;
-        trimmed_log_falls_back_to_a_snapshot with EngineSettings { log_max: 3, ..settings() };
+        trimmed_log_falls_back_to_a_snapshot with EngineSettings { log_max: 3, replay_max: 3, ..settings() };
         events_after_reads_the_log;
         leave_tells_the_room;
         transient_frames_skip_the_sender_and_are_lossy;

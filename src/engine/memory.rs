@@ -456,7 +456,7 @@ impl Engine for MemoryEngine {
                         .log
                         .front()
                         .map_or(since == room.seq, |(seq, _)| *seq <= since + 1)
-                    && room.seq - since <= self.settings.log_max as u64 =>
+                    && room.seq - since <= self.settings.replay_max as u64 =>
             {
                 ViewBody::Replay {
                     from_seq: since + 1,

@@ -47,6 +47,9 @@ pub struct EngineSettings {
     pub room_ttl: Option<Duration>,
     /// How many sequenced ops each room's log keeps for `REPLAY`.
     pub log_max: usize,
+    /// Most events one `REPLAY` carries (at most `log_max`): a client further behind gets the
+    /// board instead, decided where the log is read.
+    pub replay_max: usize,
     /// How many undone ops a user can redo, per room.
     pub redo_max: usize,
     /// How many of their ops a user can undo, per room.
@@ -68,6 +71,7 @@ impl EngineSettings {
             instance_id,
             room_ttl: config.room_ttl(),
             log_max: config.log_max_ops,
+            replay_max: config.replay_max_events.min(config.log_max_ops),
             redo_max: config.redo_max,
             undo_max: config.undo_max,
             max_points: config.max_points,

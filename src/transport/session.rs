@@ -947,7 +947,9 @@ where
                 overflow: self.overflow.clone(),
             },
         );
-        let mut outcome = app
+        // A client far behind gets the board, not a long replay: the engine decides that where
+        // it reads the log (`EngineSettings::replay_max`), in the same call.
+        let outcome = app
             .engine
             .join(JoinRequest {
                 room: &room,
@@ -956,23 +958,6 @@ where
                 since: since.as_ref().map(|(seq, epoch)| (*seq, epoch.as_str())),
             })
             .await;
-        // A client far behind (a reconnect storm after an instance died, a laptop waking up)
-        // gets the board instead of thousands of events in one multi-megabyte frame. Joining
-        // again is idempotent for the presence entry; it costs one more count update.
-        if let Ok(JoinOutcome::Joined(view)) = &outcome
-            && let ViewBody::Replay { records, .. } = &view.body
-            && records.len() > app.config.replay_max_events
-        {
-            outcome = app
-                .engine
-                .join(JoinRequest {
-                    room: &room,
-                    conn: &self.key,
-                    who: &self.who,
-                    since: None,
-                })
-                .await;
-        }
         let view = match outcome {
             Ok(JoinOutcome::Joined(view)) => view,
             Ok(JoinOutcome::Missing) => {

@@ -706,7 +706,7 @@ impl Engine for RedisEngine {
                     &since,
                     epoch,
                     &json(req.conn.as_str()),
-                    &inner.settings.log_max.to_string(),
+                    &inner.settings.replay_max.to_string(),
                 ],
             )
             .await?;
