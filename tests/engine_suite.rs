@@ -1614,6 +1614,22 @@ mod cases {
         }
         assert_eq!(answers(fx).await, with);
         assert_eq!(with.len(), boards.len());
+        // And they are what answers are built from: an (artificially) emptied snapshot at seq 8
+        // shows in the board after seq 9, which is read as that snapshot plus one op.
+        let _: () = ::redis::cmd("HSET")
+            .arg(&key)
+            .arg("s:8")
+            .arg(r#"{"seq":8,"elements":[]}"#)
+            .query_async(&mut conn)
+            .await
+            .expect("hset");
+        let Past::Found(nine) = fx.history.board_at(&room, Some(9)).await.expect("at 9") else {
+            panic!("a board at 9")
+        };
+        assert!(
+            nine.len() < with[9].len(),
+            "the board after 9 was read from the snapshot at 8"
+        );
     }
 
     pub async fn text_edits_merge_character_by_character(fx: &Fixture) {

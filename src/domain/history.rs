@@ -224,7 +224,7 @@ impl Board {
             && self
                 .elements
                 .iter()
-                .all(|(id, e)| other.elements.get(id).is_some_and(|o| same(e, o)))
+                .all(|(id, e)| other.elements.get(id).is_some_and(|o| e.same_as(o)))
     }
 }
 
@@ -238,11 +238,6 @@ fn parse(seq: u64, stored: &str) -> Result<Element, HistoryError> {
 /// An element's stored text (its version and paint order in front).
 pub fn stored(e: &Element) -> String {
     e.stored(e.v, &format_z(e.z.unwrap_or(0.0)))
-}
-
-/// Equal but for the version.
-pub fn same(a: &Element, b: &Element) -> bool {
-    a.same_as(b)
 }
 
 /// One element that two boards hold differently.
@@ -272,7 +267,7 @@ pub fn diff(from: &Board, to: &Board) -> Diff {
     for after in to.elements() {
         match from.get(&after.id) {
             None => d.added.push(after.clone()),
-            Some(before) if !same(before, after) => d.changed.push(Change {
+            Some(before) if !before.same_as(after) => d.changed.push(Change {
                 before: before.clone(),
                 after: after.clone(),
             }),

@@ -385,6 +385,18 @@ pub enum Past<T> {
     Found(T),
 }
 
+impl<T> Past<T> {
+    /// The same answer, with what was found turned into something else.
+    pub fn try_map<U, E>(self, f: impl FnOnce(T) -> Result<U, E>) -> Result<Past<U>, E> {
+        Ok(match self {
+            Past::Found(t) => Past::Found(f(t)?),
+            Past::Missing => Past::Missing,
+            Past::Trimmed { oldest } => Past::Trimmed { oldest },
+            Past::Ahead { seq } => Past::Ahead { seq },
+        })
+    }
+}
+
 /// A page of the op log.
 #[derive(Debug, PartialEq)]
 pub struct OpsPage {

@@ -78,12 +78,9 @@ impl Inner {
 
     async fn board_at(&self, room: &RoomId, at: Option<u64>) -> EngineResult<Past<history::Board>> {
         let past = self.past(room, "board", at, 0).await?;
-        Ok(match past {
-            Past::Found(Answer::Board(board)) => Past::Found(board),
-            Past::Found(Answer::Ops { .. }) => return Err(bad_reply("ops for a board")),
-            Past::Missing => Past::Missing,
-            Past::Trimmed { oldest } => Past::Trimmed { oldest },
-            Past::Ahead { seq } => Past::Ahead { seq },
+        past.try_map(|answer| match answer {
+            Answer::Board(board) => Ok(board),
+            Answer::Ops { .. } => Err(bad_reply("ops for a board")),
         })
     }
 
@@ -200,16 +197,13 @@ impl RedisEngine {
 impl History for RedisEngine {
     async fn ops(&self, room: &RoomId, since: u64, limit: usize) -> EngineResult<Past<OpsPage>> {
         let past = self.inner.past(room, "ops", Some(since), limit).await?;
-        Ok(match past {
-            Past::Found(Answer::Ops { epoch, records }) => Past::Found(OpsPage {
+        past.try_map(|answer| match answer {
+            Answer::Ops { epoch, records } => Ok(OpsPage {
                 epoch,
                 next_since: since + records.len() as u64,
                 records,
             }),
-            Past::Found(Answer::Board(_)) => return Err(bad_reply("a board for ops")),
-            Past::Missing => Past::Missing,
-            Past::Trimmed { oldest } => Past::Trimmed { oldest },
-            Past::Ahead { seq } => Past::Ahead { seq },
+            Answer::Board(_) => Err(bad_reply("a board for ops")),
         })
     }
 
