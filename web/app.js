@@ -5,8 +5,9 @@
 //   render.js  the camera (pan, zoom) and painting, with a scene cache so big boards pan smoothly
 //   net.js     the WebSocket: joins, seq order, REPLAY recovery, the outbox of our ops, undo resolution
 //   tools.js   pointer and keyboard gestures: tools, selection, drags, text editing, undo history
-//   app.js     this file: lobby (guest name or sign-in, invite links), the room's toolbar, presence and
-//              cursors, other people's live strokes, export, shortcuts, and the test hook.
+//   app.js     this file: lobby (guest name or sign-in, invite links, a new board from a file), the
+//              room's toolbar, presence and cursors, other people's live strokes, export, history
+//              (preview, named versions, restore: PROTOCOL.md §5), shortcuts, and the test hook.
 'use strict';
 
 (() => {
@@ -81,13 +82,21 @@
     });
     let data = {};
     try { data = await res.json(); } catch { /* empty or non-JSON body */ }
-    if (!res.ok) {
-      const err = new Error(data.message || `Request failed (${res.status})`);
-      err.status = res.status;
-      err.code = data.code;
-      throw err;
-    }
+    if (!res.ok) throw httpError(res, data);
     return data;
+  }
+
+  /** An error for a failed API call: the server's message (§2: `{code, message}`) and status. */
+  function httpError(res, data = {}) {
+    const err = new Error(data.message || `Request failed (${res.status})`);
+    err.status = res.status;
+    err.code = data.code;
+    err.data = data;
+    return err;
+  }
+
+  async function jsonOf(res) {
+    try { return await res.json(); } catch { return {}; }
   }
 
   // ---- session ------------------------------------------------------------------------------
@@ -333,6 +342,65 @@
     }
   });
 
+  /** The Content-Type an import is sent as (§5), from the file's name or type; null if neither fits. */
+  function importType(file) {
+    if (/\.svg$/i.test(file.name) || file.type === 'image/svg+xml') return 'image/svg+xml';
+    if (/\.json$/i.test(file.name) || file.type === 'application/json') return 'application/json';
+    return null;
+  }
+
+  function importedText({ imported = 0, skipped = 0 }) {
+    const n = (k, one) => `${k} ${one}${k === 1 ? '' : 's'}`;
+    return `Imported ${n(imported, 'element')}${skipped ? `; ${n(skipped, 'part')} of the file could not be kept` : ''}.`;
+  }
+
+  /** Creates a room holding the file's drawing (import exists only at creation), then opens it. */
+  async function importBoard(file) {
+    $('lobby-error').textContent = '';
+    $('lobby-status').textContent = '';
+    const type = importType(file);
+    if (!type) {
+      $('lobby-error').textContent = 'Choose an .svg drawing or a .json board export.';
+      return;
+    }
+    const button = $('import-button');
+    button.disabled = true;
+    $('lobby-status').textContent = `Importing ${file.name}…`;
+    try {
+      await ensureFreshToken();
+      const res = await fetch('/api/v1/rooms', {
+        method: 'POST',
+        headers: { 'content-type': type, authorization: `Bearer ${session.token}` },
+        body: file,
+      });
+      const data = await jsonOf(res);
+      if (res.status === 413) {
+        throw new Error(`${file.name} is too large to import${data.message ? `: ${data.message}` : '.'}`);
+      }
+      if (res.status === 400) {
+        throw new Error(`${file.name} could not be imported: ${data.message || 'the server could not read it.'}`);
+      }
+      if (!res.ok) throw httpError(res, data);
+      const result = data.data || {};
+      const text = importedText(result);
+      $('lobby-status').textContent = text;
+      await enterRoom(result.roomId);
+      toast(text);
+    } catch (err) {
+      $('lobby-status').textContent = '';
+      $('lobby-error').textContent = err.message;
+    } finally {
+      button.disabled = false;
+      $('import-file').value = '';
+    }
+  }
+
+  $('import-button').addEventListener('click', () => $('import-file').click());
+  $('import-file').addEventListener('change', (e) => {
+    const file = e.target.files && e.target.files[0];
+    if (file) importBoard(file);
+  });
+
   $('join-form').addEventListener('submit', async (e) => {
     e.preventDefault();
     const text = $('join-input').value.trim();
@@ -427,6 +495,7 @@
       return;
     }
     resetPresence();
+    closeHistory();
     fitted = false;
     roomId = id;
     history.replaceState(null, '', `/?room=${encodeURIComponent(id)}`);
@@ -566,6 +635,7 @@
   });
 
   function leaveRoom(message = '') {
+    closeHistory();
     if ($('share').open) $('share').close();
     tools.cancelAction();
     tools.closeEditor();
@@ -806,6 +876,9 @@
     $('zoom-reset').addEventListener('click', () => renderer.home());
     $('zoom-fit').addEventListener('click', () => renderer.fitContent());
     $('export-png').addEventListener('click', exportPng);
+    $('export-svg').addEventListener('click', () => exportFile('svg'));
+    $('export-json').addEventListener('click', () => exportFile('json'));
+    $('history-toggle').addEventListener('click', () => (historyOpen() ? closeHistory() : openHistory()));
     $('copy-invite').addEventListener('click', copyInvite);
     $('help-button').addEventListener('click', toggleHelp);
     $('people-toggle').addEventListener('click', () => togglePanel('people-toggle', document.querySelector('.people')));
@@ -840,17 +913,11 @@
     toast('Invite link copied. Anyone with it can join.');
   }
 
-  /** Downloads the whole board (not just the view) as a PNG. */
+  /** Downloads the whole board (not just the view) as a PNG: the one shown, so a preview exports the past. */
   async function exportPng() {
     const blob = await renderer.exportPng();
     if (!blob) return toast('The board could not be exported.');
-    const a = document.createElement('a');
-    a.href = URL.createObjectURL(blob);
-    a.download = `drawbridge-${roomId || 'board'}.png`;
-    document.body.append(a);
-    a.click();
-    a.remove();
-    setTimeout(() => URL.revokeObjectURL(a.href), 10000);
+    download(blob, `drawbridge-${roomId || 'board'}.png`);
     return undefined;
   }
 
@@ -877,6 +944,7 @@
     $('zoom-reset').textContent = `${Math.round(renderer.cam.s * 100)}%`;
     canvas.setAttribute('aria-label', `Shared whiteboard with ${board.shown.size} elements.`);
     renderConn();
+    renderHistory();
   }
 
   /** Picking an element shows its colours in the toolbar, so a change starts from what it has. */
@@ -889,6 +957,309 @@
     if (el.width) tools.style.width = el.width;
   }
 
+  // ---- history, versions, export (PROTOCOL.md §5) --------------------------------------------
+
+  /** Wait this long after the slider stops before asking for that version: a drag asks once. */
+  const PREVIEW_DEBOUNCE_MS = 200;
+  /** After our restore the live ROOM_RESTORED should come; if it has not by then, re-join. */
+  const RESTORE_CATCHUP_MS = 2000;
+
+  /**
+   * The past version painted instead of the live board: its seq (null: showing live), its board,
+   * and the request in flight. The live board keeps following the room underneath, untouched.
+   */
+  const preview = { seq: null, board: null, loading: false, timer: 0, abort: null };
+  /** The room's named versions, newest first, as the server lists them. */
+  let versions = [];
+  /** The oldest seq the server still keeps history for (older ones answer 410 HISTORY_TRIMMED). */
+  let oldestSeq = 0;
+
+  const roomPath = (rest) => `/api/v1/rooms/${encodeURIComponent(roomId)}/${rest}`;
+  const historyOpen = () => !$('history').hidden;
+  const authHeader = () => ({ authorization: `Bearer ${session.token}` });
+
+  function openHistory() {
+    if (!roomId) return;
+    $('history').hidden = false;
+    $('history-toggle').setAttribute('aria-expanded', 'true');
+    $('history-note').textContent = '';
+    const slider = $('history-slider');
+    slider.min = String(Math.min(oldestSeq, sync.seq || 0));
+    slider.max = String(sync.seq || 0);
+    slider.value = slider.max;
+    renderHistory();
+    loadVersions();
+    slider.focus();
+  }
+
+  function closeHistory() {
+    endPreview();
+    $('history').hidden = true;
+    $('history-toggle').setAttribute('aria-expanded', 'false');
+    versions = [];
+    oldestSeq = 0;
+  }
+
+  async function loadVersions() {
+    const room = roomId;
+    try {
+      await ensureFreshToken();
+      const data = await api('GET', roomPath('versions'));
+      if (room !== roomId) return;
+      versions = Array.isArray(data.versions) ? data.versions : [];
+    } catch (err) {
+      versions = [];
+      $('history-note').textContent = `Named versions could not be loaded: ${err.message}`;
+    }
+    renderVersions();
+  }
+
+  /** createdAt as the server writes it (ISO text, or seconds or milliseconds since 1970). */
+  function formatTime(t) {
+    const d = new Date(typeof t === 'number' && t < 1e12 ? t * 1000 : t);
+    return Number.isNaN(d.getTime()) ? '' : d.toLocaleString();
+  }
+
+  /** The named versions as a list of buttons (each shows its version) and as marks on the slider. */
+  function renderVersions() {
+    const list = $('version-list');
+    const marks = $('history-marks');
+    list.replaceChildren();
+    marks.replaceChildren();
+    if (!versions.length) {
+      const li = document.createElement('li');
+      li.className = 'hint';
+      li.textContent = 'No named versions yet.';
+      list.append(li);
+    }
+    for (const v of versions) {
+      const b = document.createElement('button');
+      b.type = 'button';
+      b.dataset.seq = String(v.seq);
+      const name = document.createElement('span');
+      name.textContent = v.name;
+      const when = document.createElement('span');
+      when.className = 'when';
+      const time = v.createdAt ? formatTime(v.createdAt) : '';
+      when.textContent = `seq ${v.seq}${time ? ` · ${time}` : ''}`;
+      b.append(name, when);
+      b.addEventListener('click', () => showSeq(Number(v.seq)));
+      const li = document.createElement('li');
+      li.append(b);
+      list.append(li);
+      const mark = document.createElement('option');
+      mark.value = String(v.seq);
+      mark.label = v.name;
+      marks.append(mark);
+    }
+    renderHistory();
+  }
+
+  /** Moves the slider to `seq` and shows that version. */
+  function showSeq(seq) {
+    const slider = $('history-slider');
+    if (seq > Number(slider.max)) slider.max = String(seq);
+    slider.value = String(seq);
+    schedulePreview(0);
+  }
+
+  function schedulePreview(delay = PREVIEW_DEBOUNCE_MS) {
+    clearTimeout(preview.timer);
+    preview.timer = setTimeout(() => {
+      preview.timer = 0;
+      const at = Number($('history-slider').value);
+      // The newest seq is the live board itself.
+      if (at >= sync.seq) endPreview();
+      else startPreview(at);
+    }, delay);
+    renderHistory();
+  }
+
+  async function startPreview(at) {
+    if (preview.abort) preview.abort.abort();
+    const abort = new AbortController();
+    preview.abort = abort;
+    preview.loading = true;
+    renderHistory();
+    try {
+      await ensureFreshToken();
+      const res = await fetch(roomPath(`state?at=${at}`), { headers: authHeader(), signal: abort.signal });
+      const data = await jsonOf(res);
+      if (abort.signal.aborted) return;
+      if (res.status === 410) {
+        oldestSeq = Number(data.oldestSeq) || oldestSeq;
+        $('history-slider').min = String(oldestSeq);
+        $('history-note').textContent = `Versions before seq ${oldestSeq} are no longer kept.`;
+        if (at < oldestSeq) showSeq(oldestSeq);
+        return;
+      }
+      if (!res.ok) throw httpError(res, data);
+      showVersion(at, data);
+      $('history-note').textContent = '';
+    } catch (err) {
+      if (abort.signal.aborted) return;
+      $('history-note').textContent = `That version could not be shown: ${err.message}`;
+    } finally {
+      if (preview.abort === abort) {
+        preview.abort = null;
+        preview.loading = false;
+        renderHistory();
+      }
+    }
+  }
+
+  /** Paints a past board (a `state?at=` answer) read-only in place of the live one. */
+  function showVersion(at, data) {
+    const M = Whiteboard.model;
+    const strokes = (data.strokes || []).map(M.strokeElement).filter(Boolean);
+    const elements = (data.elements || []).map((e) => (e && e.kind === 'stroke' ? M.strokeElement(e) : e)).filter(Boolean);
+    const past = new Board();
+    past.reset([...strokes, ...elements].sort((a, b) => (a.z ?? 0) - (b.z ?? 0)));
+    if (preview.seq === null) {
+      // Nothing is edited while looking at the past: finish whatever was under way.
+      tools.cancelAction();
+      tools.closeEditor();
+      tools.select([]);
+    }
+    preview.seq = typeof data.seq === 'number' ? data.seq : at;
+    preview.board = past;
+    renderer.board = past;
+    renderer.contentChanged(null);
+    setReadOnly(true);
+    renderHistory();
+  }
+
+  /** Back to the live board (the slider goes back to now). */
+  function endPreview() {
+    clearTimeout(preview.timer);
+    preview.timer = 0;
+    if (preview.abort) preview.abort.abort();
+    preview.abort = null;
+    preview.loading = false;
+    const slider = $('history-slider');
+    slider.max = String(sync.seq || 0);
+    slider.value = slider.max;
+    if (preview.seq !== null) {
+      preview.seq = null;
+      preview.board = null;
+      renderer.board = board;
+      renderer.contentChanged(null);
+      setReadOnly(false);
+    }
+    renderHistory();
+  }
+
+  function setReadOnly(on) {
+    $('preview-shield').hidden = !on;
+    $('preview-banner').hidden = !on;
+    $('board-wrap').classList.toggle('previewing', on);
+    // The tools act on the live board: out of reach (and of the keyboard) while the past is shown.
+    document.querySelector('.toolbar').inert = on;
+  }
+
+  function renderHistory() {
+    if (!roomId || !historyOpen()) return;
+    const slider = $('history-slider');
+    const live = sync.seq || 0;
+    const value = Number(slider.value);
+    const following = preview.seq === null && !preview.timer && !preview.loading && value >= Number(slider.max);
+    slider.max = String(Math.max(live, value));
+    if (following) slider.value = slider.max;
+    const shown = Number(slider.value);
+    const named = versions.find((v) => v.seq === (preview.seq ?? shown));
+    $('history-at').textContent = shown >= live ? `now (seq ${live})` : `seq ${shown}${named ? `, “${named.name}”` : ''}`;
+    slider.setAttribute('aria-valuetext', $('history-at').textContent);
+    $('history-restore').disabled = preview.seq === null || preview.loading;
+    for (const b of $('version-list').querySelectorAll('button')) {
+      b.setAttribute('aria-current', String(preview.seq !== null && Number(b.dataset.seq) === preview.seq));
+    }
+    if (preview.seq !== null) {
+      $('preview-text').textContent = `The board at seq ${preview.seq}${named ? ` (“${named.name}”)` : ''}, read-only.`;
+    }
+  }
+
+  $('history-slider').addEventListener('input', () => schedulePreview());
+  $('history-close').addEventListener('click', () => { closeHistory(); $('history-toggle').focus(); });
+  $('preview-live').addEventListener('click', () => endPreview());
+  $('history-svg').addEventListener('click', () => exportFile('svg'));
+  $('history-json').addEventListener('click', () => exportFile('json'));
+
+  $('version-form').addEventListener('submit', async (e) => {
+    e.preventDefault();
+    const name = $('version-name').value.trim();
+    if (!name) return;
+    busy(e.target, true);
+    try {
+      await ensureFreshToken();
+      const v = await api('POST', roomPath('versions'), { name });
+      versions = [v, ...versions.filter((x) => x.versionId !== v.versionId)];
+      $('version-name').value = '';
+      $('history-note').textContent = `Saved “${v.name}” (seq ${v.seq}).`;
+      renderVersions();
+    } catch (err) {
+      $('history-note').textContent = `The version could not be saved: ${err.message}`;
+    } finally {
+      busy(e.target, false);
+    }
+  });
+
+  $('history-restore').addEventListener('click', () => {
+    if (preview.seq === null) return;
+    const at = preview.seq;
+    const named = versions.find((v) => v.seq === at);
+    $('restore-text').textContent = `Everyone in the room will see the board go back to how it was at seq ${at}`
+      + `${named ? ` (“${named.name}”)` : ''}. Nothing is lost: the history keeps every change, and you can undo the restore.`;
+    const dialog = $('restore-dialog');
+    dialog.returnValue = '';
+    dialog.onclose = () => { if (dialog.returnValue === 'restore') restore(at); };
+    dialog.showModal();
+  });
+
+  async function restore(at) {
+    $('history-restore').disabled = true;
+    try {
+      await ensureFreshToken();
+      const data = await api('POST', roomPath('restore'), { at });
+      endPreview();
+      $('history-note').textContent = `Restored to seq ${at}.`;
+      toast(`The board was restored to seq ${at}.`);
+      const seq = Number(data.seq);
+      // ROOM_RESTORED brings the change to every page, this one too; should it be missed, a full state will do.
+      setTimeout(() => {
+        if (roomId && sync.joined && seq && sync.seq < seq) sync.sendJoin(true);
+      }, RESTORE_CATCHUP_MS);
+    } catch (err) {
+      $('history-note').textContent = `The board could not be restored: ${err.message}`;
+    } finally {
+      renderHistory();
+    }
+  }
+
+  /** Saves a blob as a file through a temporary link. */
+  function download(blob, name) {
+    const a = document.createElement('a');
+    a.href = URL.createObjectURL(blob);
+    a.download = name;
+    document.body.append(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(a.href), 10000);
+  }
+
+  /** Downloads the board (the previewed version while one is shown) from the export routes. */
+  async function exportFile(format) {
+    if (!roomId) return;
+    const at = preview.seq;
+    try {
+      await ensureFreshToken();
+      const res = await fetch(roomPath(`export.${format}${at === null ? '' : `?at=${at}`}`), { headers: authHeader() });
+      if (!res.ok) throw httpError(res, await jsonOf(res));
+      download(await res.blob(), `drawbridge-${roomId}${at === null ? '' : `-seq-${at}`}.${format}`);
+    } catch (err) {
+      toast(`The ${format.toUpperCase()} export failed: ${err.message}`);
+    }
+  }
+
   // ---- keyboard -----------------------------------------------------------------------------
 
   function typing(t) {
@@ -896,7 +1267,12 @@
   }
 
   document.addEventListener('keydown', (e) => {
-    if (!roomId || typing(e.target) || $('help').open) return;
+    if (!roomId || typing(e.target) || $('help').open || $('restore-dialog').open) return;
+    if (preview.seq !== null) {
+      // A past version is read-only: leaving it is the only shortcut.
+      if (e.key === 'Escape') { endPreview(); e.preventDefault(); }
+      return;
+    }
     const key = e.key.toLowerCase();
     const mod = e.ctrlKey || e.metaKey;
     // A viewer keeps the keys that only look: zoom, fit, help, copy, export.
@@ -995,13 +1371,24 @@
         liveStrokes: [...renderer.live.entries()].map(([id, s]) => ({ id, userId: s.userId, points: s.points.length })),
         joins: { ...sync.joins },
         closeCodes: [...sync.closeCodes],
+        /** The history panel: open, the seq previewed (null: live), the slider's range, named versions. */
+        history: {
+          open: historyOpen(),
+          previewSeq: preview.seq,
+          previewElements: preview.board ? preview.board.shown.size : null,
+          loading: preview.loading,
+          min: Number($('history-slider').min),
+          max: Number($('history-slider').max),
+          versions: versions.map((v) => ({ ...v })),
+        },
         view: { ...renderer.cam, dpr: renderer.dpr, width: renderer.cssW, height: renderer.cssH },
         render: { ...renderer.stats, frameMs: [...renderer.stats.frameMs] },
       };
     },
     /** The board as confirmed by the server (`shown: true`: with our pending ops), in paint order. */
-    elements({ shown = false } = {}) {
-      return [...(shown ? board.shown : board.confirmed).values()].sort(Whiteboard.model.paintOrder);
+    elements({ shown = false, preview: past = false } = {}) {
+      const map = past ? (preview.board ? preview.board.shown : new Map()) : shown ? board.shown : board.confirmed;
+      return [...map.values()].sort(Whiteboard.model.paintOrder);
     },
     /** Client (page) coordinates of a board point, and back. */
     toClient(x, y) {

@@ -105,7 +105,12 @@
       case 'ELEMENTS_UPDATED': return { set: (p.updates || []).filter((u) => u && u.id !== undefined && u.patch) };
       case 'ELEMENTS_DELETED': return { del: (p.ids || []).map(String) };
       case 'ROOM_RESTORED':
-        return { add: p.added || [], set: (p.changed || []).filter((c) => c && c.patch), del: (p.removed || []).map(String) };
+        // One op (§5) that may bring back, remove and change anything, strokes included.
+        return {
+          add: (p.added || []).map((e) => (e && e.kind === 'stroke' ? strokeElement(e) : e)).filter(Boolean),
+          set: (p.changed || []).filter((c) => c && c.id !== undefined && c.patch),
+          del: (p.removed || []).map(String),
+        };
       case 'TEXT_EDITED': return p.id !== undefined && Array.isArray(p.ops) ? { text: [{ id: String(p.id), ops: p.ops }] } : null;
       default: return null;
     }

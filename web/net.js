@@ -20,7 +20,7 @@
   const PROTOCOL = '1.1';
   /** How long a hole in the seq sequence may stay open before we ask the server to replay it. */
   const GAP_WAIT_MS = 1000;
-  const BACKOFF_FIRST_MS = 300;
+  const BACKOFF_FIRST_MS = 1000;
   const BACKOFF_MAX_MS = 10000;
   /** App-level ping so a silently dead connection is noticed (the browser hides protocol pings). */
   const PING_EVERY_MS = 20000;
@@ -81,6 +81,7 @@
       /** seq -> {frame?: {type, payload}, op?}: sequenced things that arrived before their turn. */
       this.ahead = new Map();
       this.gapTimer = 0;
+      this.rejoinTimer = 0;
       /** The server's protocol as its last INITIAL_STATE/REPLAY said (null: a v1 server). */
       this.serverProtocol = null;
       /** Whether a join was answered on this room yet (until then we cannot tell v1 from v1.1). */
@@ -210,9 +211,14 @@
       clearTimeout(this.reconnectTimer);
       // 1001: the instance is draining, and any other will do. 1008 with a stale token: it expired
       // mid-session, and a renewed one fixes it. Both come back at once; anything else backs off.
+      // Anything else is "full jitter": a uniform draw up to the exponential ceiling. When an
+      // instance dies all its pages lose their socket in the same instant; spreading their first
+      // retries over a whole second (and later ones wider) keeps them from arriving together at
+      // the survivors, which admit only so many upgrades per second (503, seen here as a failure).
       const quick = code === 1001 || (code === 1008 && this.hooks.tokenStale());
-      const base = quick ? 50 : Math.min(BACKOFF_MAX_MS, BACKOFF_FIRST_MS * 2 ** this.attempts);
-      const delay = Math.round(base * (0.7 + Math.random() * 0.6));
+      const delay = quick
+        ? Math.round(50 * (0.7 + Math.random() * 0.6))
+        : Math.round(Math.random() * Math.min(BACKOFF_MAX_MS, BACKOFF_FIRST_MS * 2 ** this.attempts));
       this.attempts++;
       this.hooks.status('offline', `Offline · retrying in ${Math.max(1, Math.round(delay / 1000))} s`);
       this.reconnectTimer = setTimeout(() => this.connect(), delay);
@@ -505,6 +511,13 @@
           this.hooks.reload('This page is out of date; reloading…');
           return;
         case 'RATE_LIMITED':
+          // A refused JOIN_ROOM (it names no op): we are not in the room until we ask again.
+          if (!op && !this.joined) {
+            clearTimeout(this.rejoinTimer);
+            this.rejoinTimer = setTimeout(() => { if (!this.joined) this.sendJoin(false); }, 2000 + Math.random() * 2000);
+            return;
+          }
+          // falls through
         case 'UNAVAILABLE':
           // Not applied, for a reason that passes: send it again, same opId, a little later.
           for (const o of op ? [op] : this.board.pending) if (!o.ackSeq) o.sentOn = 0;
