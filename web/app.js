@@ -1152,7 +1152,6 @@
   function setReadOnly(on) {
     $('preview-shield').hidden = !on;
     $('preview-banner').hidden = !on;
-    $('board-wrap').classList.toggle('previewing', on);
     // The tools act on the live board: out of reach (and of the keyboard) while the past is shown.
     document.querySelector('.toolbar').inert = on;
   }
@@ -1167,7 +1166,8 @@
     if (following) slider.value = slider.max;
     const shown = Number(slider.value);
     const named = versions.find((v) => v.seq === (preview.seq ?? shown));
-    $('history-at').textContent = shown >= live ? `now (seq ${live})` : `seq ${shown}${named ? `, “${named.name}”` : ''}`;
+    const oldest = oldestSeq && shown === oldestSeq ? ' (the oldest kept)' : '';
+    $('history-at').textContent = shown >= live ? `now (seq ${live})` : `seq ${shown}${named ? `, “${named.name}”` : ''}${oldest}`;
     slider.setAttribute('aria-valuetext', $('history-at').textContent);
     $('history-restore').disabled = preview.seq === null || preview.loading;
     for (const b of $('version-list').querySelectorAll('button')) {
