@@ -313,6 +313,8 @@
       this.ctx = canvas.getContext('2d');
       this.board = board;
       this.cam = { x: 0, y: 0, s: 1 };
+      /** Whether the camera is the starting view, which then follows the board's size. */
+      this.atHome = false;
       this.dpr = 1;
       this.cssW = 0;
       this.cssH = 0;
@@ -359,7 +361,9 @@
       this.dpr = dpr;
       this.canvas.width = Math.max(1, Math.round(cssW * dpr));
       this.canvas.height = Math.max(1, Math.round(cssH * dpr));
-      if (first) this.home();
+      // A view nobody has moved stays the starting view: the bars above the board settle (wrap,
+      // unwrap) after the first layout, and two pages of one size must show the board alike.
+      if (first || this.atHome) this.home();
       this.cacheDirty = true;
       this.cameraChanged();
     }
@@ -383,11 +387,15 @@
       const h = Math.max(1, b.y1 - b.y0);
       const s = clamp(Math.min((this.cssW - 2 * pad) / w, (this.cssH - 2 * pad) / h), MIN_SCALE, maxScale);
       this.cam = { s, x: (b.x0 + b.x1) / 2 - this.cssW / 2 / s, y: (b.y0 + b.y1) / 2 - this.cssH / 2 / s };
+      this.atHome = false;
       this.cameraChanged();
     }
 
     /** The starting view: the v1 board area, whole. */
-    home() { this.fit(HOME, 8); }
+    home() {
+      this.fit(HOME, 8);
+      this.atHome = true;
+    }
 
     /** Every element in view (or home when the board is empty). */
     fitContent() {
@@ -398,6 +406,7 @@
 
     panBy(dx, dy) {
       this.cam = { ...this.cam, x: this.cam.x - dx / this.cam.s, y: this.cam.y - dy / this.cam.s };
+      this.atHome = false;
       this.cameraChanged();
     }
 
@@ -406,6 +415,7 @@
       const s = clamp(this.cam.s * factor, MIN_SCALE, MAX_SCALE);
       const p = this.toBoard(sx, sy);
       this.cam = { s, x: p.x - sx / s, y: p.y - sy / s };
+      this.atHome = false;
       this.zoomingUntil = performance.now() + ZOOM_SETTLE_MS;
       clearTimeout(this.settleTimer);
       this.settleTimer = setTimeout(() => this.invalidate(), ZOOM_SETTLE_MS + 10);
