@@ -1299,19 +1299,20 @@ mod cases {
             created_at: at,
         };
         fx.draw(&room, &a, "s1").await;
-        assert!(
-            fx.history
-                .add_version(&room, &version("first", 1, 10))
-                .await
-                .expect("add")
-        );
+        // The engine names the seq it holds, whatever the draft says.
+        let first = fx
+            .history
+            .add_version(&room, version("first", 99, 10))
+            .await
+            .expect("add");
+        assert_eq!(first, Some(version("first", 1, 10)));
         fx.draw(&room, &a, "s2").await;
-        assert!(
-            fx.history
-                .add_version(&room, &version("second", 2, 20))
-                .await
-                .expect("add")
-        );
+        let second = fx
+            .history
+            .add_version(&room, version("second", 0, 20))
+            .await
+            .expect("add");
+        assert_eq!(second, Some(version("second", 2, 20)));
         let list = fx
             .history
             .versions(&room)
@@ -1322,11 +1323,12 @@ mod cases {
         assert_eq!(names, ["second", "first"]);
         assert_eq!(list[1], version("first", 1, 10));
         let nowhere = RoomId::new("nosuchroom");
-        assert!(
-            !fx.history
-                .add_version(&nowhere, &version("x", 1, 1))
+        assert_eq!(
+            fx.history
+                .add_version(&nowhere, version("x", 1, 1))
                 .await
-                .expect("add")
+                .expect("add"),
+            None
         );
         assert_eq!(fx.history.versions(&nowhere).await.expect("list"), None);
     }
@@ -1341,7 +1343,12 @@ mod cases {
             created_by: UserId::new("alice"),
             created_at: 1,
         };
-        assert!(fx.history.add_version(&room, &version).await.expect("add"));
+        let version = fx
+            .history
+            .add_version(&room, version)
+            .await
+            .expect("add")
+            .expect("a room");
         let dump = fx.history.dump(&room).await.expect("dump").expect("a room");
         assert_eq!(dump.creator, UserId::new("creator"));
         assert_eq!(dump.versions, vec![version.clone()]);
@@ -1389,7 +1396,12 @@ mod cases {
             created_by: UserId::new("alice"),
             created_at: 1,
         };
-        assert!(fx.history.add_version(&room, &version).await.expect("add"));
+        let version = fx
+            .history
+            .add_version(&room, version)
+            .await
+            .expect("add")
+            .expect("a room");
         let before = fx.history.dump(&room).await.expect("dump").expect("room");
         let at3 = fx.history.board_at(&room, Some(3)).await.expect("at 3");
         assert_eq!(

@@ -743,13 +743,21 @@ impl History for MemoryEngine {
             .map_err(|e| EngineError::Internal(e.to_string()))
     }
 
-    async fn add_version(&self, room_id: &RoomId, version: &Version) -> EngineResult<bool> {
+    async fn add_version(
+        &self,
+        room_id: &RoomId,
+        version: Version,
+    ) -> EngineResult<Option<Version>> {
         let mut state = self.state.lock();
         let Some(room) = live_room(&mut state, room_id) else {
-            return Ok(false);
+            return Ok(None);
+        };
+        let version = Version {
+            seq: room.seq,
+            ..version
         };
         room.versions.push(version.clone());
-        Ok(true)
+        Ok(Some(version))
     }
 
     async fn versions(&self, room_id: &RoomId) -> EngineResult<Option<Vec<Version>>> {

@@ -417,8 +417,9 @@ pub trait History: Send + Sync + 'static {
     /// The board right after `at` (`None`: now): one snapshot and the ops after it.
     async fn board_at(&self, room: &RoomId, at: Option<u64>) -> EngineResult<Past<Board>>;
 
-    /// Stores a named version; `false` when the room does not exist.
-    async fn add_version(&self, room: &RoomId, version: &Version) -> EngineResult<bool>;
+    /// Names the room's seq at this moment: stores `version` with its `seq` set to it, in the
+    /// same step that reads it. `None` when the room does not exist.
+    async fn add_version(&self, room: &RoomId, version: Version) -> EngineResult<Option<Version>>;
 
     /// The room's versions, newest first; `None` when the room does not exist.
     async fn versions(&self, room: &RoomId) -> EngineResult<Option<Vec<Version>>>;

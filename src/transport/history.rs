@@ -248,20 +248,18 @@ async fn create_version(
     let asked: NewVersion = serde_json::from_slice(&body)
         .map_err(|_| ApiError::bad_request("send {\"name\": \"...\"}"))?;
     let name = history::version_name(&asked.name).map_err(ApiError::bad_request)?;
-    let seq = match app.history.board_at(&room, None).await? {
-        Past::Found(board) => board.seq,
-        _ => return Err(not_found()),
-    };
-    let version = Version {
+    let draft = Version {
         version_id: uuid::Uuid::new_v4().simple().to_string(),
         name,
-        seq,
+        seq: 0, // the engine names the seq it finds
         created_by: allowed.caller.user,
         created_at: now_ms(),
     };
-    if !app.history.add_version(&room, &version).await? {
-        return Err(not_found());
-    }
+    let version = app
+        .history
+        .add_version(&room, draft)
+        .await?
+        .ok_or_else(not_found)?;
     Ok((StatusCode::CREATED, Json(version)).into_response())
 }
 

@@ -211,9 +211,9 @@ impl History for RedisEngine {
         self.inner.board_at(room, at).await
     }
 
-    async fn add_version(&self, room: &RoomId, version: &Version) -> EngineResult<bool> {
+    async fn add_version(&self, room: &RoomId, version: Version) -> EngineResult<Option<Version>> {
         let json =
-            serde_json::to_string(version).map_err(|e| EngineError::Internal(e.to_string()))?;
+            serde_json::to_string(&version).map_err(|e| EngineError::Internal(e.to_string()))?;
         let reply = self
             .inner
             .room_script(
@@ -222,8 +222,15 @@ impl History for RedisEngine {
                 &["add", &version.version_id, &json],
             )
             .await?;
-        let (tag, _) = tagged(reply)?;
-        Ok(tag == "ok")
+        let (tag, mut items) = tagged(reply)?;
+        if tag != "ok" {
+            return Ok(None);
+        }
+        let seq = texts(next(&mut items)?)?
+            .first()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| EngineError::Internal("versions.lua: no seq".into()))?;
+        Ok(Some(Version { seq, ..version }))
     }
 
     async fn versions(&self, room: &RoomId) -> EngineResult<Option<Vec<Version>>> {
