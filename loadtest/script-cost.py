@@ -98,6 +98,11 @@ def main():
             DRAWBRIDGE_DRAIN_SECS="1",
             DRAWBRIDGE_CONFIG=a.config,
         )
+        # Quotas high enough that every replayed run commits all its strokes (the default 8 MiB
+        # per user is reached by the second run's 20,000 strokes). Older builds ignore these.
+        for key, value in (("MAX_ROOM_ELEMENTS", 10_000_000), ("MAX_ROOM_BYTES", 1 << 40),
+                           ("MAX_USER_BYTES", 1 << 40)):
+            env["DRAWBRIDGE_" + key] = str(value)
         log = open(os.path.join(out, "drawbridge.log"), "w")
         instance = subprocess.Popen([a.server], env=env, stdout=log, stderr=subprocess.STDOUT)
         procs.append(instance)
