@@ -22,7 +22,7 @@ use super::AppState;
 use super::credentials::{access_claims, bearer};
 use super::error::ApiError;
 use super::limits::{self, Rejection, Rule};
-use super::openapi::schemas::{
+use super::schemas::{
     ErrorBody, MeResponse, MessageResponse, SessionResponse, SignupResponse, UnverifiedResponse,
 };
 use crate::domain::accounts::{

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::authz;
 use super::error::ApiError;
-use super::openapi::schemas;
+use super::schemas;
 use crate::domain::access::Role;
 use crate::domain::board::Intent;
 use crate::domain::element::{Element, ElementLimits, Kind, MAX_BATCH};

@@ -1,112 +1,23 @@
-//! The HTTP routes of `PROTOCOL.md` §2 (canonical under `/api/v1`, Canvas aliases beside them),
-//! health and readiness, metrics, and the bundled whiteboard page; and the admin routes served
-//! on `admin_listen` when it is set.
+//! The handlers of `PROTOCOL.md` §2 that belong to no resource module (guest sign-in, room
+//! creation and the Canvas existence check), health and readiness, metrics, and the bundled
+//! whiteboard page. `router.rs` puts them together with the other modules' routes.
 
 use std::sync::Arc;
-use std::time::Duration;
 
+use axum::Json;
 use axum::extract::{ConnectInfo, Path, Request, State};
-use axum::http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE};
-use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
+use axum::http::StatusCode;
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router, middleware};
 use serde::Deserialize;
 use serde_json::json;
-use tower_http::cors::{AllowOrigin, CorsLayer};
-use tower_http::set_header::SetResponseHeaderLayer;
-use tower_http::timeout::TimeoutLayer;
 
 use super::AppState;
-use super::access;
 use super::error::ApiError;
-use super::history;
 use super::limits::{self, Rejection, Rule};
-use super::openapi::schemas;
+use super::schemas;
 use super::ws;
 use crate::domain::UserId;
-
-/// Every HTTP response names the instance that served it, for debugging behind a balancer.
-const INSTANCE_HEADER: &str = "x-drawbridge-instance";
-
-pub fn router(app: Arc<AppState>) -> Router {
-    let cors = cors(&app.origins);
-    let mut routes = Router::new();
-    // With an admin listener, metrics stay off the public one (and so off the proxy).
-    if app.config.admin_listen.is_empty() {
-        routes = routes.route("/metrics", get(metrics));
-    }
-    routes
-        .route("/", get(root))
-        .route("/ws", get(ws::upgrade))
-        .route("/assets/{file}", get(asset))
-        .route("/healthz", get(health))
-        .route("/health", get(health))
-        .route("/readyz", get(ready))
-        .route("/ready", get(ready))
-        .route("/api/v1/auth/guest", post(guest))
-        .route("/api/v1/rooms", post(create_room))
-        .route("/api/user/rooms", post(create_room))
-        .route("/api/user/rooms/{room_id}", get(room_exists))
-        .merge(super::rooms::routes())
-        .merge(super::workspaces::routes())
-        .merge(super::auth::routes())
-        .merge(history::routes())
-        .merge(super::openapi::routes())
-        .layer(cors)
-        // A request whose body trickles in (or whose handler hangs) is answered 408 and its
-        // connection closed: the header timeout only covers the head.
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            Duration::from_secs(app.config.http_request_timeout_secs),
-        ))
-        .layer(instance_header(&app))
-        .layer(middleware::from_fn_with_state(app.clone(), access::observe))
-        .with_state(app)
-}
-
-/// The routes of the admin listener: metrics and the probes, never the public API.
-pub fn admin_router(app: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/metrics", get(metrics))
-        .route("/healthz", get(health))
-        .route("/readyz", get(ready))
-        .layer(instance_header(&app))
-        .layer(middleware::from_fn_with_state(app.clone(), access::observe))
-        .with_state(app)
-}
-
-fn instance_header(app: &AppState) -> SetResponseHeaderLayer<HeaderValue> {
-    let instance = HeaderValue::from_str(&app.instance_id)
-        .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
-    SetResponseHeaderLayer::overriding(HeaderName::from_static(INSTANCE_HEADER), instance)
-}
-
-/// With an allow-list, a listed origin is echoed and credentials are allowed. With none, any
-/// origin may call, but never with credentials: echoing every origin together with
-/// `Allow-Credentials: true` would let any site make credentialed calls as its visitors.
-/// The API authenticates with bearer tokens, which CORS credentials do not cover, so pages
-/// keep working either way.
-fn cors(origins: &[String]) -> CorsLayer {
-    let layer = CorsLayer::new()
-        .allow_methods([
-            Method::GET,
-            Method::POST,
-            Method::PUT,
-            Method::PATCH,
-            Method::DELETE,
-            Method::OPTIONS,
-        ])
-        .allow_headers([CONTENT_TYPE, AUTHORIZATION]);
-    if origins.is_empty() {
-        layer.allow_origin(AllowOrigin::any())
-    } else {
-        let list: Vec<HeaderValue> = origins.iter().filter_map(|o| o.parse().ok()).collect();
-        layer
-            .allow_origin(AllowOrigin::list(list))
-            .allow_credentials(true)
-    }
-}
 
 #[derive(rust_embed::Embed)]
 #[folder = "web/"]
@@ -121,7 +32,7 @@ struct Web;
         (status = 101, description = "with `Upgrade: websocket`: the WebSocket, exactly as /ws"),
     )
 )]
-async fn root(
+pub(super) async fn root(
     state: State<Arc<AppState>>,
     peer: ConnectInfo<std::net::SocketAddr>,
     request: Request,
@@ -141,7 +52,7 @@ async fn root(
         (status = 404, description = "no such file", body = schemas::ErrorBody),
     )
 )]
-async fn asset(Path(file): Path<String>) -> Response {
+pub(super) async fn asset(Path(file): Path<String>) -> Response {
     serve_asset(&file)
 }
 
@@ -169,7 +80,7 @@ fn serve_asset(file: &str) -> Response {
     get, path = "/healthz", tag = "operations",
     responses((status = 200, description = "alive", body = schemas::Status))
 )]
-async fn health() -> Json<serde_json::Value> {
+pub(super) async fn health() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
@@ -181,7 +92,7 @@ async fn health() -> Json<serde_json::Value> {
         (status = 503, description = "draining or Redis unreachable", body = schemas::Status),
     )
 )]
-async fn ready(State(app): State<Arc<AppState>>) -> Response {
+pub(super) async fn ready(State(app): State<Arc<AppState>>) -> Response {
     if app.draining.is_cancelled() {
         (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -204,7 +115,7 @@ async fn ready(State(app): State<Arc<AppState>>) -> Response {
     get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text"))
 )]
-async fn metrics(State(app): State<Arc<AppState>>) -> Response {
+pub(super) async fn metrics(State(app): State<Arc<AppState>>) -> Response {
     (
         [(
             CONTENT_TYPE,
@@ -216,7 +127,7 @@ async fn metrics(State(app): State<Arc<AppState>>) -> Response {
 }
 
 #[derive(Deserialize)]
-struct GuestRequest {
+pub(super) struct GuestRequest {
     name: Option<String>,
 }
 
@@ -233,7 +144,7 @@ const MAX_NAME_CHARS: usize = 40;
             headers(("Retry-After" = u64, description = "seconds to wait"))),
     )
 )]
-async fn guest(
+pub(super) async fn guest(
     State(app): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     headers: axum::http::HeaderMap,
@@ -287,7 +198,7 @@ fn issue_guest(app: &AppState, body: Option<Json<GuestRequest>>) -> Result<Respo
             headers(("Retry-After" = u64, description = "seconds to wait"))),
     )
 )]
-async fn create_room(
+pub(super) async fn create_room(
     state: State<Arc<AppState>>,
     peer: ConnectInfo<std::net::SocketAddr>,
     query: axum::extract::Query<super::rooms::CreateQuery>,
@@ -309,7 +220,7 @@ async fn create_room(
         (status = 404, description = "no such room, or expired", body = schemas::ErrorBody),
     )
 )]
-async fn room_exists(
+pub(super) async fn room_exists(
     state: State<Arc<AppState>>,
     headers: axum::http::HeaderMap,
     room_id: Path<String>,

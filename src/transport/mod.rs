@@ -13,6 +13,8 @@ mod limits;
 mod openapi;
 mod protocol;
 mod rooms;
+mod router;
+mod schemas;
 pub mod server;
 mod session;
 pub mod session_end;
@@ -28,7 +30,7 @@ use tokio_util::task::TaskTracker;
 
 pub use access::redact as redact_uri;
 pub use error::ApiError;
-pub use http::{admin_router, router};
+pub use router::{admin_router, router};
 
 use crate::config::Config;
 use crate::domain::token::TokenKeys;

@@ -19,7 +19,7 @@ use super::authz::{self, Allowed, Caller, caller, require};
 use super::client_ip::client_ip;
 use super::error::ApiError;
 use super::limits::{self, Rejection, Rule};
-use super::openapi::schemas::ErrorBody;
+use super::schemas::ErrorBody;
 use crate::domain::UserId;
 use crate::domain::access::{AccessMode, CallerKind, Control, Grants, Role, clean_name, role_of};
 use crate::domain::accounts::normalize_email;
