@@ -103,9 +103,9 @@ pub async fn backup(
             report.unchanged += 1;
             continue;
         }
-        let mut doc: Value = serde_json::from_str(&dump.to_json()).map_err(|e| e.to_string())?;
-        doc["access"] = extra;
-        write_whole(&room_path(dir, room.as_str()), &doc.to_string())?;
+        let mut more = serde_json::Map::new();
+        more.insert("access".into(), extra);
+        write_whole(&room_path(dir, room.as_str()), &dump.to_json_with(more))?;
         index.insert(room.to_string(), print);
         report.written += 1;
     }
