@@ -53,7 +53,6 @@ struct Stored {
 }
 
 struct Room {
-    creator: UserId,
     /// Unix milliseconds.
     created_at: u64,
     epoch: String,
@@ -93,14 +92,13 @@ impl Room {
     fn new(creator: UserId, expires: Option<Instant>) -> Self {
         Self {
             settings: crate::domain::access::RoomSettings {
-                owner: creator.clone(),
+                owner: creator,
                 name: String::new(),
                 access: crate::domain::access::AccessMode::Link,
                 link_role: crate::domain::access::Role::Editor,
                 workspace: None,
             },
             members: HashMap::new(),
-            creator,
             created_at: now_ms(),
             epoch: uuid::Uuid::new_v4().simple().to_string(),
             seq: 0,
@@ -810,7 +808,7 @@ impl History for MemoryEngine {
         Ok(Some(RoomDump {
             room_id: room_id.clone(),
             created_at: room.created_at,
-            creator: room.creator.clone(),
+            creator: room.settings.owner.clone(),
             board: room.board(),
             versions,
         }))
