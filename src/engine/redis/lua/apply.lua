@@ -26,7 +26,7 @@ if ARGV[14] ~= '' and (redis.call('HGET', KEYS[1], 'edges') or '0') ~= ARGV[14] 
   return {'conflict'}
 end
 local i = 15
-for _ = 1, tonumber(ARGV[15]) do
+for _ = 1, num(ARGV[15]) do
   local id, want = ARGV[i + 1], ARGV[i + 2]
   if id == '' then
     -- The decision read the whole board (a restore): nothing may have happened since.
@@ -54,11 +54,11 @@ end
 -- Quotas, before anything is written: what the op adds to the room and to each creator's bytes
 -- (the room hash's `bytes` and `b:<userId>`). Freeing is never refused. The messages are the
 -- memory engine's (`Usage::check`), word for word.
--- (One match and seven tonumber: half what a gmatch loop into a table costs, on every op.)
+-- (One match and seven num(): a third of what a gmatch loop into a table costs, on every op.)
 local max_elements, max_bytes, max_user, d_elements, d_bytes, n_users, window =
   string.match(ARGV[7], '^(%S+) (%S+) (%S+) (%S+) (%S+) (%S+) (%S+)$')
-max_elements, max_bytes, max_user = tonumber(max_elements), tonumber(max_bytes), tonumber(max_user)
-d_elements, d_bytes, n_users, window = tonumber(d_elements), tonumber(d_bytes), tonumber(n_users), tonumber(window)
+max_elements, max_bytes, max_user = num(max_elements), num(max_bytes), num(max_user)
+d_elements, d_bytes, n_users, window = num(d_elements), num(d_bytes), num(n_users), num(window)
 if d_elements > 0 and redis.call('HLEN', KEYS[2]) - 1 + d_elements > max_elements then
   return {'quota', 'this room holds at most ' .. max_elements .. ' elements'}
 end
@@ -76,7 +76,7 @@ if d_bytes ~= 0 then
 end
 local users_at = #ARGV - 2 * n_users
 for k = 1, n_users do
-  local user, delta = ARGV[users_at + 2 * k - 1], tonumber(ARGV[users_at + 2 * k])
+  local user, delta = ARGV[users_at + 2 * k - 1], num(ARGV[users_at + 2 * k])
   local total = redis.call('HINCRBY', KEYS[1], 'b:' .. user, delta)
   counted[#counted + 1] = {'b:' .. user, delta}
   if delta > 0 and total > max_user then
@@ -116,7 +116,7 @@ if op_field ~= '' then
   end
 end
 i = i + 1
-for _ = 1, tonumber(ARGV[i]) do
+for _ = 1, num(ARGV[i]) do
   local id, z, body, edge = ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
   local fresh = string.byte(z, 1) == 33 -- '!'
   if fresh then z = string.sub(z, 2) end
@@ -129,8 +129,8 @@ for _ = 1, tonumber(ARGV[i]) do
     z = string.sub(z, 2)
   else
     local top = redis.call('HGET', KEYS[1], 'ztop') or '0'
-    local floor = math.floor(tonumber(z))
-    if floor > tonumber(top) then
+    local floor = math.floor(num(z))
+    if floor > num(top) then
       ztop_was = ztop_was or top
       redis.call('HSET', KEYS[1], 'ztop', string.format('%d', floor))
     end
@@ -156,7 +156,7 @@ for _ = 1, tonumber(ARGV[i]) do
 end
 if leaving_list then redis.call('LREM', leaving_list, -1, leaving) end
 i = i + 1
-for _ = 1, tonumber(ARGV[i]) do
+for _ = 1, num(ARGV[i]) do
   redis.call('HDEL', KEYS[2], ARGV[i + 1])
   if ARGV[i + 2] == '1' then
     redis.call('HDEL', KEYS[6], ARGV[i + 1])
@@ -181,13 +181,13 @@ local function push(key, cap)
   if len > cap + math.floor(cap / 8) then redis.call('LTRIM', key, -cap, -1) end
 end
 if stacks == 'push' then
-  push(KEYS[9], tonumber(ARGV[8]))
+  push(KEYS[9], num(ARGV[8]))
   -- A new op ends the user's redo chain, as in any editor.
   redis.call('DEL', KEYS[10])
 elseif stacks == 'undo' then
-  push(KEYS[10], tonumber(ARGV[9]))
+  push(KEYS[10], num(ARGV[9]))
 else
-  push(KEYS[9], tonumber(ARGV[8]))
+  push(KEYS[9], num(ARGV[8]))
 end
 -- Idempotency records live two replay windows at most: every `window` seqs the current
 -- generation becomes the previous one (RENAME keeps its TTL) and the oldest goes.

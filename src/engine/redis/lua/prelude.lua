@@ -11,7 +11,11 @@
 -- (`pubsub_mode = sharded`: a PUBLISH would never reach a shard-channel subscriber).
 -- Stored JSON is produced by the gateway with a fixed field order (elements start {"v":..,"z":..,
 -- presence entries {"userId":..), so scripts read what they need by prefix without decoding.
-local channel, ttl_ms, expires_at, publish = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
+-- A number from an argument. tonumber() parses a string twice (lua_isnumber, then lua_tonumber:
+-- two strtod calls); arithmetic coerces it with one. Our arguments are always numerals.
+local function num(s) return s + 0 end
+
+local channel, ttl_ms, expires_at, publish = ARGV[1], num(ARGV[2]), ARGV[3], ARGV[4]
 
 -- The JSON string token that starts at `pos` (a '"'), escapes included.
 local function string_token(s, pos)
