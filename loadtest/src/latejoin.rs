@@ -13,8 +13,8 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::auth::User;
 use crate::conn::{self, Client, JoinReply};
 use crate::report::{Extra, Report};
-use crate::runner::{MAX_MESSAGE, create_rooms, users};
 use crate::scenario::Scenario;
+use crate::setup::{MAX_MESSAGE, create_rooms, users};
 use crate::stats::{Clock, Collector, Recorder, now_us};
 use crate::target::Target;
 

@@ -25,6 +25,7 @@ pub mod report;
 pub mod runner;
 pub mod scenario;
 pub mod seq;
+pub mod setup;
 pub mod stats;
 pub mod target;
 
