@@ -144,7 +144,7 @@ async fn serve(
 
     let mailer =
         crate::mail::from_config(&config).map_err(|e| StartError::Config(vec![e.to_string()]))?;
-    let trusted_proxies = crate::transport::client_ip::parse_list(&config.trusted_proxies)
+    let trusted_proxies = crate::domain::ipnet::parse_list(&config.trusted_proxies)
         .map_err(|bad| StartError::Config(vec![format!("trusted_proxies: {}", bad.join(", "))]))?;
     let metrics = Metrics::new(hub.clone(), config.max_connections);
     let state = Arc::new(AppState {

@@ -492,7 +492,7 @@ impl Config {
             self.ws_write_buffer >= 512,
             "ws_write_buffer must be at least 512",
         );
-        if let Err(bad) = crate::transport::client_ip::parse_list(&self.trusted_proxies) {
+        if let Err(bad) = crate::domain::ipnet::parse_list(&self.trusted_proxies) {
             errors.push(format!(
                 "trusted_proxies must be comma-separated IPs or CIDR blocks; bad: {}",
                 bad.join(", ")

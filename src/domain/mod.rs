@@ -10,6 +10,7 @@ pub mod frames;
 pub mod history;
 pub mod identity;
 pub mod ids;
+pub mod ipnet;
 pub mod quota;
 pub mod record;
 pub mod rga;

@@ -10,9 +10,10 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
-use super::client_ip::{IpNet, client_ip, subject};
+use super::client_ip::client_ip;
 use super::error::ApiError;
 use crate::config::Config;
+use crate::domain::ipnet::{IpNet, subject};
 use crate::engine::{EngineError, RateDecision};
 
 const LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");

@@ -72,5 +72,5 @@ pub struct AppState {
     /// Keys the stored hashes of one-time codes (the token secret).
     pub otp_pepper: Vec<u8>,
     /// Peers whose `X-Forwarded-For` is believed, parsed from `trusted_proxies`.
-    pub trusted_proxies: Vec<client_ip::IpNet>,
+    pub trusted_proxies: Vec<crate::domain::ipnet::IpNet>,
 }

@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower_service::Service;
 
-use super::client_ip::{IpNet, subject};
+use crate::domain::ipnet::{IpNet, subject};
 
 /// How long a connection may finish its request after `stop` before it is dropped (within
 /// the grace `app.rs` gives the whole server).

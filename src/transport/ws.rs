@@ -154,7 +154,7 @@ async fn check(
     }
     // Counted like the HTTP limits (shared by every instance), answered the same way: 429
     // with Retry-After and RateLimit-* headers, or 503 when Redis cannot count.
-    let subject = super::client_ip::subject(ip);
+    let subject = crate::domain::ipnet::subject(ip);
     limits::check(app, Rule::ws_upgrade(&app.config), &subject)
         .await
         .map_err(|rejection| Refusal {
