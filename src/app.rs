@@ -113,6 +113,7 @@ async fn serve(
     } else {
         let redis = RedisSettings {
             url: config.redis_url.clone(),
+            mode: config.redis_mode,
             key_prefix: config.key_prefix.clone(),
             pool_size: config.redis_pool_size,
             heartbeat: Duration::from_secs(config.heartbeat_secs),

@@ -204,6 +204,7 @@ pub async fn engine(
     let settings = EngineSettings::from_config(config, instance);
     let redis = RedisSettings {
         url: config.redis_url.clone(),
+        mode: config.redis_mode,
         key_prefix: config.key_prefix.clone(),
         pool_size: 2,
         heartbeat: Duration::from_secs(config.heartbeat_secs),

@@ -41,6 +41,7 @@ async fn redis_engine(redis: &RedisServer, stop: &CancellationToken) -> RedisEng
     RedisEngine::start(
         &RedisSettings {
             url: redis.url(),
+            mode: drawbridge::config::RedisMode::Standalone,
             key_prefix: String::new(),
             pool_size: 4,
             heartbeat: Duration::from_secs(5),

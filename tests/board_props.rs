@@ -425,6 +425,7 @@ async fn check(server: &RedisServer, steps: Vec<(usize, Step)>) {
     let redis = RedisEngine::start(
         &RedisSettings {
             url: server.url(),
+            mode: drawbridge::config::RedisMode::Standalone,
             key_prefix: "props:".into(),
             pool_size: 2,
             heartbeat: Duration::from_secs(5),

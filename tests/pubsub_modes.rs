@@ -345,6 +345,7 @@ async fn node(redis: &RedisServer, instance: &str, mode: PubsubMode) -> Node {
     let engine = RedisEngine::start(
         &RedisSettings {
             url: redis.url(),
+            mode: drawbridge::config::RedisMode::Standalone,
             key_prefix: String::new(),
             pool_size: 2,
             heartbeat: Duration::from_secs(5),

@@ -11,6 +11,7 @@
 mod access;
 mod accounts;
 mod board;
+mod conn;
 mod history;
 mod keys;
 mod liveness;
@@ -24,6 +25,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use deadpool_redis::{Pool, Runtime};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::{ClusterClientBuilder, ClusterConfig};
 use redis::io::tcp::TcpSettings;
 use redis::{AsyncCommands, IntoConnectionInfo, Script, SetExpiry, SetOptions, Value};
 use tokio_util::sync::CancellationToken;
@@ -36,7 +38,7 @@ use super::{
     OpOutcome, OtpOutcome, PasswordReset, RateDecision, RefreshOutcome, RoomInfo, RoomView,
     Rotation, ViewBody, now_ms,
 };
-use crate::config::PubsubMode;
+use crate::config::{PubsubMode, RedisMode};
 use crate::domain::accounts::Account;
 use crate::domain::element::paint_order;
 use crate::domain::ids::instance_of;
@@ -93,11 +95,12 @@ struct Scripts {
     refresh_store: Script,
     refresh_rotate: Script,
     refresh_revoke: Script,
+    refresh_revoke_all: Script,
     password_reset: Script,
 }
 
 impl Scripts {
-    fn all(&self) -> [&Script; 21] {
+    fn all(&self) -> [&Script; 22] {
         [
             &self.join.script,
             &self.leave.script,
@@ -119,6 +122,7 @@ impl Scripts {
             &self.refresh_store,
             &self.refresh_rotate,
             &self.refresh_revoke,
+            &self.refresh_revoke_all,
             &self.password_reset,
         ]
     }
@@ -145,6 +149,7 @@ impl Scripts {
             refresh_store: Script::new(include_str!("lua/refresh_store.lua")),
             refresh_rotate: Script::new(include_str!("lua/refresh_rotate.lua")),
             refresh_revoke: Script::new(include_str!("lua/refresh_revoke.lua")),
+            refresh_revoke_all: Script::new(include_str!("lua/refresh_revoke_all.lua")),
             password_reset: Script::new(include_str!("lua/password_reset.lua")),
         }
     }
@@ -154,6 +159,8 @@ impl Scripts {
 #[derive(Clone, Debug)]
 pub struct RedisSettings {
     pub url: String,
+    /// One Redis or a Cluster (`url` then names any node of it).
+    pub mode: RedisMode,
     /// Prepended to every key and channel, so several deployments can share one Redis.
     pub key_prefix: String,
     pub pool_size: usize,
@@ -175,15 +182,11 @@ pub struct RedisEngine {
 }
 
 struct Inner {
-    /// For request-scoped commands (HTTP routes, heartbeats, sweeps).
-    pool: Pool,
-    /// The room hot path (ops, joins, cursors): one multiplexed, self-reconnecting connection
-    /// shared by every session. Pipelining many sessions over it beats a pool, whose every
-    /// checkout costs a PING round trip.
-    hot: ConnectionManager,
-    /// For the feed's connection, which the pool cannot provide: RESP3, whose push messages
+    /// Where every command goes: one Redis, or the master owning the key's slot.
+    store: conn::Store,
+    /// For the feed's connection, which the store cannot provide: RESP3, whose push messages
     /// let one connection hold subscriptions and still answer commands (`SSUBSCRIBE` included).
-    pubsub_client: redis::Client,
+    pubsub_client: pubsub::FeedClient,
     /// What the feed is subscribed to; joins go through it (`pubsub::ensure`).
     feed: pubsub::Feed,
     keys: Keys,
@@ -221,17 +224,21 @@ impl RedisEngine {
             .map_err(|e| EngineError::Internal(format!("bad redis url: {e}")))?
             .set_tcp_settings(TcpSettings::default().set_nodelay(true));
         let bad_url = |e: redis::RedisError| EngineError::Internal(format!("bad redis url: {e}"));
-        let client = if redis.tls_ca.is_empty() {
-            redis::Client::open(info).map_err(bad_url)?
+        let certs = if redis.tls_ca.is_empty() {
+            None
         } else {
             let pem = tokio::fs::read(&redis.tls_ca).await.map_err(|e| {
                 EngineError::Internal(format!("redis_tls_ca {}: {e}", redis.tls_ca))
             })?;
-            let certs = redis::TlsCertificates {
+            Some(redis::TlsCertificates {
                 client_tls: None,
                 root_cert: Some(pem),
-            };
-            redis::Client::build_with_tls(info, certs).map_err(bad_url)?
+            })
+        };
+        let cluster_seed = info.clone();
+        let client = match &certs {
+            None => redis::Client::open(info).map_err(bad_url)?,
+            Some(certs) => redis::Client::build_with_tls(info, certs.clone()).map_err(bad_url)?,
         };
         // The client's info carries the TLS roots, so the pool and the feed trust the same.
         let info = client.get_connection_info().clone();
@@ -239,30 +246,63 @@ impl RedisEngine {
             .redis_settings()
             .clone()
             .set_protocol(redis::ProtocolVersion::RESP3);
-        let pubsub_client =
-            redis::Client::open(info.clone().set_redis_settings(resp3)).map_err(bad_url)?;
-        let pool = Pool::builder(deadpool_redis::Manager::new(info).map_err(unavailable)?)
-            .max_size(redis.pool_size)
-            .wait_timeout(Some(OP_TIMEOUT))
-            .create_timeout(Some(OP_TIMEOUT))
-            .recycle_timeout(Some(OP_TIMEOUT))
-            .runtime(Runtime::Tokio1)
-            .build()
-            .map_err(|e| EngineError::Internal(format!("redis pool: {e}")))?;
-        let hot = ConnectionManager::new_lazy_with_config(
-            client.clone(),
-            ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(OP_TIMEOUT))
-                .set_response_timeout(Some(OP_TIMEOUT))
-                .set_number_of_retries(1),
-        )
-        .map_err(|e| EngineError::Internal(format!("redis connection: {e}")))?;
+        let (store, pubsub_client) = match redis.mode {
+            RedisMode::Standalone => {
+                let pubsub_client =
+                    redis::Client::open(info.clone().set_redis_settings(resp3)).map_err(bad_url)?;
+                let pool = Pool::builder(deadpool_redis::Manager::new(info).map_err(unavailable)?)
+                    .max_size(redis.pool_size)
+                    .wait_timeout(Some(OP_TIMEOUT))
+                    .create_timeout(Some(OP_TIMEOUT))
+                    .recycle_timeout(Some(OP_TIMEOUT))
+                    .runtime(Runtime::Tokio1)
+                    .build()
+                    .map_err(|e| EngineError::Internal(format!("redis pool: {e}")))?;
+                let hot = ConnectionManager::new_lazy_with_config(
+                    client.clone(),
+                    ConnectionManagerConfig::new()
+                        .set_connection_timeout(Some(OP_TIMEOUT))
+                        .set_response_timeout(Some(OP_TIMEOUT))
+                        .set_number_of_retries(1),
+                )
+                .map_err(|e| EngineError::Internal(format!("redis connection: {e}")))?;
+                (
+                    conn::Store::Single { pool, hot },
+                    pubsub::FeedClient::Single(pubsub_client),
+                )
+            }
+            RedisMode::Cluster => {
+                let builder = || {
+                    let mut builder = ClusterClientBuilder::new([cluster_seed.clone()])
+                        .tcp_settings(TcpSettings::default().set_nodelay(true));
+                    if let Some(certs) = &certs {
+                        builder = builder.certs(certs.clone());
+                    }
+                    builder
+                };
+                let cluster = builder().build().map_err(bad_url)?;
+                // Pending: connected in the background and on every command until it works,
+                // so an instance whose cluster is down still starts (and reports not-ready).
+                let conn = cluster.get_pending_async_connection_with_config(
+                    ClusterConfig::new()
+                        .set_connection_timeout(OP_TIMEOUT)
+                        .set_response_timeout(OP_TIMEOUT),
+                );
+                let feed = builder()
+                    .use_protocol(redis::ProtocolVersion::RESP3)
+                    .build()
+                    .map_err(bad_url)?;
+                (
+                    conn::Store::Cluster(conn),
+                    pubsub::FeedClient::Cluster(feed),
+                )
+            }
+        };
         let inner = Arc::new(Inner {
-            pool,
-            hot,
+            feed: pubsub::Feed::new(redis.pubsub_mode, redis.pubsub_linger, store.is_cluster()),
+            keys: Keys::new(&redis.key_prefix, redis.mode),
+            store,
             pubsub_client,
-            feed: pubsub::Feed::new(redis.pubsub_mode, redis.pubsub_linger),
-            keys: Keys::new(&redis.key_prefix),
             settings,
             heartbeat_every: redis.heartbeat,
             hub,
@@ -341,8 +381,31 @@ fn next(items: &mut std::vec::IntoIter<Value>) -> EngineResult<Value> {
 }
 
 impl Inner {
-    async fn conn(&self) -> EngineResult<deadpool_redis::Connection> {
-        self.pool.get().await.map_err(unavailable)
+    async fn conn(&self) -> EngineResult<conn::Conn> {
+        self.store.conn().await.map_err(unavailable)
+    }
+
+    /// The room hot path's connection.
+    fn hot(&self) -> conn::Conn {
+        self.store.hot()
+    }
+
+    /// Runs pipelines of one slot each (`conn::Store::grouped`).
+    async fn grouped(&self, groups: &[redis::Pipeline]) -> EngineResult<Vec<Value>> {
+        self.with_timeout(self.store.grouped(groups)).await
+    }
+
+    /// Every key matching `pattern` (`conn::Store::scan`).
+    async fn scan(
+        &self,
+        pattern: &str,
+        kind: Option<&str>,
+        slot_of: Option<&str>,
+    ) -> EngineResult<Vec<String>> {
+        self.store
+            .scan(pattern, kind, slot_of, OP_TIMEOUT)
+            .await
+            .map_err(unavailable)
     }
 
     async fn with_timeout<T>(
@@ -431,7 +494,7 @@ impl Inner {
         for arg in args {
             invocation.arg(*arg);
         }
-        let mut conn = self.hot.clone();
+        let mut conn = self.hot();
         let started = std::time::Instant::now();
         let reply = self.with_timeout(invocation.invoke_async(&mut conn)).await;
         self.hub
@@ -479,31 +542,12 @@ impl Inner {
     /// Moves rooms a v1 gateway wrote (strokes in a list) to the board layout, so an upgrade
     /// keeps every board. Each room moves atomically; a room already moved is left alone.
     async fn migrate_v1_rooms(&self) -> EngineResult<usize> {
-        let mut conn = self.conn().await?;
-        let pattern = self.keys.v1_strokes_pattern();
-        let mut cursor = 0_u64;
-        let mut found = Vec::new();
-        loop {
-            let (next, keys): (u64, Vec<String>) = self
-                .with_timeout(
-                    redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(&pattern)
-                        .arg("COUNT")
-                        .arg(1000)
-                        .arg("TYPE")
-                        .arg("list")
-                        .query_async(&mut conn),
-                )
-                .await?;
-            found.extend(keys.iter().filter_map(|k| self.keys.room_of_strokes_key(k)));
-            cursor = next;
-            if cursor == 0 {
-                break;
-            }
-        }
-        drop(conn);
+        let found: Vec<RoomId> = self
+            .scan(&self.keys.v1_strokes_pattern(), Some("list"), None)
+            .await?
+            .iter()
+            .filter_map(|k| self.keys.room_of_strokes_key(k))
+            .collect();
         let mut moved = 0;
         for room in &found {
             let mut invocation = self.scripts.migrate.prepare_invoke();
@@ -613,13 +657,23 @@ impl Inner {
         if others.is_empty() {
             return Ok(0);
         }
-        // Every join sweeps: one round trip for all the other instances, not one each.
-        let mut pipe = redis::pipe();
-        for instance in &others {
-            pipe.exists(self.keys.instance(instance));
-        }
-        let alive: Vec<bool> = self.with_timeout(pipe.query_async(&mut conn)).await?;
         drop(conn);
+        // Every join sweeps: one round trip for all the other instances, not one each (one per
+        // instance key's slot on a Cluster, all at once).
+        let checks: Vec<redis::Pipeline> = others
+            .iter()
+            .map(|instance| {
+                let mut pipe = redis::pipe();
+                pipe.exists(self.keys.instance(instance));
+                pipe
+            })
+            .collect();
+        let alive: Vec<bool> = self
+            .grouped(&checks)
+            .await?
+            .into_iter()
+            .map(|v| matches!(v, Value::Int(1)))
+            .collect();
         let dead: Vec<&str> = others
             .into_iter()
             .zip(alive)
@@ -757,7 +811,7 @@ impl Engine for RedisEngine {
             r#"{{"except":{},"lossy":true,"frame":{frame}}}"#,
             json(except.as_str())
         );
-        let mut conn = inner.hot.clone();
+        let mut conn = inner.hot();
         let mut publish = redis::cmd(inner.feed.publish_command());
         publish.arg(inner.keys.channel(room)).arg(envelope);
         inner
