@@ -120,6 +120,8 @@ async fn serve(
             pubsub_mode: config.pubsub_mode,
             pubsub_linger: Duration::from_millis(config.pubsub_linger_ms),
             tls_ca: config.redis_tls_ca.clone(),
+            wait_replicas: config.redis_wait_replicas,
+            wait_timeout: Duration::from_millis(config.redis_wait_ms),
         };
         let redis = Arc::new(
             RedisEngine::start(&redis, settings, hub.clone(), &tasks, stop_tasks.clone()).await?,

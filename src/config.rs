@@ -78,6 +78,13 @@ pub struct Config {
     pub key_prefix: String,
     /// Connections in the Redis pool.
     pub redis_pool_size: usize,
+    /// Replicas that must have an op before it is acknowledged (`WAIT` after the commit, on
+    /// the master that owns the room): with 1, a failover loses no acknowledged op. 0 (the
+    /// default) acknowledges once the master has it.
+    pub redis_wait_replicas: u32,
+    /// How long an op waits for those replicas; past it the op is answered `UNAVAILABLE`
+    /// (it is committed: a resend with the same `opId` is acknowledged once replicated).
+    pub redis_wait_ms: u64,
     /// How this instance hears room events (`docs/PROTOCOL.md` §7, `docs/REDIS.md`).
     pub pubsub_mode: PubsubMode,
     /// With `pubsub_mode` room or sharded: how long a room stays subscribed after its last
@@ -253,6 +260,8 @@ impl Default for Config {
             redis_mode: RedisMode::Standalone,
             key_prefix: String::new(),
             redis_pool_size: 16,
+            redis_wait_replicas: 0,
+            redis_wait_ms: 500,
             pubsub_mode: PubsubMode::Pattern,
             pubsub_linger_ms: 2000,
             jwt_secret: String::new(),
@@ -450,6 +459,10 @@ impl Config {
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)),
             "instance_id may only hold letters, digits, '-', '_' and '.'",
+        );
+        check(
+            self.redis_wait_replicas == 0 || self.redis_wait_ms > 0,
+            "redis_wait_ms must be positive when redis_wait_replicas is set",
         );
         check(
             self.redis_pool_size > 0,

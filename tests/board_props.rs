@@ -432,6 +432,8 @@ async fn check(server: &RedisServer, steps: Vec<(usize, Step)>) {
             pubsub_mode: drawbridge::config::PubsubMode::Pattern,
             pubsub_linger: Duration::from_secs(2),
             tls_ca: String::new(),
+            wait_replicas: 0,
+            wait_timeout: Duration::from_millis(500),
         },
         settings(),
         Arc::new(Hub::new()),

@@ -143,6 +143,8 @@ impl Fixture {
                 pubsub_mode: pubsub_mode(),
                 pubsub_linger: Duration::from_secs(2),
                 tls_ca: String::new(),
+                wait_replicas: 0,
+                wait_timeout: Duration::from_millis(500),
             },
             settings.clone(),
             hub.clone(),

@@ -352,6 +352,8 @@ async fn node(redis: &RedisServer, instance: &str, mode: PubsubMode) -> Node {
             pubsub_mode: mode,
             pubsub_linger: Duration::ZERO,
             tls_ca: String::new(),
+            wait_replicas: 0,
+            wait_timeout: Duration::from_millis(500),
         },
         EngineSettings::from_config(&config, instance.to_owned()),
         hub.clone(),

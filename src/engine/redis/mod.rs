@@ -173,6 +173,10 @@ pub struct RedisSettings {
     pub pubsub_linger: Duration,
     /// A PEM file of CA certificates for a `rediss://` URL; empty trusts the system's roots.
     pub tls_ca: String,
+    /// See [`crate::config::Config::redis_wait_replicas`].
+    pub wait_replicas: u32,
+    /// See [`crate::config::Config::redis_wait_ms`].
+    pub wait_timeout: Duration,
 }
 
 pub struct RedisEngine {
@@ -193,6 +197,9 @@ struct Inner {
     settings: EngineSettings,
     /// See [`RedisSettings::heartbeat`].
     heartbeat_every: Duration,
+    /// Replicas an op's commit must reach before it is acknowledged, and for how long to wait.
+    wait_replicas: u32,
+    wait_timeout: Duration,
     hub: Arc<Hub>,
     scripts: Scripts,
     /// The pub/sub connection is subscribed and relaying.
@@ -305,6 +312,8 @@ impl RedisEngine {
             pubsub_client,
             settings,
             heartbeat_every: redis.heartbeat,
+            wait_replicas: redis.wait_replicas,
+            wait_timeout: redis.wait_timeout,
             hub,
             scripts: Scripts::new(),
             pubsub_up: AtomicBool::new(false),
@@ -474,29 +483,38 @@ impl Inner {
     ) -> EngineResult<Value> {
         let ttl_ms = self.settings.room_ttl.map_or(0, |t| t.as_millis() as u64);
         let expires_at = if ttl_ms == 0 { 0 } else { now_ms() + ttl_ms };
-        let mut invocation = script.prepare_invoke();
-        for key in self.keys.room_keys(room) {
-            invocation.key(key);
-        }
+        let mut keys: Vec<String> = self.keys.room_keys(room).into();
         if let Some(user) = user {
-            for key in self.keys.user_lists(room, user) {
-                invocation.key(key);
-            }
+            keys.extend(self.keys.user_lists(room, user));
         }
         // Last, after the keys scripts name by position: only `touch()` (which walks every key)
         // uses it, so the members expire with the room however long activity keeps it alive.
-        invocation.key(self.keys.room_members(room));
-        invocation
-            .arg(self.keys.channel(room))
-            .arg(ttl_ms)
-            .arg(expires_at)
-            .arg(self.feed.publish_command());
-        for arg in args {
-            invocation.arg(*arg);
-        }
+        keys.push(self.keys.room_members(room));
+        let common = [
+            self.keys.channel(room),
+            ttl_ms.to_string(),
+            expires_at.to_string(),
+            self.feed.publish_command().to_owned(),
+        ];
         let mut conn = self.hot();
         let started = std::time::Instant::now();
-        let reply = self.with_timeout(invocation.invoke_async(&mut conn)).await;
+        let reply = if self.wait_replicas > 0 && script.name == "apply" {
+            self.commit_durably(script, &keys, &common, args, &mut conn)
+                .await
+        } else {
+            let mut invocation = script.prepare_invoke();
+            for key in &keys {
+                invocation.key(key);
+            }
+            for arg in common
+                .iter()
+                .map(String::as_str)
+                .chain(args.iter().copied())
+            {
+                invocation.arg(arg);
+            }
+            self.with_timeout(invocation.invoke_async(&mut conn)).await
+        };
         self.hub
             .stats
             .script_seconds
@@ -505,6 +523,59 @@ impl Inner {
             })
             .observe(started.elapsed().as_secs_f64());
         reply
+    }
+
+    /// Runs the commit script and `WAIT`s for `wait_replicas` replicas in one pipeline: on the
+    /// same connection (WAIT counts that connection's writes) and, on a Cluster, the same node
+    /// (the pipeline goes where the script's keys are). Fewer replicas in time: `Unavailable`,
+    /// though the op is committed; its resend is answered from the op id once replicated.
+    async fn commit_durably(
+        &self,
+        script: &RoomScript,
+        keys: &[String],
+        common: &[String],
+        args: &[&str],
+        conn: &mut conn::Conn,
+    ) -> EngineResult<Value> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("EVALSHA")
+            .arg(script.get_hash())
+            .arg(keys.len())
+            .arg(keys)
+            .arg(common)
+            .arg(args);
+        pipe.cmd("WAIT")
+            .arg(self.wait_replicas)
+            .arg(self.wait_timeout.as_millis() as u64);
+        let within = OP_TIMEOUT + self.wait_timeout;
+        let run = |conn: &mut conn::Conn| {
+            let pipe = pipe.clone();
+            let mut conn = match conn {
+                conn::Conn::Cluster(c) => conn::Conn::Cluster(c.clone()),
+                _ => self.hot(),
+            };
+            async move {
+                tokio::time::timeout(within, pipe.query_async::<(Value, u32)>(&mut conn))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err((redis::ErrorKind::Io, "redis did not answer in time").into())
+                    })
+            }
+        };
+        let (reply, replicas) = match run(conn).await {
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                self.with_timeout(script.load_async(conn)).await?;
+                run(conn).await.map_err(unavailable)?
+            }
+            other => other.map_err(unavailable)?,
+        };
+        if replicas < self.wait_replicas {
+            return Err(unavailable(format!(
+                "committed but on {replicas} of {} replicas in time",
+                self.wait_replicas
+            )));
+        }
+        Ok(reply)
     }
 
     async fn events_after(&self, room: &RoomId, after: u64) -> EngineResult<Option<LogSlice>> {
