@@ -182,10 +182,10 @@ impl Inner {
         };
         self.revoke_all(&user, reset.now, reset.keep).await?;
         let (outcome, committed) = self.reset_step(&reset, reset.password_hash).await?;
-        if committed.is_some() {
-            if let Err(e) = self.revoke_all(&user, reset.now, reset.keep).await {
-                tracing::warn!(%user, error = %e, "password reset: the second revocation failed");
-            }
+        if committed.is_some()
+            && let Err(e) = self.revoke_all(&user, reset.now, reset.keep).await
+        {
+            tracing::warn!(%user, error = %e, "password reset: the second revocation failed");
         }
         Ok(outcome)
     }

@@ -64,6 +64,8 @@ const RECONCILE_EVERY_MAX: Duration = Duration::from_secs(1);
 const RECONCILE_EVERY_MIN: Duration = Duration::from_millis(100);
 
 /// What the feed connects with: RESP3 to one Redis, or to a cluster.
+// One per instance, built once: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 pub(super) enum FeedClient {
     Single(redis::Client),
     Cluster(ClusterClient),
