@@ -453,7 +453,21 @@ async fn relay(
             _ = ping.tick() => {
                 let answered = tokio::time::timeout(PING_TIMEOUT, conn.ping());
                 if !matches!(answered.await, Ok(Ok(()))) {
-                    return;
+                    if !inner.feed.cluster {
+                        return;
+                    }
+                    // A cluster with a node down (a failover under way, a replica restarting)
+                    // still serves the other nodes' rooms: starting the feed over would only
+                    // make this instance unready until the node is back. The node's dropped
+                    // connection already started the feed over; what a ping can still catch
+                    // is a silent one, so every room is subscribed again (a no-op where it
+                    // holds) and refilled.
+                    tracing::warn!("a cluster node does not answer the feed's ping");
+                    if per_room {
+                        inner.feed.state.lock().await.rooms.clear();
+                    } else {
+                        refill(inner).await;
+                    }
                 }
             }
             _ = reconcile.tick(), if per_room => reconcile_rooms(inner).await,
