@@ -33,7 +33,10 @@ fn free_pair(taken: &[u16]) -> u16 {
     loop {
         let listener = StdListener::bind("127.0.0.1:0").expect("a free port");
         let port = listener.local_addr().expect("port").port();
-        if port > 55_000 || taken.contains(&port) {
+        let clashes = taken
+            .iter()
+            .any(|t| [*t, t + 10_000].contains(&port) || port + 10_000 == *t);
+        if port > 55_000 || clashes {
             continue;
         }
         if StdListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
@@ -50,6 +53,27 @@ fn cli(args: &[&str]) -> std::process::Output {
         .expect("redis-cli (is redis-tools installed?)")
 }
 
+/// Runs `redis-cli`; false if it fails or is still running after `within` (it is killed).
+fn cli_within(args: &[&str], within: Duration) -> bool {
+    let mut child = Command::new("redis-cli")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-cli (is redis-tools installed?)");
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return status.success();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    false
+}
+
 fn cli_port(port: u16, args: &[&str]) -> String {
     let port = port.to_string();
     let mut all = vec!["-p", &port];
@@ -60,7 +84,7 @@ fn cli_port(port: u16, args: &[&str]) -> String {
 impl RedisCluster {
     /// `masters` masters, each with `replicas` replicas, slots spread evenly.
     pub fn start(masters: usize, replicas: usize) -> Self {
-        for _ in 0..3 {
+        for _ in 0..5 {
             if let Some(cluster) = Self::try_start(masters, replicas) {
                 return cluster;
             }
@@ -93,7 +117,9 @@ impl RedisCluster {
         let mut args = vec!["--cluster", "create"];
         args.extend(addresses.iter().map(String::as_str));
         args.extend(["--cluster-replicas", &replicas, "--cluster-yes"]);
-        if !cli(&args).status.success() {
+        // It waits for the nodes to meet, for ever if one cannot (its bus port taken meanwhile
+        // by a node of another test's cluster): give up and start over on other ports.
+        if !cli_within(&args, Duration::from_secs(20)) {
             return None;
         }
         cluster.wait_ok(Duration::from_secs(20)).then_some(cluster)
