@@ -95,6 +95,33 @@ impl Store {
         }
     }
 
+    /// `WAIT replicas ms` on the hot connection, to the master owning `key`'s slot on a
+    /// Cluster (where this instance's writes to that slot went): how many replicas have them.
+    pub(super) async fn wait(
+        &self,
+        key: &str,
+        replicas: u32,
+        within: Duration,
+    ) -> redis::RedisResult<u32> {
+        let mut wait = redis::cmd("WAIT");
+        wait.arg(replicas).arg(within.as_millis() as u64);
+        match self {
+            Self::Single { hot, .. } => wait.query_async(&mut hot.clone()).await,
+            Self::Cluster(c) => {
+                let route =
+                    SingleNodeRoutingInfo::SpecificNode(redis::cluster_routing::Route::with_key(
+                        key,
+                        redis::cluster_routing::SlotAddr::Master,
+                    ));
+                let reply = c
+                    .clone()
+                    .route_command(wait, RoutingInfo::SingleNode(route))
+                    .await?;
+                Ok(redis::from_redis_value(reply)?)
+            }
+        }
+    }
+
     /// Runs independent pipelines, each on keys of one slot, and returns their replies in
     /// order: merged into one round trip on one Redis; one pipeline per slot, all at once, on a
     /// Cluster (which refuses a pipeline spanning slots). Commands must not be `ignore()`d.

@@ -868,6 +868,21 @@ impl Engine for RedisEngine {
         if let OpOutcome::Applied { seq, .. } = outcome {
             self.after_op(room, seq);
         }
+        // A resent op id found by the read (not by the commit, whose pipeline waited): its
+        // ACK too waits for the replicas, or the first answer's UNAVAILABLE would be undone.
+        let inner = &self.inner;
+        if inner.wait_replicas > 0 && matches!(outcome, OpOutcome::Duplicate { .. }) {
+            let replicas = inner
+                .with_timeout(inner.store.wait(
+                    &inner.keys.room(room),
+                    inner.wait_replicas,
+                    inner.wait_timeout,
+                ))
+                .await?;
+            if replicas < inner.wait_replicas {
+                return Err(unavailable("the op is not yet on enough replicas"));
+            }
+        }
         Ok(outcome)
     }
 
