@@ -124,9 +124,24 @@ async fn a_failover_loses_no_acknowledged_op_and_leaves_no_gap() {
         };
         let a = Instance::start(durable("inst-a")).await;
         let b = Instance::start(durable("inst-b")).await;
-        let room = create_room(a.addr).await;
+        // The room on the node the instances were configured with: its death must not leave
+        // them unable to reconnect (they reseed from the nodes they know).
+        let seed: u16 = cluster
+            .url()
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("seed port");
+        let mut room = create_room(a.addr).await;
+        for _ in 0..60 {
+            if cluster.master_of(&format!("{prefix}room:{{{room}}}")) == seed {
+                break;
+            }
+            room = create_room(a.addr).await;
+        }
         let key = format!("{prefix}room:{{{room}}}");
         let master = cluster.master_of(&key);
+        assert_eq!(master, seed, "a room on the seed node");
         assert!(
             !cluster.replicas_of(master).is_empty(),
             "the room's master has a replica"

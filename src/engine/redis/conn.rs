@@ -219,6 +219,25 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Every healthy node of the cluster (masters and replicas), as this instance's connection
+    /// sees it now; empty on one Redis or when the cluster cannot be asked.
+    pub(super) async fn cluster_nodes(&self, per_call: Duration) -> Vec<(String, u16)> {
+        let Self::Cluster(c) = self else {
+            return Vec::new();
+        };
+        let mut conn = c.clone();
+        let listing: redis::RedisResult<String> = timed(
+            per_call,
+            redis::cmd("CLUSTER").arg("NODES").query_async(&mut conn),
+        )
+        .await;
+        listing
+            .map(|text| parse_nodes(&text, false))
+            .unwrap_or_default()
+    }
+}
+
 /// The cluster's masters that serve slots, as `CLUSTER NODES` lists them.
 async fn masters(
     conn: &ClusterConnection,
@@ -230,22 +249,27 @@ async fn masters(
         redis::cmd("CLUSTER").arg("NODES").query_async(&mut conn),
     )
     .await?;
-    Ok(parse_masters(&text)
+    Ok(parse_nodes(&text, true)
         .into_iter()
         .map(|(host, port)| SingleNodeRoutingInfo::ByAddress { host, port })
         .collect())
 }
 
-/// `(host, port)` of each healthy master holding slots, from `CLUSTER NODES`: lines of
+/// `(host, port)` of each healthy node (with `masters`, each master holding slots), from
+/// `CLUSTER NODES`: lines of
 /// `<id> <ip:port@bus[,hostname]> <flags> <master> <ping> <pong> <epoch> <link> <slot>…`.
-fn parse_masters(nodes: &str) -> Vec<(String, u16)> {
+fn parse_nodes(nodes: &str, masters: bool) -> Vec<(String, u16)> {
     nodes
         .lines()
         .filter_map(|line| {
             let fields: Vec<&str> = line.split_whitespace().collect();
             let flags = fields.get(2)?;
             let serving = fields.len() > 8;
-            if !flags.split(',').any(|f| f == "master") || flags.contains("fail") || !serving {
+            let is_master = flags.split(',').any(|f| f == "master");
+            if flags.contains("fail") || flags.contains("noaddr") {
+                return None;
+            }
+            if masters && !(is_master && serving) {
                 return None;
             }
             let address = fields.get(1)?.split(['@', ',']).next()?;
@@ -282,8 +306,9 @@ d4 127.0.0.1:7004@17004 slave b2 0 0 2 connected
 e5 10.0.0.5:6379@16379,redis-5.svc master - 0 0 5 connected 10923-16383
 f6 127.0.0.1:7006@17006 master - 0 0 6 connected
 ";
+        assert_eq!(parse_nodes(nodes, false).len(), 5);
         assert_eq!(
-            parse_masters(nodes),
+            parse_nodes(nodes, true),
             [
                 ("127.0.0.1".to_owned(), 7001),
                 ("127.0.0.1".to_owned(), 7002),

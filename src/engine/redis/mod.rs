@@ -279,15 +279,12 @@ impl RedisEngine {
                 )
             }
             RedisMode::Cluster => {
-                let builder = || {
-                    let mut builder = ClusterClientBuilder::new([cluster_seed.clone()])
-                        .tcp_settings(TcpSettings::default().set_nodelay(true));
-                    if let Some(certs) = &certs {
-                        builder = builder.certs(certs.clone());
-                    }
-                    builder
-                };
-                let cluster = builder().build().map_err(bad_url)?;
+                let mut builder = ClusterClientBuilder::new([cluster_seed.clone()])
+                    .tcp_settings(TcpSettings::default().set_nodelay(true));
+                if let Some(certs) = &certs {
+                    builder = builder.certs(certs.clone());
+                }
+                let cluster = builder.build().map_err(bad_url)?;
                 // Pending: connected in the background and on every command until it works,
                 // so an instance whose cluster is down still starts (and reports not-ready).
                 let conn = cluster.get_pending_async_connection_with_config(
@@ -295,13 +292,12 @@ impl RedisEngine {
                         .set_connection_timeout(OP_TIMEOUT)
                         .set_response_timeout(OP_TIMEOUT),
                 );
-                let feed = builder()
-                    .use_protocol(redis::ProtocolVersion::RESP3)
-                    .build()
-                    .map_err(bad_url)?;
                 (
                     conn::Store::Cluster(conn),
-                    pubsub::FeedClient::Cluster(feed),
+                    pubsub::FeedClient::Cluster {
+                        seed: cluster_seed.clone(),
+                        certs: certs.clone(),
+                    },
                 )
             }
         };

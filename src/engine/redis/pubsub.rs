@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use redis::aio::MultiplexedConnection;
-use redis::cluster::ClusterClient;
+use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
 use redis::{AsyncConnectionConfig, PushInfo, PushKind, Value};
 use serde::Deserialize;
@@ -68,7 +68,13 @@ const RECONCILE_EVERY_MIN: Duration = Duration::from_millis(100);
 #[allow(clippy::large_enum_variant)]
 pub(super) enum FeedClient {
     Single(redis::Client),
-    Cluster(ClusterClient),
+    /// The configured node and its TLS roots: each (re)connect also seeds the client with
+    /// every node the engine's own connection knows then, since the configured one may be
+    /// the node that just died.
+    Cluster {
+        seed: redis::ConnectionInfo,
+        certs: Option<redis::TlsCertificates>,
+    },
 }
 
 /// The feed's live connection.
@@ -186,6 +192,19 @@ pub(super) async fn ensure(inner: &Inner, room: &RoomId) {
     drop(state);
     if let Some(after) = position {
         fill(inner, room, after).await;
+    }
+}
+
+/// The address of another node, over the same transport (TLS or not) as the configured one.
+fn node_addr(like: &redis::ConnectionAddr, host: String, port: u16) -> redis::ConnectionAddr {
+    match like {
+        redis::ConnectionAddr::TcpTls { insecure, .. } => redis::ConnectionAddr::TcpTls {
+            host,
+            port,
+            insecure: *insecure,
+            tls_params: None,
+        },
+        _ => redis::ConnectionAddr::Tcp(host, port),
     }
 }
 
@@ -366,7 +385,22 @@ async fn connect(inner: &Inner) -> redis::RedisResult<Connected> {
                     .await
                     .map(FeedConn::Single)
             }
-            FeedClient::Cluster(client) => {
+            FeedClient::Cluster { seed, certs } => {
+                let mut seeds: Vec<redis::ConnectionInfo> = inner
+                    .store
+                    .cluster_nodes(super::OP_TIMEOUT)
+                    .await
+                    .into_iter()
+                    .map(|(host, port)| seed.clone().set_addr(node_addr(seed.addr(), host, port)))
+                    .collect();
+                seeds.push(seed.clone());
+                let mut builder = ClusterClientBuilder::new(seeds)
+                    .use_protocol(redis::ProtocolVersion::RESP3)
+                    .tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
+                if let Some(certs) = certs {
+                    builder = builder.certs(certs.clone());
+                }
+                let client = builder.build()?;
                 let config = redis::cluster::ClusterConfig::new()
                     .set_connection_timeout(super::OP_TIMEOUT)
                     .set_response_timeout(super::OP_TIMEOUT)
