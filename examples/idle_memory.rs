@@ -77,12 +77,15 @@ async fn main() {
         RedisEngine::start(
             &RedisSettings {
                 url: url.clone(),
+                mode: drawbridge::config::RedisMode::Standalone,
                 key_prefix: String::new(),
                 pool_size: 8,
                 heartbeat: Duration::from_secs(5),
                 pubsub_mode: drawbridge::config::PubsubMode::Pattern,
                 pubsub_linger: Duration::from_secs(2),
                 tls_ca: String::new(),
+                wait_replicas: 0,
+                wait_timeout: Duration::from_millis(500),
             },
             settings,
             Arc::new(Hub::new()),

@@ -28,8 +28,26 @@ for version in 1.30.0 1.37.0; do
     echo "check-deploy: kubernetes-validate --strict (Kubernetes $version)"
     # Kustomization and ServiceMonitor have no schema in the validator: they are warned about,
     # not failed, and scripts/check_k8s.py checks the ServiceMonitor's references.
-    "$venv/bin/kubernetes-validate" --strict --quiet --no-warn -k "$version" deploy/k8s/*.yaml
+    "$venv/bin/kubernetes-validate" --strict --quiet --no-warn -k "$version" deploy/k8s/*.yaml \
+        deploy/k8s/cluster/*.yaml
 done
+
+# The Redis Cluster examples' drawbridge settings pass drawbridge's own validation.
+echo "check-deploy: deploy/k8s/cluster/managed.yaml's drawbridge.toml"
+"$venv/bin/python" - "$bin" <<'EOF'
+import os, subprocess, sys, tempfile, yaml
+doc = yaml.safe_load(open("deploy/k8s/cluster/managed.yaml"))
+with tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False) as f:
+    f.write(doc["data"]["drawbridge.toml"])
+env = {"PATH": os.environ.get("PATH", ""),
+       "DRAWBRIDGE_JWT_SECRET": "0123456789abcdef0123456789abcdef",
+       "DRAWBRIDGE_REDIS_URL": "rediss://drawbridge:pw@clustercfg.example:6379"}
+out = subprocess.run([sys.argv[1], "check-config", "--config", f.name], env=env,
+                     capture_output=True, text=True)
+os.unlink(f.name)
+if out.returncode != 0 or 'redis_mode = "cluster"' not in out.stdout:
+    sys.exit(f"managed.yaml: drawbridge check-config failed:\n{out.stdout}{out.stderr}")
+EOF
 
 echo "check-deploy: manifests agree with each other and with drawbridge check-config"
 "$venv/bin/python" scripts/check_k8s.py "$bin"

@@ -113,12 +113,15 @@ async fn serve(
     } else {
         let redis = RedisSettings {
             url: config.redis_url.clone(),
+            mode: config.redis_mode,
             key_prefix: config.key_prefix.clone(),
             pool_size: config.redis_pool_size,
             heartbeat: Duration::from_secs(config.heartbeat_secs),
             pubsub_mode: config.pubsub_mode,
             pubsub_linger: Duration::from_millis(config.pubsub_linger_ms),
             tls_ca: config.redis_tls_ca.clone(),
+            wait_replicas: config.redis_wait_replicas,
+            wait_timeout: Duration::from_millis(config.redis_wait_ms),
         };
         let redis = Arc::new(
             RedisEngine::start(&redis, settings, hub.clone(), &tasks, stop_tasks.clone()).await?,

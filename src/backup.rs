@@ -204,6 +204,7 @@ pub async fn engine(
     let settings = EngineSettings::from_config(config, instance);
     let redis = RedisSettings {
         url: config.redis_url.clone(),
+        mode: config.redis_mode,
         key_prefix: config.key_prefix.clone(),
         pool_size: 2,
         heartbeat: Duration::from_secs(config.heartbeat_secs),
@@ -211,6 +212,8 @@ pub async fn engine(
         pubsub_mode: config.pubsub_mode,
         pubsub_linger: Duration::from_millis(config.pubsub_linger_ms),
         tls_ca: config.redis_tls_ca.clone(),
+        wait_replicas: config.redis_wait_replicas,
+        wait_timeout: Duration::from_millis(config.redis_wait_ms),
     };
     RedisEngine::start(
         &redis,

@@ -37,6 +37,27 @@ impl PubsubMode {
     }
 }
 
+/// What `redis_url` points at.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RedisMode {
+    /// One Redis (with replicas or not): every command goes to the URL's server.
+    #[default]
+    Standalone,
+    /// A Redis Cluster: the URL names one node (any), the rest is discovered; every command
+    /// goes to the node owning its key's slot (`docs/REDIS.md`, "Redis Cluster").
+    Cluster,
+}
+
+impl RedisMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Standalone => "standalone",
+            Self::Cluster => "cluster",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
@@ -50,11 +71,20 @@ pub struct Config {
     /// private CA); empty trusts the system's roots, as a managed Redis needs.
     #[serde(deserialize_with = "text")]
     pub redis_tls_ca: String,
+    /// `standalone` (one Redis) or `cluster` (a Redis Cluster, `redis_url` naming any node).
+    pub redis_mode: RedisMode,
     /// Prepended to every Redis key and channel.
     #[serde(deserialize_with = "text")]
     pub key_prefix: String,
     /// Connections in the Redis pool.
     pub redis_pool_size: usize,
+    /// Replicas that must have an op before it is acknowledged (`WAIT` after the commit, on
+    /// the master that owns the room): with 1, a failover loses no acknowledged op. 0 (the
+    /// default) acknowledges once the master has it.
+    pub redis_wait_replicas: u32,
+    /// How long an op waits for those replicas; past it the op is answered `UNAVAILABLE`
+    /// (it is committed: a resend with the same `opId` is acknowledged once replicated).
+    pub redis_wait_ms: u64,
     /// How this instance hears room events (`docs/PROTOCOL.md` §7, `docs/REDIS.md`).
     pub pubsub_mode: PubsubMode,
     /// With `pubsub_mode` room or sharded: how long a room stays subscribed after its last
@@ -227,8 +257,11 @@ impl Default for Config {
             listen: "0.0.0.0:8080".into(),
             redis_url: String::new(),
             redis_tls_ca: String::new(),
+            redis_mode: RedisMode::Standalone,
             key_prefix: String::new(),
             redis_pool_size: 16,
+            redis_wait_replicas: 0,
+            redis_wait_ms: 500,
             pubsub_mode: PubsubMode::Pattern,
             pubsub_linger_ms: 2000,
             jwt_secret: String::new(),
@@ -396,6 +429,12 @@ impl Config {
             "redis_url must be empty (embedded engine) or a redis:// URL",
         );
         check(
+            self.redis_mode == RedisMode::Standalone
+                || self.redis_url.starts_with("redis://")
+                || self.redis_url.starts_with("rediss://"),
+            "redis_mode cluster needs a redis:// or rediss:// redis_url (any node of the cluster)",
+        );
+        check(
             self.redis_tls_ca.is_empty() || self.redis_url.starts_with("rediss://"),
             "redis_tls_ca is only used with a rediss:// redis_url",
         );
@@ -420,6 +459,10 @@ impl Config {
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)),
             "instance_id may only hold letters, digits, '-', '_' and '.'",
+        );
+        check(
+            self.redis_wait_replicas == 0 || self.redis_wait_ms > 0,
+            "redis_wait_ms must be positive when redis_wait_replicas is set",
         );
         check(
             self.redis_pool_size > 0,
@@ -648,6 +691,22 @@ mod tests {
         }
         assert_eq!(Config::default().pubsub_mode, PubsubMode::Pattern);
         assert!(read("pubsub_mode = \"rooms\"").is_err());
+        assert_eq!(Config::default().redis_mode, RedisMode::Standalone);
+        assert_eq!(
+            read("redis_mode = \"cluster\"")
+                .expect("cluster")
+                .redis_mode,
+            RedisMode::Cluster
+        );
+        assert!(read("redis_mode = \"sentinel\"").is_err());
+        let cluster_without_url = Config {
+            redis_mode: RedisMode::Cluster,
+            ..Config::default()
+        };
+        let errors = cluster_without_url
+            .validate()
+            .expect_err("a cluster needs a url");
+        assert!(errors.iter().any(|e| e.contains("redis_mode cluster")));
         let plain_with_ca = Config {
             redis_url: "redis://h:1".into(),
             redis_tls_ca: "/ca.pem".into(),

@@ -37,16 +37,27 @@ fn settings() -> EngineSettings {
 }
 
 async fn redis_engine(redis: &RedisServer, stop: &CancellationToken) -> RedisEngine {
+    engine_on(redis.url(), drawbridge::config::RedisMode::Standalone, stop).await
+}
+
+async fn engine_on(
+    url: String,
+    mode: drawbridge::config::RedisMode,
+    stop: &CancellationToken,
+) -> RedisEngine {
     let tasks = TaskTracker::new();
     RedisEngine::start(
         &RedisSettings {
-            url: redis.url(),
+            url,
+            mode,
             key_prefix: String::new(),
             pool_size: 4,
             heartbeat: Duration::from_secs(5),
             pubsub_mode: drawbridge::config::PubsubMode::Pattern,
             pubsub_linger: Duration::from_secs(2),
             tls_ca: String::new(),
+            wait_replicas: 0,
+            wait_timeout: Duration::from_millis(500),
         },
         settings(),
         Arc::new(Hub::new()),
@@ -384,6 +395,27 @@ async fn redis_engine_keeps_accounts() {
     );
     assert_eq!(fields["verified"], "1");
     let email: String = redis::AsyncCommands::get(&mut conn, "user-id:u-ann")
+        .await
+        .expect("get");
+    assert_eq!(email, "ann@x.io");
+    stop.cancel();
+}
+
+/// The same contract on a 3-master Redis Cluster, where an address's keys, a user's keys and
+/// the refresh-token keys are three slots (each script touching one).
+#[tokio::test]
+async fn redis_cluster_keeps_accounts() {
+    let cluster = common::cluster::RedisCluster::start(3, 0);
+    let stop = CancellationToken::new();
+    let engine = engine_on(cluster.url(), drawbridge::config::RedisMode::Cluster, &stop).await;
+    account_suite(&engine).await;
+    refresh_grace_suite(&engine).await;
+    let mut conn = cluster.client().await;
+    let verified: String = redis::AsyncCommands::hget(&mut conn, "user:{ann@x.io}", "verified")
+        .await
+        .expect("hget");
+    assert_eq!(verified, "1");
+    let email: String = redis::AsyncCommands::get(&mut conn, "user-id:{u-ann}")
         .await
         .expect("get");
     assert_eq!(email, "ann@x.io");

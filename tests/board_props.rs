@@ -425,12 +425,15 @@ async fn check(server: &RedisServer, steps: Vec<(usize, Step)>) {
     let redis = RedisEngine::start(
         &RedisSettings {
             url: server.url(),
+            mode: drawbridge::config::RedisMode::Standalone,
             key_prefix: "props:".into(),
             pool_size: 2,
             heartbeat: Duration::from_secs(5),
             pubsub_mode: drawbridge::config::PubsubMode::Pattern,
             pubsub_linger: Duration::from_secs(2),
             tls_ca: String::new(),
+            wait_replicas: 0,
+            wait_timeout: Duration::from_millis(500),
         },
         settings(),
         Arc::new(Hub::new()),

@@ -30,7 +30,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use common::{RedisServer, WAIT, wait_until};
+use common::{AnyConn, AnyRedis, WAIT, wait_until};
 
 /// The instance every fixture's connections belong to (so its own presence is never swept).
 const INSTANCE: &str = "inst-a";
@@ -81,7 +81,7 @@ struct Fixture {
 
 struct RedisBackend {
     /// Shared with a [`Fixture::twin`], a second instance on the same server.
-    server: Arc<RedisServer>,
+    server: Arc<AnyRedis>,
     /// Every key and channel of this fixture starts with it.
     prefix: String,
     tasks: TaskTracker,
@@ -112,7 +112,7 @@ impl Fixture {
 
     async fn redis(name: &str, settings: EngineSettings) -> Self {
         Self::redis_on(
-            Arc::new(RedisServer::start()),
+            Arc::new(AnyRedis::from_env()),
             format!("suite:{name}:"),
             settings,
         )
@@ -129,19 +129,22 @@ impl Fixture {
         Self::redis_on(backend.server.clone(), backend.prefix.clone(), settings).await
     }
 
-    async fn redis_on(server: Arc<RedisServer>, prefix: String, settings: EngineSettings) -> Self {
+    async fn redis_on(server: Arc<AnyRedis>, prefix: String, settings: EngineSettings) -> Self {
         let hub = Arc::new(Hub::new());
         let tasks = TaskTracker::new();
         let shutdown = CancellationToken::new();
         let engine = RedisEngine::start(
             &RedisSettings {
                 url: server.url(),
+                mode: server.mode(),
                 key_prefix: prefix.clone(),
                 pool_size: 4,
                 heartbeat: Duration::from_secs(5),
                 pubsub_mode: pubsub_mode(),
                 pubsub_linger: Duration::from_secs(2),
                 tls_ca: String::new(),
+                wait_replicas: 0,
+                wait_timeout: Duration::from_millis(500),
             },
             settings.clone(),
             hub.clone(),
@@ -733,7 +736,7 @@ fn is_refused_bad_element(outcome: &OpOutcome, needle: &str) -> bool {
 }
 
 /// Runs `PTTL` on `key`.
-async fn pttl(conn: &mut ::redis::aio::MultiplexedConnection, key: &str) -> i64 {
+async fn pttl(conn: &mut AnyConn, key: &str) -> i64 {
     ::redis::cmd("PTTL")
         .arg(key)
         .query_async(conn)
@@ -742,12 +745,7 @@ async fn pttl(conn: &mut ::redis::aio::MultiplexedConnection, key: &str) -> i64 
 }
 
 /// Every key has a TTL above `above` ms and at most `ttl`.
-async fn assert_pttls(
-    conn: &mut ::redis::aio::MultiplexedConnection,
-    keys: &[String],
-    above: i64,
-    ttl: i64,
-) {
+async fn assert_pttls(conn: &mut AnyConn, keys: &[String], above: i64, ttl: i64) {
     for key in keys {
         let remaining = pttl(conn, key).await;
         assert!(
@@ -3094,7 +3092,7 @@ mod cases {
         .collect();
         assert_pttls(&mut conn, &keys, 0, ttl).await;
 
-        async fn run(conn: &mut ::redis::aio::MultiplexedConnection, cmd: &str, key: &str) {
+        async fn run(conn: &mut AnyConn, cmd: &str, key: &str) {
             let mut c = ::redis::cmd(cmd);
             c.arg(key);
             if cmd == "PEXPIRE" {

@@ -345,12 +345,15 @@ async fn node(redis: &RedisServer, instance: &str, mode: PubsubMode) -> Node {
     let engine = RedisEngine::start(
         &RedisSettings {
             url: redis.url(),
+            mode: drawbridge::config::RedisMode::Standalone,
             key_prefix: String::new(),
             pool_size: 2,
             heartbeat: Duration::from_secs(5),
             pubsub_mode: mode,
             pubsub_linger: Duration::ZERO,
             tls_ca: String::new(),
+            wait_replicas: 0,
+            wait_timeout: Duration::from_millis(500),
         },
         EngineSettings::from_config(&config, instance.to_owned()),
         hub.clone(),

@@ -130,13 +130,18 @@ impl Inner {
         rooms: &[RoomId],
         user: &UserId,
     ) -> EngineResult<Vec<(Option<RoomMeta>, Grants)>> {
-        let mut pipe = redis::pipe();
-        pipe.hgetall(self.keys.user_workspaces(user));
+        // One round trip on one Redis; on a Cluster one pipeline per slot (the user's and
+        // each room's), all at once.
+        let mut groups = Vec::with_capacity(rooms.len() + 1);
+        let mut first = redis::pipe();
+        first.hgetall(self.keys.user_workspaces(user));
+        groups.push(first);
         for room in rooms {
+            let mut pipe = redis::pipe();
             self.queue_facts(&mut pipe, room, user);
+            groups.push(pipe);
         }
-        let mut conn = self.hot.clone();
-        let reply: Vec<redis::Value> = self.with_timeout(pipe.query_async(&mut conn)).await?;
+        let reply = self.grouped(&groups).await?;
         let mut reply = reply.into_iter();
         let workspaces: HashMap<String, String> =
             redis::from_redis_value(reply.next().ok_or_else(|| bad_reply("short pipeline"))?)
@@ -169,20 +174,26 @@ impl Inner {
         if rooms.is_empty() {
             return Ok(Vec::new());
         }
-        let mut pipe = redis::pipe();
-        for room in rooms {
-            pipe.cmd("HMGET")
-                .arg(self.keys.room(room))
-                .arg(&META_FIELDS[..]);
-        }
-        let mut conn = self.conn().await?;
-        let reply: Vec<Vec<Option<String>>> =
-            self.with_timeout(pipe.query_async(&mut conn)).await?;
-        Ok(rooms
+        let groups: Vec<redis::Pipeline> = rooms
+            .iter()
+            .map(|room| {
+                let mut pipe = redis::pipe();
+                pipe.cmd("HMGET")
+                    .arg(self.keys.room(room))
+                    .arg(&META_FIELDS[..]);
+                pipe
+            })
+            .collect();
+        let reply = self.grouped(&groups).await?;
+        rooms
             .iter()
             .zip(reply)
-            .map(|(room, fields)| room_meta(room, &fields))
-            .collect())
+            .map(|(room, fields)| {
+                let fields: Vec<Option<String>> =
+                    redis::from_redis_value(fields).map_err(|_| bad_reply("room fields"))?;
+                Ok(room_meta(room, &fields))
+            })
+            .collect()
     }
 }
 
@@ -316,28 +327,14 @@ impl Access for RedisEngine {
 
     async fn delete_room(&self, room: &RoomId) -> EngineResult<bool> {
         let inner = &self.inner;
+        // Per-user lists (`:undo:<userId>`) are not known by name: find every key of the room
+        // (on a Cluster, only on the node owning the room's slot, where they all are).
+        let room_key = inner.keys.room(room);
+        let mut keys: Vec<String> = inner
+            .scan(&inner.keys.room_pattern(room), None, Some(&room_key))
+            .await?;
+        keys.push(room_key);
         let mut conn = inner.conn().await?;
-        // Per-user lists (`:undo:<userId>`) are not known by name: find every key of the room.
-        let mut keys: Vec<String> = vec![inner.keys.room(room)];
-        let mut cursor = 0_u64;
-        loop {
-            let (next, found): (u64, Vec<String>) = inner
-                .with_timeout(
-                    redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(inner.keys.room_pattern(room))
-                        .arg("COUNT")
-                        .arg(1000)
-                        .query_async(&mut conn),
-                )
-                .await?;
-            keys.extend(found);
-            cursor = next;
-            if cursor == 0 {
-                break;
-            }
-        }
         let deleted: u64 = inner
             .with_timeout(redis::cmd("UNLINK").arg(&keys).query_async(&mut conn))
             .await?;
@@ -346,7 +343,7 @@ impl Access for RedisEngine {
 
     async fn publish_control(&self, room: &RoomId, control: &Control) -> EngineResult<()> {
         let inner = &self.inner;
-        let mut conn = inner.hot.clone();
+        let mut conn = inner.hot();
         // SPUBLISH in sharded mode, like every other room event.
         let mut publish = redis::cmd(inner.feed.publish_command());
         publish.arg(inner.keys.channel(room)).arg(control.record());
@@ -367,18 +364,21 @@ impl Access for RedisEngine {
         let gone: Vec<&String> = if held.is_empty() {
             Vec::new()
         } else {
-            let mut pipe = redis::pipe();
-            for id in &held {
-                match RoomId::parse(id) {
-                    Some(r) => pipe.exists(inner.keys.room(&r)),
-                    None => pipe.exists(""),
-                };
-            }
-            let mut conn = inner.conn().await?;
-            let alive: Vec<bool> = inner.with_timeout(pipe.query_async(&mut conn)).await?;
+            let checks: Vec<redis::Pipeline> = held
+                .iter()
+                .map(|id| {
+                    let mut pipe = redis::pipe();
+                    match RoomId::parse(id) {
+                        Some(r) => pipe.exists(inner.keys.room(&r)),
+                        None => pipe.exists(""),
+                    };
+                    pipe
+                })
+                .collect();
+            let alive = inner.grouped(&checks).await?;
             held.iter()
                 .zip(alive)
-                .filter_map(|(id, alive)| (!alive).then_some(id))
+                .filter_map(|(id, alive)| (alive != redis::Value::Int(1)).then_some(id))
                 .collect()
         };
         let mut invocation = CLAIM_SLOT.prepare_invoke();
@@ -403,6 +403,7 @@ impl Access for RedisEngine {
             created_at: now_ms(),
         };
         let mut pipe = redis::pipe();
+        let mut owner_copy = redis::pipe();
         pipe.hset_multiple(
             inner.keys.workspace(&workspace.id),
             &[
@@ -415,16 +416,14 @@ impl Access for RedisEngine {
             inner.keys.workspace_members(&workspace.id),
             owner.as_str(),
             Role::Owner.as_str(),
-        )
-        .hset(
+        );
+        // The owner's copy is in the owner's slot.
+        owner_copy.hset(
             inner.keys.user_workspaces(owner),
             &workspace.id,
             Role::Owner.as_str(),
         );
-        let mut conn = inner.conn().await?;
-        inner
-            .with_timeout(pipe.query_async::<()>(&mut conn))
-            .await?;
+        inner.grouped(&[pipe, owner_copy]).await?;
         Ok(workspace)
     }
 
@@ -476,25 +475,31 @@ impl Access for RedisEngine {
                     .query_async(&mut conn),
             )
             .await?;
+        drop(conn);
         let rooms: Vec<RoomId> = rooms.iter().filter_map(|r| RoomId::parse(r)).collect();
-        let mut pipe = redis::pipe();
-        pipe.del(&[
+        // The workspace's keys, each member's copy and each room: a slot each on a Cluster.
+        let mut groups = Vec::with_capacity(1 + members.len() + rooms.len());
+        let mut own = redis::pipe();
+        own.del(&[
             inner.keys.workspace(id),
             inner.keys.workspace_members(id),
             inner.keys.workspace_rooms(id),
         ]);
+        groups.push(own);
         for member in &members {
+            let mut pipe = redis::pipe();
             pipe.hdel(
                 inner.keys.user_workspaces(&UserId::new(member.as_str())),
                 id,
             );
+            groups.push(pipe);
         }
         for room in &rooms {
+            let mut pipe = redis::pipe();
             pipe.hdel(inner.keys.room(room), "workspace");
+            groups.push(pipe);
         }
-        inner
-            .with_timeout(pipe.query_async::<()>(&mut conn))
-            .await?;
+        inner.grouped(&groups).await?;
         Ok(rooms)
     }
 
@@ -505,23 +510,34 @@ impl Access for RedisEngine {
         role: Option<Role>,
     ) -> EngineResult<()> {
         let inner = &self.inner;
-        let mut pipe = redis::pipe();
-        // Two copies, the workspace's list and the user's (which role checks read); in one
-        // MULTI on a single Redis, two slots on a Cluster.
-        pipe.atomic();
+        // Two copies, the workspace's list and the user's (which role checks read): in one
+        // MULTI on a single Redis; two slots on a Cluster, so two commands there, the user's
+        // copy (the one role checks read) last, so a role is never granted before it is listed.
+        let mut list = redis::pipe();
+        let mut copy = redis::pipe();
         match role {
             Some(role) => {
-                pipe.hset(
+                list.hset(
                     inner.keys.workspace_members(id),
                     user.as_str(),
                     role.as_str(),
-                )
-                .hset(inner.keys.user_workspaces(user), id, role.as_str());
+                );
+                copy.hset(inner.keys.user_workspaces(user), id, role.as_str());
             }
             None => {
-                pipe.hdel(inner.keys.workspace_members(id), user.as_str())
-                    .hdel(inner.keys.user_workspaces(user), id);
+                list.hdel(inner.keys.workspace_members(id), user.as_str());
+                copy.hdel(inner.keys.user_workspaces(user), id);
             }
+        }
+        if inner.store.is_cluster() {
+            inner.grouped(&[list]).await?;
+            inner.grouped(&[copy]).await?;
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for cmd in list.cmd_iter().chain(copy.cmd_iter()) {
+            pipe.add_command(cmd.clone());
         }
         let mut conn = inner.conn().await?;
         inner.with_timeout(pipe.query_async::<()>(&mut conn)).await
@@ -549,14 +565,23 @@ impl Access for RedisEngine {
         if list.is_empty() {
             return Ok(Vec::new());
         }
-        let mut pipe = redis::pipe();
-        for (id, _) in &list {
-            pipe.cmd("HMGET")
-                .arg(inner.keys.workspace(id))
-                .arg(&["name", "owner", "createdAt"][..]);
-        }
-        let fields: Vec<Vec<Option<String>>> =
-            inner.with_timeout(pipe.query_async(&mut conn)).await?;
+        drop(conn);
+        let groups: Vec<redis::Pipeline> = list
+            .iter()
+            .map(|(id, _)| {
+                let mut pipe = redis::pipe();
+                pipe.cmd("HMGET")
+                    .arg(inner.keys.workspace(id))
+                    .arg(&["name", "owner", "createdAt"][..]);
+                pipe
+            })
+            .collect();
+        let fields: Vec<Vec<Option<String>>> = inner
+            .grouped(&groups)
+            .await?
+            .into_iter()
+            .map(|v| redis::from_redis_value(v).map_err(|_| bad_reply("workspace fields")))
+            .collect::<EngineResult<_>>()?;
         let mut out: Vec<(Workspace, Role)> = list
             .iter()
             .zip(fields)
@@ -594,13 +619,17 @@ impl Access for RedisEngine {
             return Ok(());
         }
         let inner = &self.inner;
-        let mut pipe = redis::pipe();
-        for c in counts {
-            pipe.hincr(inner.keys.user_activity(&c.user), date_text(c.day), c.ops)
-                .ignore();
-        }
-        let mut conn = inner.conn().await?;
-        inner.with_timeout(pipe.query_async::<()>(&mut conn)).await
+        // One round trip on one Redis; per user's slot on a Cluster.
+        let groups: Vec<redis::Pipeline> = counts
+            .iter()
+            .map(|c| {
+                let mut pipe = redis::pipe();
+                pipe.hincr(inner.keys.user_activity(&c.user), date_text(c.day), c.ops);
+                pipe
+            })
+            .collect();
+        inner.grouped(&groups).await?;
+        Ok(())
     }
 
     async fn activity(&self, user: &UserId, from: i64, to: i64) -> EngineResult<Vec<(i64, u64)>> {

@@ -2,7 +2,9 @@
 //! `otp:<email>`, `refresh:<sha256>`, `refresh-used:<sha256>`, `refresh-grace:<sha256>`,
 //! `refresh-family:<id>`, `revoked:<id>`).
 //! Every change that reads before it writes is one Lua script, so two instances racing on the
-//! same code or token cannot both win.
+//! same code or token cannot both win. Each script touches one slot (an address's keys, or the
+//! refresh-token keys); what spans both is two scripts in a safe order (a sign-up's id
+//! mapping, a password reset's revocation), the same on one Redis as on a Cluster.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -20,20 +22,45 @@ fn millis(d: Duration) -> u64 {
 
 impl Inner {
     pub(super) async fn create_account(&self, account: &Account) -> EngineResult<bool> {
+        // The id mapping first: until the account exists it maps to an address whose account
+        // has another id (or none), which reads as no account; never the other way round.
+        let mapping = self.keys.user_id(&account.id);
+        {
+            let mut conn = self.conn().await?;
+            self.with_timeout(conn.set::<_, _, ()>(&mapping, &account.email))
+                .await?;
+        }
         let mut invocation = self.scripts.account_create.prepare_invoke();
         invocation
             .key(self.keys.user(&account.email))
-            .key(self.keys.user_id(&account.id))
             .key(self.keys.otp(&account.email))
             .arg(account.id.as_str())
             .arg(&account.name)
             .arg(&account.password_hash)
             .arg(if account.verified { "1" } else { "0" })
-            .arg(account.created_at)
-            .arg(&account.email)
-            .arg(self.keys.user_id_prefix());
-        let created: i64 = self.invoke(&invocation).await?;
-        Ok(created == 1)
+            .arg(account.created_at);
+        let reply: Value = self.invoke(&invocation).await?;
+        let Value::Array(items) = reply else {
+            return Err(bad_reply("account_create"));
+        };
+        let mut items = items.into_iter();
+        let created = number(next(&mut items)?)? == 1;
+        // Harmless if left behind (see `Keys::user_id`), so a failure here is only logged.
+        let stale = if created {
+            match items.next().map(text).transpose()? {
+                Some(old) if !old.is_empty() => Some(self.keys.user_id(&UserId::new(old))),
+                _ => None,
+            }
+        } else {
+            Some(mapping)
+        };
+        if let Some(stale) = stale {
+            let mut conn = self.conn().await?;
+            if let Err(e) = self.with_timeout(conn.del::<_, ()>(&stale)).await {
+                tracing::debug!(error = %e, "could not delete a stale account id mapping");
+            }
+        }
+        Ok(created)
     }
 
     pub(super) async fn account(&self, email: &str) -> EngineResult<Option<Account>> {
@@ -106,23 +133,61 @@ impl Inner {
         otp_outcome(self.invoke(&invocation).await?)
     }
 
-    pub(super) async fn reset_password(
+    /// A reset code's check, and with `password_hash` its commit (`lua/password_reset.lua`).
+    async fn reset_step(
         &self,
-        reset: PasswordReset<'_>,
-    ) -> EngineResult<OtpOutcome> {
+        reset: &PasswordReset<'_>,
+        password_hash: &str,
+    ) -> EngineResult<(OtpOutcome, Option<UserId>)> {
         let mut invocation = self.scripts.password_reset.prepare_invoke();
         invocation
             .key(self.keys.otp(reset.email))
             .key(self.keys.user(reset.email))
             .arg(reset.code_hash)
             .arg(reset.max_tries)
-            .arg(reset.password_hash)
+            .arg(password_hash);
+        let reply: Value = self.invoke(&invocation).await?;
+        let (tag, mut items) = tagged(reply.clone())?;
+        let user = match tag.as_str() {
+            "verified" => Some(UserId::new(text(next(&mut items)?)?)),
+            _ => None,
+        };
+        Ok((otp_outcome(reply)?, user))
+    }
+
+    /// Kills every refresh token of `user` and records when (`lua/refresh_revoke_all.lua`).
+    async fn revoke_all(&self, user: &UserId, now: u64, keep: Duration) -> EngineResult<()> {
+        let mut invocation = self.scripts.refresh_revoke_all.prepare_invoke();
+        invocation
+            .key(self.keys.refresh_family(user))
+            .key(self.keys.revoked(user))
             .arg(self.keys.refresh_prefix())
-            .arg(self.keys.refresh_family_prefix())
-            .arg(self.keys.revoked_prefix())
-            .arg(reset.now)
-            .arg(millis(reset.keep));
-        otp_outcome(self.invoke(&invocation).await?)
+            .arg(now)
+            .arg(millis(keep));
+        self.invoke(&invocation).await
+    }
+
+    /// Check, revoke, commit, revoke again: the account's keys and the token keys are two
+    /// slots in a cluster, so no one script can do both. Revoking before the password changes
+    /// means a failure at any step leaves the code valid to try again and never leaves the old
+    /// sessions alive with the new password; revoking after it catches a session signed in
+    /// with the old password in between.
+    pub(super) async fn reset_password(
+        &self,
+        reset: PasswordReset<'_>,
+    ) -> EngineResult<OtpOutcome> {
+        let (outcome, user) = self.reset_step(&reset, "").await?;
+        let Some(user) = user else {
+            return Ok(outcome);
+        };
+        self.revoke_all(&user, reset.now, reset.keep).await?;
+        let (outcome, committed) = self.reset_step(&reset, reset.password_hash).await?;
+        if committed.is_some()
+            && let Err(e) = self.revoke_all(&user, reset.now, reset.keep).await
+        {
+            tracing::warn!(%user, error = %e, "password reset: the second revocation failed");
+        }
+        Ok(outcome)
     }
 }
 

@@ -256,32 +256,14 @@ impl History for RedisEngine {
 
     async fn room_ids(&self) -> EngineResult<Vec<RoomId>> {
         let inner = &self.inner;
-        let mut conn = inner.conn().await?;
-        let pattern = inner.keys.rooms_pattern();
-        let mut cursor = 0_u64;
-        let mut rooms = Vec::new();
-        loop {
-            let (next, keys): (u64, Vec<String>) = inner
-                .with_timeout(
-                    redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(&pattern)
-                        .arg("COUNT")
-                        .arg(1000)
-                        .arg("TYPE")
-                        .arg("hash")
-                        .query_async(&mut conn),
-                )
-                .await?;
-            // The pattern also matches a room's other hashes (`...}:strokes`): only the room
-            // hash itself names a room.
-            rooms.extend(keys.iter().filter_map(|k| inner.keys.room_of_channel(k)));
-            cursor = next;
-            if cursor == 0 {
-                break;
-            }
-        }
+        // The pattern also matches a room's other hashes (`...}:strokes`): only the room hash
+        // itself names a room. On a Cluster every master is scanned.
+        let mut rooms: Vec<RoomId> = inner
+            .scan(&inner.keys.rooms_pattern(), Some("hash"), None)
+            .await?
+            .iter()
+            .filter_map(|k| inner.keys.room_of_channel(k))
+            .collect();
         rooms.sort();
         rooms.dedup();
         Ok(rooms)

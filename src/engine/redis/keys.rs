@@ -1,19 +1,48 @@
 //! The only place a Redis key or channel name is spelled (`docs/REDIS.md` lists them all).
 //!
 //! Room keys carry the room id in braces, a Redis Cluster hash tag, so every key and the
-//! channel of one room live in one slot and a script may touch them all.
+//! channel of one room live in one slot and a script may touch them all; a user's keys carry
+//! the user id likewise. With `redis_mode = cluster` the account keys get tags too (each
+//! address's keys in one slot, every refresh-token key in one slot): a single Redis keeps
+//! their old names, so upgrading one loses no account or session.
 
+use crate::config::RedisMode;
 use crate::domain::{RoomId, UserId};
+
+/// The one hash tag of every refresh-token key in a cluster: rotation, reuse detection and the
+/// revocation of a whole family stay one atomic script (`docs/REDIS.md`, "Redis Cluster").
+const TOKENS_TAG: &str = "{tokens}";
 
 #[derive(Clone, Debug)]
 pub struct Keys {
     prefix: String,
+    /// Whether account keys carry hash tags (`redis_mode = cluster`).
+    tagged: bool,
 }
 
 impl Keys {
-    pub fn new(prefix: &str) -> Self {
+    pub fn new(prefix: &str, mode: RedisMode) -> Self {
         Self {
             prefix: prefix.to_owned(),
+            tagged: mode == RedisMode::Cluster,
+        }
+    }
+
+    /// `<kind>:<subject>`, or `<kind>:{<subject>}` in a cluster (its own slot).
+    fn own_slot(&self, kind: &str, subject: &str) -> String {
+        if self.tagged {
+            format!("{}{kind}:{{{subject}}}", self.prefix)
+        } else {
+            format!("{}{kind}:{subject}", self.prefix)
+        }
+    }
+
+    /// `<kind>:`, or `<kind>:{tokens}:` in a cluster, for a refresh-token key to follow.
+    fn token_prefix(&self, kind: &str) -> String {
+        if self.tagged {
+            format!("{}{kind}:{TOKENS_TAG}:", self.prefix)
+        } else {
+            format!("{}{kind}:", self.prefix)
         }
     }
 
@@ -154,24 +183,22 @@ impl Keys {
         format!("{}rl:{kind}:{subject}", self.prefix)
     }
 
-    /// Account hash: id, name, passwordHash, verified, createdAt.
+    /// Account hash: id, name, passwordHash, verified, createdAt. In a cluster, in the
+    /// address's slot with its pending code, so a code check is one script.
     pub fn user(&self, email: &str) -> String {
-        format!("{}user:{email}", self.prefix)
+        self.own_slot("user", email)
     }
 
-    /// User id → e-mail, to find the account behind a refresh token.
+    /// User id → e-mail, to find the account behind a refresh token. Written apart from the
+    /// account (another slot in a cluster): a mapping whose account now has another id is
+    /// ignored when read, so one left behind is harmless.
     pub fn user_id(&self, user: &UserId) -> String {
-        format!("{}{user}", self.user_id_prefix())
-    }
-
-    /// Scripts append a user id (read from an account) to this.
-    pub fn user_id_prefix(&self) -> String {
-        format!("{}user-id:", self.prefix)
+        self.own_slot("user-id", user.as_str())
     }
 
     /// The pending one-time code of an address: codeHash, tries.
     pub fn otp(&self, email: &str) -> String {
-        format!("{}otp:{email}", self.prefix)
+        self.own_slot("otp", email)
     }
 
     /// A live refresh token: the user id, under the token's sha256.
@@ -181,17 +208,17 @@ impl Keys {
 
     /// Scripts append a stored hash to this to reach a token's key.
     pub fn refresh_prefix(&self) -> String {
-        format!("{}refresh:", self.prefix)
+        self.token_prefix("refresh")
     }
 
     /// A rotated refresh token, remembered (user id) so that its reuse is recognised.
     pub fn refresh_used(&self, hash: &str) -> String {
-        format!("{}refresh-used:{hash}", self.prefix)
+        format!("{}{hash}", self.token_prefix("refresh-used"))
     }
 
     /// A token rotated moments ago: its successor sealed with it, for the grace window.
     pub fn refresh_grace(&self, hash: &str) -> String {
-        format!("{}refresh-grace:{hash}", self.prefix)
+        format!("{}{hash}", self.token_prefix("refresh-grace"))
     }
 
     /// When a user's refresh-token family was last revoked (Unix seconds).
@@ -201,7 +228,7 @@ impl Keys {
 
     /// Scripts append a user id (read from a token's key) to this.
     pub fn revoked_prefix(&self) -> String {
-        format!("{}revoked:", self.prefix)
+        self.token_prefix("revoked")
     }
 
     /// The set of a user's live refresh token hashes.
@@ -211,7 +238,7 @@ impl Keys {
 
     /// Scripts append a user id (read from a token's key) to this to reach its family.
     pub fn refresh_family_prefix(&self) -> String {
-        format!("{}refresh-family:", self.prefix)
+        self.token_prefix("refresh-family")
     }
 }
 
@@ -221,7 +248,7 @@ mod tests {
 
     #[test]
     fn room_keys_share_the_hash_tag_in_script_order() {
-        let keys = Keys::new("p:");
+        let keys = Keys::new("p:", RedisMode::Standalone);
         let room = RoomId::new("3f2a");
         assert_eq!(
             keys.room_keys(&room),
@@ -251,7 +278,7 @@ mod tests {
 
     #[test]
     fn account_keys() {
-        let keys = Keys::new("p:");
+        let keys = Keys::new("p:", RedisMode::Standalone);
         let user = UserId::new("u1");
         assert_eq!(keys.user("a@b.io"), "p:user:a@b.io");
         assert_eq!(keys.user_id(&user), "p:user-id:u1");
@@ -261,11 +288,22 @@ mod tests {
         assert_eq!(keys.refresh_family(&user), "p:refresh-family:u1");
         assert_eq!(keys.refresh_grace("ab12"), "p:refresh-grace:ab12");
         assert_eq!(keys.revoked(&user), "p:revoked:u1");
+        // A cluster: each address in its own slot, every token key in one.
+        let keys = Keys::new("p:", RedisMode::Cluster);
+        assert_eq!(keys.user("a@b.io"), "p:user:{a@b.io}");
+        assert_eq!(keys.otp("a@b.io"), "p:otp:{a@b.io}");
+        assert_eq!(keys.user_id(&user), "p:user-id:{u1}");
+        assert_eq!(keys.refresh("ab12"), "p:refresh:{tokens}:ab12");
+        assert_eq!(keys.refresh_used("ab12"), "p:refresh-used:{tokens}:ab12");
+        assert_eq!(keys.refresh_grace("ab12"), "p:refresh-grace:{tokens}:ab12");
+        assert_eq!(keys.refresh_family(&user), "p:refresh-family:{tokens}:u1");
+        assert_eq!(keys.revoked(&user), "p:revoked:{tokens}:u1");
+        assert_eq!(keys.user_rooms(&user), "p:user:{u1}:rooms");
     }
 
     #[test]
     fn access_keys_keep_a_room_or_a_user_in_one_slot() {
-        let keys = Keys::new("p:");
+        let keys = Keys::new("p:", RedisMode::Standalone);
         let room = RoomId::new("3f2a");
         let user = UserId::new("u1");
         assert_eq!(keys.room_members(&room), "p:room:{3f2a}:members");

@@ -11,6 +11,7 @@
 mod access;
 mod accounts;
 mod board;
+mod conn;
 mod history;
 mod keys;
 mod liveness;
@@ -24,6 +25,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use deadpool_redis::{Pool, Runtime};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::{ClusterClientBuilder, ClusterConfig};
 use redis::io::tcp::TcpSettings;
 use redis::{AsyncCommands, IntoConnectionInfo, Script, SetExpiry, SetOptions, Value};
 use tokio_util::sync::CancellationToken;
@@ -36,7 +38,7 @@ use super::{
     OpOutcome, OtpOutcome, PasswordReset, RateDecision, RefreshOutcome, RoomInfo, RoomView,
     Rotation, ViewBody, now_ms,
 };
-use crate::config::PubsubMode;
+use crate::config::{PubsubMode, RedisMode};
 use crate::domain::accounts::Account;
 use crate::domain::element::paint_order;
 use crate::domain::ids::instance_of;
@@ -93,11 +95,12 @@ struct Scripts {
     refresh_store: Script,
     refresh_rotate: Script,
     refresh_revoke: Script,
+    refresh_revoke_all: Script,
     password_reset: Script,
 }
 
 impl Scripts {
-    fn all(&self) -> [&Script; 21] {
+    fn all(&self) -> [&Script; 22] {
         [
             &self.join.script,
             &self.leave.script,
@@ -119,6 +122,7 @@ impl Scripts {
             &self.refresh_store,
             &self.refresh_rotate,
             &self.refresh_revoke,
+            &self.refresh_revoke_all,
             &self.password_reset,
         ]
     }
@@ -145,6 +149,7 @@ impl Scripts {
             refresh_store: Script::new(include_str!("lua/refresh_store.lua")),
             refresh_rotate: Script::new(include_str!("lua/refresh_rotate.lua")),
             refresh_revoke: Script::new(include_str!("lua/refresh_revoke.lua")),
+            refresh_revoke_all: Script::new(include_str!("lua/refresh_revoke_all.lua")),
             password_reset: Script::new(include_str!("lua/password_reset.lua")),
         }
     }
@@ -154,6 +159,8 @@ impl Scripts {
 #[derive(Clone, Debug)]
 pub struct RedisSettings {
     pub url: String,
+    /// One Redis or a Cluster (`url` then names any node of it).
+    pub mode: RedisMode,
     /// Prepended to every key and channel, so several deployments can share one Redis.
     pub key_prefix: String,
     pub pool_size: usize,
@@ -166,6 +173,10 @@ pub struct RedisSettings {
     pub pubsub_linger: Duration,
     /// A PEM file of CA certificates for a `rediss://` URL; empty trusts the system's roots.
     pub tls_ca: String,
+    /// See [`crate::config::Config::redis_wait_replicas`].
+    pub wait_replicas: u32,
+    /// See [`crate::config::Config::redis_wait_ms`].
+    pub wait_timeout: Duration,
 }
 
 pub struct RedisEngine {
@@ -175,21 +186,20 @@ pub struct RedisEngine {
 }
 
 struct Inner {
-    /// For request-scoped commands (HTTP routes, heartbeats, sweeps).
-    pool: Pool,
-    /// The room hot path (ops, joins, cursors): one multiplexed, self-reconnecting connection
-    /// shared by every session. Pipelining many sessions over it beats a pool, whose every
-    /// checkout costs a PING round trip.
-    hot: ConnectionManager,
-    /// For the feed's connection, which the pool cannot provide: RESP3, whose push messages
+    /// Where every command goes: one Redis, or the master owning the key's slot.
+    store: conn::Store,
+    /// For the feed's connection, which the store cannot provide: RESP3, whose push messages
     /// let one connection hold subscriptions and still answer commands (`SSUBSCRIBE` included).
-    pubsub_client: redis::Client,
+    pubsub_client: pubsub::FeedClient,
     /// What the feed is subscribed to; joins go through it (`pubsub::ensure`).
     feed: pubsub::Feed,
     keys: Keys,
     settings: EngineSettings,
     /// See [`RedisSettings::heartbeat`].
     heartbeat_every: Duration,
+    /// Replicas an op's commit must reach before it is acknowledged, and for how long to wait.
+    wait_replicas: u32,
+    wait_timeout: Duration,
     hub: Arc<Hub>,
     scripts: Scripts,
     /// The pub/sub connection is subscribed and relaying.
@@ -221,17 +231,21 @@ impl RedisEngine {
             .map_err(|e| EngineError::Internal(format!("bad redis url: {e}")))?
             .set_tcp_settings(TcpSettings::default().set_nodelay(true));
         let bad_url = |e: redis::RedisError| EngineError::Internal(format!("bad redis url: {e}"));
-        let client = if redis.tls_ca.is_empty() {
-            redis::Client::open(info).map_err(bad_url)?
+        let certs = if redis.tls_ca.is_empty() {
+            None
         } else {
             let pem = tokio::fs::read(&redis.tls_ca).await.map_err(|e| {
                 EngineError::Internal(format!("redis_tls_ca {}: {e}", redis.tls_ca))
             })?;
-            let certs = redis::TlsCertificates {
+            Some(redis::TlsCertificates {
                 client_tls: None,
                 root_cert: Some(pem),
-            };
-            redis::Client::build_with_tls(info, certs).map_err(bad_url)?
+            })
+        };
+        let cluster_seed = info.clone();
+        let client = match &certs {
+            None => redis::Client::open(info).map_err(bad_url)?,
+            Some(certs) => redis::Client::build_with_tls(info, certs.clone()).map_err(bad_url)?,
         };
         // The client's info carries the TLS roots, so the pool and the feed trust the same.
         let info = client.get_connection_info().clone();
@@ -239,32 +253,63 @@ impl RedisEngine {
             .redis_settings()
             .clone()
             .set_protocol(redis::ProtocolVersion::RESP3);
-        let pubsub_client =
-            redis::Client::open(info.clone().set_redis_settings(resp3)).map_err(bad_url)?;
-        let pool = Pool::builder(deadpool_redis::Manager::new(info).map_err(unavailable)?)
-            .max_size(redis.pool_size)
-            .wait_timeout(Some(OP_TIMEOUT))
-            .create_timeout(Some(OP_TIMEOUT))
-            .recycle_timeout(Some(OP_TIMEOUT))
-            .runtime(Runtime::Tokio1)
-            .build()
-            .map_err(|e| EngineError::Internal(format!("redis pool: {e}")))?;
-        let hot = ConnectionManager::new_lazy_with_config(
-            client.clone(),
-            ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(OP_TIMEOUT))
-                .set_response_timeout(Some(OP_TIMEOUT))
-                .set_number_of_retries(1),
-        )
-        .map_err(|e| EngineError::Internal(format!("redis connection: {e}")))?;
+        let (store, pubsub_client) = match redis.mode {
+            RedisMode::Standalone => {
+                let pubsub_client =
+                    redis::Client::open(info.clone().set_redis_settings(resp3)).map_err(bad_url)?;
+                let pool = Pool::builder(deadpool_redis::Manager::new(info).map_err(unavailable)?)
+                    .max_size(redis.pool_size)
+                    .wait_timeout(Some(OP_TIMEOUT))
+                    .create_timeout(Some(OP_TIMEOUT))
+                    .recycle_timeout(Some(OP_TIMEOUT))
+                    .runtime(Runtime::Tokio1)
+                    .build()
+                    .map_err(|e| EngineError::Internal(format!("redis pool: {e}")))?;
+                let hot = ConnectionManager::new_lazy_with_config(
+                    client.clone(),
+                    ConnectionManagerConfig::new()
+                        .set_connection_timeout(Some(OP_TIMEOUT))
+                        .set_response_timeout(Some(OP_TIMEOUT))
+                        .set_number_of_retries(1),
+                )
+                .map_err(|e| EngineError::Internal(format!("redis connection: {e}")))?;
+                (
+                    conn::Store::Single { pool, hot },
+                    pubsub::FeedClient::Single(pubsub_client),
+                )
+            }
+            RedisMode::Cluster => {
+                let mut builder = ClusterClientBuilder::new([cluster_seed.clone()])
+                    .tcp_settings(TcpSettings::default().set_nodelay(true));
+                if let Some(certs) = &certs {
+                    builder = builder.certs(certs.clone());
+                }
+                let cluster = builder.build().map_err(bad_url)?;
+                // Pending: connected in the background and on every command until it works,
+                // so an instance whose cluster is down still starts (and reports not-ready).
+                let conn = cluster.get_pending_async_connection_with_config(
+                    ClusterConfig::new()
+                        .set_connection_timeout(OP_TIMEOUT)
+                        .set_response_timeout(OP_TIMEOUT),
+                );
+                (
+                    conn::Store::Cluster(conn),
+                    pubsub::FeedClient::Cluster {
+                        seed: cluster_seed.clone(),
+                        certs: certs.clone(),
+                    },
+                )
+            }
+        };
         let inner = Arc::new(Inner {
-            pool,
-            hot,
+            feed: pubsub::Feed::new(redis.pubsub_mode, redis.pubsub_linger, store.is_cluster()),
+            keys: Keys::new(&redis.key_prefix, redis.mode),
+            store,
             pubsub_client,
-            feed: pubsub::Feed::new(redis.pubsub_mode, redis.pubsub_linger),
-            keys: Keys::new(&redis.key_prefix),
             settings,
             heartbeat_every: redis.heartbeat,
+            wait_replicas: redis.wait_replicas,
+            wait_timeout: redis.wait_timeout,
             hub,
             scripts: Scripts::new(),
             pubsub_up: AtomicBool::new(false),
@@ -341,8 +386,31 @@ fn next(items: &mut std::vec::IntoIter<Value>) -> EngineResult<Value> {
 }
 
 impl Inner {
-    async fn conn(&self) -> EngineResult<deadpool_redis::Connection> {
-        self.pool.get().await.map_err(unavailable)
+    async fn conn(&self) -> EngineResult<conn::Conn> {
+        self.store.conn().await.map_err(unavailable)
+    }
+
+    /// The room hot path's connection.
+    fn hot(&self) -> conn::Conn {
+        self.store.hot()
+    }
+
+    /// Runs pipelines of one slot each (`conn::Store::grouped`).
+    async fn grouped(&self, groups: &[redis::Pipeline]) -> EngineResult<Vec<Value>> {
+        self.with_timeout(self.store.grouped(groups)).await
+    }
+
+    /// Every key matching `pattern` (`conn::Store::scan`).
+    async fn scan(
+        &self,
+        pattern: &str,
+        kind: Option<&str>,
+        slot_of: Option<&str>,
+    ) -> EngineResult<Vec<String>> {
+        self.store
+            .scan(pattern, kind, slot_of, OP_TIMEOUT)
+            .await
+            .map_err(unavailable)
     }
 
     async fn with_timeout<T>(
@@ -411,29 +479,38 @@ impl Inner {
     ) -> EngineResult<Value> {
         let ttl_ms = self.settings.room_ttl.map_or(0, |t| t.as_millis() as u64);
         let expires_at = if ttl_ms == 0 { 0 } else { now_ms() + ttl_ms };
-        let mut invocation = script.prepare_invoke();
-        for key in self.keys.room_keys(room) {
-            invocation.key(key);
-        }
+        let mut keys: Vec<String> = self.keys.room_keys(room).into();
         if let Some(user) = user {
-            for key in self.keys.user_lists(room, user) {
-                invocation.key(key);
-            }
+            keys.extend(self.keys.user_lists(room, user));
         }
         // Last, after the keys scripts name by position: only `touch()` (which walks every key)
         // uses it, so the members expire with the room however long activity keeps it alive.
-        invocation.key(self.keys.room_members(room));
-        invocation
-            .arg(self.keys.channel(room))
-            .arg(ttl_ms)
-            .arg(expires_at)
-            .arg(self.feed.publish_command());
-        for arg in args {
-            invocation.arg(*arg);
-        }
-        let mut conn = self.hot.clone();
+        keys.push(self.keys.room_members(room));
+        let common = [
+            self.keys.channel(room),
+            ttl_ms.to_string(),
+            expires_at.to_string(),
+            self.feed.publish_command().to_owned(),
+        ];
+        let mut conn = self.hot();
         let started = std::time::Instant::now();
-        let reply = self.with_timeout(invocation.invoke_async(&mut conn)).await;
+        let reply = if self.wait_replicas > 0 && script.name == "apply" {
+            self.commit_durably(script, &keys, &common, args, &mut conn)
+                .await
+        } else {
+            let mut invocation = script.prepare_invoke();
+            for key in &keys {
+                invocation.key(key);
+            }
+            for arg in common
+                .iter()
+                .map(String::as_str)
+                .chain(args.iter().copied())
+            {
+                invocation.arg(arg);
+            }
+            self.with_timeout(invocation.invoke_async(&mut conn)).await
+        };
         self.hub
             .stats
             .script_seconds
@@ -442,6 +519,59 @@ impl Inner {
             })
             .observe(started.elapsed().as_secs_f64());
         reply
+    }
+
+    /// Runs the commit script and `WAIT`s for `wait_replicas` replicas in one pipeline: on the
+    /// same connection (WAIT counts that connection's writes) and, on a Cluster, the same node
+    /// (the pipeline goes where the script's keys are). Fewer replicas in time: `Unavailable`,
+    /// though the op is committed; its resend is answered from the op id once replicated.
+    async fn commit_durably(
+        &self,
+        script: &RoomScript,
+        keys: &[String],
+        common: &[String],
+        args: &[&str],
+        conn: &mut conn::Conn,
+    ) -> EngineResult<Value> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("EVALSHA")
+            .arg(script.get_hash())
+            .arg(keys.len())
+            .arg(keys)
+            .arg(common)
+            .arg(args);
+        pipe.cmd("WAIT")
+            .arg(self.wait_replicas)
+            .arg(self.wait_timeout.as_millis() as u64);
+        let within = OP_TIMEOUT + self.wait_timeout;
+        let run = |conn: &mut conn::Conn| {
+            let pipe = pipe.clone();
+            let mut conn = match conn {
+                conn::Conn::Cluster(c) => conn::Conn::Cluster(c.clone()),
+                _ => self.hot(),
+            };
+            async move {
+                tokio::time::timeout(within, pipe.query_async::<(Value, u32)>(&mut conn))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err((redis::ErrorKind::Io, "redis did not answer in time").into())
+                    })
+            }
+        };
+        let (reply, replicas) = match run(conn).await {
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                self.with_timeout(script.load_async(conn)).await?;
+                run(conn).await.map_err(unavailable)?
+            }
+            other => other.map_err(unavailable)?,
+        };
+        if replicas < self.wait_replicas {
+            return Err(unavailable(format!(
+                "committed but on {replicas} of {} replicas in time",
+                self.wait_replicas
+            )));
+        }
+        Ok(reply)
     }
 
     async fn events_after(&self, room: &RoomId, after: u64) -> EngineResult<Option<LogSlice>> {
@@ -479,31 +609,12 @@ impl Inner {
     /// Moves rooms a v1 gateway wrote (strokes in a list) to the board layout, so an upgrade
     /// keeps every board. Each room moves atomically; a room already moved is left alone.
     async fn migrate_v1_rooms(&self) -> EngineResult<usize> {
-        let mut conn = self.conn().await?;
-        let pattern = self.keys.v1_strokes_pattern();
-        let mut cursor = 0_u64;
-        let mut found = Vec::new();
-        loop {
-            let (next, keys): (u64, Vec<String>) = self
-                .with_timeout(
-                    redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(&pattern)
-                        .arg("COUNT")
-                        .arg(1000)
-                        .arg("TYPE")
-                        .arg("list")
-                        .query_async(&mut conn),
-                )
-                .await?;
-            found.extend(keys.iter().filter_map(|k| self.keys.room_of_strokes_key(k)));
-            cursor = next;
-            if cursor == 0 {
-                break;
-            }
-        }
-        drop(conn);
+        let found: Vec<RoomId> = self
+            .scan(&self.keys.v1_strokes_pattern(), Some("list"), None)
+            .await?
+            .iter()
+            .filter_map(|k| self.keys.room_of_strokes_key(k))
+            .collect();
         let mut moved = 0;
         for room in &found {
             let mut invocation = self.scripts.migrate.prepare_invoke();
@@ -613,13 +724,23 @@ impl Inner {
         if others.is_empty() {
             return Ok(0);
         }
-        // Every join sweeps: one round trip for all the other instances, not one each.
-        let mut pipe = redis::pipe();
-        for instance in &others {
-            pipe.exists(self.keys.instance(instance));
-        }
-        let alive: Vec<bool> = self.with_timeout(pipe.query_async(&mut conn)).await?;
         drop(conn);
+        // Every join sweeps: one round trip for all the other instances, not one each (one per
+        // instance key's slot on a Cluster, all at once).
+        let checks: Vec<redis::Pipeline> = others
+            .iter()
+            .map(|instance| {
+                let mut pipe = redis::pipe();
+                pipe.exists(self.keys.instance(instance));
+                pipe
+            })
+            .collect();
+        let alive: Vec<bool> = self
+            .grouped(&checks)
+            .await?
+            .into_iter()
+            .map(|v| matches!(v, Value::Int(1)))
+            .collect();
         let dead: Vec<&str> = others
             .into_iter()
             .zip(alive)
@@ -743,6 +864,21 @@ impl Engine for RedisEngine {
         if let OpOutcome::Applied { seq, .. } = outcome {
             self.after_op(room, seq);
         }
+        // A resent op id found by the read (not by the commit, whose pipeline waited): its
+        // ACK too waits for the replicas, or the first answer's UNAVAILABLE would be undone.
+        let inner = &self.inner;
+        if inner.wait_replicas > 0 && matches!(outcome, OpOutcome::Duplicate { .. }) {
+            let replicas = inner
+                .with_timeout(inner.store.wait(
+                    &inner.keys.room(room),
+                    inner.wait_replicas,
+                    inner.wait_timeout,
+                ))
+                .await?;
+            if replicas < inner.wait_replicas {
+                return Err(unavailable("the op is not yet on enough replicas"));
+            }
+        }
         Ok(outcome)
     }
 
@@ -757,7 +893,7 @@ impl Engine for RedisEngine {
             r#"{{"except":{},"lossy":true,"frame":{frame}}}"#,
             json(except.as_str())
         );
-        let mut conn = inner.hot.clone();
+        let mut conn = inner.hot();
         let mut publish = redis::cmd(inner.feed.publish_command());
         publish.arg(inner.keys.channel(room)).arg(envelope);
         inner

@@ -13,6 +13,13 @@
 //! subscribed again and refilled from its last delivered seq the same way, and so is a room
 //! subscribed late (a subscribe that failed and was retried). Where the log no longer reaches
 //! back, the room's sessions re-join.
+//!
+//! On a Redis Cluster (`redis_mode = cluster`) the feed is one cluster connection, which sends
+//! each `SSUBSCRIBE` to the master owning the room's slot (one connection per node) and each
+//! `SUBSCRIBE`/`PSUBSCRIBE` to one node (a `PUBLISH` reaches every node). A node that drops its
+//! connection (a restart, a failover) is treated like a lost feed: everything is subscribed
+//! again, on the current owners, and refilled. A node that moves a room's slot away sends
+//! `sunsubscribe` by itself: that room is subscribed again on its new owner and refilled.
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
@@ -22,6 +29,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use redis::aio::MultiplexedConnection;
+use redis::cluster::ClusterClientBuilder;
+use redis::cluster_async::ClusterConnection;
 use redis::{AsyncConnectionConfig, PushInfo, PushKind, Value};
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -54,9 +63,45 @@ const SUBSCRIBE_BATCH: usize = 128;
 const RECONCILE_EVERY_MAX: Duration = Duration::from_secs(1);
 const RECONCILE_EVERY_MIN: Duration = Duration::from_millis(100);
 
+/// What the feed connects with: RESP3 to one Redis, or to a cluster.
+// One per instance, built once: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
+pub(super) enum FeedClient {
+    Single(redis::Client),
+    /// The configured node and its TLS roots: each (re)connect also seeds the client with
+    /// every node the engine's own connection knows then, since the configured one may be
+    /// the node that just died.
+    Cluster {
+        seed: redis::ConnectionInfo,
+        certs: Option<redis::TlsCertificates>,
+    },
+}
+
+/// The feed's live connection.
+#[derive(Clone)]
+enum FeedConn {
+    Single(MultiplexedConnection),
+    /// One connection per node, each subscription on the node its channel hashes to.
+    Cluster(ClusterConnection),
+}
+
+impl FeedConn {
+    async fn ping(&mut self) -> redis::RedisResult<()> {
+        let ping = redis::cmd("PING");
+        match self {
+            Self::Single(c) => ping.query_async(c).await,
+            // Every node: a half-open connection to any of them would stall its rooms.
+            Self::Cluster(c) => ping.query_async(c).await,
+        }
+    }
+}
+
 /// What this instance is subscribed to, shared by the relay task and joining sessions.
 pub(super) struct Feed {
     mode: PubsubMode,
+    /// On a Redis Cluster: a room subscription may fail for one node while the others work,
+    /// and a node may drop a room's subscription by itself (its slot moved).
+    cluster: bool,
     /// A room whose last local socket left stays subscribed this long, so a socket that
     /// reconnects or a room that people keep entering and leaving does not flap.
     linger: Duration,
@@ -75,16 +120,17 @@ pub(super) struct Feed {
 struct FeedState {
     /// The live feed connection; `None` while it is down (a reconnect then subscribes every
     /// local room and refills it).
-    conn: Option<MultiplexedConnection>,
+    conn: Option<FeedConn>,
     /// Rooms subscribed on `conn` (`room`/`sharded` only), each with the moment it was first
     /// seen without local sockets.
     rooms: HashMap<RoomId, Option<Instant>>,
 }
 
 impl Feed {
-    pub(super) fn new(mode: PubsubMode, linger: Duration) -> Self {
+    pub(super) fn new(mode: PubsubMode, linger: Duration, cluster: bool) -> Self {
         Self {
             mode,
+            cluster,
             linger,
             state: tokio::sync::Mutex::default(),
             closing: parking_lot::Mutex::default(),
@@ -149,26 +195,57 @@ pub(super) async fn ensure(inner: &Inner, room: &RoomId) {
     }
 }
 
+/// The address of another node, over the same transport (TLS or not) as the configured one.
+fn node_addr(like: &redis::ConnectionAddr, host: String, port: u16) -> redis::ConnectionAddr {
+    match like {
+        redis::ConnectionAddr::TcpTls { insecure, .. } => redis::ConnectionAddr::TcpTls {
+            host,
+            port,
+            insecure: *insecure,
+            tls_params: None,
+        },
+        _ => redis::ConnectionAddr::Tcp(host, port),
+    }
+}
+
 /// Subscribes `channels` on the feed connection, in the mode's command.
 async fn subscribe(
     mode: PubsubMode,
-    mut conn: MultiplexedConnection,
+    conn: FeedConn,
     channels: &[String],
 ) -> redis::RedisResult<()> {
-    match mode {
-        PubsubMode::Pattern => conn.psubscribe(channels).await,
-        PubsubMode::Room => conn.subscribe(channels).await,
-        // The client has no SSUBSCRIBE outside its cluster connection. Sent raw, one channel a
-        // command, its single confirmation is the command's reply (as in a cluster, where one
-        // SSUBSCRIBE may only name channels of one slot anyway); many go out pipelined.
-        PubsubMode::Sharded => {
+    match conn {
+        FeedConn::Single(mut conn) => match mode {
+            PubsubMode::Pattern => conn.psubscribe(channels).await,
+            PubsubMode::Room => conn.subscribe(channels).await,
+            // The client has no SSUBSCRIBE outside its cluster connection. Sent raw, one
+            // channel a command, its single confirmation is the command's reply (as in a
+            // cluster, where one SSUBSCRIBE may only name channels of one slot anyway); many go
+            // out pipelined.
+            PubsubMode::Sharded => {
+                let sends = channels.iter().map(|channel| {
+                    let mut conn = conn.clone();
+                    async move {
+                        redis::cmd("SSUBSCRIBE")
+                            .arg(channel)
+                            .query_async::<()>(&mut conn)
+                            .await
+                    }
+                });
+                futures::future::try_join_all(sends).await.map(|_| ())
+            }
+        },
+        // One channel a command: each goes to the node its slot says (in sharded mode, the
+        // one owning the room; a MOVED answer is followed by the client).
+        FeedConn::Cluster(conn) => {
             let sends = channels.iter().map(|channel| {
                 let mut conn = conn.clone();
                 async move {
-                    redis::cmd("SSUBSCRIBE")
-                        .arg(channel)
-                        .query_async::<()>(&mut conn)
-                        .await
+                    match mode {
+                        PubsubMode::Pattern => conn.psubscribe(channel).await,
+                        PubsubMode::Room => conn.subscribe(channel).await,
+                        PubsubMode::Sharded => conn.ssubscribe(channel).await,
+                    }
                 }
             });
             futures::future::try_join_all(sends).await.map(|_| ())
@@ -176,20 +253,18 @@ async fn subscribe(
     }
 }
 
-async fn unsubscribe(
-    mode: PubsubMode,
-    mut conn: MultiplexedConnection,
-    channel: &str,
-) -> redis::RedisResult<()> {
-    match mode {
-        PubsubMode::Pattern => Ok(()),
-        PubsubMode::Room => conn.unsubscribe(channel).await,
-        PubsubMode::Sharded => {
+async fn unsubscribe(mode: PubsubMode, conn: FeedConn, channel: &str) -> redis::RedisResult<()> {
+    match (conn, mode) {
+        (_, PubsubMode::Pattern) => Ok(()),
+        (FeedConn::Single(mut conn), PubsubMode::Room) => conn.unsubscribe(channel).await,
+        (FeedConn::Single(mut conn), PubsubMode::Sharded) => {
             redis::cmd("SUNSUBSCRIBE")
                 .arg(channel)
                 .query_async::<()>(&mut conn)
                 .await
         }
+        (FeedConn::Cluster(mut conn), PubsubMode::Room) => conn.unsubscribe(channel).await,
+        (FeedConn::Cluster(mut conn), PubsubMode::Sharded) => conn.sunsubscribe(channel).await,
     }
 }
 
@@ -278,11 +353,7 @@ pub(super) async fn run(inner: Arc<Inner>, shutdown: CancellationToken) {
 }
 
 /// A subscribed feed: its connection, the messages it receives, and whether any were dropped.
-type Connected = (
-    MultiplexedConnection,
-    mpsc::Receiver<PushInfo>,
-    Arc<AtomicBool>,
-);
+type Connected = (FeedConn, mpsc::Receiver<PushInfo>, Arc<AtomicBool>);
 
 /// Opens the feed connection and subscribes what this instance needs: the pattern, or every
 /// room with local sockets.
@@ -300,20 +371,50 @@ async fn connect(inner: &Inner) -> redis::RedisResult<Connected> {
         }
         Err(TrySendError::Closed(_)) => Err(()),
     };
-    let config = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(super::OP_TIMEOUT))
-        .set_response_timeout(Some(super::OP_TIMEOUT))
-        .set_push_sender(sender);
     let mode = inner.feed.mode;
     let timed_out = || redis::RedisError::from((redis::ErrorKind::Io, "timed out subscribing"));
-    let conn = tokio::time::timeout(
-        super::OP_TIMEOUT,
-        inner
-            .pubsub_client
-            .get_multiplexed_async_connection_with_config(&config),
-    )
-    .await
-    .map_err(|_| timed_out())??;
+    let connecting = async {
+        match &inner.pubsub_client {
+            FeedClient::Single(client) => {
+                let config = AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(super::OP_TIMEOUT))
+                    .set_response_timeout(Some(super::OP_TIMEOUT))
+                    .set_push_sender(sender);
+                client
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await
+                    .map(FeedConn::Single)
+            }
+            FeedClient::Cluster { seed, certs } => {
+                let mut seeds: Vec<redis::ConnectionInfo> = inner
+                    .store
+                    .cluster_nodes(super::OP_TIMEOUT)
+                    .await
+                    .into_iter()
+                    .map(|(host, port)| seed.clone().set_addr(node_addr(seed.addr(), host, port)))
+                    .collect();
+                seeds.push(seed.clone());
+                let mut builder = ClusterClientBuilder::new(seeds)
+                    .use_protocol(redis::ProtocolVersion::RESP3)
+                    .tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
+                if let Some(certs) = certs {
+                    builder = builder.certs(certs.clone());
+                }
+                let client = builder.build()?;
+                let config = redis::cluster::ClusterConfig::new()
+                    .set_connection_timeout(super::OP_TIMEOUT)
+                    .set_response_timeout(super::OP_TIMEOUT)
+                    .set_push_sender(sender);
+                client
+                    .get_async_connection_with_config(config)
+                    .await
+                    .map(FeedConn::Cluster)
+            }
+        }
+    };
+    let conn = tokio::time::timeout(super::OP_TIMEOUT, connecting)
+        .await
+        .map_err(|_| timed_out())??;
     // Joins wait from here until every room is subscribed: each then finds its room
     // subscribed, or (had it come after the listing) subscribes it itself.
     let mut state = inner.feed.state.lock().await;
@@ -324,17 +425,28 @@ async fn connect(inner: &Inner) -> redis::RedisResult<Connected> {
             rooms.iter().map(|room| inner.keys.channel(room)).collect()
         }
     };
-    for batch in channels.chunks(SUBSCRIBE_BATCH) {
-        tokio::time::timeout(super::OP_TIMEOUT, subscribe(mode, conn.clone(), batch))
+    let mut subscribed = Vec::with_capacity(rooms.len());
+    for (i, batch) in channels.chunks(SUBSCRIBE_BATCH).enumerate() {
+        let done = tokio::time::timeout(super::OP_TIMEOUT, subscribe(mode, conn.clone(), batch))
             .await
-            .map_err(|_| timed_out())??;
+            .map_err(|_| timed_out())
+            .and_then(|r| r);
+        match done {
+            Ok(()) => subscribed.extend(rooms.iter().skip(i * SUBSCRIBE_BATCH).take(batch.len())),
+            // On a cluster one node may be down (a failover under way) while the others serve:
+            // the reconciler subscribes these rooms (and refills them) once it can.
+            Err(e) if inner.feed.cluster && mode != PubsubMode::Pattern => {
+                tracing::warn!(error = %e, "cannot subscribe some rooms yet; retrying")
+            }
+            Err(e) => return Err(e),
+        }
     }
     state.conn = Some(conn.clone());
     state.rooms.clear();
     if mode != PubsubMode::Pattern {
         state
             .rooms
-            .extend(rooms.into_iter().map(|room| (room, None)));
+            .extend(subscribed.into_iter().map(|room| (room.clone(), None)));
     }
     inner
         .hub
@@ -346,7 +458,7 @@ async fn connect(inner: &Inner) -> redis::RedisResult<Connected> {
 
 async fn relay(
     inner: &Inner,
-    mut conn: MultiplexedConnection,
+    mut conn: FeedConn,
     mut pushes: mpsc::Receiver<PushInfo>,
     overflow: &AtomicBool,
     shutdown: &CancellationToken,
@@ -373,10 +485,23 @@ async fn relay(
                 None => return,
             },
             _ = ping.tick() => {
-                let ping = redis::cmd("PING");
-                let answered = tokio::time::timeout(PING_TIMEOUT, ping.query_async::<()>(&mut conn));
+                let answered = tokio::time::timeout(PING_TIMEOUT, conn.ping());
                 if !matches!(answered.await, Ok(Ok(()))) {
-                    return;
+                    if !inner.feed.cluster {
+                        return;
+                    }
+                    // A cluster with a node down (a failover under way, a replica restarting)
+                    // still serves the other nodes' rooms: starting the feed over would only
+                    // make this instance unready until the node is back. The node's dropped
+                    // connection already started the feed over; what a ping can still catch
+                    // is a silent one, so every room is subscribed again (a no-op where it
+                    // holds) and refilled.
+                    tracing::warn!("a cluster node does not answer the feed's ping");
+                    if per_room {
+                        inner.feed.state.lock().await.rooms.clear();
+                    } else {
+                        refill(inner).await;
+                    }
                 }
             }
             _ = reconcile.tick(), if per_room => reconcile_rooms(inner).await,
@@ -388,19 +513,32 @@ async fn relay(
 async fn handle_push(inner: &Inner, push: PushInfo) -> bool {
     let mut data = push.data.into_iter();
     let (channel, payload) = match push.kind {
+        // On a cluster, any node's connection: the client reconnects it and subscribes again,
+        // but what was published meanwhile is only in the logs, so the feed starts over.
         PushKind::Disconnection => return false,
-        // Only our own unsubscribes on one Redis. In a cluster, a node also sends
-        // `sunsubscribe` by itself when the room's slot moves: that room must then be
-        // subscribed again on its new owner and refilled (left for `redis_mode = cluster`).
+        // Our own unsubscribes; and on a cluster, a node's `sunsubscribe` sent by itself when
+        // the room's slot moved to another node.
         PushKind::Unsubscribe | PushKind::SUnsubscribe => {
             if let Some(Value::BulkString(channel)) = data.next() {
                 let channel = String::from_utf8_lossy(&channel);
-                let mut closing = inner.feed.closing.lock();
-                if let Some(n) = closing.get_mut(channel.as_ref()) {
-                    *n -= 1;
-                    if *n == 0 {
-                        closing.remove(channel.as_ref());
+                let ours = {
+                    let mut closing = inner.feed.closing.lock();
+                    match closing.get_mut(channel.as_ref()) {
+                        Some(n) => {
+                            *n -= 1;
+                            if *n == 0 {
+                                closing.remove(channel.as_ref());
+                            }
+                            true
+                        }
+                        None => false,
                     }
+                };
+                if !ours && let Some(room) = inner.keys.room_of_channel(&channel) {
+                    // No longer subscribed: the reconciler subscribes it on the slot's new
+                    // owner and refills it from the log, as after any lost subscription.
+                    tracing::info!(%room, "a node dropped the room's subscription (slot moved)");
+                    inner.feed.state.lock().await.rooms.remove(&room);
                 }
             }
             return true;
@@ -566,7 +704,7 @@ mod tests {
 
     #[test]
     fn sharded_mode_publishes_with_spublish_and_reconciles_within_bounds() {
-        let feed = |mode, linger_ms| Feed::new(mode, Duration::from_millis(linger_ms));
+        let feed = |mode, linger_ms| Feed::new(mode, Duration::from_millis(linger_ms), false);
         assert_eq!(feed(PubsubMode::Sharded, 0).publish_command(), "SPUBLISH");
         assert_eq!(feed(PubsubMode::Room, 0).publish_command(), "PUBLISH");
         assert_eq!(feed(PubsubMode::Pattern, 0).publish_command(), "PUBLISH");
