@@ -537,6 +537,9 @@ pub fn user_ids(state: &Value) -> Vec<&str> {
     users
 }
 
+/// A client WebSocket, for tests that drive one by hand.
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
 /// A WebSocket client speaking the v1 protocol.
 pub struct Client {
     pub user: String,
