@@ -999,6 +999,7 @@ where
                 )
             }
         };
+        let count = (!view.announced).then(|| frames::user_count(&room, view.users.len()));
         self.joined = Some(Joined {
             room,
             epoch: view.epoch,
@@ -1007,6 +1008,10 @@ where
             role,
         });
         self.reply(frame).await;
+        // The room was not told of a re-join; the joiner still gets its count after the state.
+        if let Some(count) = count {
+            self.reply(count).await;
+        }
         true
     }
 

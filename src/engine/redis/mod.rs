@@ -778,6 +778,7 @@ impl Engine for RedisEngine {
         let epoch = text(next(&mut items)?)?;
         let users = texts(next(&mut items)?)?;
         let list = texts(next(&mut items)?)?;
+        let announced = number(next(&mut items)?)? != 0;
         let body = match tag.as_str() {
             "replay" => ViewBody::Replay {
                 from_seq: req.since.map_or(0, |(s, _)| s) + 1,
@@ -791,6 +792,7 @@ impl Engine for RedisEngine {
             epoch,
             users,
             body,
+            announced,
         }))
     }
 
