@@ -124,9 +124,13 @@ until_metric_moves() { # since metric before_a before_b
     done
     echo "never"
 }
-until_ready() { # since
+
+# Waits until `metric`, summed over both instances, is above $3 (clients may all sit on one
+# instance after a kill); prints the ms it took from $1.
+msum() { echo $(( $(metric "$p_a" "$1" | cut -d. -f1 || echo 0) + $(metric "$p_b" "$1" | cut -d. -f1 || echo 0) )); }
+until_sum_moves() { # since metric before
     for _ in $(seq 1200); do
-        ready "$p_a" && ready "$p_b" && { echo $(($(now_ms) - $1)); return; }
+        (( $(msum "$2") > $3 )) && { echo $(($(now_ms) - $1)); return; }
         sleep 0.05
     done
     echo "never"
@@ -159,8 +163,29 @@ kill_a() {
     wait "${pid_of[a]}" 2>/dev/null || true
     # Every client of a reconnects to b (the generator moves to the next URL when a connect
     # fails, as a client behind a load balancer would) and re-joins with since/epoch.
+    local all
+    all=$(until_all_joined "$t")
     row "instance SIGKILL" "SIGKILL drawbridge a with ${on_a:-?} of $connections sockets" \
-        "all $connections joined again (REPLAY/INITIAL_STATE received) $(until_all_joined "$t") ms after the kill"
+        "all $connections joined again (REPLAY/INITIAL_STATE received) $all ms after the kill; $(back_at "$t")"
+}
+# How long after $1 the dropped clients were back: half, 90 %, 99 % of them.
+back_at() {
+    python3 - "$out/joined.log" "$1" "$connections" <<'PY'
+import sys
+rows = [tuple(map(int, l.split())) for l in open(sys.argv[1]) if l.strip()]
+t0, n = int(sys.argv[2]), int(sys.argv[3])
+after = [(t, j) for t, j in rows if t >= t0]
+# From the kill to the moment all are back: the lowest count in between, then the climb.
+end = next((i for i, (_, j) in enumerate(after) if j == n and i > 0 and after[i - 1][1] < n), len(after) - 1)
+window = after[: end + 1]
+low_at = min(range(len(window)), key=lambda i: window[i][1]) if window else 0
+low = window[low_at][1] if window else n
+lost = n - low
+def at(share):
+    want = low + share * lost
+    return next((t - t0 for t, j in window[low_at:] if j >= want), None)
+print(f"{lost} dropped; half back at {at(0.5)} ms, 90 % at {at(0.9)} ms, 99 % at {at(0.99)} ms")
+PY
 }
 
 if [[ $mode == storm ]]; then
@@ -180,11 +205,14 @@ else
 
     t=$(now_ms)
     cli "$p_primary" DEBUG SLEEP 3 >/dev/null &
-    sleep 0.2
-    slept=$(($(now_ms) - t))
-    wait $!
-    row "Redis paused" "DEBUG SLEEP 3 on the primary (ops wait or are refused UNAVAILABLE and resent)" \
-        "instances ready $(until_ready "$t") ms after the pause began (3,000 of it the pause); all joined: $(until_all_joined "$t") ms"
+    sleeper=$!
+    # Ops applied so far, read once the pause holds: the next one applied is the recovery.
+    sleep 0.3
+    before=$(msum drawbridge_ops_applied_total)
+    back=$(until_sum_moves "$t" drawbridge_ops_applied_total "$before")
+    wait "$sleeper"
+    row "Redis paused" "DEBUG SLEEP 3 on the primary (ops wait, or are refused UNAVAILABLE and resent)" \
+        "ops applied again $back ms after the pause began (3,000 of it the pause); sockets kept: $(joined) of $connections joined"
     sleep 5
 
     # Sentinel's failover, by hand: the replica becomes the primary, the address moves (the
@@ -196,8 +224,11 @@ else
     echo "$p_replica" >"$out/target"
     kill -USR1 "${pid_of[proxy]}"
     cli "$p_primary" REPLICAOF 127.0.0.1 "$p_replica" >/dev/null
-    row "replica promoted" "REPLICAOF NO ONE on the replica (primary offset $offset), proxy switched, old primary made its replica" \
-        "both instances back on the new primary $(until_metric_moves "$t" drawbridge_feed_resubscribed_total "$before_a" "$before_b") ms after; ready $(until_ready "$t") ms"
+    ops_before=$(msum drawbridge_ops_applied_total)
+    feed=$(until_metric_moves "$t" drawbridge_feed_resubscribed_total "$before_a" "$before_b")
+    ops=$(until_sum_moves "$t" drawbridge_ops_applied_total "$ops_before")
+    row "replica promoted" "REPLICAOF NO ONE on the replica (primary offset $offset), proxy switched (connections cut), old primary made its replica" \
+        "ops applied on the new primary ${ops} ms after; both feeds resubscribed and refilled ${feed} ms after"
     sleep 5
 fi
 

@@ -40,7 +40,10 @@ async def main(listen_port: int, target_file: str) -> None:
             cw.transport.abort()
             return
         open_now.update((cw, sw))
-        await asyncio.gather(pipe(cr, sw), pipe(sr, cw))
+        try:
+            await asyncio.gather(pipe(cr, sw), pipe(sr, cw))
+        except asyncio.CancelledError:
+            pass
         open_now.discard(cw)
         open_now.discard(sw)
 
