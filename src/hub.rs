@@ -76,6 +76,30 @@ pub enum Delivered {
     Stale,
     /// Events after `after` and before this one are missing; nothing was delivered.
     Gap { after: u64 },
+    /// A different event under the seq last delivered: the room's seq went back (Redis lost
+    /// writes: a failover to a lagging replica, a lost AOF tail). Nothing was delivered.
+    Diverged,
+}
+
+/// A room's delivered position: the seq, the epoch it belongs to (when a join told it) and
+/// the fingerprint of the event delivered at that seq (when one was): what the feed compares
+/// with the room's log to notice that Redis went back in time.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Position {
+    pub seq: u64,
+    pub epoch: Option<String>,
+    pub mark: Option<u64>,
+}
+
+/// Identifies a sequenced event by what its members receive, so a repeat (the same record
+/// read from the log after it came live) is told apart from a new event under a reused seq.
+pub fn fingerprint(event: &Delivery) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    event.seq.hash(&mut hasher);
+    event.origin.as_ref().map(ConnKey::as_str).hash(&mut hasher);
+    event.frame.hash(&mut hasher);
+    hasher.finish()
 }
 
 /// A room's local members: each connection with who is on it.
@@ -100,6 +124,20 @@ struct LocalRoom {
     members: Vec<Member>,
     /// Highest seq handed to members, to detect gaps and drop repeats.
     last_seq: Option<u64>,
+    /// The epoch of `last_seq`, from the join that set it (`None`: not known yet).
+    epoch: Option<String>,
+    /// [`fingerprint`] of the event delivered at `last_seq` (`None`: it came from a snapshot).
+    mark: Option<u64>,
+}
+
+impl LocalRoom {
+    fn position(&self) -> Option<Position> {
+        self.last_seq.map(|seq| Position {
+            seq,
+            epoch: self.epoch.clone(),
+            mark: self.mark,
+        })
+    }
 }
 
 /// Which Redis script a timing is of.
@@ -128,6 +166,8 @@ pub struct HubStats {
     pub filled_from_log: Counter,
     /// Rooms whose sessions were told to re-join because the log could not fill a hole.
     pub resyncs: Counter,
+    /// Rooms this instance found gone back in time (Redis lost confirmed writes) and rebased.
+    pub rebases: Counter,
     /// Room channels the feed holds (`pubsub_mode` room or sharded; 0 with one pattern).
     pub subscribed_rooms: Gauge,
     /// Messages and bytes (channel and payload) the feed received, every room's included:
@@ -148,6 +188,7 @@ impl Default for HubStats {
             feed_resubscribed: Counter::default(),
             filled_from_log: Counter::default(),
             resyncs: Counter::default(),
+            rebases: Counter::default(),
             subscribed_rooms: Gauge::default(),
             feed_messages: Counter::default(),
             feed_bytes: Counter::default(),
@@ -186,26 +227,30 @@ impl Hub {
         }
     }
 
-    /// Records the seq a joiner's snapshot was taken at, when the hub has no position for the
-    /// room yet; later events are then checked for gaps from there.
-    pub fn note_seq(&self, room: &RoomId, seq: u64) {
+    /// Records the seq (and epoch) a joiner's snapshot was taken at, when the hub has no
+    /// position for the room yet; later events are then checked for gaps from there.
+    pub fn note_seq(&self, room: &RoomId, seq: u64, epoch: &str) {
         if let Some(local) = self.rooms.lock().get_mut(room) {
-            local.last_seq.get_or_insert(seq);
+            if local.last_seq.is_none() {
+                local.last_seq = Some(seq);
+                local.mark = None;
+            }
+            local.epoch.get_or_insert_with(|| epoch.to_owned());
         }
     }
 
     /// Every local room with its delivered position, for refilling after a pub/sub outage.
-    pub fn positions(&self) -> Vec<(RoomId, Option<u64>)> {
+    pub fn positions(&self) -> Vec<(RoomId, Option<Position>)> {
         self.rooms
             .lock()
             .iter()
-            .map(|(id, r)| (id.clone(), r.last_seq))
+            .map(|(id, r)| (id.clone(), r.position()))
             .collect()
     }
 
     /// The delivered position of one local room, if it has one.
-    pub fn position(&self, room: &RoomId) -> Option<u64> {
-        self.rooms.lock().get(room).and_then(|r| r.last_seq)
+    pub fn position(&self, room: &RoomId) -> Option<Position> {
+        self.rooms.lock().get(room).and_then(LocalRoom::position)
     }
 
     /// Every local room with the connection and identity of each member, for re-announcing
@@ -242,6 +287,8 @@ impl Hub {
         if let Some(local) = rooms.get_mut(room) {
             self.stats.resyncs.inc();
             local.last_seq = None;
+            local.epoch = None;
+            local.mark = None;
             local.members.retain(|m| {
                 match m.tx.try_send(Outbound {
                     generation: m.generation,
@@ -298,9 +345,19 @@ impl Hub {
         };
         if let Some(seq) = event.seq {
             match local.last_seq {
-                Some(last) if seq <= last => return Delivered::Stale,
+                Some(last) if seq == last => {
+                    // A repeat is the same record; anything else reuses the seq.
+                    return match local.mark {
+                        Some(mark) if mark != fingerprint(event) => Delivered::Diverged,
+                        _ => Delivered::Stale,
+                    };
+                }
+                Some(last) if seq < last => return Delivered::Stale,
                 Some(last) if seq > last + 1 => return Delivered::Gap { after: last },
-                _ => local.last_seq = Some(seq),
+                _ => {
+                    local.last_seq = Some(seq);
+                    local.mark = Some(fingerprint(event));
+                }
             }
         }
         let stats = &self.stats;
@@ -399,7 +456,7 @@ mod tests {
         let hub = Hub::new();
         let room = RoomId::new("r");
         let (mut a, _) = member(&hub, &room, 1, 8);
-        hub.note_seq(&room, 4);
+        hub.note_seq(&room, 4, "e");
         assert_eq!(hub.deliver(&room, &seq_event(4, 9)), Delivered::Stale);
         assert_eq!(
             hub.deliver(&room, &seq_event(6, 9)),
@@ -408,6 +465,12 @@ mod tests {
         assert!(a.try_recv().is_err());
         assert_eq!(hub.deliver(&room, &seq_event(5, 9)), Delivered::Done);
         assert_eq!(hub.deliver(&room, &seq_event(6, 9)), Delivered::Done);
+        // The same event again is a repeat; another one under its seq is a regression.
+        assert_eq!(hub.deliver(&room, &seq_event(6, 9)), Delivered::Stale);
+        assert_eq!(hub.deliver(&room, &seq_event(6, 8)), Delivered::Diverged);
+        let position = hub.position(&room).expect("a position");
+        assert_eq!((position.seq, position.epoch.as_deref()), (6, Some("e")));
+        assert_eq!(position.mark, Some(fingerprint(&seq_event(6, 9))));
     }
 
     #[test]

@@ -247,6 +247,11 @@ impl Metrics {
                 "Rooms whose local sessions re-joined because the log could not fill a hole",
                 &hub.stats.resyncs,
             ),
+            (
+                "feed_rebases",
+                "Rooms found gone back in time (Redis lost confirmed writes) and given a new epoch",
+                &hub.stats.rebases,
+            ),
         ];
         for (name, help, counter) in hub_counters {
             registry.register(name, help, counter.clone());

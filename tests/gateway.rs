@@ -4,6 +4,7 @@
 mod common;
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::{
@@ -1171,4 +1172,49 @@ async fn a_request_body_that_never_arrives_gets_408() {
         "{}",
         String::from_utf8_lossy(&answer)
     );
+}
+
+/// Issue 15, finding 4 (second half): a socket re-joining the room it is in, to catch up, gets
+/// the events it missed (`REPLAY`, not the board) and its count, and the room hears nothing:
+/// no `USER_JOINED`, `USER_LEFT` or count update for the others. Redis and the embedded engine.
+async fn rejoin_is_cheap_for_the_room(a: SocketAddr, b: SocketAddr) {
+    let room = create_room(a).await;
+    let mut alice = Client::connect(a, "alice").await;
+    let state = alice.join(&room).await;
+    let epoch = state["payload"]["epoch"].clone();
+    let mut bob = Client::joined(b, "bob", &room).await;
+    alice.until("USER_COUNT_UPDATED").await;
+    bob.draw_acked(&room, "s1").await;
+    alice.until("CANVAS_UPDATE").await;
+    for _ in 0..5 {
+        alice.send(join_room_since(&room, 0, &epoch)).await;
+        let replay = alice.expect("REPLAY").await;
+        assert_eq!(
+            replay["payload"]["events"].as_array().map(Vec::len),
+            Some(1)
+        );
+        let count = alice.expect("USER_COUNT_UPDATED").await;
+        assert_eq!(count["payload"]["count"], 2, "{count}");
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(500);
+    while let Ok(Some(v)) = tokio::time::timeout_at(deadline, bob.next()).await {
+        let kind = v["type"].as_str().unwrap_or_default();
+        assert!(!common::PRESENCE.contains(&kind), "bob heard {v}");
+    }
+    // A new socket of a user already present is still counted, and a new user announced.
+    let _second = Client::joined(a, "alice", &room).await;
+    assert_eq!(bob.until("USER_COUNT_UPDATED").await["payload"]["count"], 2);
+}
+
+#[tokio::test]
+async fn a_rejoin_of_the_same_room_is_cheap_for_the_room_redis() {
+    let redis = RedisServer::start();
+    let (a, b) = common::two_instances(&redis).await;
+    rejoin_is_cheap_for_the_room(a.addr, b.addr).await;
+}
+
+#[tokio::test]
+async fn a_rejoin_of_the_same_room_is_cheap_for_the_room_embedded() {
+    let a = Instance::start(config(None, "solo")).await;
+    rejoin_is_cheap_for_the_room(a.addr, a.addr).await;
 }

@@ -454,7 +454,7 @@ async fn an_op_published_before_the_first_subscribe_is_in_the_join(mode: PubsubM
         view.seq, 1,
         "the op before the subscription is in what the join read"
     );
-    b.hub.note_seq(&room, view.seq);
+    b.hub.note_seq(&room, view.seq, &view.epoch);
     let second = a
         .engine
         .apply(&room, draw_op(&room, &alice, &alice_conn, "s2"))

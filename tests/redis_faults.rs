@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    Client, Instance, Pair, RedisServer, WAIT, config, metrics, stroke_ids, user_ids,
+    Client, Instance, Pair, Proxy, RedisServer, WAIT, config, metrics, stroke_ids, user_ids,
     wait_for_status,
 };
 use drawbridge::config::Config;
@@ -223,4 +223,188 @@ async fn scripts_are_in_redis_before_the_first_op() {
         .find(|l| l.starts_with("cmdstat_evalsha:"))
         .expect("scripts ran");
     assert!(evalsha.contains("failed_calls=0"), "{evalsha}");
+}
+
+/// A client's board as it would draw it: strokes from its last `INITIAL_STATE` and every
+/// event since, checking that each event is the one after the last (no gap, no repeat).
+#[derive(Default)]
+struct Board {
+    strokes: Vec<String>,
+    seq: u64,
+    snapshots: usize,
+}
+
+impl Board {
+    fn take(&mut self, who: &str, v: &Value) {
+        let payload = &v["payload"];
+        match v["type"].as_str() {
+            Some("INITIAL_STATE") => {
+                self.strokes = stroke_ids(v).into_iter().map(str::to_owned).collect();
+                self.seq = payload["seq"].as_u64().expect("seq");
+                self.snapshots += 1;
+            }
+            Some("REPLAY") => {
+                for event in payload["events"].as_array().into_iter().flatten() {
+                    self.take(who, event);
+                }
+            }
+            Some("CANVAS_UPDATE") => {
+                let seq = payload["seq"].as_u64().expect("seq");
+                assert_eq!(seq, self.seq + 1, "{who}: {seq} after {}", self.seq);
+                self.seq = seq;
+                let id = payload["canvasData"]["strokeId"]
+                    .as_str()
+                    .expect("strokeId");
+                self.strokes.push(id.to_owned());
+            }
+            _ => {}
+        }
+    }
+
+    /// Reads `client`'s frames until its board is `want`, or fails after `within`.
+    async fn until(&mut self, client: &mut Client, want: &[&str], within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        while self.strokes != want {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match tokio::time::timeout(left, client.next()).await {
+                Ok(Some(v)) => self.take(&client.user, &v),
+                Ok(None) => {}
+                Err(_) => panic!(
+                    "{}: board {:?} at seq {}, never became {want:?}",
+                    client.user, self.strokes, self.seq
+                ),
+            }
+        }
+    }
+}
+
+/// Finding 8 of issue 15. Redis fails over to a replica that did not have the last writes
+/// (Sentinel's partition case: the replica is promoted while the old primary, still reachable
+/// by the instances, keeps taking writes; those are lost when the old one goes). The seqs
+/// those writes had come back with other events under the same epoch. Every client must end
+/// with the promoted server's board, with no gap and nothing acknowledged after the failover
+/// lost: the instance that notices gives the room a new epoch, and every session re-joins.
+///
+/// The instances reach Redis through their own proxy each (as a VIP or DNS name moved by the
+/// operator or by Sentinel), switched one after the other, so one instance meets the promoted
+/// server only after the other has written there under the reused seqs.
+#[tokio::test]
+async fn a_failover_to_a_lagging_replica_resyncs_every_client_to_the_true_board() {
+    let mut primary = RedisServer::start();
+    let replica = RedisServer::start_replica(&primary);
+    let (proxy_a, proxy_b) = (
+        Proxy::start(primary.port).await,
+        Proxy::start(primary.port).await,
+    );
+    let (url_a, url_b) = (proxy_a.url(), proxy_b.url());
+    let Pair {
+        a,
+        b,
+        room,
+        mut alice,
+        mut bob,
+    } = Pair::start_with(|instance| Config {
+        redis_url: if instance == "inst-a" { &url_a } else { &url_b }.clone(),
+        ..config(None, instance)
+    })
+    .await;
+    let mut board = Board::default();
+    for n in 1..=3 {
+        alice.draw_acked(&room, &format!("kept{n}")).await;
+    }
+    board
+        .until(&mut bob, &["kept1", "kept2", "kept3"], WAIT)
+        .await;
+    let mut conn = primary.client().await;
+    let synced: i64 = redis::cmd("WAIT")
+        .arg(1)
+        .arg(5000)
+        .query_async(&mut conn)
+        .await
+        .expect("wait");
+    assert_eq!(synced, 1, "the replica has the first three strokes");
+
+    // The replica is promoted; the old primary still takes (and confirms) five more strokes.
+    let mut promoted = replica.client().await;
+    redis::cmd("REPLICAOF")
+        .arg("NO")
+        .arg("ONE")
+        .query_async::<()>(&mut promoted)
+        .await
+        .expect("promote");
+    let lost = ["lost1", "lost2", "lost3", "lost4", "lost5"];
+    for id in lost {
+        alice.draw_acked(&room, id).await;
+    }
+    board
+        .until(
+            &mut bob,
+            &[
+                "kept1", "kept2", "kept3", "lost1", "lost2", "lost3", "lost4", "lost5",
+            ],
+            WAIT,
+        )
+        .await;
+
+    // The old primary dies. A's address moves first; Alice draws on the promoted server,
+    // which hands out seqs 4..8 again.
+    primary.stop();
+    proxy_a.switch(replica.port);
+    let new = ["new1", "new2", "new3", "new4", "new5"];
+    for id in new {
+        draw_until_acked(&mut alice, &room, id).await;
+    }
+    // Then B's address moves: B had delivered seqs 4..8 as the lost strokes.
+    proxy_b.switch(replica.port);
+    wait_ready(&a).await;
+    wait_ready(&b).await;
+    let truth = [
+        "kept1", "kept2", "kept3", "new1", "new2", "new3", "new4", "new5",
+    ];
+    board.until(&mut bob, &truth, 4 * WAIT).await;
+    assert!(board.snapshots >= 1, "bob was given the board again");
+
+    // From there the room goes on under its new epoch, live and gap-free.
+    draw_until_acked(&mut alice, &room, "after").await;
+    let mut all = truth.to_vec();
+    all.push("after");
+    board.until(&mut bob, &all, 4 * WAIT).await;
+    let late = Client::connect(b.addr, "late").await.join(&room).await;
+    assert_eq!(stroke_ids(&late), all);
+    let value = metrics(a.addr).await;
+    let rebased = value("drawbridge_feed_rebases_total")
+        + metrics(b.addr).await("drawbridge_feed_rebases_total");
+    assert!(rebased >= 1.0, "the loss was noticed");
+}
+
+/// The same loss seen from a reconnecting client: it saw seqs the room no longer has. Its join
+/// gives the room a new epoch (so every client that saw them takes the board, not a replay of
+/// seqs that will be reused), at most once a minute, since any client can claim any `since`.
+#[tokio::test]
+async fn a_join_from_beyond_the_room_seq_rebases_the_room_once() {
+    let redis = RedisServer::start();
+    let Pair {
+        b, room, mut alice, ..
+    } = Pair::start(&redis).await;
+    alice.draw_acked(&room, "s1").await;
+    let state = Client::connect(b.addr, "first").await.join(&room).await;
+    let epoch = state["payload"]["epoch"].clone();
+    let mut late = Client::connect(b.addr, "late").await;
+    late.send(common::join_room_since(&room, 40, &epoch)).await;
+    let answer = late.until("INITIAL_STATE").await;
+    let rebased = answer["payload"]["epoch"].clone();
+    assert_ne!(rebased, epoch, "a new epoch");
+    assert_eq!(stroke_ids(&answer), ["s1"]);
+    // Everyone else in the room is given the board under it.
+    let again = alice.until("INITIAL_STATE").await;
+    assert_eq!(again["payload"]["epoch"], rebased);
+    // A second claim within the minute changes nothing.
+    let mut liar = Client::connect(b.addr, "liar").await;
+    liar.send(common::join_room_since(&room, 90, &rebased))
+        .await;
+    let answer = liar.until("INITIAL_STATE").await;
+    assert_eq!(answer["payload"]["epoch"], rebased);
+    alice
+        .expect_none_of("INITIAL_STATE", Duration::from_millis(500))
+        .await;
 }

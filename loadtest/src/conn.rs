@@ -93,7 +93,10 @@ pub struct ConnPlan {
     pub room_slot: usize,
     pub room_size: usize,
     pub room_id: Arc<str>,
-    pub target: Arc<Target>,
+    /// Every target, and the one this connection starts on: when a connect fails it tries the
+    /// next, as a client behind a load balancer lands on another instance when one dies.
+    pub targets: Arc<[Arc<Target>]>,
+    pub target_at: usize,
     pub user: User,
     /// When to open the socket (ramp-up).
     pub start_at: Instant,
@@ -799,12 +802,13 @@ pub async fn run_client(plan: ConnPlan, shared: Arc<Shared>, recorder: Recorder)
     let mut churn = 0u32;
     // Counted in the room's members from the first join until the client stops for good.
     let mut enrolled = false;
+    let mut target_at = plan.target_at;
     loop {
         if *phase.borrow() == Phase::Closing {
             break;
         }
         let mut ws = match connect(
-            &plan.target,
+            &plan.targets[target_at % plan.targets.len()],
             &plan.user.token,
             shared.ws_config,
             sc.connect_timeout,
@@ -815,6 +819,7 @@ pub async fn run_client(plan: ConnPlan, shared: Arc<Shared>, recorder: Recorder)
             Err(e) => {
                 client.recorder.tallies.connect_failures += 1;
                 client.recorder.error(&e, now_us());
+                target_at += 1;
                 // A refused upgrade (bad token, policy) would only be refused again.
                 if e.starts_with("http 4") || !retry(&mut failures, sc.reconnect, &mut phase).await
                 {

@@ -77,6 +77,9 @@ async fn run_connections(
         measure_to_us: start_us + window_to.as_micros() as u64,
     };
     let collector = Collector::new(clock);
+    if let Some(path) = std::env::var_os("LOADTEST_JOINED_LOG") {
+        tokio::spawn(log_joined(path.into(), collector.clone()));
+    }
     let members: Arc<[AtomicI64]> = (0..sc.rooms).map(|_| AtomicI64::new(0)).collect();
     let (phase_tx, phase_rx) = watch::channel(Phase::Running);
     let shared = Arc::new(Shared {
@@ -87,6 +90,7 @@ async fn run_connections(
         ws_config: conn::ws_config(MAX_MESSAGE),
     });
 
+    let all_targets: Arc<[Arc<Target>]> = targets.clone().into();
     let mut tasks = JoinSet::new();
     for (i, user) in users.into_iter().enumerate() {
         // Consecutive connections share a room; round-robin targets put each room's members
@@ -100,7 +104,8 @@ async fn run_connections(
             room_slot: i - first(room_index),
             room_size: first(room_index + 1) - first(room_index),
             room_id: rooms[room_index].clone(),
-            target: targets[i % targets.len()].clone(),
+            targets: all_targets.clone(),
+            target_at: i % targets.len(),
             user,
             start_at: start + sc.ramp_up.mul_f64(i as f64 / n as f64),
         };
@@ -274,6 +279,31 @@ impl Progress {
     pub fn done(&self) {
         if self.enabled && self.tty {
             eprintln!();
+        }
+    }
+}
+
+/// Writes `<unix ms> <connections joined>` to `path` whenever the count changes (sampled every
+/// 5 ms), so a script that kills an instance can tell when every client was back and caught up
+/// (`scripts/reconnect-storm.sh`, `scripts/chaos.sh`). Ends with the process.
+async fn log_joined(path: std::path::PathBuf, collector: Arc<crate::stats::Collector>) {
+    let Ok(mut file) = std::fs::File::create(&path) else {
+        eprintln!("cannot write {}", path.display());
+        return;
+    };
+    let mut last = i64::MIN;
+    let mut tick = tokio::time::interval(Duration::from_millis(5));
+    loop {
+        tick.tick().await;
+        let joined = collector.joined.load(Ordering::Relaxed);
+        if joined != last {
+            last = joined;
+            let ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis());
+            if writeln!(file, "{ms} {joined}").is_err() {
+                return;
+            }
         }
     }
 }

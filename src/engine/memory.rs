@@ -438,8 +438,10 @@ impl Engine for MemoryEngine {
         room.expires = expires;
         let user = &req.who.user_id;
         let was_present = room.has_user(user);
-        room.users
-            .insert(req.conn.clone(), (user.clone(), frames::member(req.who)));
+        let entry = (user.clone(), frames::member(req.who));
+        // A socket already here as it is (a re-join to catch up) changes nothing for the room.
+        let announced = room.users.get(req.conn) != Some(&entry);
+        room.users.insert(req.conn.clone(), entry);
         room.idle_since = None;
         let users: Vec<String> = room
             .distinct_users()
@@ -478,7 +480,11 @@ impl Engine for MemoryEngine {
             epoch: room.epoch.clone(),
             users,
             body,
+            announced,
         };
+        if !announced {
+            return Ok(JoinOutcome::Joined(view));
+        }
         let count = view.users.len();
         if !was_present {
             self.transient(

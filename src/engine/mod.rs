@@ -116,6 +116,10 @@ pub struct RoomView {
     /// One entry per distinct user present.
     pub users: Vec<String>,
     pub body: ViewBody,
+    /// Whether the room was told (its count, and the user if new). Not when the socket was
+    /// already present as it is (a re-join to catch up): the joiner then gets its count from
+    /// its session, and the room hears nothing.
+    pub announced: bool,
 }
 
 #[derive(Debug)]

@@ -11,7 +11,7 @@ mod history;
 mod http;
 mod limits;
 mod openapi;
-mod protocol;
+pub mod protocol;
 mod rooms;
 mod router;
 mod schemas;

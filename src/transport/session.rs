@@ -456,6 +456,11 @@ where
             Item::Control(control) => return Ok(self.on_control(&control).await),
             Item::Resync => {
                 if let Some(joined) = self.joined.take() {
+                    // Their ops are committed, and the events that would have released them
+                    // may be the ones this instance missed: they go out now, before the board.
+                    while let Some((_, ack)) = self.pending_acks.pop_front() {
+                        self.feed_text(ack).await?;
+                    }
                     let since = Some((joined.last_seq, joined.epoch.clone()));
                     if !self.join(joined.room, since, joined.v11).await {
                         // The client is no longer in step and we cannot bring it back:
@@ -971,7 +976,7 @@ where
                 return false;
             }
         };
-        app.hub.note_seq(&room, view.seq);
+        app.hub.note_seq(&room, view.seq, &view.epoch);
         let versions = v11.then_some(Versions {
             protocol: PROTOCOL,
             min_protocol: &app.config.min_protocol,
@@ -994,6 +999,7 @@ where
                 )
             }
         };
+        let count = (!view.announced).then(|| frames::user_count(&room, view.users.len()));
         self.joined = Some(Joined {
             room,
             epoch: view.epoch,
@@ -1002,6 +1008,10 @@ where
             role,
         });
         self.reply(frame).await;
+        // The room was not told of a re-join; the joiner still gets its count after the state.
+        if let Some(count) = count {
+            self.reply(count).await;
+        }
         true
     }
 

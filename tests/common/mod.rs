@@ -39,14 +39,40 @@ pub struct RedisServer {
     pub port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    /// Further command-line options (`--replicaof` for a replica).
+    extra: Vec<String>,
 }
 
 impl RedisServer {
     pub fn start() -> Self {
+        Self::start_with(Vec::new())
+    }
+
+    /// A replica of `primary` (`--replicaof`), waited for until its first sync is done.
+    pub fn start_replica(primary: &RedisServer) -> Self {
+        let replica = Self::start_with(vec![
+            "--replicaof".into(),
+            "127.0.0.1".into(),
+            primary.port.to_string(),
+        ]);
+        for _ in 0..100 {
+            if replica
+                .info("replication")
+                .contains("master_link_status:up")
+            {
+                return replica;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("the replica never synced");
+    }
+
+    fn start_with(extra: Vec<String>) -> Self {
         let mut server = Self {
             port: 0,
             dir: tempfile::tempdir().expect("temp dir"),
             child: None,
+            extra,
         };
         // A port found free can be taken before redis binds it; try a few.
         for _ in 0..5 {
@@ -72,6 +98,7 @@ impl RedisServer {
             ])
             .arg("--dir")
             .arg(self.dir.path())
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -103,6 +130,14 @@ impl RedisServer {
 
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// One section of `INFO`, read with a blocking connection (empty if unreachable).
+    pub fn info(&self, section: &str) -> String {
+        redis::Client::open(self.url())
+            .and_then(|c| c.get_connection())
+            .and_then(|mut c| redis::cmd("INFO").arg(section).query::<String>(&mut c))
+            .unwrap_or_default()
     }
 
     /// Kills the server abruptly, as a crash would.
@@ -207,6 +242,67 @@ impl redis::aio::ConnectionLike for AnyConn {
             Self::Single(c) => c.get_db(),
             Self::Cluster(c) => c.get_db(),
         }
+    }
+}
+
+/// A TCP proxy in front of Redis, as the address instances are configured with when Redis
+/// fails over (a virtual IP, a DNS name, or a proxy that follows Sentinel). [`Proxy::switch`]
+/// points it at another server and cuts every connection it carries, as a moved VIP does.
+pub struct Proxy {
+    pub port: u16,
+    target: std::sync::Arc<std::sync::atomic::AtomicU16>,
+    cut: std::sync::Arc<parking_lot::Mutex<tokio_util::sync::CancellationToken>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    pub async fn start(target: u16) -> Self {
+        use std::sync::atomic::Ordering;
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let target = std::sync::Arc::new(std::sync::atomic::AtomicU16::new(target));
+        let cut = std::sync::Arc::new(parking_lot::Mutex::new(
+            tokio_util::sync::CancellationToken::new(),
+        ));
+        let (to, cuts) = (target.clone(), cut.clone());
+        let accept = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let port = to.load(Ordering::SeqCst);
+                let cut = cuts.lock().clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = TcpStream::connect(("127.0.0.1", port)).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        () = cut.cancelled() => {}
+                    }
+                });
+            }
+        });
+        Self {
+            port,
+            target,
+            cut,
+            accept,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// New connections go to `port`; those open now are cut.
+    pub fn switch(&self, port: u16) {
+        self.target.store(port, std::sync::atomic::Ordering::SeqCst);
+        std::mem::take(&mut *self.cut.lock()).cancel();
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.cut.lock().cancel();
     }
 }
 
@@ -518,6 +614,9 @@ pub fn user_ids(state: &Value) -> Vec<&str> {
     users.sort_unstable();
     users
 }
+
+/// A client WebSocket, for tests that drive one by hand.
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// A WebSocket client speaking the v1 protocol.
 pub struct Client {

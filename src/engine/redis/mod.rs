@@ -43,7 +43,7 @@ use crate::domain::accounts::Account;
 use crate::domain::element::paint_order;
 use crate::domain::ids::instance_of;
 use crate::domain::{ConnKey, Identity, RoomId, UserId, frames};
-use crate::hub::{Hub, ScriptLabel};
+use crate::hub::{Delivery, Hub, ScriptLabel};
 
 /// How long one Redis round trip may take before the op is reported `UNAVAILABLE`.
 const OP_TIMEOUT: Duration = Duration::from_secs(3);
@@ -82,6 +82,7 @@ struct Scripts {
     apply: RoomScript,
     migrate: RoomScript,
     events_after: RoomScript,
+    rebase: RoomScript,
     past: RoomScript,
     keep: RoomScript,
     versions: RoomScript,
@@ -100,7 +101,7 @@ struct Scripts {
 }
 
 impl Scripts {
-    fn all(&self) -> [&Script; 22] {
+    fn all(&self) -> [&Script; 23] {
         [
             &self.join.script,
             &self.leave.script,
@@ -109,6 +110,7 @@ impl Scripts {
             &self.apply.script,
             &self.migrate.script,
             &self.events_after.script,
+            &self.rebase.script,
             &self.past.script,
             &self.keep.script,
             &self.versions.script,
@@ -136,6 +138,7 @@ impl Scripts {
             apply: room_script!("apply"),
             migrate: room_script!("migrate"),
             events_after: room_script!("events_after"),
+            rebase: room_script!("rebase"),
             past: room_script!("past"),
             keep: room_script!("keep"),
             versions: room_script!("versions"),
@@ -183,6 +186,21 @@ pub struct RedisEngine {
     inner: Arc<Inner>,
     /// The engine's background work (history upkeep), drained on shutdown.
     tasks: TaskTracker,
+}
+
+/// What the log holds after a delivered position, as the feed's repair reads it.
+enum LogRead {
+    /// The events after it, the epoch in force, and the event the log holds *at* the position
+    /// (`None` when the log no longer holds it), to compare with the one delivered there.
+    Events {
+        epoch: String,
+        events: Vec<Delivery>,
+        at: Option<Delivery>,
+    },
+    /// The room's seq is below the position: Redis lost writes it had confirmed.
+    Behind { epoch: String },
+    /// Gone, or the log no longer reaches back (or too far to be worth replaying).
+    Unavailable,
 }
 
 struct Inner {
@@ -575,6 +593,15 @@ impl Inner {
     }
 
     async fn events_after(&self, room: &RoomId, after: u64) -> EngineResult<Option<LogSlice>> {
+        Ok(match self.log_after(room, after).await? {
+            LogRead::Events { epoch, events, .. } => Some(LogSlice { epoch, events }),
+            LogRead::Behind { .. } | LogRead::Unavailable => None,
+        })
+    }
+
+    /// The logged events after `after`, with what the feed needs to notice that the room went
+    /// back in time (see [`LogRead`]).
+    async fn log_after(&self, room: &RoomId, after: u64) -> EngineResult<LogRead> {
         let reply = self
             .room_script(
                 &self.scripts.events_after,
@@ -583,16 +610,47 @@ impl Inner {
             )
             .await?;
         let (tag, mut items) = tagged(reply)?;
-        if tag != "ok" {
-            return Ok(None);
+        let events = |value| -> EngineResult<Vec<Delivery>> {
+            Ok(texts(value)?
+                .iter()
+                .filter_map(|record| super::delivery(room, record))
+                .collect())
+        };
+        match tag.as_str() {
+            "ok" => {
+                let _seq = number(next(&mut items)?)?;
+                let epoch = text(next(&mut items)?)?;
+                let events = events(next(&mut items)?)?;
+                let at = text(next(&mut items)?)?;
+                Ok(LogRead::Events {
+                    epoch,
+                    events,
+                    at: super::delivery(room, &at),
+                })
+            }
+            "behind" => {
+                let _seq = number(next(&mut items)?)?;
+                let epoch = text(next(&mut items)?)?;
+                Ok(LogRead::Behind { epoch })
+            }
+            _ => Ok(LogRead::Unavailable),
         }
-        let _seq = number(next(&mut items)?)?;
+    }
+
+    /// Replaces the room's epoch if it is still `stale` (see `lua/rebase.lua`); the epoch in
+    /// force afterwards, and whether this call set it.
+    async fn rebase(&self, room: &RoomId, stale: &str) -> EngineResult<(String, bool)> {
+        let fresh = uuid::Uuid::new_v4().simple().to_string();
+        let reply = self
+            .room_script(&self.scripts.rebase, room, &[stale, &fresh])
+            .await?;
+        let (tag, mut items) = tagged(reply)?;
+        if tag != "ok" {
+            return Ok((String::new(), false));
+        }
         let epoch = text(next(&mut items)?)?;
-        let events = texts(next(&mut items)?)?
-            .iter()
-            .filter_map(|record| super::delivery(room, record))
-            .collect();
-        Ok(Some(LogSlice { epoch, events }))
+        let ours = epoch == fresh;
+        Ok((epoch, ours))
     }
 
     async fn leave(&self, room: &RoomId, field: &str) -> EngineResult<()> {
@@ -828,6 +886,8 @@ impl Engine for RedisEngine {
                     epoch,
                     &json(req.conn.as_str()),
                     &inner.settings.replay_max.to_string(),
+                    // The room's next epoch, should this join find that it went back in time.
+                    &uuid::Uuid::new_v4().simple().to_string(),
                 ],
             )
             .await?;
@@ -839,6 +899,7 @@ impl Engine for RedisEngine {
         let epoch = text(next(&mut items)?)?;
         let users = texts(next(&mut items)?)?;
         let list = texts(next(&mut items)?)?;
+        let announced = number(next(&mut items)?)? != 0;
         let body = match tag.as_str() {
             "replay" => ViewBody::Replay {
                 from_seq: req.since.map_or(0, |(s, _)| s) + 1,
@@ -852,6 +913,7 @@ impl Engine for RedisEngine {
             epoch,
             users,
             body,
+            announced,
         }))
     }
 

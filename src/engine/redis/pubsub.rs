@@ -38,11 +38,11 @@ use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio_util::sync::CancellationToken;
 
-use super::Inner;
+use super::{Inner, LogRead};
 use crate::config::PubsubMode;
 use crate::domain::access::Control;
 use crate::domain::{ConnKey, RoomId, frames};
-use crate::hub::{Delivered, Delivery};
+use crate::hub::{Delivered, Delivery, Position, fingerprint};
 
 /// Reconnect backoff bounds.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -190,8 +190,8 @@ pub(super) async fn ensure(inner: &Inner, room: &RoomId) {
         Err(_) => tracing::warn!(%room, "subscribing to a room timed out"),
     }
     drop(state);
-    if let Some(after) = position {
-        fill(inner, room, after).await;
+    if let Some(position) = position {
+        fill(inner, room, position).await;
     }
 }
 
@@ -620,8 +620,8 @@ async fn reconcile_rooms(inner: &Inner) {
         if matches!(done, Ok(Ok(()))) {
             state.rooms.insert(room.clone(), None);
             // As in `ensure`: the position when the subscription took effect.
-            if let Some(after) = inner.hub.position(&room) {
-                added.push((room, after));
+            if let Some(position) = inner.hub.position(&room) {
+                added.push((room, position));
             }
         }
     }
@@ -631,8 +631,8 @@ async fn reconcile_rooms(inner: &Inner) {
         .subscribed_rooms
         .set(state.rooms.len() as i64);
     drop(state);
-    for (room, after) in added {
-        fill(inner, &room, after).await;
+    for (room, position) in added {
+        fill(inner, &room, position).await;
     }
 }
 
@@ -642,6 +642,13 @@ async fn handle(inner: &Inner, channel: &str, payload: &[u8]) {
     };
     // Most rooms have no member on any given instance: skip them before parsing.
     if !inner.hub.is_local(&room) {
+        return;
+    }
+    if payload.starts_with(REBASED) {
+        // Another instance (or a join) found the room gone back in time and gave it a new
+        // epoch: every session re-joins, and gets the board.
+        tracing::warn!(%room, "the room lost confirmed writes; its sessions re-join");
+        inner.hub.resync(&room);
         return;
     }
     if payload.starts_with(Control::PREFIX) {
@@ -656,44 +663,98 @@ async fn handle(inner: &Inner, channel: &str, payload: &[u8]) {
         return;
     };
     for event in &events {
-        if let Delivered::Gap { after } = inner.hub.deliver(&room, event) {
-            tracing::info!(%room, after, seq = ?event.seq, "filling a hole from the log");
-            fill(inner, &room, after).await;
-            inner.hub.deliver(&room, event);
+        match inner.hub.deliver(&room, event) {
+            Delivered::Gap { after } => {
+                tracing::info!(%room, after, seq = ?event.seq, "filling a hole from the log");
+                if let Some(position) = inner.hub.position(&room) {
+                    fill(inner, &room, position).await;
+                }
+                inner.hub.deliver(&room, event);
+            }
+            Delivered::Diverged => {
+                // Another event under the seq last delivered: the log says which is true.
+                tracing::warn!(%room, seq = ?event.seq, "a seq came back with another event");
+                if let Some(position) = inner.hub.position(&room) {
+                    fill(inner, &room, position).await;
+                }
+            }
+            Delivered::Done | Delivered::Stale => {}
         }
     }
 }
 
-/// Delivers the logged events after `after`; where that is impossible, makes the room re-join.
-/// The read is retried briefly: right after Redis comes back, the first command on a stale
-/// connection fails while the connection is re-established.
-async fn fill(inner: &Inner, room: &RoomId, after: u64) {
+/// What a rebased room's message starts with (`lua/rebase.lua`, `lua/join.lua`).
+const REBASED: &[u8] = br#"{"rebased":"#;
+
+/// Delivers the logged events after the delivered `position`; where that is impossible, makes
+/// the room re-join. The read is retried briefly: right after Redis comes back, the first
+/// command on a stale connection fails while the connection is re-established.
+///
+/// It is also where a room that went back in time is noticed (Redis lost confirmed writes: a
+/// failover to a lagging replica, a lost AOF tail): its seq is below the position, or the
+/// event the log holds at the position is not the one delivered there, or its epoch is not the
+/// one the position belongs to. The room then gets a new epoch and its sessions re-join (see
+/// [`rebase`]).
+async fn fill(inner: &Inner, room: &RoomId, position: Position) {
     let mut attempt = 0;
-    loop {
+    let read = loop {
         attempt += 1;
-        match inner.events_after(room, after).await {
-            Ok(Some(slice)) => {
-                for event in &slice.events {
-                    if inner.hub.deliver(room, event) == Delivered::Done {
-                        inner.hub.stats.filled_from_log.inc();
-                    }
-                }
-                return;
-            }
-            Ok(None) => return inner.hub.resync(room),
+        match inner.log_after(room, position.seq).await {
+            Ok(read) => break read,
             Err(e) if attempt >= FILL_ATTEMPTS => {
                 tracing::warn!(%room, error = %e, "cannot read the log; sessions will re-join");
                 return inner.hub.resync(room);
             }
             Err(_) => tokio::time::sleep(BACKOFF_MIN).await,
         }
+    };
+    let other_epoch = |epoch: &str| position.epoch.as_deref().is_some_and(|e| e != epoch);
+    match read {
+        // Rebased (or restored from a backup) since: our seqs mean nothing there.
+        LogRead::Events { epoch, .. } | LogRead::Behind { epoch } if other_epoch(&epoch) => {
+            inner.hub.resync(room)
+        }
+        LogRead::Behind { epoch } => rebase(inner, room, &epoch).await,
+        LogRead::Events { epoch, at, .. }
+            if position
+                .mark
+                .zip(at.as_ref())
+                .is_some_and(|(mark, at)| fingerprint(at) != mark) =>
+        {
+            rebase(inner, room, &epoch).await
+        }
+        LogRead::Events { events, .. } => {
+            for event in &events {
+                if inner.hub.deliver(room, event) == Delivered::Done {
+                    inner.hub.stats.filled_from_log.inc();
+                }
+            }
+        }
+        LogRead::Unavailable => inner.hub.resync(room),
+    }
+}
+
+/// The room went back in time under `epoch`: gives it a new one, once for every instance
+/// (the first to notice wins), and has its sessions re-join. The new epoch's message reaches
+/// every instance, this one included, and resyncs them; when another instance had already
+/// rebased the room, that message may have been missed here, so this one resyncs itself.
+async fn rebase(inner: &Inner, room: &RoomId, epoch: &str) {
+    inner.hub.stats.rebases.inc();
+    tracing::warn!(%room, "the room lost confirmed writes (a Redis failover?); giving it a new epoch");
+    match inner.rebase(room, epoch).await {
+        Ok((_, true)) => {}
+        Ok((_, false)) => inner.hub.resync(room),
+        Err(e) => {
+            tracing::warn!(%room, error = %e, "cannot rebase the room; sessions re-join");
+            inner.hub.resync(room);
+        }
     }
 }
 
 async fn refill(inner: &Inner) {
     for (room, position) in inner.hub.positions() {
-        if let Some(after) = position {
-            fill(inner, &room, after).await;
+        if let Some(position) = position {
+            fill(inner, &room, position).await;
         }
     }
 }
