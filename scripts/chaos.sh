@@ -67,7 +67,9 @@ now_ms() { date +%s%3N; }
 cli() { redis-cli -p "$1" "${@:2}"; }
 
 start_redis() { # name port [args]
+    # DEBUG (SLEEP, for the pause) is refused by Redis 7 unless enabled; from loopback only.
     redis-server --bind 127.0.0.1 --port "$2" --save '' --appendonly no --dir "$out" \
+        --enable-debug-command local \
         --dbfilename "$1.rdb" --logfile "$out/redis-$1.log" "${@:3}" &
     pids+=($!)
     pid_of[$1]=$!
@@ -204,13 +206,14 @@ else
     sleep 5
 
     t=$(now_ms)
-    cli "$p_primary" DEBUG SLEEP 3 >/dev/null &
+    cli "$p_primary" DEBUG SLEEP 3 >"$out/pause.txt" &
     sleeper=$!
     # Ops applied so far, read once the pause holds: the next one applied is the recovery.
     sleep 0.3
     before=$(msum drawbridge_ops_applied_total)
     back=$(until_sum_moves "$t" drawbridge_ops_applied_total "$before")
     wait "$sleeper"
+    [[ $(cat "$out/pause.txt") == OK ]] || { echo "DEBUG SLEEP refused: $(cat "$out/pause.txt")" >&2; exit 3; }
     row "Redis paused" "DEBUG SLEEP 3 on the primary (ops wait, or are refused UNAVAILABLE and resent)" \
         "ops applied again $back ms after the pause began (3,000 of it the pause); sockets kept: $(joined) of $connections joined"
     sleep 5

@@ -44,7 +44,9 @@ pub enum Item {
     /// This connection's own op has gone out at `seq`: its `ACK` goes now, in order.
     Own { seq: u64 },
     /// This instance missed events the log can no longer supply: the session must re-join.
-    Resync,
+    /// `rebased`: the room went back in time (Redis lost confirmed writes), so ACKs still owed
+    /// may be for ops it no longer holds.
+    Resync { rebased: bool },
     /// Someone's access to the room changed: the session re-reads its role (or leaves).
     Control(Arc<Control>),
 }
@@ -283,6 +285,15 @@ impl Hub {
 
     /// Tells every member to re-join and forgets the position, so the next event is accepted.
     pub fn resync(&self, room: &RoomId) {
+        self.resync_members(room, false);
+    }
+
+    /// As [`Hub::resync`], for a room that went back in time under a new epoch.
+    pub fn rebased(&self, room: &RoomId) {
+        self.resync_members(room, true);
+    }
+
+    fn resync_members(&self, room: &RoomId, rebased: bool) {
         let mut rooms = self.rooms.lock();
         if let Some(local) = rooms.get_mut(room) {
             self.stats.resyncs.inc();
@@ -292,7 +303,7 @@ impl Hub {
             local.members.retain(|m| {
                 match m.tx.try_send(Outbound {
                     generation: m.generation,
-                    item: Item::Resync,
+                    item: Item::Resync { rebased },
                 }) {
                     Ok(()) => true,
                     Err(_) => {

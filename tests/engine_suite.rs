@@ -498,7 +498,7 @@ fn item_json(item: &Item) -> Value {
     match item {
         Item::Frame { seq, bytes, .. } => json!({"seq": seq, "frame": parse(bytes)}),
         Item::Own { seq } => json!({"own": seq}),
-        Item::Resync => json!("resync"),
+        Item::Resync { .. } => json!("resync"),
         Item::Control(control) => json!({"control": control.record()}),
     }
 }
@@ -2860,7 +2860,7 @@ mod cases {
         let full_overflow = CancellationToken::new();
         tx.try_send(Outbound {
             generation: 0,
-            item: Item::Resync,
+            item: Item::Resync { rebased: false },
         })
         .expect("room for one");
         fx.hub.add(
@@ -2896,7 +2896,7 @@ mod cases {
         assert!(full_overflow.is_cancelled());
         assert!(matches!(
             full_rx.try_recv().map(|o| o.item),
-            Ok(Item::Resync)
+            Ok(Item::Resync { .. })
         ));
         assert!(full_rx.try_recv().is_err());
         assert!(!sender.overflow.is_cancelled() && !other.overflow.is_cancelled());

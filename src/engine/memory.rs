@@ -425,6 +425,11 @@ impl Engine for MemoryEngine {
         })
     }
 
+    /// This engine never loses a write it confirmed.
+    async fn op_recorded(&self, _: &RoomId, _: &UserId, _: &str) -> EngineResult<bool> {
+        Ok(true)
+    }
+
     async fn room_exists(&self, room: &RoomId) -> EngineResult<bool> {
         Ok(live_room(&mut self.state.lock(), room).is_some())
     }

@@ -281,6 +281,10 @@ pub trait Engine: Send + Sync + 'static {
 
     async fn room_exists(&self, room: &RoomId) -> EngineResult<bool>;
 
+    /// Whether the room still holds `user`'s op `op_id` (its idempotency record): after Redis
+    /// lost confirmed writes, what an ACK still owed may be sent for.
+    async fn op_recorded(&self, room: &RoomId, user: &UserId, op_id: &str) -> EngineResult<bool>;
+
     /// Adds the connection to the room's presence (telling the room) and returns the state to
     /// send it: a replay when `since` allows, a snapshot otherwise.
     async fn join(&self, req: JoinRequest<'_>) -> EngineResult<JoinOutcome>;

@@ -89,7 +89,7 @@ struct Session<S> {
     /// Bumped on every join, see [`Member::generation`].
     generation: u64,
     /// ACK frames waiting for their op's own event, by seq.
-    pending_acks: VecDeque<(u64, String)>,
+    pending_acks: VecDeque<(u64, String, Option<String>)>,
     cursor_limit: DefaultDirectRateLimiter,
     progress_limit: DefaultDirectRateLimiter,
     op_limit: DefaultDirectRateLimiter,
@@ -447,19 +447,39 @@ where
                 if let Some(joined) = self.joined.as_mut() {
                     joined.last_seq = joined.last_seq.max(seq);
                 }
-                while self.pending_acks.front().is_some_and(|(s, _)| *s <= seq) {
-                    if let Some((_, ack)) = self.pending_acks.pop_front() {
+                while self.pending_acks.front().is_some_and(|(s, ..)| *s <= seq) {
+                    if let Some((_, ack, _)) = self.pending_acks.pop_front() {
                         self.feed_text(ack).await?;
                     }
                 }
             }
             Item::Control(control) => return Ok(self.on_control(&control).await),
-            Item::Resync => {
+            Item::Resync { rebased } => {
                 if let Some(joined) = self.joined.take() {
                     // Their ops are committed, and the events that would have released them
                     // may be the ones this instance missed: they go out now, before the board.
-                    while let Some((_, ack)) = self.pending_acks.pop_front() {
-                        self.feed_text(ack).await?;
+                    // After Redis lost writes, only for ops the room still holds; the others
+                    // are answered as a timeout is, so the client resends them.
+                    while let Some((_, ack, op_id)) = self.pending_acks.pop_front() {
+                        let kept = match (&op_id, rebased) {
+                            (Some(op_id), true) => self
+                                .app
+                                .engine
+                                .op_recorded(&joined.room, &self.who.user_id, op_id)
+                                .await
+                                .unwrap_or(false),
+                            _ => true,
+                        };
+                        if kept {
+                            self.feed_text(ack).await?;
+                        } else {
+                            let error = frames::error(
+                                "UNAVAILABLE",
+                                "the shared state lost this op: not applied; retry with the same opId",
+                                op_id.as_deref(),
+                            );
+                            self.feed_text(error).await?;
+                        }
                     }
                     let since = Some((joined.last_seq, joined.epoch.clone()));
                     if !self.join(joined.room, since, joined.v11).await {
@@ -918,7 +938,7 @@ where
             // leave and come back for the others. Its pending ACKs go out now, because their
             // events were queued under the old generation.
             Some(joined) if joined.room == room => {
-                while let Some((_, ack)) = self.pending_acks.pop_front() {
+                while let Some((_, ack, _)) = self.pending_acks.pop_front() {
                     self.reply(ack).await;
                 }
             }
@@ -1028,7 +1048,7 @@ where
             // the entry lingers until the room expires; log it.
             tracing::warn!(room = %joined.room, conn = %self.key, error = %e, "leave failed");
         }
-        while let Some((_, ack)) = self.pending_acks.pop_front() {
+        while let Some((_, ack, _)) = self.pending_acks.pop_front() {
             self.reply(ack).await;
         }
     }
@@ -1081,8 +1101,8 @@ where
             Ok(OpOutcome::Applied { seq, ack_id }) => {
                 app.metrics.ops_applied.inc();
                 app.activity.record(&self.who.user_id);
-                self.pending_acks
-                    .push_back((seq, frames::ack(reference, seq, ack_id.as_ref(), false)));
+                let ack = frames::ack(reference, seq, ack_id.as_ref(), false);
+                self.pending_acks.push_back((seq, ack, op_id.clone()));
             }
             Ok(OpOutcome::Duplicate { seq, ack_id }) => {
                 self.reply(frames::ack(reference, seq, ack_id.as_ref(), true))

@@ -855,6 +855,22 @@ impl Engine for RedisEngine {
         })
     }
 
+    async fn op_recorded(&self, room: &RoomId, user: &UserId, op_id: &str) -> EngineResult<bool> {
+        let keys = self.inner.keys.room_keys(room);
+        let field = super::op_field(user, op_id);
+        let mut conn = self.inner.conn().await?;
+        let (now, before): (bool, bool) = self
+            .inner
+            .with_timeout(
+                redis::pipe()
+                    .hexists(&keys[4], &field)
+                    .hexists(&keys[7], &field)
+                    .query_async(&mut conn),
+            )
+            .await?;
+        Ok(now || before)
+    }
+
     async fn room_exists(&self, room: &RoomId) -> EngineResult<bool> {
         let mut conn = self.inner.conn().await?;
         self.inner

@@ -648,7 +648,7 @@ async fn handle(inner: &Inner, channel: &str, payload: &[u8]) {
         // Another instance (or a join) found the room gone back in time and gave it a new
         // epoch: every session re-joins, and gets the board.
         tracing::warn!(%room, "the room lost confirmed writes; its sessions re-join");
-        inner.hub.resync(&room);
+        inner.hub.rebased(&room);
         return;
     }
     if payload.starts_with(Control::PREFIX) {
@@ -712,7 +712,7 @@ async fn fill(inner: &Inner, room: &RoomId, position: Position) {
     match read {
         // Rebased (or restored from a backup) since: our seqs mean nothing there.
         LogRead::Events { epoch, .. } | LogRead::Behind { epoch } if other_epoch(&epoch) => {
-            inner.hub.resync(room)
+            inner.hub.rebased(room)
         }
         LogRead::Behind { epoch } => rebase(inner, room, &epoch).await,
         LogRead::Events { epoch, at, .. }
@@ -743,10 +743,10 @@ async fn rebase(inner: &Inner, room: &RoomId, epoch: &str) {
     tracing::warn!(%room, "the room lost confirmed writes (a Redis failover?); giving it a new epoch");
     match inner.rebase(room, epoch).await {
         Ok((_, true)) => {}
-        Ok((_, false)) => inner.hub.resync(room),
+        Ok((_, false)) => inner.hub.rebased(room),
         Err(e) => {
             tracing::warn!(%room, error = %e, "cannot rebase the room; sessions re-join");
-            inner.hub.resync(room);
+            inner.hub.rebased(room);
         }
     }
 }
