@@ -1124,13 +1124,17 @@ where
     async fn engine_error(&mut self, e: EngineError, reference: Option<&str>) {
         let message = match &e {
             EngineError::Unavailable(detail) => {
-                tracing::warn!(conn = %self.key, %detail, "op not applied: redis unavailable");
-                "shared state is unreachable: not applied; retry with the same opId".to_owned()
+                // A timeout cannot tell whether Redis ran the op: say so. A resend with the same
+                // opId is safe either way (answered from the idempotency record if it ran).
+                tracing::warn!(conn = %self.key, %detail, "op unconfirmed: redis unavailable");
+                "shared state did not answer: the op may not have been applied; resend it with the same opId (never applied twice)".to_owned()
             }
             EngineError::Internal(detail) => {
                 let id = uuid::Uuid::new_v4().simple().to_string();
                 tracing::error!(error_id = %id, conn = %self.key, %detail, "engine failure");
-                format!("not applied (internal error {id}); retry with the same opId")
+                format!(
+                    "internal error {id}: the op may not have been applied; resend it with the same opId (never applied twice)"
+                )
             }
         };
         self.error("UNAVAILABLE", &message, reference).await;
