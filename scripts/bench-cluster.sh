@@ -23,25 +23,9 @@ rate=${STROKES_PER_SEC:-5}
 duration=${DURATION:-10s}
 out_dir=${OUT_DIR:-${CARGO_TARGET_DIR:-$root/target}/bench-cluster/$(date +%Y%m%d-%H%M%S)}
 mkdir -p "$out_dir"
-for b in drawbridge loadtest; do
-    [[ -x $bin/$b ]] || { echo "missing $bin/$b (cargo build --release -p drawbridge -p loadtest)" >&2; exit 3; }
-done
-
-pids=()
-stop_all() {
-    for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
-        kill -TERM "${pids[i]}" 2>/dev/null || true
-        for _ in $(seq 100); do
-            kill -0 "${pids[i]}" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "${pids[i]}" 2>/dev/null || true
-        wait "${pids[i]}" 2>/dev/null || true
-    done
-    pids=()
-}
-trap stop_all EXIT
-trap 'exit 130' INT TERM
+# shellcheck source=lib/procs.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/procs.sh"
+require_bins "$bin" drawbridge loadtest
 
 # Free ports whose port + 10000 (a cluster node's bus) is free too.
 free_ports() {
