@@ -13,6 +13,7 @@ const { describe, it } = require('node:test');
 const { sleep } = require('./lib/cluster');
 const { useStack } = require('./lib/stack');
 const { boardPixel, decodePng, diffRatio, inkRatio } = require('./lib/png');
+const { canon, near } = require('./lib/elements');
 
 const RED = '#e53935';
 const BLUE = '#1e88e5';
@@ -20,19 +21,6 @@ const GREEN = '#43a047';
 const ORANGE = '#fb8c00';
 const PURPLE = '#8e24aa';
 const BLACK = '#1d2430';
-
-/** The fields that make up an element's meaning (v, the version stamp, says when, not what). */
-const FIELDS = ['id', 'kind', 'x', 'y', 'w', 'h', 'rotation', 'points', 'color', 'fill', 'width', 'text', 'from', 'to', 'z'];
-const canon = (els) => els.map((e) => Object.fromEntries(FIELDS.filter((f) => e[f] !== undefined && e[f] !== null).map((f) => [f, e[f]])));
-
-function rgb(hex) {
-  return [1, 3, 5].map((i) => parseInt(hex.slice(i, i + 2), 16));
-}
-
-function near(px, hex) {
-  const want = rgb(hex);
-  return Math.abs(px[0] - want[0]) + Math.abs(px[1] - want[1]) + Math.abs(px[2] - want[2]) < 40;
-}
 
 /**
  * The board pixel at (x, y) has colour `hex`. Lines are a few pixels wide and anti-aliased at their
