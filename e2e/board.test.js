@@ -13,7 +13,7 @@ const { describe, it } = require('node:test');
 const { sleep } = require('./lib/cluster');
 const { useStack } = require('./lib/stack');
 const { boardPixel, decodePng, diffRatio, inkRatio } = require('./lib/png');
-const { canon, near } = require('./lib/elements');
+const { converge, near } = require('./lib/elements');
 
 const RED = '#e53935';
 const BLUE = '#1e88e5';
@@ -38,23 +38,6 @@ function assertColorAt(img, x, y, hex, what) {
   }
   const px = boardPixel(img, x, y);
   assert.fail(`${what}: pixel at board (${x},${y}) (canvas ${px0.toFixed(0)},${py0.toFixed(0)}) is rgb(${px.slice(0, 3)}), expected ${hex}`);
-}
-
-/** Waits until every page is live with nothing pending and all hold the same board; returns it. */
-async function converge(users, what, timeoutMs = 15000) {
-  const deadline = Date.now() + timeoutMs;
-  let boards;
-  for (;;) {
-    for (const u of users) await u.waitSettled(what);
-    boards = [];
-    for (const u of users) boards.push(canon(await u.elements()));
-    const first = JSON.stringify(boards[0]);
-    if (boards.every((b) => JSON.stringify(b) === first)) return boards[0];
-    if (Date.now() > deadline) break;
-    await sleep(100);
-  }
-  assert.fail(`${what}: boards differ\n${users.map((u, i) => `${u.name}: ${JSON.stringify(boards[i])}`).join('\n')}`);
-  return null;
 }
 
 /** Same pixels on every page (selections cleared first: they are each page's own). */

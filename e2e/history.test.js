@@ -16,7 +16,7 @@ const { describe, it } = require('node:test');
 const { ARTIFACTS, sleep } = require('./lib/cluster');
 const { useStack } = require('./lib/stack');
 const { boardPixel, decodePng, pixel } = require('./lib/png');
-const { canon, near } = require('./lib/elements');
+const { canon, converge, near } = require('./lib/elements');
 
 const RED = '#e53935';
 const BLUE = '#1e88e5';
@@ -38,23 +38,6 @@ function assertNear(at, hex, what) {
 function assertBoardColor(img, x, y, hex, what) {
   const k = img.view.s * img.view.dpr;
   assertNear((dx, dy) => boardPixel(img, x + dx / k, y + dy / k), hex, `${what} at board (${x},${y})`);
-}
-
-/** Waits until every page is live with nothing pending and all hold the same board; returns it. */
-async function converge(users, what, timeoutMs = 15000) {
-  const deadline = Date.now() + timeoutMs;
-  let boards;
-  for (;;) {
-    for (const u of users) await u.waitSettled(what);
-    boards = [];
-    for (const u of users) boards.push(canon(await u.elements()));
-    const first = JSON.stringify(boards[0]);
-    if (boards.every((b) => JSON.stringify(b) === first)) return boards[0];
-    if (Date.now() > deadline) break;
-    await sleep(100);
-  }
-  assert.fail(`${what}: boards differ\n${users.map((u, i) => `${u.name}: ${JSON.stringify(boards[i])}`).join('\n')}`);
-  return null;
 }
 
 /** Polls `read()` until `pred` holds on what it returns; the error shows the last value. */
