@@ -281,6 +281,22 @@ impl Fixture {
     }
 
     /// Draws stroke `id`; like a session, the op id defaults to the stroke id.
+    /// Names the room's current seq "kept", as alice (the engine stamps the seq).
+    async fn name_version(&self, room: &RoomId) -> drawbridge::domain::history::Version {
+        let draft = drawbridge::domain::history::Version {
+            version_id: "v1".into(),
+            name: "kept".into(),
+            seq: 0,
+            created_by: UserId::new("alice"),
+            created_at: 1,
+        };
+        self.history
+            .add_version(room, draft)
+            .await
+            .expect("add")
+            .expect("a room")
+    }
+
     async fn draw(&self, room: &RoomId, peer: &Peer, id: &str) -> OpOutcome {
         let stroke = stroke(room, &peer.who, id);
         self.apply(
@@ -1334,19 +1350,7 @@ mod cases {
     pub async fn a_dumped_room_loads_back_as_it_was(fx: &Fixture) {
         let (room, a, b) = fx.two_joined("alice", "bob").await;
         history_run(fx, &room, &a, &b).await;
-        let version = drawbridge::domain::history::Version {
-            version_id: "v1".into(),
-            name: "kept".into(),
-            seq: 4,
-            created_by: UserId::new("alice"),
-            created_at: 1,
-        };
-        let version = fx
-            .history
-            .add_version(&room, version)
-            .await
-            .expect("add")
-            .expect("a room");
+        let version = fx.name_version(&room).await;
         let dump = fx.history.dump(&room).await.expect("dump").expect("a room");
         assert_eq!(dump.creator, UserId::new("creator"));
         assert_eq!(dump.versions, vec![version.clone()]);
@@ -1387,19 +1391,7 @@ mod cases {
             .board
             .seq;
         assert_eq!(fx.draw(&room, &a, "kept").await, applied(seq + 1, "kept"));
-        let version = drawbridge::domain::history::Version {
-            version_id: "v1".into(),
-            name: "kept".into(),
-            seq: 2,
-            created_by: UserId::new("alice"),
-            created_at: 1,
-        };
-        let version = fx
-            .history
-            .add_version(&room, version)
-            .await
-            .expect("add")
-            .expect("a room");
+        let version = fx.name_version(&room).await;
         let before = fx.history.dump(&room).await.expect("dump").expect("room");
         let at3 = fx.history.board_at(&room, Some(3)).await.expect("at 3");
         assert_eq!(
