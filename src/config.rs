@@ -111,8 +111,9 @@ pub struct Config {
     /// Ops of history each room keeps at least (`GET .../ops`, `state?at=`, diffs, restore);
     /// older ones fold into the room's base snapshot. At least `log_max_ops`.
     pub history_max_ops: usize,
-    /// A snapshot of each room's board every this many ops, so a past board costs one
-    /// snapshot plus fewer ops than this.
+    /// Snapshots of each room's board at least this many ops apart (and as many as the last
+    /// one holds elements: `history::snapshot_due`), so a past board costs one snapshot plus
+    /// fewer ops than the larger of the two.
     pub snapshot_every_ops: u64,
     /// A room nobody has been in for this long is compacted: its board kept as a snapshot, its
     /// live keys (presence, idempotency records) dropped; 0 never compacts.

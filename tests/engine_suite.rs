@@ -1185,14 +1185,19 @@ mod cases {
     pub async fn old_history_folds_into_the_base(fx: &Fixture) {
         let (room, a, _b) = fx.two_joined("alice", "bob").await;
         let mut boards = vec![Vec::new()];
+        // One rect, then moved: a board smaller than `snapshot_every`, so snapshots every 4 ops.
         for i in 1..=30 {
-            fx.draw(&room, &a, &format!("s{i}")).await;
+            let intent = match i {
+                1 => Intent::Add(vec![rect(&room, &a.who, "r")]),
+                _ => update("r", json!({ "x": i })),
+            };
+            assert_eq!(fx.apply(&room, &a, None, intent).await, applied_op(i));
             let Past::Found(board) = fx.history.board_at(&room, None).await.expect("now") else {
                 panic!("a board")
             };
             boards.push(board.stored());
         }
-        // Seq 30: the newest snapshot leaving 8 ops after it is 20 (snapshots every 4).
+        // Seq 30: the newest snapshot leaving 8 ops after it is 20.
         wait_until("the oldest ops fold into the base", WAIT, || async {
             fx.history
                 .board_at(&room, Some(19))
@@ -1562,6 +1567,55 @@ mod cases {
             }
             assert!(records <= 2 * 4 + 2, "{records} records kept");
         }
+    }
+
+    /// Redis: a growing board's snapshots are spaced by its size (`last` names the newest).
+    pub async fn growing_boards_are_snapshotted_further_apart(fx: &Fixture) {
+        let (room, a, _b) = fx.two_joined("alice", "bob").await;
+        let backend = fx.backend();
+        let key = format!("{}room:{{{room}}}:history", backend.prefix);
+        let conn = backend.server.client().await;
+        let field = |name: &'static str| {
+            let (key, mut conn) = (key.clone(), conn.clone());
+            async move {
+                ::redis::cmd("HGET")
+                    .arg(&key)
+                    .arg(name)
+                    .query_async::<Option<String>>(&mut conn)
+                    .await
+                    .expect("hget")
+            }
+        };
+        // One stroke per op, snapshots at least 4 ops apart: due at 4, 8, 16 and 32. Waiting for
+        // each makes the others' decisions certain (they run off the op's path, in any order).
+        let mut seq = 0;
+        for due in [4u64, 8, 16, 32] {
+            while seq < due {
+                seq += 1;
+                fx.draw(&room, &a, &format!("s{seq}")).await;
+            }
+            let want = format!("{due}:{due}");
+            wait_until("the snapshot is taken", WAIT, || {
+                let (want, got) = (want.clone(), field("last"));
+                async move { got.await.as_deref() == Some(want.as_str()) }
+            })
+            .await;
+        }
+        let mut conn = conn.clone();
+        let mut snapshots: Vec<String> = ::redis::cmd("HKEYS")
+            .arg(&key)
+            .query_async::<Vec<String>>(&mut conn)
+            .await
+            .expect("hkeys")
+            .into_iter()
+            .filter(|f| f.starts_with("s:"))
+            .collect();
+        snapshots.sort_by_key(|f| f[2..].parse::<u64>().unwrap_or(0));
+        assert_eq!(snapshots, ["s:4", "s:8", "s:16", "s:32"]);
+        let Past::Found(board) = fx.history.board_at(&room, Some(30)).await.expect("at") else {
+            panic!("a board at 30")
+        };
+        assert_eq!(board.len(), 30, "s:16 and the 14 ops after it");
     }
 
     /// Redis: deleting every snapshot changes no answer.
@@ -3257,6 +3311,8 @@ engine_suite! {
     }
     redis_only {
         snapshots_are_derived_data with EngineSettings { snapshot_every: 4, ..settings() };
+        growing_boards_are_snapshotted_further_apart
+            with EngineSettings { snapshot_every: 4, ..settings() };
         sweep_removes_presence_of_dead_instances;
         room_keys_expire_after_activity
             with EngineSettings { room_ttl: Some(Duration::from_secs(60)), ..settings() };

@@ -283,8 +283,22 @@ pub fn diff(from: &Board, to: &Board) -> Diff {
     d
 }
 
+/// Whether the board after op `seq` is snapshotted, given the newest snapshot (or the base):
+/// `last`, holding `last_elements` elements. Due on a multiple of `every` once `every` ops, and
+/// as many ops as that snapshot holds elements, have passed since it. A snapshot writes the
+/// whole board; spacing snapshots by the previous one's size keeps that to about one element
+/// per op (plus what the ops themselves added) however big the board grows, and keeps all of
+/// them together about as big as the log they summarise. A past board then replays at most
+/// max(`every`, its snapshot's elements) ops: never more work than reading the snapshot.
+pub fn snapshot_due(seq: u64, last: u64, last_elements: usize, every: u64) -> bool {
+    every > 0
+        && seq.is_multiple_of(every)
+        && seq.saturating_sub(last) >= (last_elements as u64).max(every)
+}
+
 /// Where the oldest ops fold into the base after op `seq`: the newest snapshot seq (a multiple
 /// of `every`) that still leaves at least `keep` ops after it. `None`: nothing to fold yet.
+/// (Snapshots are not taken at every multiple: the fold uses the newest one kept at or before.)
 pub fn fold_point(seq: u64, keep: usize, every: u64) -> Option<u64> {
     let limit = seq.checked_sub(keep as u64)?;
     let point = limit.checked_div(every)? * every;
@@ -465,6 +479,33 @@ pub fn export_json_elements(doc: &Value) -> Option<Vec<Value>> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn snapshots_are_spaced_by_the_board_they_write() {
+        // A small board: every multiple of `every`.
+        assert!(snapshot_due(500, 0, 0, 500));
+        assert!(!snapshot_due(501, 0, 0, 500));
+        assert!(snapshot_due(1000, 500, 499, 500));
+        // After a snapshot of 1,200 elements: not until 1,200 ops later, on a multiple of `every`.
+        assert!(!snapshot_due(2000, 1000, 1200, 500));
+        assert!(snapshot_due(2500, 1000, 1200, 500));
+        // A board growing by one element per op is snapshotted at doubling seqs; by ten per op,
+        // less often still, but never not at all (either way about 1 + growth elements per op).
+        let schedule = |per_op: u64| {
+            let (mut last, mut elements, mut taken) = (0, 0, Vec::new());
+            for seq in 1..=20_000 {
+                if snapshot_due(seq, last, elements, 500) {
+                    (last, elements) = (seq, (seq * per_op) as usize);
+                    taken.push(seq);
+                }
+            }
+            taken
+        };
+        assert_eq!(schedule(1), [500, 1000, 2000, 4000, 8000, 16000]);
+        assert_eq!(schedule(10), [500, 5500]);
+        // Off: never.
+        assert!(!snapshot_due(500, 0, 0, 0));
+    }
 
     fn record(v: Value) -> String {
         v.to_string()

@@ -74,7 +74,7 @@ struct Room {
     users: HashMap<ConnKey, (UserId, String)>,
     /// The board the log's first record applies to (§5: older ops folded into it).
     base: history::Board,
-    /// Boards every `snapshot_every` seqs after the base (derived from the log).
+    /// Boards after the base, spaced by `history::snapshot_due` (derived from the log).
     snapshots: BTreeMap<u64, history::Board>,
     versions: Vec<Version>,
     /// When the last connection left (compaction, §6); `None` while anyone is in it.
@@ -147,7 +147,8 @@ impl Room {
     /// once more than the history cap are kept (never the replay window).
     fn keep_history(&mut self, settings: &EngineSettings) {
         let seq = self.seq;
-        if settings.snapshot_every == 0 || !seq.is_multiple_of(settings.snapshot_every) {
+        let last = self.snapshots.values().next_back().unwrap_or(&self.base);
+        if !history::snapshot_due(seq, last.seq, last.len(), settings.snapshot_every) {
             return;
         }
         self.snapshots.insert(seq, self.board());
@@ -158,7 +159,9 @@ impl Room {
         if fold <= self.base.seq {
             return;
         }
-        if let Some(base) = self.snapshots.remove(&fold) {
+        let newest = self.snapshots.range(..=fold).next_back().map(|(s, _)| *s);
+        if let Some(base) = newest.and_then(|s| self.snapshots.remove(&s)) {
+            let fold = base.seq;
             self.base = base;
             self.snapshots.retain(|&s, _| s > fold);
             while self.log.front().is_some_and(|(s, _)| *s <= fold) {

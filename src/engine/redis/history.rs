@@ -1,9 +1,9 @@
 //! A room's past on Redis (§5): the log list is the source of truth; the room's `:history`
 //! hash holds the base (the board the log's first record applies to, once old ops are folded
-//! into it), a snapshot every `snapshot_every` seqs (`s:<seq>`, derived: deleting them changes
-//! no answer, only its cost) and the named versions (`v:<id>`). `lua/past.lua` reads what a
-//! question needs in one call; the board is then folded in Rust by the one reducer,
-//! [`history::Board::apply`].
+//! into it), snapshots (`s:<seq>`, spaced by `history::snapshot_due`, the newest named with
+//! its size in `last`; derived: deleting them changes no answer, only its cost) and the named
+//! versions (`v:<id>`). `lua/past.lua` reads what a question needs in one call; the board is
+//! then folded in Rust by the one reducer, [`history::Board::apply`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -84,9 +84,23 @@ impl Inner {
         })
     }
 
-    /// Derived history after op `seq` (a multiple of `snapshot_every`): its snapshot, built from
-    /// the log, and the oldest ops folded into the base once more than the cap are kept.
+    /// Derived history after op `seq` (a multiple of `snapshot_every`): its snapshot when one is
+    /// due (`history::snapshot_due`), built from the log, and the oldest ops folded into the
+    /// base once more than the cap are kept.
     pub(super) async fn keep_history(&self, room: &RoomId, seq: u64) -> EngineResult<()> {
+        // One small call first: on a big board most multiples of `snapshot_every` are not due.
+        let reply = self
+            .room_script(&self.scripts.past, room, &["last", ""])
+            .await?;
+        let (tag, mut items) = tagged(reply)?;
+        if tag != "last" {
+            return Ok(());
+        }
+        let last = number(next(&mut items)?)?;
+        let last_elements = usize::try_from(number(next(&mut items)?)?).unwrap_or(usize::MAX);
+        if !history::snapshot_due(seq, last, last_elements, self.settings.snapshot_every) {
+            return Ok(());
+        }
         let Past::Found(board) = self.board_at(room, Some(seq)).await? else {
             return Ok(());
         };
@@ -97,7 +111,12 @@ impl Inner {
         self.room_script(
             &self.scripts.keep,
             room,
-            &[&seq.to_string(), &board.snapshot(), &fold],
+            &[
+                &seq.to_string(),
+                &board.snapshot(),
+                &fold,
+                &board.len().to_string(),
+            ],
         )
         .await?;
         Ok(())
