@@ -355,7 +355,10 @@ where
                 Write::Flush => socket.flush().await,
             }
         };
+        // The write first: one that completes at once (most feeds) never polls, and so never
+        // registers, the timer or the overflow waiter.
         let result = tokio::select! {
+            biased;
             done = io => done.map_err(|_| WriteError::Failed),
             () = overflow.cancelled() => Err(WriteError::Overflow),
             () = tokio::time::sleep(limit) => Err(WriteError::Stalled),
