@@ -1574,34 +1574,12 @@ mod cases {
         let (room, a, _b) = fx.two_joined("alice", "bob").await;
         let backend = fx.backend();
         let key = format!("{}room:{{{room}}}:history", backend.prefix);
-        let conn = backend.server.client().await;
-        let field = |name: &'static str| {
-            let (key, mut conn) = (key.clone(), conn.clone());
-            async move {
-                ::redis::cmd("HGET")
-                    .arg(&key)
-                    .arg(name)
-                    .query_async::<Option<String>>(&mut conn)
-                    .await
-                    .expect("hget")
-            }
-        };
-        // One stroke per op, snapshots at least 4 ops apart: due at 4, 8, 16 and 32. Waiting for
-        // each makes the others' decisions certain (they run off the op's path, in any order).
-        let mut seq = 0;
-        for due in [4u64, 8, 16, 32] {
-            while seq < due {
-                seq += 1;
-                fx.draw(&room, &a, &format!("s{seq}")).await;
-            }
-            let want = format!("{due}:{due}");
-            wait_until("the snapshot is taken", WAIT, || {
-                let (want, got) = (want.clone(), field("last"));
-                async move { got.await.as_deref() == Some(want.as_str()) }
-            })
-            .await;
+        let mut conn = backend.server.client().await;
+        // One stroke per op, snapshots at least 4 ops apart: due at 4, 8, 16 and 32, each taken
+        // by the commit of its op.
+        for seq in 1..=33 {
+            fx.draw(&room, &a, &format!("s{seq}")).await;
         }
-        let mut conn = conn.clone();
         let mut snapshots: Vec<String> = ::redis::cmd("HKEYS")
             .arg(&key)
             .query_async::<Vec<String>>(&mut conn)
@@ -1612,10 +1590,19 @@ mod cases {
             .collect();
         snapshots.sort_by_key(|f| f[2..].parse::<u64>().unwrap_or(0));
         assert_eq!(snapshots, ["s:4", "s:8", "s:16", "s:32"]);
-        let Past::Found(board) = fx.history.board_at(&room, Some(30)).await.expect("at") else {
-            panic!("a board at 30")
-        };
-        assert_eq!(board.len(), 30, "s:16 and the 14 ops after it");
+        let last: Option<String> = ::redis::cmd("HGET")
+            .arg(&key)
+            .arg("last")
+            .query_async(&mut conn)
+            .await
+            .expect("hget");
+        assert_eq!(last.as_deref(), Some("32:32"));
+        for at in [3, 16, 30] {
+            let Past::Found(board) = fx.history.board_at(&room, Some(at)).await.expect("at") else {
+                panic!("a board at {at}")
+            };
+            assert_eq!(board.len() as u64, at, "the board after seq {at}");
+        }
     }
 
     /// Redis: deleting every snapshot changes no answer.

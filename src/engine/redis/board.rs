@@ -257,14 +257,16 @@ impl Inner {
             field.to_owned(),
             ack_text(decision.ack_id.as_ref()).to_owned(),
             format!(
-                "{} {} {} {} {} {} {}",
+                "{} {} {} {} {} {} {} {} {}",
                 quota.room_elements,
                 quota.room_bytes,
                 quota.user_bytes,
                 usage.elements,
                 usage.bytes,
                 usage.users.len(),
-                self.settings.log_max.max(1)
+                self.settings.log_max.max(1),
+                self.settings.snapshot_every,
+                self.settings.history_max,
             ),
             self.settings.undo_max.to_string(),
             self.settings.redo_max.to_string(),

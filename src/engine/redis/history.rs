@@ -1,11 +1,11 @@
 //! A room's past on Redis (§5): the log list is the source of truth; the room's `:history`
 //! hash holds the base (the board the log's first record applies to, once old ops are folded
-//! into it), snapshots (`s:<seq>`, spaced by `history::snapshot_due`, the newest named with
-//! its size in `last`; derived: deleting them changes no answer, only its cost) and the named
-//! versions (`v:<id>`). `lua/past.lua` reads what a question needs in one call; the board is
+//! into it), snapshots (`s:<seq>`, taken and folded by `lua/apply.lua` as the op that makes one
+//! due commits, spaced as `history::snapshot_due` says, the newest named with its size in
+//! `last`; derived: deleting them changes no answer, only its cost) and the named versions
+//! (`v:<id>`). `lua/past.lua` reads what a question needs in one call; the board is
 //! then folded in Rust by the one reducer, [`history::Board::apply`].
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -83,44 +83,6 @@ impl Inner {
             Answer::Ops { .. } => Err(bad_reply("ops for a board")),
         })
     }
-
-    /// Derived history after op `seq` (a multiple of `snapshot_every`): its snapshot when one is
-    /// due (`history::snapshot_due`), built from the log, and the oldest ops folded into the
-    /// base once more than the cap are kept.
-    pub(super) async fn keep_history(&self, room: &RoomId, seq: u64) -> EngineResult<()> {
-        // One small call first: on a big board most multiples of `snapshot_every` are not due.
-        let reply = self
-            .room_script(&self.scripts.past, room, &["last", ""])
-            .await?;
-        let (tag, mut items) = tagged(reply)?;
-        if tag != "last" {
-            return Ok(());
-        }
-        let last = number(next(&mut items)?)?;
-        let last_elements = usize::try_from(number(next(&mut items)?)?).unwrap_or(usize::MAX);
-        if !history::snapshot_due(seq, last, last_elements, self.settings.snapshot_every) {
-            return Ok(());
-        }
-        let Past::Found(board) = self.board_at(room, Some(seq)).await? else {
-            return Ok(());
-        };
-        let fold =
-            history::fold_point(seq, self.settings.history_max, self.settings.snapshot_every)
-                .map(|s| s.to_string())
-                .unwrap_or_default();
-        self.room_script(
-            &self.scripts.keep,
-            room,
-            &[
-                &seq.to_string(),
-                &board.snapshot(),
-                &fold,
-                &board.len().to_string(),
-            ],
-        )
-        .await?;
-        Ok(())
-    }
 }
 
 /// Whether a room script answered that the room is compacted.
@@ -192,24 +154,6 @@ impl Inner {
 
 fn corrupt(e: history::HistoryError) -> EngineError {
     EngineError::Internal(e.to_string())
-}
-
-impl RedisEngine {
-    /// Called after each applied op: keeps the history's derived data off the op's own path.
-    pub(super) fn after_op(&self, room: &RoomId, seq: u64) {
-        let every = self.inner.settings.snapshot_every;
-        if every == 0 || !seq.is_multiple_of(every) {
-            return;
-        }
-        let inner: Arc<Inner> = self.inner.clone();
-        let room = room.clone();
-        self.tasks.spawn(async move {
-            if let Err(e) = inner.keep_history(&room, seq).await {
-                // Derived data: the next snapshot seq tries again, and answers stay right meanwhile.
-                tracing::warn!(%room, seq, error = %e, "could not keep the room's history");
-            }
-        });
-    }
 }
 
 #[async_trait]

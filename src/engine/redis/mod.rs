@@ -84,7 +84,6 @@ struct Scripts {
     events_after: RoomScript,
     rebase: RoomScript,
     past: RoomScript,
-    keep: RoomScript,
     versions: RoomScript,
     dump: RoomScript,
     load: RoomScript,
@@ -101,7 +100,7 @@ struct Scripts {
 }
 
 impl Scripts {
-    fn all(&self) -> [&Script; 23] {
+    fn all(&self) -> [&Script; 22] {
         [
             &self.join.script,
             &self.leave.script,
@@ -112,7 +111,6 @@ impl Scripts {
             &self.events_after.script,
             &self.rebase.script,
             &self.past.script,
-            &self.keep.script,
             &self.versions.script,
             &self.dump.script,
             &self.load.script,
@@ -140,7 +138,6 @@ impl Scripts {
             events_after: room_script!("events_after"),
             rebase: room_script!("rebase"),
             past: room_script!("past"),
-            keep: room_script!("keep"),
             versions: room_script!("versions"),
             dump: room_script!("dump"),
             load: room_script!("load"),
@@ -184,8 +181,6 @@ pub struct RedisSettings {
 
 pub struct RedisEngine {
     inner: Arc<Inner>,
-    /// The engine's background work (history upkeep), drained on shutdown.
-    tasks: TaskTracker,
 }
 
 /// What the log holds after a delivered position, as the feed's repair reads it.
@@ -346,10 +341,7 @@ impl RedisEngine {
         }
         tasks.spawn(pubsub::run(inner.clone(), shutdown.clone()));
         tasks.spawn(liveness::run(inner.clone(), shutdown));
-        Ok(Self {
-            inner,
-            tasks: tasks.clone(),
-        })
+        Ok(Self { inner })
     }
 }
 
@@ -939,9 +931,6 @@ impl Engine for RedisEngine {
 
     async fn apply(&self, room: &RoomId, op: Op<'_>) -> EngineResult<OpOutcome> {
         let outcome = self.inner.apply_op(room, &op).await?;
-        if let OpOutcome::Applied { seq, .. } = outcome {
-            self.after_op(room, seq);
-        }
         // A resent op id found by the read (not by the commit, whose pipeline waited): its
         // ACK too waits for the replicas, or the first answer's UNAVAILABLE would be undone.
         let inner = &self.inner;

@@ -2,9 +2,9 @@
 -- checks that the versions the decision relied on still stand, assigns the next seq, writes the
 -- elements, logs and publishes the record, and keeps the idempotency record and the caller's
 -- undo/redo lists. It builds no client frame and decodes no JSON.
--- ARGV 5 op field ('' = none), 6 ACK id, 7 quotas and usage: 'maxElements maxBytes maxUserBytes
--- dElements dBytes nUsers replayWindow' (`domain/quota.rs`), with the nUsers {userId, dBytes}
--- pairs last in ARGV, 8 undo cap, 9 redo cap,
+-- ARGV 5 op field ('' = none), 6 ACK id, 7 limits and usage: 'maxElements maxBytes maxUserBytes
+-- dElements dBytes nUsers replayWindow snapshotEvery historyMax' (`domain/quota.rs`; the last two
+-- are `history.rs`'s), with the nUsers {userId, dBytes} pairs last in ARGV, 8 undo cap, 9 redo cap,
 -- 10 stacks ('push' | 'undo' | 'redo'), 11 the seq leaving the undo/redo list ('' = none),
 -- 12 record head, 13 record tail (non-empty: the written elements go between head and tail),
 -- 14 the edge index version the decision read ('' = it read none), then counted groups:
@@ -54,9 +54,9 @@ end
 -- Quotas, before anything is written: what the op adds to the room and to each creator's bytes
 -- (the room hash's `bytes` and `b:<userId>`). Freeing is never refused. The messages are the
 -- memory engine's (`Usage::check`), word for word.
--- (One match and seven num(): a third of what a gmatch loop into a table costs, on every op.)
-local max_elements, max_bytes, max_user, d_elements, d_bytes, n_users, window =
-  string.match(ARGV[7], '^(%S+) (%S+) (%S+) (%S+) (%S+) (%S+) (%S+)$')
+-- (One match and num(): a third of what a gmatch loop into a table costs, on every op.)
+local max_elements, max_bytes, max_user, d_elements, d_bytes, n_users, window, every, keep =
+  string.match(ARGV[7], '^(%S+) (%S+) (%S+) (%S+) (%S+) (%S+) (%S+) (%S+) (%S+)$')
 max_elements, max_bytes, max_user = num(max_elements), num(max_bytes), num(max_user)
 d_elements, d_bytes, n_users, window = num(d_elements), num(d_bytes), num(n_users), num(window)
 if d_elements > 0 and redis.call('HLEN', KEYS[2]) - 1 + d_elements > max_elements then
@@ -168,8 +168,8 @@ if edges_moved then redis.call('HINCRBY', KEYS[1], 'edges', 1) end
 
 local record = '{"seq":' .. seq_text .. ',' .. ARGV[12]
 if ARGV[13] ~= '' then record = record .. table.concat(written, ',') .. ARGV[13] end
--- The log is history (§5): it is trimmed only by keep.lua, which first folds what it drops
--- into the room's base snapshot.
+-- The log is history (§5): it is trimmed only by keep_history below, which first folds what it
+-- drops into the room's base snapshot.
 if redis.call('RPUSH', KEYS[3], record) == 1 then expire_new(KEYS[3]) end
 -- (The board and idempotency hashes exist from the room's creation, kept by a placeholder
 -- field, with the room's TTL: writing into them needs no expiry of its own.)
@@ -196,6 +196,47 @@ if seq % window == 0 then
   redis.call('HSET', KEYS[5], '', '')
   expire_new(KEYS[5])
 end
+
+-- The room's derived history (§5, `docs/REDIS.md`): on a multiple of `every`, once `every` ops
+-- and as many ops as the last snapshot holds elements have passed (`history::snapshot_due`), a
+-- snapshot of the board after this op, copied here in Redis: the board at this seq is the
+-- live one. Then, past `keep` ops, the oldest fold into the base (`history::fold_point`): the
+-- newest snapshot at or before the fold point becomes it, and the log is trimmed to it.
+local function keep_history()
+  local s, n = string.match(redis.call('HGET', KEYS[7], 'last') or '', '^(%d+):(%d+)$')
+  -- `last` names the newest snapshot and its size; gone (folded, deleted by hand): due now.
+  if s and redis.call('HEXISTS', KEYS[7], 's:' .. s) == 1
+      and seq - num(s) < math.max(every, num(n)) then
+    return
+  end
+  local elements = {}
+  for _, e in ipairs(redis.call('HVALS', KEYS[2])) do
+    if e ~= '' then elements[#elements + 1] = e end
+  end
+  redis.call('HSET', KEYS[7],
+    's:' .. seq_text, '{"seq":' .. seq_text .. ',"elements":[' .. table.concat(elements, ',') .. ']}',
+    'last', seq_text .. ':' .. #elements)
+  expire_new(KEYS[7])
+  if seq - keep < every then return end
+  local point = seq - keep - (seq - keep) % every
+  local fold = 0
+  for _, field in ipairs(redis.call('HKEYS', KEYS[7])) do
+    local at = tonumber(string.match(field, '^s:(%d+)$'))
+    if at and at <= point and at > fold then fold = at end
+  end
+  local base = redis.call('HGET', KEYS[7], 'base')
+  if fold == 0 or (base and fold <= num(string.match(base, '^{"seq":(%d+)'))) then return end
+  redis.call('HSET', KEYS[7], 'base', redis.call('HGET', KEYS[7], 's:' .. fold))
+  for _, field in ipairs(redis.call('HKEYS', KEYS[7])) do
+    local at = tonumber(string.match(field, '^s:(%d+)$'))
+    if at and at <= fold then redis.call('HDEL', KEYS[7], field) end
+  end
+  local first = seq - redis.call('LLEN', KEYS[3]) + 1
+  if fold >= first then redis.call('LTRIM', KEYS[3], fold - first + 1, -1) end
+end
+every, keep = num(every), num(keep)
+if every > 0 and seq % every == 0 then keep_history() end
+
 redis.call(publish, channel, record)
 touch_if_due(pttl)
 return {'ok', seq}

@@ -1,10 +1,9 @@
 -- PAST: what a question about a room's history needs, read at one moment (`history.rs`).
--- ARGV 5 'ops' | 'board' | 'last', 6 since / at ('' = now), 7 limit (ops).
+-- ARGV 5 'ops' | 'board', 6 since / at ('' = now), 7 limit (ops).
 -- A compacted room is read from its frozen snapshot, not thawed: looking at history is not
 -- activity. Returns {'missing'} | {'trimmed', oldest} | {'ahead', seq} |
 --   {'ops', epoch, records} | {'now', seq, elements (HVALS, the placeholder among them)} |
---   {'board', snapshot text or false (the empty board at 0), records after it up to `at`} |
---   {'last', the newest snapshot's seq (or the base's), its element count}.
+--   {'board', snapshot text or false (the empty board at 0), records after it up to `at`}.
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end
 local seq = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
 local first = seq - redis.call('LLEN', KEYS[3]) + 1
@@ -32,25 +31,6 @@ elseif first > 1 then
   base_seq = seq
 end
 
--- The newest snapshot at or before `at` (the base when none is).
-local function nearest(at)
-  local best = base_seq
-  for _, field in ipairs(redis.call('HKEYS', KEYS[7])) do
-    local s = tonumber(string.match(field, '^s:(%d+)$'))
-    if s and s <= at and s > best then best = s end
-  end
-  return best
-end
-if ARGV[5] == 'last' then
-  -- `last` ('<seq>:<elements>', written by keep.lua) names the newest snapshot and its size;
-  -- when that snapshot is gone (folded, deleted by hand) the size is unknown: say 0.
-  local s, n = string.match(redis.call('HGET', KEYS[7], 'last') or '', '^(%d+):(%d+)$')
-  if s and redis.call('HEXISTS', KEYS[7], 's:' .. s) == 1 then
-    return {'last', tonumber(s), tonumber(n)}
-  end
-  return {'last', nearest(seq), 0}
-end
-
 local at = tonumber(ARGV[6]) or seq
 if at < base_seq then return {'trimmed', base_seq} end
 if at > seq then return {'ahead', seq} end
@@ -65,7 +45,11 @@ if at == seq then
   return {'now', seq, redis.call('HVALS', KEYS[2])}
 end
 -- The nearest snapshot at or before `at`, then the records after it.
-local best = nearest(at)
+local best = base_seq
+for _, field in ipairs(redis.call('HKEYS', KEYS[7])) do
+  local s = tonumber(string.match(field, '^s:(%d+)$'))
+  if s and s <= at and s > best then best = s end
+end
 local snapshot = base or false
 if best ~= base_seq then snapshot = redis.call('HGET', KEYS[7], 's:' .. best) end
 local records = {}
