@@ -166,8 +166,16 @@ for _ = 1, num(ARGV[i]) do
 end
 if edges_moved then redis.call('HINCRBY', KEYS[1], 'edges', 1) end
 
-local record = '{"seq":' .. seq_text .. ',' .. ARGV[12]
-if ARGV[13] ~= '' then record = record .. table.concat(written, ',') .. ARGV[13] end
+-- Built in one concatenation: Redis's Lua hashes every byte of every string it makes, so each
+-- intermediate string (a head, a one-element table.concat) would cost its length again.
+local record
+if ARGV[13] == '' then
+  record = '{"seq":' .. seq_text .. ',' .. ARGV[12]
+elseif #written == 1 then
+  record = '{"seq":' .. seq_text .. ',' .. ARGV[12] .. written[1] .. ARGV[13]
+else
+  record = '{"seq":' .. seq_text .. ',' .. ARGV[12] .. table.concat(written, ',') .. ARGV[13]
+end
 -- The log is history (§5): it is trimmed only by keep_history below, which first folds what it
 -- drops into the room's base snapshot.
 if redis.call('RPUSH', KEYS[3], record) == 1 then expire_new(KEYS[3]) end
