@@ -156,6 +156,9 @@ pub struct Sequencing {
     pub duplicates: u64,
     /// Of the gaps, ops that had been acknowledged to their sender.
     pub lost_acked: u64,
+    /// Of the gaps, those after the last seq their receiver saw (late when the run ended); the
+    /// others are holes.
+    pub tail_gaps: u64,
     pub out_of_order: u64,
     pub stale: u64,
     pub replay_overlap: u64,
@@ -180,6 +183,7 @@ impl Sequencing {
             let v = judge_room(members);
             s.gaps += v.gaps;
             s.lost_acked += v.lost_acked;
+            s.tail_gaps += v.tail;
             for m in members {
                 seen.add(&m.counters);
             }
@@ -398,8 +402,9 @@ impl Report {
             }
             if s.gaps > 0 {
                 f.push(format!(
-                    "{} seq gaps (receiver, seq) never delivered",
-                    s.gaps
+                    "{} seq gaps (receiver, seq) never delivered ({} of them after the last seq \
+                     their receiver saw: late, not holes)",
+                    s.gaps, s.tail_gaps
                 ));
             }
             if s.duplicates > 0 {
@@ -739,7 +744,7 @@ mod tests {
         assert_eq!(
             keys(&v["sequencing"]),
             names(
-                "rooms receivers gaps duplicates lost_acked out_of_order stale replay_overlap \
+                "rooms receivers gaps duplicates lost_acked tail_gaps out_of_order stale replay_overlap \
                  snapshot_resync epoch_changes self_echo absurd_seq"
             )
         );

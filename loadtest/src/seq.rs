@@ -215,6 +215,9 @@ pub struct RoomVerdict {
     pub gaps: u64,
     /// Those of the gaps whose op had been acknowledged to its sender.
     pub lost_acked: u64,
+    /// Those of the gaps after the last seq the member saw: still on their way when the run
+    /// ended (late), where the others are holes (a later seq arrived, this one never did).
+    pub tail: u64,
 }
 
 /// Judges one room from its members' reports.
@@ -250,6 +253,7 @@ pub fn judge_room(members: &[SeqReport]) -> RoomVerdict {
         ..RoomVerdict::default()
     };
     for m in members {
+        let last_seen = m.base + m.flags.iter().rposition(|&f| f != 0).map_or(0, |i| i as u64 + 1);
         for s in m.base + 1..=final_seq {
             let seen = m
                 .flags
@@ -257,6 +261,7 @@ pub fn judge_room(members: &[SeqReport]) -> RoomVerdict {
                 .is_some_and(|&f| f != 0);
             if !seen {
                 verdict.gaps += 1;
+                verdict.tail += u64::from(s > last_seen);
                 if acked.get((s - low - 1) as usize).copied().unwrap_or(false) {
                     verdict.lost_acked += 1;
                 }
@@ -356,6 +361,7 @@ mod tests {
         assert_eq!(v.final_seq, 4);
         assert_eq!(v.gaps, 2);
         assert_eq!(v.lost_acked, 1);
+        assert_eq!(v.tail, 1, "b saw 3, so 2 is a hole and 4 a tail");
         assert_eq!(judge_room(&[]), RoomVerdict::default());
     }
 }
