@@ -253,7 +253,11 @@ pub fn judge_room(members: &[SeqReport]) -> RoomVerdict {
         ..RoomVerdict::default()
     };
     for m in members {
-        let last_seen = m.base + m.flags.iter().rposition(|&f| f != 0).map_or(0, |i| i as u64 + 1);
+        let last_seen = m.base
+            + m.flags
+                .iter()
+                .rposition(|&f| f != 0)
+                .map_or(0, |i| i as u64 + 1);
         for s in m.base + 1..=final_seq {
             let seen = m
                 .flags
