@@ -1597,12 +1597,34 @@ mod cases {
             .await
             .expect("hget");
         assert_eq!(last.as_deref(), Some("32:32"));
+        let copy = format!("{}room:{{{room}}}:snap:32", backend.prefix);
+        let elements: u64 = ::redis::cmd("HLEN")
+            .arg(&copy)
+            .query_async(&mut conn)
+            .await
+            .expect("hlen");
+        assert_eq!(elements, 33, "the board after 32, its placeholder included");
+        let ttl: i64 = ::redis::cmd("PTTL")
+            .arg(&copy)
+            .query_async(&mut conn)
+            .await
+            .expect("pttl");
+        assert!(ttl > 0, "a snapshot expires with its room: {ttl}");
         for at in [3, 16, 30] {
             let Past::Found(board) = fx.history.board_at(&room, Some(at)).await.expect("at") else {
                 panic!("a board at {at}")
             };
             assert_eq!(board.len() as u64, at, "the board after seq {at}");
         }
+        // A backup loaded over the room leaves none of the old room's snapshots behind.
+        let dump = fx.history.dump(&room).await.expect("dump").expect("a room");
+        fx.history.load(&dump).await.expect("load");
+        let left: Vec<String> = ::redis::cmd("KEYS")
+            .arg(format!("{}room:{{{room}}}:snap:*", backend.prefix))
+            .query_async(&mut conn)
+            .await
+            .expect("keys");
+        assert_eq!(left, Vec::<String>::new());
     }
 
     /// Redis: deleting every snapshot changes no answer.
@@ -1611,7 +1633,7 @@ mod cases {
         let boards = history_run(fx, &room, &a, &b).await;
         let backend = fx.backend();
         let key = format!("{}room:{{{room}}}:history", backend.prefix);
-        let mut conn = backend.server.client().await;
+        let conn = backend.server.client().await;
         wait_until("snapshots are written", WAIT, || {
             let key = key.clone();
             let mut conn = conn.clone();
@@ -1642,37 +1664,53 @@ mod cases {
             }
         };
         let with = answers(fx).await;
+        let run = |cmd: &str, args: &[&str]| {
+            let mut c = ::redis::cmd(cmd);
+            c.arg(args);
+            let mut conn = conn.clone();
+            async move {
+                c.query_async::<::redis::Value>(&mut conn)
+                    .await
+                    .expect("redis")
+            }
+        };
+        // A snapshot is the key `:snap:<seq>` (a copy of the board hash) and its `s:<seq>` field.
+        let snap = format!("{}room:{{{room}}}:snap:8", backend.prefix);
+        assert_eq!(run("EXISTS", &[&snap]).await, ::redis::Value::Int(1));
         let fields: Vec<String> = ::redis::cmd("HKEYS")
             .arg(&key)
-            .query_async(&mut conn)
+            .query_async(&mut conn.clone())
             .await
             .expect("hkeys");
         for f in fields.iter().filter(|f| f.starts_with("s:")) {
-            let _: () = ::redis::cmd("HDEL")
-                .arg(&key)
-                .arg(f)
-                .query_async(&mut conn)
-                .await
-                .expect("hdel");
+            let copy = format!("{}room:{{{room}}}:snap:{}", backend.prefix, &f[2..]);
+            run("HDEL", &[&key, f]).await;
+            run("DEL", &[&copy]).await;
         }
         assert_eq!(answers(fx).await, with);
         assert_eq!(with.len(), boards.len());
         // And they are what answers are built from: an (artificially) emptied snapshot at seq 8
         // shows in the board after seq 9, which is read as that snapshot plus one op.
-        let _: () = ::redis::cmd("HSET")
-            .arg(&key)
-            .arg("s:8")
-            .arg(r#"{"seq":8,"elements":[]}"#)
-            .query_async(&mut conn)
-            .await
-            .expect("hset");
-        let Past::Found(nine) = fx.history.board_at(&room, Some(9)).await.expect("at 9") else {
-            panic!("a board at 9")
+        run("HSET", &[&key, "s:8", ""]).await;
+        run("HSET", &[&snap, "", ""]).await;
+        let nine = |fx: &Fixture| {
+            let history = fx.history.clone();
+            let room = room.clone();
+            async move {
+                match history.board_at(&room, Some(9)).await.expect("at 9") {
+                    Past::Found(board) => board.len(),
+                    other => panic!("a board at 9: {other:?}"),
+                }
+            }
         };
         assert!(
-            nine.len() < with[9].len(),
+            nine(fx).await < with[9].len(),
             "the board after 9 was read from the snapshot at 8"
         );
+        // An older gateway's snapshot, its board as text in the field, is read too.
+        run("DEL", &[&snap]).await;
+        run("HSET", &[&key, "s:8", r#"{"seq":8,"elements":[]}"#]).await;
+        assert!(nine(fx).await < with[9].len(), "read from the text at s:8");
     }
 
     pub async fn text_edits_merge_character_by_character(fx: &Fixture) {

@@ -1,9 +1,9 @@
 //! A room's past on Redis (§5): the log list is the source of truth; the room's `:history`
 //! hash holds the base (the board the log's first record applies to, once old ops are folded
-//! into it), snapshots (`s:<seq>`, taken and folded by `lua/apply.lua` as the op that makes one
-//! due commits, spaced as `history::snapshot_due` says, the newest named with its size in
-//! `last`; derived: deleting them changes no answer, only its cost) and the named versions
-//! (`v:<id>`). `lua/past.lua` reads what a question needs in one call; the board is
+//! into it), the index of the snapshots (`s:<seq>`: each a copy of the board hash in
+//! `:snap:<seq>`, taken and folded by `lua/apply.lua` as the op that makes one due commits,
+//! spaced as `history::snapshot_due` says, the newest named with its size in `last`; derived:
+//! deleting them changes no answer, only its cost) and the named versions (`v:<id>`). `lua/past.lua` reads what a question needs in one call; the board is
 //! then folded in Rust by the one reducer, [`history::Board::apply`].
 
 use std::time::Duration;

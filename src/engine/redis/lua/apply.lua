@@ -207,37 +207,32 @@ end
 
 -- The room's derived history (§5, `docs/REDIS.md`): on a multiple of `every`, once `every` ops
 -- and as many ops as the last snapshot holds elements have passed (`history::snapshot_due`), a
--- snapshot of the board after this op, copied here in Redis: the board at this seq is the
--- live one. Then, past `keep` ops, the oldest fold into the base (`history::fold_point`): the
+-- snapshot of the board after this op: a copy of the live board, which is the board at this
+-- seq. Then, past `keep` ops, the oldest fold into the base (`history::fold_point`): the
 -- newest snapshot at or before the fold point becomes it, and the log is trimmed to it.
 local function keep_history()
   local s, n = string.match(redis.call('HGET', KEYS[7], 'last') or '', '^(%d+):(%d+)$')
   -- `last` names the newest snapshot and its size; gone (folded, deleted by hand): due now.
-  if s and redis.call('HEXISTS', KEYS[7], 's:' .. s) == 1
+  if s and redis.call('EXISTS', snapshot_key(s)) == 1
       and seq - num(s) < math.max(every, num(n)) then
     return
   end
-  local elements = {}
-  for _, e in ipairs(redis.call('HVALS', KEYS[2])) do
-    if e ~= '' then elements[#elements + 1] = e end
-  end
-  redis.call('HSET', KEYS[7],
-    's:' .. seq_text, '{"seq":' .. seq_text .. ',"elements":[' .. table.concat(elements, ',') .. ']}',
-    'last', seq_text .. ':' .. #elements)
+  redis.call('COPY', KEYS[2], snapshot_key(seq_text), 'REPLACE')
+  redis.call('HSET', KEYS[7], 's:' .. seq_text, '',
+    'last', seq_text .. ':' .. (redis.call('HLEN', KEYS[2]) - 1))
   expire_new(KEYS[7])
   if seq - keep < every then return end
-  local point = seq - keep - (seq - keep) % every
-  local fold = 0
-  for _, field in ipairs(redis.call('HKEYS', KEYS[7])) do
-    local at = tonumber(string.match(field, '^s:(%d+)$'))
-    if at and at <= point and at > fold then fold = at end
-  end
+  local fold = newest_snapshot(seq - keep - (seq - keep) % every)
   local base = redis.call('HGET', KEYS[7], 'base')
-  if fold == 0 or (base and fold <= num(string.match(base, '^{"seq":(%d+)'))) then return end
-  redis.call('HSET', KEYS[7], 'base', redis.call('HGET', KEYS[7], 's:' .. fold))
+  if not fold or (base and fold <= num(string.match(base, '^{"seq":(%d+)'))) then return end
+  -- Made text once per fold: the base is read whole by every question about older seqs.
+  redis.call('HSET', KEYS[7], 'base', snapshot_text(fold))
   for _, field in ipairs(redis.call('HKEYS', KEYS[7])) do
     local at = tonumber(string.match(field, '^s:(%d+)$'))
-    if at and at <= fold then redis.call('HDEL', KEYS[7], field) end
+    if at and at <= fold then
+      redis.call('HDEL', KEYS[7], field)
+      redis.call('DEL', snapshot_key(at))
+    end
   end
   local first = seq - redis.call('LLEN', KEYS[3]) + 1
   if fold >= first then redis.call('LTRIM', KEYS[3], fold - first + 1, -1) end

@@ -3,6 +3,11 @@
 -- here), 11 how many elements, then {id, stored JSON, edge index value ('' = not an edge)} each,
 -- then how many quota counters and {field, bytes} each (`bytes`, `b:<userId>`), then
 -- {versionId, JSON} pairs to the end.
+-- The old room's snapshots first: they are found through its history, deleted next.
+for _, field in ipairs(redis.call('HKEYS', KEYS[7])) do
+  local s = string.match(field, '^s:(%d+)$')
+  if s then redis.call('DEL', snapshot_key(s)) end
+end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8])
 redis.call('HSET', KEYS[1], 'createdAt', ARGV[5], 'expiresAt', expires_at, 'creator', ARGV[6],
   'epoch', ARGV[7], 'seq', ARGV[8], 'ztop', ARGV[9], 'edges', '0')

@@ -45,13 +45,9 @@ if at == seq then
   return {'now', seq, redis.call('HVALS', KEYS[2])}
 end
 -- The nearest snapshot at or before `at`, then the records after it.
-local best = base_seq
-for _, field in ipairs(redis.call('HKEYS', KEYS[7])) do
-  local s = tonumber(string.match(field, '^s:(%d+)$'))
-  if s and s <= at and s > best then best = s end
-end
+local best = newest_snapshot(at)
 local snapshot = base or false
-if best ~= base_seq then snapshot = redis.call('HGET', KEYS[7], 's:' .. best) end
+if best and best > base_seq then snapshot = snapshot_text(best) else best = base_seq end
 local records = {}
 if at > best then records = redis.call('LRANGE', KEYS[3], best + 1 - first, at - first) end
 return {'board', snapshot, records}

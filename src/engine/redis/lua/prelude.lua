@@ -1,7 +1,7 @@
 -- Shared by every room script. KEYS, always in this order:
 --   1 room:{id} (hash)  2 :strokes (hash: element id -> element, and the placeholder '')
 --   3 :log (list of records)  4 :users (hash)  5 :ops (hash, and the placeholder '')  6 :edges (hash)
---   7 :history (hash: base and s:<seq> snapshots, v:<versionId> versions)
+--   7 :history (hash: base, s:<seq> snapshots' index, last, v:<versionId> versions)
 --   8 :ops-prev (hash: the previous generation of idempotency records)
 --   and for scripts acting for one user: 9 :undo:<userId> (list)  10 :redo:<userId> (list);
 --   last, always: :members (hash), which only touch() uses (it walks #KEYS), so members expire
@@ -43,10 +43,47 @@ local function distinct_users()
   return seen, list
 end
 
+-- A snapshot is a copy of the board hash at its seq (`COPY`: Redis copies it without making a
+-- Lua string of each element, which would hash every byte), indexed in :history as
+-- `s:<seq>` = ''. A non-empty `s:<seq>` is an older gateway's snapshot, its board as text.
+local function snapshot_key(seq) return KEYS[1] .. ':snap:' .. seq end
+
+-- The newest snapshot at or before `at` that is still there: its seq, or nil.
+local function newest_snapshot(at)
+  local seqs = {}
+  for _, field in ipairs(redis.call('HKEYS', KEYS[7])) do
+    local s = tonumber(string.match(field, '^s:(%d+)$'))
+    if s and s <= at then seqs[#seqs + 1] = s end
+  end
+  table.sort(seqs, function(a, b) return a > b end)
+  for _, s in ipairs(seqs) do
+    if redis.call('HSTRLEN', KEYS[7], 's:' .. s) > 0 or redis.call('EXISTS', snapshot_key(s)) == 1 then
+      return s
+    end
+  end
+  return nil
+end
+
+-- A snapshot's board as text, `{"seq":N,"elements":[...]}` (what `history::Board` reads).
+local function snapshot_text(seq)
+  local text = redis.call('HGET', KEYS[7], 's:' .. seq)
+  if text and text ~= '' then return text end
+  local elements = {}
+  for _, e in ipairs(redis.call('HVALS', snapshot_key(seq))) do
+    if e ~= '' then elements[#elements + 1] = e end
+  end
+  return '{"seq":' .. seq .. ',"elements":[' .. table.concat(elements, ',') .. ']}'
+end
+
 -- Activity keeps every key of the room alive for another TTL.
 local function touch()
   if ttl_ms > 0 then
     for i = 1, #KEYS do redis.call('PEXPIRE', KEYS[i], ttl_ms) end
+    -- And its snapshots, which no script names among its keys.
+    for _, field in ipairs(redis.call('HKEYS', KEYS[7])) do
+      local s = string.match(field, '^s:(%d+)$')
+      if s then redis.call('PEXPIRE', snapshot_key(s), ttl_ms) end
+    end
     redis.call('HSET', KEYS[1], 'expiresAt', expires_at)
   end
 end
