@@ -3207,6 +3207,33 @@ mod cases {
         );
     }
 
+    /// Snapshot copies are not among any script's keys: `touch()` finds them through the
+    /// history hash and refreshes them with the room's other keys.
+    pub async fn snapshots_live_as_long_as_their_room(fx: &Fixture) {
+        let redis = fx.backend();
+        let mut conn = redis.server.client().await;
+        let (room, a, _b) = fx.two_joined("alice", "bob").await;
+        fx.draw_each(&room, &a, 1, &["a1", "a2", "a3", "a4"]).await;
+        let base = format!("{}room:{{{room}}}", redis.prefix);
+        let keys = [
+            base.clone(),
+            format!("{base}:strokes"),
+            format!("{base}:snap:4"),
+        ];
+        assert_pttls(&mut conn, &keys, 0, 60_000).await;
+        for key in &keys {
+            let _: () = ::redis::cmd("PEXPIRE")
+                .arg(key)
+                .arg(5_000)
+                .query_async(&mut conn)
+                .await
+                .expect("PEXPIRE");
+        }
+        // Past a tenth of the TTL, the next op refreshes every key of the room, the copy too.
+        assert_eq!(fx.draw(&room, &a, "a5").await, applied(5, "a5"));
+        assert_pttls(&mut conn, &keys, 5_000, 60_000).await;
+    }
+
     /// Runs with no room TTL.
     pub async fn rooms_without_ttl_never_expire(fx: &Fixture) {
         let redis = fx.backend();
@@ -3338,6 +3365,12 @@ engine_suite! {
         snapshots_are_derived_data with EngineSettings { snapshot_every: 4, ..settings() };
         growing_boards_are_snapshotted_further_apart
             with EngineSettings { snapshot_every: 4, ..settings() };
+        snapshots_live_as_long_as_their_room
+            with EngineSettings {
+                snapshot_every: 4,
+                room_ttl: Some(Duration::from_secs(60)),
+                ..settings()
+            };
         sweep_removes_presence_of_dead_instances;
         room_keys_expire_after_activity
             with EngineSettings { room_ttl: Some(Duration::from_secs(60)), ..settings() };
