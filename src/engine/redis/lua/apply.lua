@@ -55,10 +55,13 @@ end
 -- (the room hash's `bytes` and `b:<userId>`). Freeing is never refused. The messages are the
 -- memory engine's (`Usage::check`), word for word.
 -- (One match and num(): a third of what a gmatch loop into a table costs, on every op.)
-local max_elements, max_bytes, max_user, d_elements, d_bytes, n_users, window, every, keep =
+-- Numbers handed back to Redis go as the text they came in: a Lua number is printed with
+-- "%.17g" on every redis.call.
+local max_elements, max_bytes, max_user, d_elements, d_bytes_text, n_users, window, every, keep =
   string.match(ARGV[7], '^(%S+) (%S+) (%S+) (%S+) (%S+) (%S+) (%S+) (%S+) (%S+)$')
 max_elements, max_bytes, max_user = num(max_elements), num(max_bytes), num(max_user)
-d_elements, d_bytes, n_users, window = num(d_elements), num(d_bytes), num(n_users), num(window)
+local d_bytes = num(d_bytes_text)
+d_elements, n_users, window = num(d_elements), num(n_users), num(window)
 if d_elements > 0 and redis.call('HLEN', KEYS[2]) - 1 + d_elements > max_elements then
   return {'quota', 'this room holds at most ' .. max_elements .. ' elements'}
 end
@@ -67,7 +70,7 @@ local function uncount()
   for _, c in ipairs(counted) do redis.call('HINCRBY', KEYS[1], c[1], -c[2]) end
 end
 if d_bytes ~= 0 then
-  local total = redis.call('HINCRBY', KEYS[1], 'bytes', d_bytes)
+  local total = redis.call('HINCRBY', KEYS[1], 'bytes', d_bytes_text)
   counted[1] = {'bytes', d_bytes}
   if d_bytes > 0 and total > max_bytes then
     uncount()
@@ -76,16 +79,17 @@ if d_bytes ~= 0 then
 end
 local users_at = #ARGV - 2 * n_users
 for k = 1, n_users do
-  local user, delta = ARGV[users_at + 2 * k - 1], num(ARGV[users_at + 2 * k])
-  local total = redis.call('HINCRBY', KEYS[1], 'b:' .. user, delta)
-  counted[#counted + 1] = {'b:' .. user, delta}
+  local user, delta_text = ARGV[users_at + 2 * k - 1], ARGV[users_at + 2 * k]
+  local field, delta = 'b:' .. user, num(delta_text)
+  local total = redis.call('HINCRBY', KEYS[1], field, delta_text)
+  counted[#counted + 1] = {field, delta}
   if delta > 0 and total > max_user then
     uncount()
     return {'quota', user .. "'s elements take at most " .. max_user .. ' bytes of a room'}
   end
 end
 
-local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
+local seq = redis.call('HINCRBY', KEYS[1], 'seq', '1')
 -- Spelled out once: Lua would print the number afresh (and with %.14g) at every use below.
 local seq_text = string.format('%d', seq)
 local written, done_ids, edges_moved, ztop_was = {}, {}, false, nil
@@ -122,7 +126,7 @@ for _ = 1, num(ARGV[i]) do
   if fresh then z = string.sub(z, 2) end
   if z == '' then
     -- On top: above every z this room has placed (`ztop` never goes down).
-    z = redis.call('HINCRBY', KEYS[1], 'ztop', 1)
+    z = redis.call('HINCRBY', KEYS[1], 'ztop', '1')
     ztop_was = ztop_was or z - 1
     z = string.format('%d', z)
   elseif string.sub(z, 1, 1) == '=' then
