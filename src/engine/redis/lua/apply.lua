@@ -227,8 +227,12 @@ local function keep_history()
   expire_new(KEYS[7])
   if seq - keep < every then return end
   local fold = newest_snapshot(seq - keep - (seq - keep) % every)
+  local first = seq - redis.call('LLEN', KEYS[3]) + 1
+  -- The log starts right after the base: a fold point before it is folded already, which
+  -- this tells without reading the base (a whole board, made a Lua string).
+  if not fold or fold < first then return end
   local base = redis.call('HGET', KEYS[7], 'base')
-  if not fold or (base and fold <= num(string.match(base, '^{"seq":(%d+)'))) then return end
+  if base and fold <= num(string.match(base, '^{"seq":(%d+)')) then return end
   -- Made text once per fold: the base is read whole by every question about older seqs.
   redis.call('HSET', KEYS[7], 'base', snapshot_text(fold))
   for _, field in ipairs(redis.call('HKEYS', KEYS[7])) do
@@ -238,8 +242,7 @@ local function keep_history()
       redis.call('DEL', snapshot_key(at))
     end
   end
-  local first = seq - redis.call('LLEN', KEYS[3]) + 1
-  if fold >= first then redis.call('LTRIM', KEYS[3], fold - first + 1, -1) end
+  redis.call('LTRIM', KEYS[3], fold - first + 1, -1)
 end
 every, keep = num(every), num(keep)
 if every > 0 and seq % every == 0 then keep_history() end
