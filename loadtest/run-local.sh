@@ -73,7 +73,8 @@ redis_server=${REDIS_SERVER:-$(command -v redis-server || true)}
 # Sockets: 10,000 client connections plus as many server-side ones in one process tree.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
-pids=()
+# shellcheck source=../scripts/lib/procs.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib/procs.sh"
 sampler=
 pauser=
 cleanup() {
@@ -86,16 +87,7 @@ cleanup() {
     fi
     # Only what this script started, newest first, each gone before the next: the instances
     # drain (their sockets, then their Redis work) before their Redis stops.
-    for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
-        local pid=${pids[i]}
-        kill -TERM "$pid" 2>/dev/null || true
-        for _ in $(seq 150); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
+    stop_pids 150
     exit "$status"
 }
 trap cleanup EXIT

@@ -38,20 +38,14 @@ else
     duration=${DURATION:-150s} ramp=${RAMP:-5s}
 fi
 
-pids=()
+# shellcheck source=lib/procs.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/procs.sh"
 declare -A pid_of=()
 cleanup() {
     local status=$?
     trap - EXIT INT TERM
     # Only what this script started, newest first.
-    for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
-        kill -TERM "${pids[i]}" 2>/dev/null || true
-    done
-    for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
-        for _ in $(seq 50); do kill -0 "${pids[i]}" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "${pids[i]}" 2>/dev/null || true
-        wait "${pids[i]}" 2>/dev/null || true
-    done
+    stop_pids 50
     exit "$status"
 }
 trap cleanup EXIT
