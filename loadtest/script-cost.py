@@ -26,9 +26,9 @@ import sys
 import tempfile
 import time
 
+import replay
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# A stroke tag as loadtest writes it: <conn>-<n>-<unix µs>.
-TAG = re.compile(r"\b(\d+-\d+-\d{16})\b")
 
 
 def free_port():
@@ -135,42 +135,19 @@ def main():
         ]
         strokes = [
             c for c in calls
-            if any(TAG.search(x) for x in c[3:]) and any('"points"' in x for x in c)
+            if any(replay.TAG.search(x) for x in c[3:]) and any('"points"' in x for x in c)
         ]
         if not strokes:
             sys.exit("no stroke commit seen in MONITOR; see " + out)
         call = strokes[-1]
         with open(os.path.join(out, "call.txt"), "w") as f:
             f.write("\n".join(call) + "\n")
-        tags = {t for x in call for t in TAG.findall(x)}
-
-        def resp(args):
-            parts = [f"*{len(args)}\r\n".encode()]
-            for x in args:
-                b = x.encode()
-                parts.append(b"$%d\r\n%s\r\n" % (len(b), b))
-            return b"".join(parts)
-
-        def calls_for(run):
-            # One id per call, the same in every argument that holds it (a stroke's id appears
-            # in the check, the put and the record: redis-benchmark's __rand_int__ would draw a
-            # different number for each), piped in as one stream.
-            stream = []
-            for k in range(a.calls):
-                tag = f"r{run}-{secrets.token_hex(3)}-{k}"
-                args = []
-                for x in call:
-                    for t in tags:
-                        x = x.replace(t, tag)
-                    args.append(x)
-                stream.append(resp(args))
-            return b"".join(stream)
         print(f"{a.server}: EVALSHA with {len(call) - 3} arguments, {sum(map(len, call))} bytes")
         for run in range(a.runs):
             cli("CONFIG", "RESETSTAT")
             subprocess.run(
                 ["redis-cli", "-p", str(rp), "--pipe"],
-                input=calls_for(run),
+                input=replay.stream(call, a.calls, f"r{run}"),
                 capture_output=True,
             )
             stats = cli("INFO", "commandstats")

@@ -16,24 +16,16 @@ import argparse
 import glob
 import os
 import re
-import secrets
 import socket
 import subprocess
 import sys
 import tempfile
 import time
 
+import replay
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TAG = re.compile(r"\b(\d+-\d+-\d{16})\b")
 LUA = "src/engine/redis/lua"
-
-
-def resp(args):
-    parts = [f"*{len(args)}\r\n".encode()]
-    for x in args:
-        b = x.encode()
-        parts.append(b"$%d\r\n%s\r\n" % (len(b), b))
-    return b"".join(parts)
 
 
 def main():
@@ -43,7 +35,6 @@ def main():
     ap.add_argument("--calls", type=int, default=2000)
     a = ap.parse_args()
     call = open(a.call).read().split("\n")[:-1]
-    tags = {t for x in call for t in TAG.findall(x)}
     script = "".join(
         subprocess.run(["git", "-C", ROOT, "show", f"{a.rev}:{LUA}/{f}"], check=True,
                        capture_output=True, text=True).stdout
@@ -77,17 +68,7 @@ def main():
         if int(call[2]) > 6:
             cli("HSET", call[4], "", "")
             cli("HSET", call[7], "", "")
-        stream = []
-        for k in range(2 * a.calls):
-            tag = f"r-{secrets.token_hex(3)}-{k}"
-            args = []
-            for x in call:
-                for t in tags:
-                    x = x.replace(t, tag)
-                args.append(x)
-            args[1] = sha
-            stream.append(resp(args))
-        cli("--pipe", data=b"".join(stream))
+        cli("--pipe", data=replay.stream(call, 2 * a.calls, "r", sha))
         stats = cli("INFO", "commandstats")
     finally:
         server.terminate()
