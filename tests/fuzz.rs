@@ -15,6 +15,7 @@ use drawbridge::domain::element::{Element, ElementLimits, Patch};
 use drawbridge::domain::stroke::StrokeLimits;
 use drawbridge::domain::svg::{self, ImportLimits};
 use drawbridge::domain::{RoomId, UserId};
+use drawbridge::metrics::CLIENT_TYPES;
 use drawbridge::transport::protocol::ClientMessage;
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
@@ -148,27 +149,10 @@ fn json_value() -> impl Strategy<Value = Value> {
     })
 }
 
-const TYPES: [&str; 14] = [
-    "JOIN_ROOM",
-    "CANVAS_UPDATE",
-    "CURSOR_MOVE",
-    "UNDO",
-    "REDO",
-    "LEAVE_ROOM",
-    "ELEMENTS_ADD",
-    "ELEMENTS_UPDATE",
-    "ELEMENTS_DELETE",
-    "STROKE_PROGRESS",
-    "TEXT_EDIT",
-    "TEXT_CURSOR",
-    "PING",
-    "NOPE",
-];
-
 /// A frame as a client could send it: a known type with a random payload, or a plausible
 /// element op, or raw text; sometimes cut short, as a truncated frame is.
 fn frame() -> impl Strategy<Value = String> {
-    let typed = (prop::sample::select(TYPES.to_vec()), json_value())
+    let typed = (prop::sample::select(CLIENT_TYPES.to_vec()), json_value())
         .prop_map(|(kind, payload)| json!({"type": kind, "payload": payload}).to_string());
     let add = prop::collection::vec(element_value(), 0..6).prop_map(|elements| {
         json!({"type": "ELEMENTS_ADD", "payload": {"roomId": "r", "elements": elements}})
