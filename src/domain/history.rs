@@ -296,9 +296,11 @@ pub fn snapshot_due(seq: u64, last: u64, last_elements: usize, every: u64) -> bo
         && seq.saturating_sub(last) >= (last_elements as u64).max(every)
 }
 
-/// Where the oldest ops fold into the base after op `seq`: the newest snapshot seq (a multiple
-/// of `every`) that still leaves at least `keep` ops after it. `None`: nothing to fold yet.
-/// (Snapshots are not taken at every multiple: the fold uses the newest one kept at or before.)
+/// How far the oldest ops may fold into the base after op `seq`: the newest multiple of `every`
+/// that still leaves at least `keep` ops after it (the base becomes the newest snapshot at or
+/// before it). `None`: nothing to fold yet. The Redis engine applies this rule and
+/// [`snapshot_due`] inside its commit script (`lua/apply.lua`, `keep_history`), which cannot
+/// call Rust; the engine suite holds both engines to the same answers.
 pub fn fold_point(seq: u64, keep: usize, every: u64) -> Option<u64> {
     let limit = seq.checked_sub(keep as u64)?;
     let point = limit.checked_div(every)? * every;

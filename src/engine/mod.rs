@@ -58,8 +58,9 @@ pub struct EngineSettings {
     pub max_points: usize,
     /// How many ops of history each room keeps at least (§5); older ones fold into its base.
     pub history_max: usize,
-    /// A snapshot of the board is kept every this many ops, so any past board costs one
-    /// snapshot plus fewer ops than this.
+    /// Snapshots of the board are at least this many ops apart, and at least as many as the
+    /// last one holds elements (`history::snapshot_due`): a past board costs one snapshot plus
+    /// fewer ops than the larger of the two.
     pub snapshot_every: u64,
     /// What one room, and one user's elements in it, may hold.
     pub quota: Quota,
